@@ -9,6 +9,5 @@ setup(
     # kfp/ holds Kubeflow files and must never become an importable package that shadows the kfp library.
     packages=find_packages(include=["mammo_tfx*", "components*", "pipeline*", "trainer_module*"]),
     package_data={"": ["*.pbtxt"]},
-    data_files=[("mammo_tfx_schemas", ["schemas/schema.pbtxt"])],
     entry_points={"console_scripts": ["mammo-tfx=mammo_tfx.cli:main"]},
 )

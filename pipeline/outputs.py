@@ -1,0 +1,75 @@
+"""Finds what a pipeline run produced, by asking ML Metadata (the run's own record), not by guessing paths."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+import tensorflow as tf
+from ml_metadata import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+from tensorflow_metadata.proto.v0 import anomalies_pb2
+
+from components.mammo_example_gen.executor import QUARANTINE_FILE, SUMMARY_FILE
+
+
+@dataclass(frozen=True)
+class RunOutputs:
+    examples_uri: str
+    statistics_uri: Optional[str]
+    anomalies_uri: Optional[str]
+    quarantine_uri: Optional[str]
+    ingest_summary: Dict[str, object]
+    anomalies: Dict[str, List[str]]  # split -> anomaly descriptions
+
+
+def _store(metadata_path: str) -> metadata_store.MetadataStore:
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = metadata_path
+    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+    return metadata_store.MetadataStore(config)
+
+
+def latest_artifact_uri(store: metadata_store.MetadataStore, type_name: str) -> Optional[str]:
+    artifacts = [a for a in store.get_artifacts_by_type(type_name) if a.state == metadata_store_pb2.Artifact.LIVE]
+    if not artifacts:
+        return None
+    return max(artifacts, key=lambda a: (a.create_time_since_epoch, a.id)).uri
+
+
+def read_anomalies(anomalies_uri: str) -> Dict[str, List[str]]:
+    found: Dict[str, List[str]] = {}
+    for split_dir in sorted(tf.io.gfile.glob(os.path.join(anomalies_uri, "Split-*"))):
+        path = os.path.join(split_dir, "SchemaDiff.pb")
+        if not tf.io.gfile.exists(path):
+            continue
+        anomalies = anomalies_pb2.Anomalies()
+        with tf.io.gfile.GFile(path, "rb") as f:
+            anomalies.ParseFromString(f.read())
+        split = os.path.basename(split_dir)[len("Split-"):]
+        found[split] = [
+            f"{feature}: {info.short_description}" for feature, info in sorted(anomalies.anomaly_info.items())
+        ]
+    return found
+
+
+def collect_outputs(metadata_path: str) -> RunOutputs:
+    store = _store(metadata_path)
+    examples_uri = latest_artifact_uri(store, "Examples")
+    if examples_uri is None:
+        raise RuntimeError(f"{metadata_path}: the run recorded no Examples artifact")
+    quarantine_uri = latest_artifact_uri(store, "MammoQuarantineReport")
+    anomalies_uri = latest_artifact_uri(store, "ExampleAnomalies")
+    summary: Dict[str, object] = {}
+    if quarantine_uri:
+        with tf.io.gfile.GFile(os.path.join(quarantine_uri, SUMMARY_FILE)) as f:
+            summary = json.load(f)
+    return RunOutputs(
+        examples_uri=examples_uri,
+        statistics_uri=latest_artifact_uri(store, "ExampleStatistics"),
+        anomalies_uri=anomalies_uri,
+        quarantine_uri=os.path.join(quarantine_uri, QUARANTINE_FILE) if quarantine_uri else None,
+        ingest_summary=summary,
+        anomalies=read_anomalies(anomalies_uri) if anomalies_uri else {},
+    )
