@@ -1,0 +1,62 @@
+"""The typed configuration: profiles, YAML and --set overrides, strict keys and types."""
+import pytest
+
+from pipeline.config import PATIENT_SALT_ENV, PROFILES, load_config, parse_set_overrides
+
+
+def test_every_profile_builds_and_names_itself():
+    for name in PROFILES:
+        config = load_config(name)
+        assert config.profile == name
+        assert config.pipeline_name == "mammo-tfx"
+
+
+def test_production_uses_the_seed_working_size_and_demo_a_reduced_one():
+    production, demo = load_config("production"), load_config("demo")
+    assert (production.ingest.height, production.ingest.width) == (1152, 896)
+    assert demo.ingest.height < production.ingest.height
+
+
+def test_set_overrides_nested_values_with_their_types():
+    config = load_config("demo", overrides=["ingest.height=300", "beam.direct_num_workers=1",
+                                            "ingest.resize_mode=pad", "enable_cache=false"])
+    assert config.ingest.height == 300
+    assert config.beam.direct_num_workers == 1
+    assert config.ingest.resize_mode == "pad"
+    assert config.enable_cache is False
+
+
+def test_yaml_file_then_set_overrides(tmp_path):
+    path = tmp_path / "overrides.yaml"
+    path.write_text("ingest:\n  height: 400\n  width: 320\nsplits:\n  train: 3\n")
+    config = load_config("demo", str(path), ["ingest.width=300"])
+    assert (config.ingest.height, config.ingest.width) == (400, 300)
+    assert config.splits.train == 3
+
+
+@pytest.mark.parametrize("override", ["ingest.heigth=10", "nosuchsection.x=1", "profile=production"])
+def test_unknown_keys_are_errors(override):
+    with pytest.raises(KeyError, match="unknown configuration key"):
+        load_config("demo", overrides=[override])
+
+
+@pytest.mark.parametrize("override", ["ingest.height=tall", "enable_cache=3", "splits=4"])
+def test_wrong_types_are_errors(override):
+    with pytest.raises(ValueError):
+        load_config("demo", overrides=[override])
+
+
+def test_unknown_profile_is_an_error():
+    with pytest.raises(KeyError, match="unknown profile"):
+        load_config("laptop")
+
+
+def test_patient_salt_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv(PATIENT_SALT_ENV, "site-secret")
+    assert load_config("production").ingest.patient_salt == "site-secret"
+
+
+def test_parse_set_overrides_builds_nested_mapping():
+    assert parse_set_overrides(["a.b=1", "a.c=x", "d=[1, 2]"]) == {"a": {"b": 1, "c": "x"}, "d": [1, 2]}
+    with pytest.raises(ValueError):
+        parse_set_overrides(["novalue"])
