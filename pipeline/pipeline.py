@@ -9,17 +9,17 @@ from tfx.proto import example_gen_pb2
 
 from components.mammo_example_gen.component import MammoExampleGen
 from components.mammo_example_gen.executor import encode_custom_config
-from pipeline.config import PipelineConfig
+from pipeline.config import PipelineConfig, SplitConfig
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHEMA_FILE = os.path.join(REPO_ROOT, "schemas", "schema.pbtxt")
 
 
-def output_config(config: PipelineConfig) -> example_gen_pb2.Output:
+def output_config(splits: SplitConfig) -> example_gen_pb2.Output:
     return example_gen_pb2.Output(
         split_config=example_gen_pb2.SplitConfig(splits=[
             example_gen_pb2.SplitConfig.Split(name=name, hash_buckets=buckets)
-            for name, buckets in config.splits.buckets()
+            for name, buckets in splits.buckets()
         ])
     )
 
@@ -28,7 +28,7 @@ def create_components(config: PipelineConfig, manifest_dir: str) -> List[tfx.typ
     example_gen = MammoExampleGen(
         input_base=manifest_dir,
         custom_config=encode_custom_config(config.ingest),
-        output_config=output_config(config),
+        output_config=output_config(config.splits),
     )
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     schema_gen = tfx.components.ImportSchemaGen(schema_file=SCHEMA_FILE)
