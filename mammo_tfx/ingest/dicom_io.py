@@ -1,0 +1,189 @@
+"""DICOM decoding: pixels via pydicom (pylibjpeg preferred), modality LUT, VOI LUT/windowing, MONOCHROME1."""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Optional
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_modality_lut, apply_voi, get_decoder, pixel_array
+
+from mammo_tfx.ingest.decoded import DecodedImage, full_range_affine
+from mammo_tfx.ingest.records import BadInputError
+
+_CC_VIEWS = {"CC", "XCC", "XCCL", "XCCM", "FB"}
+_MLO_VIEWS = {"MLO", "ML", "LMO"}
+
+
+def read_dataset(path: str) -> Dataset:
+    """Parse a DICOM file (pixel data kept encoded). Raises BadInputError for anything unreadable."""
+    try:
+        return pydicom.dcmread(path)
+    except FileNotFoundError:
+        raise BadInputError(path, "file not found") from None
+    except Exception as error:  # pydicom raises many types for corrupt files
+        raise BadInputError(path, f"not a readable DICOM file ({type(error).__name__}: {error})") from None
+
+
+def decode_stored_pixels(ds: Dataset, path: str, decoding_plugin: str = "pylibjpeg") -> np.ndarray:
+    """The stored pixel values of a single-frame greyscale DICOM as a 2-D array."""
+    if "PixelData" not in ds:
+        raise BadInputError(path, "DICOM has no pixel data (PixelData element missing)")
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip()
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise BadInputError(path, f"not a greyscale image (PhotometricInterpretation {photometric or 'missing'})")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames != 1:
+        raise BadInputError(path, f"multi-frame DICOM ({frames} frames) is not a 2-D mammogram")
+    file_meta = getattr(ds, "file_meta", None)
+    transfer_syntax = file_meta.get("TransferSyntaxUID") if file_meta is not None else None
+    plugin = ""
+    if decoding_plugin and transfer_syntax is not None:
+        try:
+            if decoding_plugin in get_decoder(transfer_syntax).available_plugins:
+                plugin = decoding_plugin
+        except NotImplementedError:
+            raise BadInputError(path, f"unsupported transfer syntax {transfer_syntax}") from None
+    try:
+        pixels = pixel_array(ds, decoding_plugin=plugin)
+    except Exception as error:
+        raise BadInputError(path, f"pixel data cannot be decoded, file truncated or corrupt "
+                                  f"({type(error).__name__}: {error})") from None
+    if pixels.ndim != 2:
+        raise BadInputError(path, f"expected a 2-D greyscale image, decoded shape {pixels.shape}")
+    return pixels
+
+
+def read_dicom(path: str, decoding_plugin: str = "pylibjpeg") -> DecodedImage:
+    """Decode a DICOM mammogram; the returned affine maps it to the full 16-bit range for display."""
+    ds = read_dataset(path)
+    stored = decode_stored_pixels(ds, path, decoding_plugin)
+    bits_stored = int(ds.get("BitsStored", ds.get("BitsAllocated", 16)) or 16)
+    try:
+        pixels, unit_scale, unit_offset = _values_of_interest(ds, stored, bits_stored)
+    except Exception as error:
+        raise BadInputError(path, f"modality/VOI LUT cannot be applied ({type(error).__name__}: {error})") from None
+    invert = str(ds.PhotometricInterpretation).strip() == "MONOCHROME1"
+    scale, offset = full_range_affine(unit_scale, unit_offset, invert=invert)
+    return DecodedImage(
+        pixels=pixels, scale=scale, offset=offset, bits_stored=bits_stored,
+        pixel_spacing_mm=_pixel_spacing(ds), patient_id=_text(ds, "PatientID"),
+        laterality=_laterality(ds), view=_view(ds))
+
+
+def _values_of_interest(ds: Dataset, stored: np.ndarray, bits_stored: int) -> tuple[np.ndarray, float, float]:
+    """(pixels, a, b): pixels after the non-linear modality/VOI steps; display value in [0, 1] = a*pixels + b.
+
+    Linear steps (rescale slope/intercept without a VOI) are folded into (a, b) instead of touching every
+    pixel; non-linear ones (LUTs, windowing) must run at full resolution, before resizing.
+    """
+    signed = int(ds.get("PixelRepresentation", 0)) == 1
+    stored_low = -(2 ** (bits_stored - 1)) if signed else 0
+    stored_high = 2 ** (bits_stored - 1) - 1 if signed else 2 ** bits_stored - 1
+    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    has_modality_lut = "ModalityLUTSequence" in ds
+
+    def modality_values() -> np.ndarray:
+        if has_modality_lut:
+            return apply_modality_lut(stored, ds).astype(np.float32)
+        return stored.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+
+    if "VOILUTSequence" in ds:
+        voi_max = float(2 ** _lut_bits(ds.VOILUTSequence[0]) - 1)
+        return apply_voi(modality_values(), ds, index=0), 1.0 / voi_max, 0.0
+    window = _window(ds)
+    if window is not None:
+        return _apply_window(modality_values(), *window), 1.0, 0.0
+    if has_modality_lut:
+        return modality_values(), 1.0 / float(2 ** _lut_bits(ds.ModalityLUTSequence[0]) - 1), 0.0
+    # Only a linear rescale: map the whole possible modality range onto [0, 1] without touching pixels.
+    low, high = sorted((stored_low * slope + intercept, stored_high * slope + intercept))
+    return stored, slope / (high - low), (intercept - low) / (high - low)
+
+
+def _lut_bits(lut_item: Dataset) -> int:
+    """Bits per entry of a LUT (3rd value of LUTDescriptor), clamped to 8..16 as the standard allows."""
+    descriptor = lut_item.get("LUTDescriptor")
+    bits = int(descriptor[2]) if descriptor is not None and len(descriptor) >= 3 else 16
+    return min(max(bits, 8), 16)
+
+
+def _first_number(value: object) -> Optional[float]:
+    if value is None:
+        return None
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):  # multi-valued: first window
+        value = value[0] if len(value) else None
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _window(ds: Dataset) -> Optional[tuple[float, float, str]]:
+    """(center, width, function) of the first window, or None when absent or unusable."""
+    center = _first_number(ds.get("WindowCenter"))
+    width = _first_number(ds.get("WindowWidth"))
+    if center is None or width is None:
+        return None
+    function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
+    # A window the standard forbids cannot be "respected"; the full range is the honest fallback.
+    if width <= 0 or (function == "LINEAR" and width < 1):
+        return None
+    return center, width, function
+
+
+def _apply_window(values: np.ndarray, center: float, width: float, function: str) -> np.ndarray:
+    """Display values in [0, 1] for a VOI window (DICOM PS3.3 C.11.2.1.2 formulas)."""
+    if function == "SIGMOID":
+        return (1.0 / (1.0 + np.exp(-4.0 * (values - center) / width))).astype(np.float32)
+    if function == "LINEAR_EXACT":
+        unit = (values - center) / width + 0.5
+    else:  # LINEAR, also the standard's default for unknown functions
+        unit = (values - (center - 0.5)) / (width - 1.0) + 0.5 if width > 1 else (values > center - 0.5) * 1.0
+    return np.clip(unit, 0.0, 1.0).astype(np.float32)
+
+
+def _text(ds: Dataset, keyword: str) -> Optional[str]:
+    value = str(ds.get(keyword, "") or "").strip()
+    return value or None
+
+
+def _pixel_spacing(ds: Dataset) -> Optional[tuple[float, float]]:
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = ds.get(keyword)
+        if value is not None and len(value) >= 2:
+            try:
+                row, col = float(value[0]), float(value[1])
+            except (TypeError, ValueError):
+                continue
+            if row > 0 and col > 0:
+                return row, col
+    return None
+
+
+def _laterality(ds: Dataset) -> Optional[str]:
+    for keyword in ("ImageLaterality", "Laterality"):
+        value = (_text(ds, keyword) or "").upper()
+        if value in ("L", "R"):
+            return value
+    return None
+
+
+def _view(ds: Dataset) -> Optional[str]:
+    position = (_text(ds, "ViewPosition") or "").upper()
+    if position in _CC_VIEWS:
+        return "CC"
+    if position in _MLO_VIEWS:
+        return "MLO"
+    codes = ds.get("ViewCodeSequence")
+    if codes:
+        meaning = str(codes[0].get("CodeMeaning", "")).lower().replace("-", "").replace(" ", "")
+        if "craniocaudal" in meaning:
+            return "CC"
+        if "mediolateraloblique" in meaning:
+            return "MLO"
+    return None

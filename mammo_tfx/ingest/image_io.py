@@ -1,0 +1,45 @@
+"""Pick the decoder from a file's content (magic bytes), so extensions cannot mislead."""
+from __future__ import annotations
+
+import os
+
+from mammo_tfx.ingest.decoded import DecodedImage
+from mammo_tfx.ingest.dicom_io import read_dicom
+from mammo_tfx.ingest.pgm_io import read_pgm
+from mammo_tfx.ingest.png_io import read_png
+from mammo_tfx.ingest.records import BadInputError
+
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def sniff_format(path: str) -> str:
+    """"dicom", "pgm" or "png" from the first bytes of the file; BadInputError if it is none of them."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(132)
+    except FileNotFoundError:
+        raise BadInputError(path, "file not found") from None
+    except OSError as error:
+        raise BadInputError(path, f"cannot read file ({type(error).__name__}: {error})") from None
+    if not head:
+        raise BadInputError(path, "file is empty")
+    if head.startswith(_PNG_MAGIC):
+        return "png"
+    if head[:2] in (b"P5", b"P2"):
+        return "pgm"
+    if head[128:132] == b"DICM":
+        return "dicom"
+    # DICOM written without the 128-byte preamble is rare but legal; let pydicom judge those by extension.
+    if os.path.splitext(path)[1].lower() in (".dcm", ".dicom", ""):
+        return "dicom"
+    raise BadInputError(path, "unrecognised image format (not DICOM, PGM or PNG)")
+
+
+def read_image(path: str, decoding_plugin: str = "pylibjpeg") -> DecodedImage:
+    """Decode any supported image file."""
+    image_format = sniff_format(path)
+    if image_format == "png":
+        return read_png(path)
+    if image_format == "pgm":
+        return read_pgm(path)
+    return read_dicom(path, decoding_plugin)

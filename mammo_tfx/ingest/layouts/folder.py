@@ -1,0 +1,59 @@
+"""Folder lister (the seed's layout): <root>/{neg,pos}/*, optionally under train/ val/ test/.
+
+Labels come from the folder (neg 0, pos 1); val counts as train. Files are DICOM (.dcm/.dicom or no
+extension) or PNG. Patient id, laterality and view come from DICOM tags when present (PatientID,
+ImageLaterality/Laterality, ViewPosition), else from the file name (stem; LEFT/RIGHT, L/R, CC/MLO/ML).
+The layout has no annotations: masks are empty and mask_complete is 0 for every record (positives
+have a lesion the mask misses; negatives may hold unannotated benign findings, as in the seed's
+INbreast neg folder of BI-RADS 1-2). abnormality_type is "none"; pathology follows the label
+(malignant / normal).
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterator, Union
+
+from mammo_tfx.ingest.layouts.naming import laterality_from_name, view_from_name
+from mammo_tfx.ingest.options import IngestOptions
+from mammo_tfx.ingest.records import BadInputError, QuarantineEntry, ScanRecord, quarantined
+
+DATASET = "folder"
+CLASS_FOLDERS = (("neg", 0), ("pos", 1))
+SPLIT_FOLDERS = (("train", "train"), ("val", "train"), ("test", "test"))
+IMAGE_EXTENSIONS = (".dcm", ".dicom", ".png", "")
+
+
+def _class_folders(root: str) -> list[tuple[str, int, str]]:
+    """(folder, label, source split) for every class folder present."""
+    found = []
+    for split_name, split in (("", "none"),) + SPLIT_FOLDERS:
+        for class_name, label in CLASS_FOLDERS:
+            folder = os.path.join(root, split_name, class_name)
+            if os.path.isdir(folder):
+                found.append((folder, label, split))
+    if not found:
+        raise BadInputError(root, "no neg/ or pos/ folder here or under train/, val/, test/")
+    return found
+
+
+def list_folder(root: str, options: IngestOptions) -> Iterator[Union[ScanRecord, QuarantineEntry]]:
+    """One record per file of the class folders (searched recursively, hidden files skipped)."""
+    del options
+    for folder, label, split in _class_folders(root):
+        for directory, subdirectories, files in os.walk(folder):
+            subdirectories[:] = sorted(d for d in subdirectories if not d.startswith("."))
+            for name in sorted(files):
+                if name.startswith("."):
+                    continue
+                path = os.path.join(directory, name)
+                relative = os.path.relpath(path, root).replace(os.sep, "/")
+                stem, extension = os.path.splitext(name)
+                if extension.lower() not in IMAGE_EXTENSIONS:
+                    yield quarantined(DATASET, relative, path, f"unsupported file type {extension!r} "
+                                                               "(expected DICOM or PNG)")
+                    continue
+                yield ScanRecord(
+                    dataset=DATASET, record_id=relative, image_path=path, patient_id=stem, image_id=relative,
+                    label=label, laterality=laterality_from_name(stem),
+                    view=view_from_name(stem), source_split=split, prefer_dicom_tags=True,
+                    has_annotations=False)

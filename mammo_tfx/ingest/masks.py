@@ -1,0 +1,62 @@
+"""Class-coded lesion masks: class codes, rasterising outlines, merging by precedence.
+
+Codes (contracts.md, the seed's class order): 0 background, 1 calcification malignant,
+2 calcification benign, 3 mass malignant, 4 mass benign. Overlaps: malignant beats benign, then mass
+beats calcification.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from mammo_tfx.ingest.records import LesionRef
+
+BACKGROUND = 0
+CALC_MALIGNANT, CALC_BENIGN, MASS_MALIGNANT, MASS_BENIGN = 1, 2, 3, 4
+# Painted in this order, so a later class wins where lesions overlap.
+PAINT_ORDER = (CALC_BENIGN, MASS_BENIGN, CALC_MALIGNANT, MASS_MALIGNANT)
+
+
+def class_code(kind: str, malignant: bool) -> int:
+    """Mask value of a lesion."""
+    if kind == "calcification":
+        return CALC_MALIGNANT if malignant else CALC_BENIGN
+    if kind == "mass":
+        return MASS_MALIGNANT if malignant else MASS_BENIGN
+    raise ValueError(f"unknown lesion kind {kind!r}")
+
+
+def draw_outlines(lesions: Sequence[LesionRef], shape: tuple[int, int], point_radius: float) -> np.ndarray:
+    """Union of the polygon/disc outlines of `lesions` as a boolean array of `shape` (rows, cols).
+
+    Polygons take (row, col) vertices; discs a centre and radius (a non-positive radius means a point
+    annotation and uses point_radius). y_axis_up coordinates are flipped with the real image height.
+    """
+    rows, cols = shape
+    canvas = Image.new("L", (cols, rows), 0)
+    pen = ImageDraw.Draw(canvas)
+    for lesion in lesions:
+        points = [((rows - r) if lesion.y_axis_up else r, c) for r, c in lesion.points]
+        if lesion.outline == "polygon" and len(points) >= 3:
+            pen.polygon([(c, r) for r, c in points], fill=255, outline=255)
+        elif lesion.outline == "disc" and points:
+            r, c = points[0]
+            radius = lesion.radius if lesion.radius > 0 else point_radius
+            pen.ellipse((c - radius, r - radius, c + radius, r + radius), fill=255, outline=255)
+        elif lesion.outline in ("polygon", "disc"):
+            raise ValueError(f"{lesion.outline} outline with too few points: {lesion.points!r}")
+    return np.asarray(canvas) > 0
+
+
+def merge_class_layers(layers: Mapping[int, np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+    """One uint8 class-coded mask from boolean per-class layers, applying the overlap precedence."""
+    unknown = set(layers) - set(PAINT_ORDER)
+    if unknown:
+        raise ValueError(f"unknown mask class codes {sorted(unknown)}")
+    merged = np.zeros(shape, dtype=np.uint8)
+    for code in PAINT_ORDER:
+        if code in layers:
+            merged[layers[code]] = code
+    return merged

@@ -1,0 +1,76 @@
+"""Ingestion options: one frozen dataclass that travels as JSON in the ExampleGen's custom config."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+RESIZE_MODES = ("stretch", "pad")
+
+# Not a secret: production runs must set their own salt so keys cannot be recomputed from public ids.
+DEFAULT_PATIENT_SALT = "mammo-tfx-default-salt-change-me"
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    """How records are decoded, resized, labelled and keyed.
+
+    height/width: working size (rows x cols) of image_png and mask_png.
+    resize_mode: "stretch" resizes exactly to the working size (the seed's choice, aspect not kept);
+        "pad" keeps the aspect ratio, scales to fit and pads with 0 at the bottom and on the side away
+        from the breast (see resize.py).
+    patient_salt: salt of the SHA-256 patient/image keys.
+    inbreast_negative_birads / inbreast_positive_birads: INbreast BI-RADS values that make an image
+        negative / positive; any other value (by default 3) is excluded.
+    png_compress_level: zlib level of the PNG encoder (1 = fast, 9 = small).
+    point_lesion_radius_px: radius, in source pixels, of the disc drawn for a point annotation
+        (INbreast ROIs with at most 2 points).
+    dicom_decoding_plugin: preferred pydicom decoding plugin for compressed DICOM ("pylibjpeg" is ~2-3x
+        faster than pydicom's own RLE decoder); "" lets pydicom choose. Falls back to pydicom's choice
+        when the plugin cannot decode the transfer syntax.
+    """
+
+    height: int = 1152
+    width: int = 896
+    resize_mode: str = "stretch"
+    patient_salt: str = DEFAULT_PATIENT_SALT
+    inbreast_negative_birads: tuple[str, ...] = ("1", "2")
+    inbreast_positive_birads: tuple[str, ...] = ("4a", "4b", "4c", "5", "6")
+    png_compress_level: int = 1
+    point_lesion_radius_px: int = 3
+    dicom_decoding_plugin: str = "pylibjpeg"
+
+    def __post_init__(self) -> None:
+        # JSON turns tuples into lists; normalise so equality and hashing keep working after a round trip.
+        for name in ("inbreast_negative_birads", "inbreast_positive_birads"):
+            value = getattr(self, name)
+            if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+                raise ValueError(f"IngestOptions.{name} must be a sequence of strings, got {value!r}")
+            object.__setattr__(self, name, tuple(v.strip().lower() for v in value))
+        if self.height < 8 or self.width < 8:
+            raise ValueError(f"IngestOptions working size must be at least 8x8, got {self.height}x{self.width}")
+        if self.resize_mode not in RESIZE_MODES:
+            raise ValueError(f"IngestOptions.resize_mode must be one of {RESIZE_MODES}, got {self.resize_mode!r}")
+        if not 0 <= self.png_compress_level <= 9:
+            raise ValueError(f"IngestOptions.png_compress_level must be 0..9, got {self.png_compress_level}")
+        if self.point_lesion_radius_px < 1:
+            raise ValueError(f"IngestOptions.point_lesion_radius_px must be >= 1, got {self.point_lesion_radius_px}")
+        if not self.patient_salt:
+            raise ValueError("IngestOptions.patient_salt must not be empty")
+        overlap = set(self.inbreast_negative_birads) & set(self.inbreast_positive_birads)
+        if overlap:
+            raise ValueError(f"BI-RADS values {sorted(overlap)} are both negative and positive in IngestOptions")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict (tuples become lists)."""
+        return {f.name: (list(v) if isinstance(v, tuple) else v)
+                for f in dataclasses.fields(self) for v in [getattr(self, f.name)]}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "IngestOptions":
+        """Inverse of to_dict; missing keys take their defaults, unknown keys are an error."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown IngestOptions keys {unknown}; known keys are {sorted(known)}")
+        return cls(**dict(values))

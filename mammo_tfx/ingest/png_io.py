@@ -1,0 +1,39 @@
+"""PNG reading (8- or 16-bit greyscale) for the folder layout."""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from mammo_tfx.ingest.decoded import DecodedImage, full_range_affine
+from mammo_tfx.ingest.records import BadInputError
+
+
+def read_png(path: str) -> DecodedImage:
+    """Decode a greyscale PNG; 8-bit is mapped with x257, 16-bit as is. Colour PNGs must be grey in fact."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            mode = image.mode
+            pixels = np.asarray(image)
+    except FileNotFoundError:
+        raise BadInputError(path, "file not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise BadInputError(path, f"PNG cannot be decoded, truncated or corrupt ({type(error).__name__}: {error})") from None
+    if pixels.ndim == 3:
+        # Some exporters write grey pictures as RGB(A); accept them only if the colour channels agree.
+        colour = pixels[..., :3]
+        if not (np.array_equal(colour[..., 0], colour[..., 1]) and np.array_equal(colour[..., 0], colour[..., 2])):
+            raise BadInputError(path, f"colour PNG (mode {mode}) is not a greyscale mammogram")
+        pixels = colour[..., 0]
+    if pixels.dtype == np.bool_:
+        raise BadInputError(path, "1-bit PNG is not a greyscale mammogram")
+    if pixels.dtype == np.uint8:
+        bits = 8
+    elif pixels.dtype in (np.uint16, np.dtype(">u2"), np.dtype("<u2")) or (
+            pixels.dtype == np.int32 and pixels.size and 0 <= pixels.min() and pixels.max() <= 65535):
+        bits = 16  # Pillow opens some 16-bit PNGs as 32-bit mode "I"
+        pixels = pixels.astype(np.uint16, copy=False)
+    else:
+        raise BadInputError(path, f"unsupported PNG pixel type {pixels.dtype} (mode {mode})")
+    scale, offset = full_range_affine(1.0 / (2 ** bits - 1), 0.0)
+    return DecodedImage(pixels=pixels, scale=scale, offset=offset, bits_stored=bits)

@@ -1,0 +1,78 @@
+"""One record -> one tf.train.Example, or a QuarantineEntry; never raises for bad input."""
+from __future__ import annotations
+
+from typing import Sequence, Union
+
+import tensorflow as tf
+
+from mammo_tfx.ingest.decoded import DecodedImage, to_uint16
+from mammo_tfx.ingest.example import ScanFeatures, build_example
+from mammo_tfx.ingest.image_io import read_image
+from mammo_tfx.ingest.options import IngestOptions
+from mammo_tfx.ingest.orientation import breast_side
+from mammo_tfx.ingest.phi import salted_key
+from mammo_tfx.ingest.records import BadInputError, LesionRef, QuarantineEntry, ScanRecord, quarantined
+from mammo_tfx.ingest.resize import content_size, paste, place_content, resize_image
+from mammo_tfx.ingest.scan_mask import build_scan_mask
+
+
+def process_record(record: ScanRecord, options: IngestOptions) -> Union[tf.train.Example, QuarantineEntry]:
+    """Decode, resize and label one scan. Bad input of this record becomes a quarantine entry naming the
+    file; any unexpected error of this record too (so one bad scan never stops a pipeline)."""
+    try:
+        return _build(record, options)
+    except BadInputError as error:
+        return quarantined(record.dataset, record.record_id, error.file, f"BadInputError: {error.reason}")
+    except Exception as error:  # noqa: BLE001 - by contract, per-record failures are reported, not raised
+        return quarantined(record.dataset, record.record_id, record.image_path, f"{type(error).__name__}: {error}")
+
+
+def scan_pathology(label: int, lesions: Sequence[LesionRef]) -> str:
+    """Worst lesion of the scan; without lesions the image label decides (malignant or normal)."""
+    if label == 1 or any(lesion.malignant for lesion in lesions):
+        return "malignant"
+    return "benign" if lesions else "normal"
+
+
+def abnormality_type(lesions: Sequence[LesionRef]) -> str:
+    """none, mass, calcification, or mixed when a scan has both kinds."""
+    kinds = {lesion.kind for lesion in lesions}
+    if not kinds:
+        return "none"
+    return kinds.pop() if len(kinds) == 1 else "mixed"
+
+
+def _build(record: ScanRecord, options: IngestOptions) -> tf.train.Example:
+    decoded = read_image(record.image_path, options.dicom_decoding_plugin)
+    working_shape = (options.height, options.width)
+    size = content_size(decoded.shape, options.height, options.width, options.resize_mode)
+    # Decode once, resize once: the intensity map is linear, so it runs on the small image.
+    content = to_uint16(resize_image(decoded.pixels, size), decoded.scale, decoded.offset)
+    side = breast_side(content)
+    box = place_content(size, options.height, options.width, side)
+    scan_mask = build_scan_mask(record.lesions, decoded.shape, box, working_shape,
+                                options.point_lesion_radius_px, options.dicom_decoding_plugin)
+    patient_id, laterality, view = _identity(record, decoded)
+    if laterality == "U" and record.infer_laterality:
+        laterality = side
+    spacing = record.pixel_spacing_mm or decoded.pixel_spacing_mm or (0.0, 0.0)
+    return build_example(ScanFeatures(
+        image=paste(content, box, *working_shape), mask=scan_mask.mask, label=record.label,
+        abnormality_type=abnormality_type(record.lesions), pathology=scan_pathology(record.label, record.lesions),
+        dataset=record.dataset, density=record.density, view=view, laterality=laterality,
+        patient_key=salted_key(options.patient_salt, record.dataset, patient_id),
+        image_key=salted_key(options.patient_salt, record.dataset, record.image_id),
+        source_split=record.source_split, original_shape=decoded.shape, pixel_spacing_mm=spacing,
+        content_box=box.as_tuple(), resize_mode=options.resize_mode, bits_stored=decoded.bits_stored,
+        mask_resized=scan_mask.mask_resized,
+        mask_complete=scan_mask.mask_complete and record.has_annotations,
+    ), options.png_compress_level)
+
+
+def _identity(record: ScanRecord, decoded: DecodedImage) -> tuple[str, str, str]:
+    """(patient id, laterality, view): DICOM tags first when the layout says so, else the record."""
+    if not record.prefer_dicom_tags:
+        return record.patient_id, record.laterality, record.view
+    return (decoded.patient_id or record.patient_id,
+            decoded.laterality or record.laterality,
+            decoded.view or record.view)

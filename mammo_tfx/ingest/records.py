@@ -1,0 +1,130 @@
+"""What listers produce and process_record consumes: plain, picklable dataclasses."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+DATASETS = ("cbis-ddsm", "inbreast", "mias", "folder")
+LESION_KINDS = ("mass", "calcification")
+LESION_OUTLINES = ("mask_files", "polygon", "disc", "none")
+LATERALITIES = ("L", "R", "U")
+VIEWS = ("CC", "MLO", "UNKNOWN")
+SOURCE_SPLITS = ("train", "test", "none")
+QUARANTINE_STATUSES = ("quarantined", "excluded")
+QUARANTINE_COLUMNS = ("dataset", "record", "file", "status", "reason")
+
+
+class BadInputError(Exception):
+    """An input file that cannot be used; names the file and says why."""
+
+    def __init__(self, file: str, reason: str) -> None:
+        super().__init__(f"{file}: {reason}")
+        self.file = str(file)
+        self.reason = reason
+
+    def __reduce__(self):  # keep it picklable across Beam workers despite the two-argument constructor
+        return (type(self), (self.file, self.reason))
+
+
+@dataclass(frozen=True)
+class LesionRef:
+    """One annotated abnormality of a scan.
+
+    outline says where its location comes from:
+      "mask_files": the files of a CBIS-DDSM ROI row (mask and cropped ROI, told apart by content);
+      "polygon": `points` as (row, col) source pixels, filled;
+      "disc": centre `points[0]` (row, col) and `radius` in source pixels;
+      "none": no location known (the scan's mask misses this lesion, mask_complete=0).
+    y_axis_up: the row coordinates count from the bottom edge (MIAS); flipped with the real image height.
+    """
+
+    kind: str
+    malignant: bool
+    outline: str = "none"
+    points: tuple[tuple[float, float], ...] = ()
+    radius: float = 0.0
+    mask_files: tuple[str, ...] = ()
+    y_axis_up: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in LESION_KINDS:
+            raise ValueError(f"lesion kind must be one of {LESION_KINDS}, got {self.kind!r}")
+        if self.outline not in LESION_OUTLINES:
+            raise ValueError(f"lesion outline must be one of {LESION_OUTLINES}, got {self.outline!r}")
+
+
+@dataclass(frozen=True)
+class ScanRecord:
+    """One scan to ingest. Holds raw ids and paths; only salted hashes of them reach an example.
+
+    record_id: human-readable name for the quarantine report.
+    patient_id / image_id: raw ids hashed into patient_key / image_key.
+    prefer_dicom_tags: patient id, laterality and view come from DICOM tags when the file has them,
+        the record's values are the fallback (folder layout).
+    infer_laterality: when laterality is still "U" after the above, infer it from which image edge
+        the breast touches (MIAS).
+    pixel_spacing_mm: (row, col) spacing known from the dataset; None = read it from the file, if any.
+    has_annotations: False for datasets without lesion outlines; the (empty) mask is then incomplete.
+    """
+
+    dataset: str
+    record_id: str
+    image_path: str
+    patient_id: str
+    image_id: str
+    label: int
+    lesions: tuple[LesionRef, ...] = ()
+    laterality: str = "U"
+    view: str = "UNKNOWN"
+    density: int = 0
+    source_split: str = "none"
+    prefer_dicom_tags: bool = False
+    infer_laterality: bool = False
+    pixel_spacing_mm: Optional[tuple[float, float]] = None
+    has_annotations: bool = True
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.dataset not in DATASETS:
+            problems.append(f"dataset {self.dataset!r} not in {DATASETS}")
+        if self.label not in (0, 1):
+            problems.append(f"label must be 0 or 1, got {self.label!r}")
+        if self.laterality not in LATERALITIES:
+            problems.append(f"laterality {self.laterality!r} not in {LATERALITIES}")
+        if self.view not in VIEWS:
+            problems.append(f"view {self.view!r} not in {VIEWS}")
+        if not 0 <= self.density <= 4:
+            problems.append(f"density must be 0..4, got {self.density!r}")
+        if self.source_split not in SOURCE_SPLITS:
+            problems.append(f"source_split {self.source_split!r} not in {SOURCE_SPLITS}")
+        if problems:
+            raise ValueError(f"invalid ScanRecord {self.record_id!r}: " + "; ".join(problems))
+
+
+@dataclass(frozen=True)
+class QuarantineEntry:
+    """One row of quarantine.csv: a record that did not become an example, and why."""
+
+    dataset: str
+    record: str
+    file: str
+    status: str
+    reason: str
+
+    def __post_init__(self) -> None:
+        if self.status not in QUARANTINE_STATUSES:
+            raise ValueError(f"quarantine status must be one of {QUARANTINE_STATUSES}, got {self.status!r}")
+
+    def to_row(self) -> dict[str, str]:
+        """The quarantine.csv row, keyed by QUARANTINE_COLUMNS."""
+        return {column: str(getattr(self, column)) for column in QUARANTINE_COLUMNS}
+
+
+def quarantined(dataset: str, record: str, file: str, reason: str) -> QuarantineEntry:
+    """A bad-input entry."""
+    return QuarantineEntry(dataset=dataset, record=record, file=str(file), status="quarantined", reason=reason)
+
+
+def excluded(dataset: str, record: str, file: str, reason: str) -> QuarantineEntry:
+    """A valid record left out by a rule."""
+    return QuarantineEntry(dataset=dataset, record=record, file=str(file), status="excluded", reason=reason)
