@@ -1,0 +1,113 @@
+"""Model builders and the layer-wise schedule: shapes, cut points, trainable layers by name."""
+import dataclasses
+
+import numpy as np
+import pytest
+
+from trainer_module.backbones import backbone_spec, build_trunk
+from trainer_module.hparams import TopBlockSpec, TrainScope, image_hparams, patch_hparams
+from trainer_module.patch_model import PATCH_HEAD_NAME, build_patch_model
+from trainer_module.schedule import set_trainable_scope, set_weight_decay, trainable_layer_names
+from trainer_module.whole_image_model import IMAGE_HEAD_NAME, build_whole_image_model
+
+
+def tiny_patch_model(dropout: float = 0.0):
+    return build_patch_model(dataclasses.replace(patch_hparams("tiny"), dropout=dropout))
+
+
+def test_patch_and_whole_image_models_have_the_expected_outputs():
+    patch_model = tiny_patch_model(dropout=0.5)
+    patches = np.random.default_rng(0).normal(size=(3, 32, 32, 1)).astype("float32")
+    probabilities = patch_model(patches).numpy()
+    assert probabilities.shape == (3, 5)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+    image_model = build_whole_image_model(patch_model.get_layer("trunk"), image_hparams("tiny"))
+    images = np.random.default_rng(1).normal(size=(2, 64, 48, 1)).astype("float32")
+    assert image_model(images).shape == (2, 2)
+    # Small trunk of stride 8: 64x48 -> 8x6, then each resnet top stage halves.
+    assert image_model.get_layer("top1_unit1_out").output_shape == (None, 4, 3, 16)
+    assert image_model.get_layer("top2_unit1_out").output_shape == (None, 2, 2, 16)
+    # The whole-image model shares (not copies) the patch trunk.
+    assert image_model.get_layer("trunk") is patch_model.get_layer("trunk")
+
+
+def test_paper_geometry_resnet50_top_blocks_at_1152x896():
+    trunk = build_trunk("resnet50")
+    assert trunk.output_shape == (None, None, None, 2048)
+    model = build_whole_image_model(trunk, image_hparams("production"))
+    assert model.get_layer("top1_unit2_out").output_shape == (None, 18, 14, 1024)
+    assert model.get_layer("top2_unit2_out").output_shape == (None, 9, 7, 1024)
+    assert model.get_layer("top1_unit1_0_conv").strides == (2, 2)  # projection shortcut, stride 2
+    assert model.get_layer("top1_unit1_2_conv").kernel_size == (3, 3)
+
+
+def test_vgg16_trunk_with_vgg_512x1_top():
+    hparams = dataclasses.replace(image_hparams("production"), image_size=(128, 96),
+                                  top_block=TopBlockSpec("vgg", (512, 512), (1, 1)))
+    model = build_whole_image_model(build_trunk("vgg16"), hparams)
+    assert model.get_layer("trunk").output_shape[-1] == 512
+    assert model.get_layer("top1_pool").output_shape == (None, 2, 2, 512)
+    assert model.get_layer("top2_pool").output_shape == (None, 1, 1, 512)
+
+
+def test_patch_schedule_trains_head_then_top_of_trunk_then_all_by_name():
+    model = tiny_patch_model()
+    spec = backbone_spec("small", (4, 8, 8))
+    all_weighted = {"block1_conv1", "block1_bn1", "block1_conv2", "block1_bn2", "block2_conv1", "block2_bn1",
+                    "block2_conv2", "block2_bn2", "block3_conv1", "block3_bn1", "block3_conv2", "block3_bn2",
+                    PATCH_HEAD_NAME}
+    set_trainable_scope(model, TrainScope.NEW_LAYERS, spec)
+    assert trainable_layer_names(model) == {PATCH_HEAD_NAME}
+    set_trainable_scope(model, TrainScope.TOP_OF_TRUNK, spec)
+    assert trainable_layer_names(model) == {PATCH_HEAD_NAME, "block3_conv1", "block3_bn1", "block3_conv2", "block3_bn2"}
+    set_trainable_scope(model, TrainScope.ALL, spec)
+    assert trainable_layer_names(model) == all_weighted
+
+
+def test_resnet50_top_of_trunk_starts_at_conv5_block1():
+    model = build_patch_model(patch_hparams("production"))
+    set_trainable_scope(model, TrainScope.TOP_OF_TRUNK, backbone_spec("resnet50"))
+    trunk_names = trainable_layer_names(model) - {PATCH_HEAD_NAME}
+    assert "conv5_block1_1_conv" in trunk_names and "conv5_block3_3_bn" in trunk_names
+    assert all(name.startswith("conv5_") for name in trunk_names)
+    assert "conv4_block6_3_conv" not in trunk_names
+
+
+def test_whole_image_new_layers_step_freezes_the_trunk():
+    patch_model = tiny_patch_model()
+    model = build_whole_image_model(patch_model.get_layer("trunk"), image_hparams("tiny"))
+    spec = backbone_spec("small", (4, 8, 8))
+    set_trainable_scope(model, TrainScope.NEW_LAYERS, spec)
+    names = trainable_layer_names(model)
+    assert IMAGE_HEAD_NAME in names and "top1_unit1_1_conv" in names
+    assert not any(name.startswith("block") for name in names)
+    set_trainable_scope(model, TrainScope.ALL, spec)
+    assert "block1_conv1" in trainable_layer_names(model)
+
+
+def test_frozen_batch_norm_runs_in_inference_mode():
+    model = tiny_patch_model()
+    set_trainable_scope(model, TrainScope.NEW_LAYERS, backbone_spec("small", (4, 8, 8)))
+    batch_norm = model.get_layer("trunk").get_layer("block1_bn1")
+    moving_mean = batch_norm.moving_mean.numpy().copy()
+    images = np.random.default_rng(2).normal(3.0, 2.0, size=(4, 32, 32, 1)).astype("float32")
+    np.testing.assert_allclose(model(images, training=True), model(images, training=False), rtol=1e-5)
+    np.testing.assert_array_equal(batch_norm.moving_mean.numpy(), moving_mean)
+
+
+def test_weight_decay_is_reset_on_the_new_layers_only():
+    model = tiny_patch_model()
+    before = float(sum(model.losses))
+    set_weight_decay(model, 10 * patch_hparams("tiny").weight_decay)
+    assert float(sum(model.losses)) == pytest.approx(10 * before, rel=1e-5)
+    assert all(layer.kernel_regularizer is None for layer in model.get_layer("trunk").layers
+               if hasattr(layer, "kernel_regularizer"))
+
+
+def test_missing_local_weights_file_is_a_clear_error(tmp_path):
+    missing = str(tmp_path / "resnet50_notop.h5")
+    with pytest.raises(FileNotFoundError, match="resnet50_notop.h5"):
+        build_trunk("resnet50", missing)
+    with pytest.raises(ValueError, match="download"):
+        build_trunk("vgg16", "imagenet")

@@ -1,0 +1,385 @@
+"""Typed hyperparameters of the two Trainer stages (patch classifier, whole-image classifier).
+
+They travel through the Trainer's `custom_config` as plain JSON, so every dataclass has `to_dict()`
+and `from_dict()`; `from_dict` fills missing keys with defaults and rejects unknown keys, so a typo
+in a pipeline config fails at the start of training instead of silently using a default.
+
+Production defaults are the paper's values (Shen et al. 2019, seed-methods.md 1.2-1.3). `tiny`
+configures a few-step run on 64x48 images / 32x32 patches for tests; `demo` a small backbone at
+288x224 / 56x56 that trains in minutes on two CPU cores (same geometry as 1152x896 / 224 at 1/4
+scale: the demo trunk has stride 8 instead of 32, so 288x224 -> 36x28 -> 18x14 -> 9x7 as in the paper).
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Any, Mapping, Optional, Type, TypeVar
+
+# Keys of the Trainer's custom_config.
+HPARAMS_CONFIG_KEY = "hparams"
+PRESET_CONFIG_KEY = "preset"
+
+BACKBONES = ("resnet50", "vgg16", "small")
+PRESETS = ("production", "demo", "tiny")
+
+
+class TrainScope(str, enum.Enum):
+    """Which layers train in one step of a schedule (selected by layer name, see schedule.py)."""
+
+    NEW_LAYERS = "new_layers"      # everything except the pretrained trunk (patch: the head)
+    TOP_OF_TRUNK = "top_of_trunk"  # new layers + the backbone's last stage
+    ALL = "all"
+
+
+class Distribution(str, enum.Enum):
+    AUTO = "auto"          # MirroredStrategy when a GPU is visible, else the default strategy
+    MIRRORED = "mirrored"
+    DEFAULT = "default"
+
+
+_T = TypeVar("_T")
+
+
+def _check_keys(cls: type, values: Mapping[str, Any]) -> None:
+    if not isinstance(values, Mapping):
+        raise TypeError(f"{cls.__name__} expects a dict, got {type(values).__name__}: {values!r}")
+    known = {field.name for field in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(
+            f"Unknown {cls.__name__} keys {unknown}; expected a subset of {sorted(known)}")
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentationConfig:
+    """Train-time augmentation, applied in the tf.data pipeline (Keras ImageDataGenerator style)."""
+
+    horizontal_flip: bool = False
+    vertical_flip: bool = False
+    rotation_degrees: float = 0.0   # uniform in [-r, r]
+    shear_radians: float = 0.0      # uniform in [-s, s]
+    zoom_range: tuple[float, float] = (1.0, 1.0)  # x and y drawn independently, as in Keras
+
+    def __post_init__(self) -> None:
+        _require(self.rotation_degrees >= 0, f"rotation_degrees must be >= 0, got {self.rotation_degrees}")
+        _require(self.shear_radians >= 0, f"shear_radians must be >= 0, got {self.shear_radians}")
+        _require(len(self.zoom_range) == 2 and 0 < self.zoom_range[0] <= self.zoom_range[1],
+                 f"zoom_range must be (low, high) with 0 < low <= high, got {self.zoom_range}")
+
+    @property
+    def has_affine(self) -> bool:
+        return self.rotation_degrees > 0 or self.shear_radians > 0 or self.zoom_range != (1.0, 1.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        values["zoom_range"] = list(self.zoom_range)
+        return values
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "AugmentationConfig":
+        _check_keys(cls, values)
+        values = dict(values)
+        if "zoom_range" in values:
+            values["zoom_range"] = tuple(float(v) for v in values["zoom_range"])
+        return cls(**values)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingStep:
+    """One step of a layer-wise schedule: recompiled with its own learning rate and weight decay."""
+
+    scope: TrainScope
+    learning_rate: float
+    epochs: int
+    # L2 factor of the new Dense/Conv layers during this step; None keeps the stage's weight_decay.
+    weight_decay: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scope", TrainScope(self.scope))
+        _require(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
+        _require(self.epochs >= 0, f"epochs must be >= 0, got {self.epochs}")
+        _require(self.weight_decay is None or self.weight_decay >= 0,
+                 f"weight_decay must be >= 0, got {self.weight_decay}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"scope": self.scope.value, "learning_rate": self.learning_rate,
+                "epochs": self.epochs, "weight_decay": self.weight_decay}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "TrainingStep":
+        _check_keys(cls, values)
+        return cls(**values)
+
+
+@dataclasses.dataclass(frozen=True)
+class TopBlockSpec:
+    """Conv blocks added on top of the patch trunk for the whole-image model.
+
+    kind 'resnet': per stage, `repetitions` bottleneck units 1x1 d / 3x3 d / 1x1 d*expansion, the
+    first with stride 2 and a projection shortcut ("[512-512-1024]x2" = depths (512, 512),
+    repetitions (2, 2), expansion 2). kind 'vgg': per stage, `repetitions` x (3x3 conv d + BN +
+    ReLU) then a 2x2 max-pool ("512x1" = depths (512, 512), repetitions (1, 1)).
+    """
+
+    kind: str = "resnet"
+    depths: tuple[int, ...] = (512, 512)
+    repetitions: tuple[int, ...] = (2, 2)
+    bottleneck_expansion: int = 2
+
+    def __post_init__(self) -> None:
+        _require(self.kind in ("resnet", "vgg"), f"top block kind must be 'resnet' or 'vgg', got {self.kind!r}")
+        _require(len(self.depths) == len(self.repetitions) and len(self.depths) > 0,
+                 f"depths {self.depths} and repetitions {self.repetitions} must be non-empty and equally long")
+        _require(all(d > 0 for d in self.depths) and all(r > 0 for r in self.repetitions),
+                 f"depths and repetitions must be positive, got {self.depths} / {self.repetitions}")
+        _require(self.bottleneck_expansion > 0, f"bottleneck_expansion must be > 0, got {self.bottleneck_expansion}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "depths": list(self.depths), "repetitions": list(self.repetitions),
+                "bottleneck_expansion": self.bottleneck_expansion}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "TopBlockSpec":
+        _check_keys(cls, values)
+        values = dict(values)
+        for key in ("depths", "repetitions"):
+            if key in values:
+                values[key] = tuple(int(v) for v in values[key])
+        return cls(**values)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    """What both stages share: optimisation loop, data pipeline and runtime switches."""
+
+    schedule: tuple[TrainingStep, ...]
+    batch_size: int
+    weight_decay: float
+    dropout: float
+    augmentation: AugmentationConfig
+    class_balance: bool = True          # per-batch sample weights (seed's --auto-batch-balance)
+    steps_per_epoch: Optional[int] = None  # None: fn_args.train_steps // total epochs
+    validation_steps: Optional[int] = None  # None: fn_args.eval_steps, or the whole eval split
+    early_stopping_patience: Optional[int] = None  # epochs without val_loss improvement, per step
+    best_model_monitor: str = "val_auc"  # keep the weights of the best epoch by this metric (max)
+    shuffle_buffer: int = 256
+    mixed_precision: bool = False
+    distribution: Distribution = Distribution.AUTO
+    seed: int = 12345
+
+    def validate(self) -> None:
+        _require(len(self.schedule) > 0, "schedule must have at least one step")
+        _require(self.batch_size > 0, f"batch_size must be > 0, got {self.batch_size}")
+        _require(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        _require(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
+        _require(self.steps_per_epoch is None or self.steps_per_epoch > 0,
+                 f"steps_per_epoch must be > 0, got {self.steps_per_epoch}")
+        _require(self.validation_steps is None or self.validation_steps > 0,
+                 f"validation_steps must be > 0, got {self.validation_steps}")
+        _require(self.early_stopping_patience is None or self.early_stopping_patience > 0,
+                 f"early_stopping_patience must be > 0, got {self.early_stopping_patience}")
+        _require(self.shuffle_buffer > 0, f"shuffle_buffer must be > 0, got {self.shuffle_buffer}")
+        _require(self.best_model_monitor.startswith("val_"),
+                 f"best_model_monitor must be a validation metric (val_*), got {self.best_model_monitor!r}")
+
+    @property
+    def total_epochs(self) -> int:
+        return sum(step.epochs for step in self.schedule)
+
+
+def _training_from_dict(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Converts the JSON forms of the shared fields back into their types."""
+    values = dict(values)
+    if "schedule" in values:
+        values["schedule"] = tuple(TrainingStep.from_dict(step) for step in values["schedule"])
+    if "augmentation" in values:
+        values["augmentation"] = AugmentationConfig.from_dict(values["augmentation"])
+    if "distribution" in values:
+        values["distribution"] = Distribution(values["distribution"])
+    return values
+
+
+def _to_json_dict(instance: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(instance):
+        value = getattr(instance, field.name)
+        if hasattr(value, "to_dict"):
+            value = value.to_dict()
+        elif isinstance(value, enum.Enum):
+            value = value.value
+        elif isinstance(value, tuple):
+            value = [item.to_dict() if hasattr(item, "to_dict") else item for item in value]
+        values[field.name] = value
+    return values
+
+
+def _from_json_dict(cls: Type[_T], values: Mapping[str, Any], extra: Mapping[str, Any]) -> _T:
+    _check_keys(cls, values)
+    converted = _training_from_dict(values)
+    for key, convert in extra.items():
+        if key in converted:
+            converted[key] = convert(converted[key])
+    return cls(**converted)
+
+
+def _patch_schedule() -> tuple[TrainingStep, ...]:
+    # Paper: Adam, 1e-3 / 1e-4 / 1e-5 for 3 / 10 / 37 epochs (head; top of trunk; all layers).
+    return (TrainingStep(TrainScope.NEW_LAYERS, 1e-3, 3),
+            TrainingStep(TrainScope.TOP_OF_TRUNK, 1e-4, 10),
+            TrainingStep(TrainScope.ALL, 1e-5, 37))
+
+
+def _patch_augmentation() -> AugmentationConfig:
+    return AugmentationConfig(horizontal_flip=True, vertical_flip=True, rotation_degrees=25.0,
+                              shear_radians=0.2, zoom_range=(0.8, 1.2))
+
+
+@dataclasses.dataclass(frozen=True)
+class PatchHParams(TrainingConfig):
+    """Stage 1: the 5-class patch classifier (trunk -> GAP -> Dropout -> Dense(5, softmax, L2))."""
+
+    schedule: tuple[TrainingStep, ...] = dataclasses.field(default_factory=_patch_schedule)
+    batch_size: int = 32
+    weight_decay: float = 1e-4
+    dropout: float = 0.0
+    augmentation: AugmentationConfig = dataclasses.field(default_factory=_patch_augmentation)
+    # ModelCheckpoint on val_acc in the seed; the patch task is 5-class.
+    best_model_monitor: str = "val_accuracy"
+    backbone: str = "resnet50"
+    # None: random init; else a local Keras weights file for the backbone (never downloaded).
+    backbone_weights: Optional[str] = None
+    small_backbone_widths: tuple[int, ...] = (32, 64, 128)  # only for backbone 'small'
+    patch_size: int = 224
+    num_classes: int = 5
+
+    def __post_init__(self) -> None:
+        self.validate()
+        _require(self.backbone in BACKBONES, f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
+        _require(len(self.small_backbone_widths) > 0 and all(w > 0 for w in self.small_backbone_widths),
+                 f"small_backbone_widths must be positive, got {self.small_backbone_widths}")
+        _require(self.patch_size > 0, f"patch_size must be > 0, got {self.patch_size}")
+        _require(self.num_classes == 5,
+                 f"num_classes must be 5 (background, calc mal, calc ben, mass mal, mass ben), got {self.num_classes}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_json_dict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "PatchHParams":
+        return _from_json_dict(cls, values, {"small_backbone_widths": lambda v: tuple(int(x) for x in v)})
+
+
+def _image_schedule() -> tuple[TrainingStep, ...]:
+    # Paper: Adam, new layers at 1e-4 (weight decay 1e-3) for 30 epochs, then all layers at 1e-5 for 20.
+    return (TrainingStep(TrainScope.NEW_LAYERS, 1e-4, 30),
+            TrainingStep(TrainScope.ALL, 1e-5, 20))
+
+
+def _image_augmentation() -> AugmentationConfig:
+    return AugmentationConfig(horizontal_flip=True, vertical_flip=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageHParams(TrainingConfig):
+    """Stage 2: the whole-image classifier (patch trunk -> top blocks -> GAP -> Dropout -> Dense(2)).
+
+    The backbone and patch size come from stage 1's export; `image_size` is the working size of the
+    ExampleGen images (rows, cols).
+    """
+
+    schedule: tuple[TrainingStep, ...] = dataclasses.field(default_factory=_image_schedule)
+    batch_size: int = 4
+    weight_decay: float = 1e-3
+    dropout: float = 0.0
+    augmentation: AugmentationConfig = dataclasses.field(default_factory=_image_augmentation)
+    early_stopping_patience: Optional[int] = 10
+    best_model_monitor: str = "val_auc"
+    image_size: tuple[int, int] = (1152, 896)
+    top_block: TopBlockSpec = dataclasses.field(default_factory=TopBlockSpec)
+    # A whole-image model of the same architecture to fine-tune: a SavedModel directory written by
+    # this module's export, or a Keras .h5 file. None starts from stage 1's patch trunk.
+    init_from: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        self.validate()
+        _require(len(self.image_size) == 2 and all(s > 0 for s in self.image_size),
+                 f"image_size must be (rows, cols) > 0, got {self.image_size}")
+        _require(all(step.scope != TrainScope.TOP_OF_TRUNK for step in self.schedule),
+                 "the whole-image schedule trains 'new_layers' or 'all'; 'top_of_trunk' is a patch step")
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_json_dict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "ImageHParams":
+        return _from_json_dict(cls, values, {
+            "image_size": lambda v: tuple(int(x) for x in v),
+            "top_block": TopBlockSpec.from_dict,
+        })
+
+
+def patch_hparams(preset: str = "production") -> PatchHParams:
+    """Stage-1 hyperparameters of a named preset ('production', 'demo', 'tiny')."""
+    if preset == "production":
+        return PatchHParams()
+    if preset == "demo":
+        return PatchHParams(
+            backbone="small", small_backbone_widths=(16, 32, 64), patch_size=56, batch_size=32,
+            schedule=(TrainingStep(TrainScope.NEW_LAYERS, 1e-3, 1),
+                      TrainingStep(TrainScope.TOP_OF_TRUNK, 1e-3, 2),
+                      TrainingStep(TrainScope.ALL, 1e-4, 3)),
+            steps_per_epoch=20, shuffle_buffer=512)
+    if preset == "tiny":
+        return PatchHParams(
+            backbone="small", small_backbone_widths=(4, 8, 8), patch_size=32, batch_size=8,
+            schedule=(TrainingStep(TrainScope.NEW_LAYERS, 1e-2, 1),
+                      TrainingStep(TrainScope.TOP_OF_TRUNK, 1e-2, 1),
+                      TrainingStep(TrainScope.ALL, 1e-3, 1)),
+            steps_per_epoch=2, shuffle_buffer=16)
+    raise ValueError(f"Unknown preset {preset!r}; expected one of {PRESETS}")
+
+
+def image_hparams(preset: str = "production") -> ImageHParams:
+    """Stage-2 hyperparameters of a named preset ('production', 'demo', 'tiny')."""
+    if preset == "production":
+        return ImageHParams()
+    if preset == "demo":
+        return ImageHParams(
+            image_size=(288, 224), batch_size=8,
+            top_block=TopBlockSpec(kind="resnet", depths=(32, 32), repetitions=(1, 1), bottleneck_expansion=2),
+            schedule=(TrainingStep(TrainScope.NEW_LAYERS, 1e-3, 2),
+                      TrainingStep(TrainScope.ALL, 1e-4, 3)),
+            steps_per_epoch=10, early_stopping_patience=3, shuffle_buffer=64)
+    if preset == "tiny":
+        return ImageHParams(
+            image_size=(64, 48), batch_size=4,
+            top_block=TopBlockSpec(kind="resnet", depths=(8, 8), repetitions=(1, 1), bottleneck_expansion=2),
+            schedule=(TrainingStep(TrainScope.NEW_LAYERS, 1e-2, 1),
+                      TrainingStep(TrainScope.ALL, 1e-3, 1)),
+            steps_per_epoch=2, early_stopping_patience=None, shuffle_buffer=16)
+    raise ValueError(f"Unknown preset {preset!r}; expected one of {PRESETS}")
+
+
+def hparams_from_custom_config(cls: Type[_T], custom_config: Optional[Mapping[str, Any]]) -> _T:
+    """Reads a stage's hparams from a Trainer custom_config.
+
+    `{'preset': name, 'hparams': {...}}`: the preset (default 'production') with the given fields
+    replaced; a field named in 'hparams' replaces the preset's value as a whole.
+    """
+    config = dict(custom_config or {})
+    unknown = sorted(set(config) - {HPARAMS_CONFIG_KEY, PRESET_CONFIG_KEY})
+    if unknown:
+        raise ValueError(f"Unknown custom_config keys {unknown} for {cls.__name__}; "
+                         f"expected {HPARAMS_CONFIG_KEY!r} and/or {PRESET_CONFIG_KEY!r}")
+    preset_name = config.get(PRESET_CONFIG_KEY, "production")
+    factory = {PatchHParams: patch_hparams, ImageHParams: image_hparams}[cls]
+    base = factory(preset_name).to_dict()
+    overrides = config.get(HPARAMS_CONFIG_KEY) or {}
+    _check_keys(cls, overrides)
+    base.update(overrides)
+    return cls.from_dict(base)

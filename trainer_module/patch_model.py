@@ -1,0 +1,40 @@
+"""Stage-1 model: the 5-class patch classifier, trunk -> GAP -> Dropout -> Dense(5, softmax, L2).
+
+Classes follow the contract's mask coding: 0 background, 1 calcification malignant,
+2 calcification benign, 3 mass malignant, 4 mass benign.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import tf_keras
+
+from trainer_module.backbones import TRUNK_NAME, build_trunk, grey_to_rgb
+from trainer_module.hparams import PatchHParams
+
+PATCH_CLASSES = ("background", "calc_malignant", "calc_benign", "mass_malignant", "mass_benign")
+MALIGNANT_PATCH_CLASSES = (1, 3)
+PATCH_HEAD_NAME = "patch_classes"
+INPUT_NAME = "image"
+
+
+def build_patch_model(hparams: PatchHParams, trunk: Optional[tf_keras.Model] = None) -> tf_keras.Model:
+    """Builds the patch classifier on [B, patch_size, patch_size, 1] centred images.
+
+    `trunk` defaults to a fresh `build_trunk` of `hparams.backbone` (random or local weights).
+    """
+    if trunk is None:
+        trunk = build_trunk(hparams.backbone, hparams.backbone_weights, hparams.small_backbone_widths)
+    if trunk.name != TRUNK_NAME:
+        raise ValueError(f"the trunk model must be named {TRUNK_NAME!r}, got {trunk.name!r}")
+    size = hparams.patch_size
+    inputs = tf_keras.Input((size, size, 1), name=INPUT_NAME)
+    features = trunk(grey_to_rgb(inputs))
+    pooled = tf_keras.layers.GlobalAveragePooling2D(name="patch_gap")(features)
+    if hparams.dropout > 0:
+        pooled = tf_keras.layers.Dropout(hparams.dropout, name="patch_dropout")(pooled)
+    # float32 so the softmax stays exact under mixed precision.
+    probabilities = tf_keras.layers.Dense(
+        len(PATCH_CLASSES), activation="softmax", name=PATCH_HEAD_NAME, dtype="float32",
+        kernel_regularizer=tf_keras.regularizers.L2(hparams.weight_decay))(pooled)
+    return tf_keras.Model(inputs, probabilities, name="patch_classifier")

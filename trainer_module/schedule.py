@@ -1,0 +1,135 @@
+"""Layer-wise training schedules: which layers train in which step, recompiled per step.
+
+Patch classifier (3 steps): new layers (the head) only; + top of trunk; all layers.
+Whole-image classifier (2 steps): new layers (top blocks + head) with the trunk frozen; all layers.
+Layers are chosen by name (backbones.BackboneSpec). In TF2, a BatchNormalization layer with
+trainable=False runs in inference mode, so frozen BN keeps its moving statistics (the Keras 2.0
+seed still updated them; seed-methods.md 1.8).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Callable, Optional, Sequence
+
+import tensorflow as tf
+import tf_keras
+
+from trainer_module.backbones import TRUNK_NAME, BackboneSpec, is_top_of_trunk
+from trainer_module.callbacks import BestWeightsKeeper
+from trainer_module.hparams import TrainingStep, TrainScope
+
+logger = logging.getLogger(__name__)
+
+
+def set_trainable_scope(model: tf_keras.Model, scope: TrainScope, spec: BackboneSpec) -> None:
+    """Makes exactly the layers of `scope` trainable (the model must contain a sub-model 'trunk')."""
+    trunk = model.get_layer(TRUNK_NAME)
+    model.trainable = True  # recursive: resets every layer before narrowing
+    if scope == TrainScope.ALL:
+        return
+    if scope == TrainScope.NEW_LAYERS:
+        trunk.trainable = False
+        return
+    for layer in trunk.layers:
+        layer.trainable = is_top_of_trunk(layer.name, spec)
+
+
+def trainable_layer_names(model: tf_keras.Model) -> set[str]:
+    """Names of the layers (trunk layers included) that currently own trainable weights."""
+    names: set[str] = set()
+    for layer in model.layers:
+        if isinstance(layer, tf_keras.Model):
+            names.update(inner.name for inner in layer.layers if inner.trainable_weights)
+        elif layer.trainable_weights:
+            names.add(layer.name)
+    return names
+
+
+def set_weight_decay(model: tf_keras.Model, weight_decay: float) -> None:
+    """Sets the L2 factor of every regularised layer outside the trunk (the new layers).
+
+    The regulariser object is read when the train function is traced, so the new factor holds
+    from the next compile on (schedule steps recompile).
+    """
+    for layer in model.layers:
+        regularizer = getattr(layer, "kernel_regularizer", None)
+        if regularizer is not None and layer.name != TRUNK_NAME:
+            regularizer.l2 = float(weight_decay)
+
+
+def compile_for_step(model: tf_keras.Model, step: TrainingStep,
+                     metrics_factory: Callable[[], list]) -> None:
+    # Adam as in the paper; tf_keras wraps it in a LossScaleOptimizer under mixed_float16.
+    model.compile(optimizer=tf_keras.optimizers.Adam(learning_rate=step.learning_rate),
+                  loss=tf_keras.losses.CategoricalCrossentropy(),
+                  metrics=metrics_factory(),
+                  weighted_metrics=[])
+
+
+@dataclasses.dataclass
+class StepResult:
+    """What one schedule step did, for logs and the training summary."""
+
+    index: int
+    scope: str
+    learning_rate: float
+    weight_decay: float
+    epochs_planned: int
+    epochs_run: int
+    history: dict[str, list[float]]
+
+
+def run_schedule(
+    model: tf_keras.Model,
+    spec: BackboneSpec,
+    steps: Sequence[TrainingStep],
+    default_weight_decay: float,
+    train_dataset: tf.data.Dataset,
+    validation_dataset: tf.data.Dataset,
+    steps_per_epoch: int,
+    metrics_factory: Callable[[], list],
+    best_model_monitor: str,
+    early_stopping_patience: Optional[int] = None,
+    extra_callbacks: Sequence[tf_keras.callbacks.Callback] = (),
+) -> list[StepResult]:
+    """Trains `model` through `steps`, then restores the best epoch's weights (by `best_model_monitor`).
+
+    Epoch numbers continue across steps (TensorBoard shows one curve). Early stopping, when set,
+    watches val_loss within each step.
+    """
+    keeper = BestWeightsKeeper(best_model_monitor)
+    results: list[StepResult] = []
+    epoch = 0
+    for index, step in enumerate(steps, start=1):
+        weight_decay = default_weight_decay if step.weight_decay is None else step.weight_decay
+        if step.epochs == 0:
+            logger.info("step %d (%s): 0 epochs, skipped", index, step.scope.value)
+            continue
+        set_trainable_scope(model, step.scope, spec)
+        set_weight_decay(model, weight_decay)
+        compile_for_step(model, step, metrics_factory)
+        callbacks: list[tf_keras.callbacks.Callback] = [keeper, *extra_callbacks]
+        if early_stopping_patience:
+            callbacks.append(tf_keras.callbacks.EarlyStopping(monitor="val_loss", patience=early_stopping_patience))
+        logger.info("step %d/%d: scope=%s lr=%g weight_decay=%g epochs=%d trainable weights=%d",
+                    index, len(steps), step.scope.value, step.learning_rate, weight_decay, step.epochs,
+                    len(model.trainable_weights))
+        history = model.fit(train_dataset, validation_data=validation_dataset, initial_epoch=epoch,
+                            epochs=epoch + step.epochs, steps_per_epoch=steps_per_epoch,
+                            callbacks=callbacks, verbose=2)
+        epochs_run = len(history.epoch)
+        epoch += epochs_run
+        record = {key: [float(v) for v in values] for key, values in history.history.items()}
+        results.append(StepResult(index, step.scope.value, step.learning_rate, weight_decay,
+                                  step.epochs, epochs_run, record))
+        logger.info("step %d done after %d epochs: loss=%s val_loss=%s %s=%s", index, epochs_run,
+                    _last(record, "loss"), _last(record, "val_loss"), best_model_monitor,
+                    _last(record, best_model_monitor))
+    keeper.restore()
+    return results
+
+
+def _last(record: dict[str, list[float]], key: str) -> str:
+    values = record.get(key)
+    return f"{values[-1]:.4f}" if values else "n/a"
