@@ -1,0 +1,222 @@
+"""PatchSampler executor: ExampleGen scans -> lesion/background patch examples (Beam).
+
+Per split: read the GZIP TFRecords of scan examples, decode image and mask, sample patches with
+`mammo_tfx.patches`, write patch examples as `Split-<name>/data_tfrecord-*.gz` (the standard
+Examples layout, so the Trainer's data accessor reads them) and count patches per class. Counts
+go to Beam metrics (namespace `patch_sampler`), to `patch_counts.json` at the artifact root, to
+the log and to the artifact's custom properties (`<split>_<class name>` = patches of that class,
+`<split>_scans`, `<split>_failed_scans`). A scan that cannot be decoded or sampled is logged and counted as failed;
+it never stops the run.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+from typing import Any, Iterator, Mapping
+
+import apache_beam as beam
+import numpy as np
+import tensorflow as tf
+from absl import logging
+from PIL import Image
+from tfx import types
+from tfx.dsl.components.base import base_beam_executor
+from tfx.types import artifact_utils
+
+from mammo_tfx.patches import CLASS_NAMES, Patch, PatchSamplingOptions, is_malignant
+from mammo_tfx.patches import sample_scan_patches
+
+EXAMPLES_KEY = "examples"
+PATCHES_KEY = "patches"
+SAMPLING_OPTIONS_KEY = "sampling_options"
+SPLITS_KEY = "splits"
+
+PATCH_COUNTS_FILE = "patch_counts.json"
+METRICS_NAMESPACE = "patch_sampler"
+_TFRECORD_PREFIX = "data_tfrecord"
+_TALLY_TAG = "tally"
+# Tally keys besides the class names.
+SCANS = "scans"
+FAILED_SCANS = "failed_scans"
+
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
+
+
+class ScanDecodeError(ValueError):
+    """A scan example that cannot be turned into image + mask arrays."""
+
+
+def _bytes_feature(example: tf.train.Example, key: str, image_key: str) -> bytes:
+    feature = example.features.feature.get(key)
+    if feature is None or not feature.bytes_list.value:
+        raise ScanDecodeError(f"scan {image_key}: missing bytes feature '{key}'")
+    return feature.bytes_list.value[0]
+
+
+def _int_feature(example: tf.train.Example, key: str, image_key: str) -> int:
+    feature = example.features.feature.get(key)
+    if feature is None or not feature.int64_list.value:
+        raise ScanDecodeError(f"scan {image_key}: missing int64 feature '{key}'")
+    return int(feature.int64_list.value[0])
+
+
+def _decode_png(data: bytes, allowed_modes: tuple[str, ...], dtype: type, what: str,
+                image_key: str) -> np.ndarray:
+    try:
+        with Image.open(io.BytesIO(data)) as png:
+            mode = png.mode
+            pixels = np.asarray(png)
+    except Exception as error:  # PIL raises many types for corrupt data
+        raise ScanDecodeError(f"scan {image_key}: {what} is not a readable PNG ({error})") from error
+    if mode not in allowed_modes:
+        raise ScanDecodeError(f"scan {image_key}: {what} has PNG mode {mode}, expected {allowed_modes}")
+    if pixels.min(initial=0) < 0 or pixels.max(initial=0) > np.iinfo(dtype).max:
+        raise ScanDecodeError(f"scan {image_key}: {what} values exceed {np.dtype(dtype).name}")
+    return pixels.astype(dtype, copy=False)
+
+
+def decode_scan(serialized: bytes) -> dict[str, Any]:
+    """Scan example -> {'image', 'mask', 'image_key', 'dataset', 'mask_complete'}."""
+    example = tf.train.Example.FromString(serialized)
+    image_key = _bytes_feature(example, "image_key", "<unknown>").decode("utf-8")
+    image = _decode_png(_bytes_feature(example, "image_png", image_key), _SIXTEEN_BIT_MODES,
+                        np.uint16, "image_png", image_key)
+    mask = _decode_png(_bytes_feature(example, "mask_png", image_key), ("L",), np.uint8,
+                       "mask_png", image_key)
+    if image.shape != mask.shape:
+        raise ScanDecodeError(
+            f"scan {image_key}: image_png {image.shape} and mask_png {mask.shape} differ in size")
+    return {
+        "image": image,
+        "mask": mask,
+        "image_key": image_key,
+        "dataset": _bytes_feature(example, "dataset", image_key),
+        "mask_complete": _int_feature(example, "mask_complete", image_key) != 0,
+    }
+
+
+def encode_png16(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint16)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def patch_example(patch: Patch, image_key: str, dataset: bytes) -> tf.train.Example:
+    """The patch example the patch classifier trains on."""
+    def int_feature(value: int) -> tf.train.Feature:
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+
+    def bytes_feature(value: bytes) -> tf.train.Feature:
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+    return tf.train.Example(features=tf.train.Features(feature={
+        "image_png": bytes_feature(encode_png16(patch.pixels)),
+        "patch_class": int_feature(patch.patch_class),
+        "label": int_feature(int(is_malignant(patch.patch_class))),
+        "source_image_key": bytes_feature(image_key.encode("utf-8")),
+        "dataset": bytes_feature(dataset),
+        "overlap": tf.train.Feature(float_list=tf.train.FloatList(value=[patch.overlap])),
+    }))
+
+
+class SampleScanPatches(beam.DoFn):
+    """Serialized scan -> serialized patch examples; tallies (name, count) go to the side output."""
+
+    def __init__(self, options: PatchSamplingOptions, split: str) -> None:
+        self._options = options
+        self._split = split
+        self._class_counters = {
+            code: beam.metrics.Metrics.counter(METRICS_NAMESPACE, f"{split}_{name}")
+            for code, name in CLASS_NAMES.items()}
+        self._scans = beam.metrics.Metrics.counter(METRICS_NAMESPACE, f"{split}_{SCANS}")
+        self._failed = beam.metrics.Metrics.counter(METRICS_NAMESPACE, f"{split}_{FAILED_SCANS}")
+
+    def process(self, serialized: bytes) -> Iterator[Any]:
+        try:
+            scan = decode_scan(serialized)
+            patches = sample_scan_patches(scan["image"], scan["mask"], scan["image_key"],
+                                          self._options, mask_complete=scan["mask_complete"])
+        except Exception as error:  # one bad scan must not sink the whole run
+            logging.warning("PatchSampler split %s: skipped a scan: %s", self._split, error)
+            self._failed.inc()
+            yield beam.pvalue.TaggedOutput(_TALLY_TAG, (FAILED_SCANS, 1))
+            return
+        self._scans.inc()
+        yield beam.pvalue.TaggedOutput(_TALLY_TAG, (SCANS, 1))
+        for patch in patches:
+            self._class_counters[patch.patch_class].inc()
+            yield beam.pvalue.TaggedOutput(_TALLY_TAG, (CLASS_NAMES[patch.patch_class], 1))
+            yield patch_example(patch, scan["image_key"], scan["dataset"]).SerializeToString()
+
+
+def _write_json(content: Mapping[str, Any], path: str) -> None:
+    with tf.io.gfile.GFile(path, "w") as handle:
+        handle.write(json.dumps(content, indent=2, sort_keys=True))
+
+
+def complete_tally(tally: Mapping[str, int]) -> dict[str, int]:
+    """Every class and scan counter present (zeros for classes without patches)."""
+    names = [*CLASS_NAMES.values(), SCANS, FAILED_SCANS]
+    return {name: int(tally.get(name, 0)) for name in names}
+
+
+class Executor(base_beam_executor.BaseBeamExecutor):
+    """Samples patches from every requested split of the input Examples."""
+
+    def Do(self, input_dict: dict[str, list[types.Artifact]],
+           output_dict: dict[str, list[types.Artifact]],
+           exec_properties: dict[str, Any]) -> None:
+        self._log_startup(input_dict, output_dict, exec_properties)
+        examples = artifact_utils.get_single_instance(input_dict[EXAMPLES_KEY])
+        patches = artifact_utils.get_single_instance(output_dict[PATCHES_KEY])
+        options = PatchSamplingOptions.from_json(exec_properties.get(SAMPLING_OPTIONS_KEY) or "{}")
+        splits = json.loads(exec_properties.get(SPLITS_KEY) or '["train", "eval"]')
+        available = artifact_utils.decode_split_names(examples.split_names)
+        missing = [split for split in splits if split not in available]
+        if missing:
+            raise ValueError(
+                f"PatchSampler: splits {missing} are not in the input Examples at {examples.uri} "
+                f"(it has {available})")
+
+        patches.split_names = artifact_utils.encode_split_names(list(splits))
+        tally_dir = os.path.join(self._get_tmp_dir(), "patch_tallies")
+        tf.io.gfile.makedirs(tally_dir)
+        pipeline = self._make_beam_pipeline()
+        for split in splits:
+            scans = (pipeline
+                     | f"Read[{split}]" >> beam.io.ReadFromTFRecord(
+                         os.path.join(artifact_utils.get_split_uri([examples], split), "*"),
+                         compression_type=beam.io.filesystem.CompressionTypes.GZIP))
+            sampled = scans | f"Sample[{split}]" >> beam.ParDo(
+                SampleScanPatches(options, split)).with_outputs(_TALLY_TAG, main="patches")
+            _ = (sampled.patches
+                 | f"Reshuffle[{split}]" >> beam.Reshuffle()
+                 | f"Write[{split}]" >> beam.io.WriteToTFRecord(
+                     os.path.join(artifact_utils.get_split_uri([patches], split), _TFRECORD_PREFIX),
+                     file_name_suffix=".gz",
+                     compression_type=beam.io.filesystem.CompressionTypes.GZIP))
+            tally_path = os.path.join(tally_dir, f"{split}.json")
+            _ = (sampled[_TALLY_TAG]
+                 | f"SumTally[{split}]" >> beam.CombinePerKey(sum)
+                 | f"TallyDict[{split}]" >> beam.combiners.ToDict()
+                 | f"WriteTally[{split}]" >> beam.Map(_write_json, tally_path))
+        pipeline.run().wait_until_finish()
+
+        counts = {}
+        for split in splits:
+            with tf.io.gfile.GFile(os.path.join(tally_dir, f"{split}.json")) as handle:
+                counts[split] = complete_tally(json.load(handle))
+        self._publish(patches, counts)
+
+    @staticmethod
+    def _publish(patches: types.Artifact, counts: Mapping[str, Mapping[str, int]]) -> None:
+        _write_json(counts, os.path.join(patches.uri, PATCH_COUNTS_FILE))
+        for split, split_counts in counts.items():
+            for name, count in split_counts.items():
+                patches.set_int_custom_property(f"{split}_{name}", count)
+            logging.info("PatchSampler split %s: %s", split, json.dumps(split_counts, sort_keys=True))
+            if split_counts[FAILED_SCANS]:
+                logging.warning("PatchSampler split %s: %d scan(s) failed and were skipped",
+                                split, split_counts[FAILED_SCANS])
+
