@@ -1,0 +1,48 @@
+"""Request errors of the serving API, each carrying the HTTP status TF Serving uses for its error kind."""
+from __future__ import annotations
+
+
+class ServingError(Exception):
+    """A request failed; the message goes to the client as `{"error": message}`."""
+
+    http_status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(ServingError):
+    """The client sent something the model cannot take (TF Serving maps INVALID_ARGUMENT to 400)."""
+
+    http_status = 400
+
+
+class NotFound(ServingError):
+    """Unknown model or version (NOT_FOUND -> 404)."""
+
+    http_status = 404
+
+
+class PayloadTooLarge(ServingError):
+    """The request body exceeds the configured limit; the body is not parsed."""
+
+    http_status = 413
+
+
+class LengthRequired(ServingError):
+    """A POST without Content-Length: the server does not read bodies of unknown size."""
+
+    http_status = 411
+
+
+class Internal(ServingError):
+    """The model failed for a reason that is not the client's fault."""
+
+    http_status = 500
+
+
+class Unimplemented(ServingError):
+    """A TF Serving verb this server does not offer (UNIMPLEMENTED -> 501)."""
+
+    http_status = 501

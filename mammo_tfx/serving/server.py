@@ -1,0 +1,143 @@
+"""Serve a model directory over TF Serving's REST API: the real `tensorflow_model_server` when installed,
+otherwise the built-in Python server (`ModelServer`) that implements the same routes and version policy."""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import threading
+from http.server import ThreadingHTTPServer
+from typing import List, Optional
+
+from mammo_tfx.serving.http_handler import make_handler_class
+from mammo_tfx.serving.limits import RequestLimits
+from mammo_tfx.serving.repository import ModelRepository, list_complete_versions
+from mammo_tfx.serving.rest_api import RestApi
+
+logger = logging.getLogger(__name__)
+
+MODEL_SERVER_BINARY = "tensorflow_model_server"
+DEFAULT_GRPC_PORT = 8500
+
+
+class ModelServer:
+    """The built-in REST server for one model, in background threads. Use as a context manager or
+    `start()`/`stop()`; `port=0` picks a free port (see `.port`)."""
+
+    def __init__(self, model_base_path: str, model_name: str, port: int = 0, host: str = "127.0.0.1",
+                 poll_interval_s: float = 2.0, limits: Optional[RequestLimits] = None) -> None:
+        self.model_name = model_name
+        self.repository = ModelRepository(model_base_path, poll_interval_s=poll_interval_s)
+        self.api = RestApi(model_name, self.repository, limits or RequestLimits())
+        self._address = (host, port)
+        self._httpd: Optional[ThreadingHTTPServer] = None
+        self._thread: Optional[threading.Thread] = None
+
+    @property
+    def port(self) -> int:
+        if self._httpd is None:
+            raise RuntimeError("server is not started")
+        return self._httpd.server_address[1]
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. http://127.0.0.1:8501; the REST paths start with /v1/models/."""
+        return f"http://{self._address[0]}:{self.port}"
+
+    def start(self) -> "ModelServer":
+        # Load before listening, so a readiness probe never sees a half-started server.
+        self.repository.start()
+        self._httpd = ThreadingHTTPServer(self._address, make_handler_class(self.api))
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name="rest-server", daemon=True)
+        self._thread.start()
+        current = self.repository.current()
+        logger.info("serving model %s (%s) at %s", self.model_name,
+                    "no version yet" if current is None else f"version {current.version}", self.url)
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self.repository.stop()
+
+    def __enter__(self) -> "ModelServer":
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def resolve_model_base_path(model_dir: str, model_name: str) -> str:
+    """The directory holding the integer version directories, as an absolute path.
+
+    Accepts the base path itself (`<serving_dir>/<model_name>`) or the Pusher's serving directory above it.
+    """
+    candidate = os.path.join(model_dir, model_name)
+    if not list_complete_versions(model_dir) and os.path.isdir(candidate):
+        return os.path.abspath(candidate)
+    return os.path.abspath(model_dir)
+
+
+def find_model_server_binary() -> Optional[str]:
+    """Path of `tensorflow_model_server` on PATH, if any."""
+    return shutil.which(MODEL_SERVER_BINARY)
+
+
+def model_server_command(binary: str, model_base_path: str, model_name: str, rest_port: int,
+                         grpc_port: int = DEFAULT_GRPC_PORT) -> List[str]:
+    """The `tensorflow_model_server` command line for one model with REST and gRPC."""
+    if rest_port == grpc_port:
+        raise ValueError(f"REST and gRPC need different ports (both {rest_port})")
+    return [binary, f"--port={grpc_port}", f"--rest_api_port={rest_port}", f"--model_name={model_name}",
+            f"--model_base_path={model_base_path}"]
+
+
+def serve(model_dir: str, model_name: str, port: int, host: str = "127.0.0.1", *,
+          grpc_port: int = DEFAULT_GRPC_PORT, poll_interval_s: float = 2.0,
+          limits: Optional[RequestLimits] = None, use_model_server_binary: bool = True) -> int:
+    """Serve `model_name` from `model_dir` on REST `port` until interrupted; returns an exit code.
+
+    With `tensorflow_model_server` on PATH (and `use_model_server_binary`) that binary runs in the foreground
+    with gRPC on `grpc_port`; it listens on all interfaces, so `host` applies only to the built-in server.
+    """
+    base_path = resolve_model_base_path(model_dir, model_name)
+    binary = find_model_server_binary() if use_model_server_binary else None
+    if binary is not None:
+        command = model_server_command(binary, base_path, model_name, port, grpc_port)
+        logger.info("running %s", " ".join(command))
+        return subprocess.call(command)
+    server = ModelServer(base_path, model_name, port=port, host=host, poll_interval_s=poll_interval_s,
+                         limits=limits).start()
+    print(f"serving model {model_name} from {base_path} at {server.url}/v1/models/{model_name} (Ctrl-C stops)",
+          flush=True)
+    try:
+        _wait_for_termination()
+    finally:
+        server.stop()
+    return 0
+
+
+def _wait_for_termination() -> None:
+    """Block until Ctrl-C or SIGTERM (what Kubernetes and process managers send)."""
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    else:
+        previous = None
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
