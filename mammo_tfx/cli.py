@@ -22,12 +22,19 @@ def _configure_logging(verbose: bool) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1" if verbose else "2")
 
 
+def _describe(summary) -> str:
+    labels = [image.label for image in summary.clean_images]
+    return (f"{summary.n_images} images of {summary.patients} patients "
+            f"({labels.count(1)} malignant, {labels.count(0)} benign/normal, {labels.count(None)} excluded by rule), "
+            f"{len(summary.faults)} injected faults")
+
+
 def _cmd_synth(args: argparse.Namespace) -> int:
     from mammo_tfx import synth
 
     summary = synth.generate(args.layout, args.out, patients=args.patients, seed=args.seed,
                              inject_faults=args.inject_faults, scale=args.scale)
-    print(f"wrote {args.layout} phantoms to {os.path.abspath(args.out)}: {summary.describe()}")
+    print(f"wrote {args.layout} phantoms to {os.path.abspath(args.out)}: {_describe(summary)}")
     return 0
 
 
@@ -76,7 +83,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         target = os.path.join(data_dir, layout)
         if not os.path.isdir(target):
             summary = synth.generate(layout, target, patients=patients, seed=args.seed, inject_faults=True)
-            print(f"synthetic {layout}: {summary.describe()} -> {target}")
+            print(f"synthetic {layout}: {_describe(summary)} -> {target}")
         sources.append(DataSource.parse(f"{layout}={target}"))
     real = os.path.join(data_dir, "real-cbis-ddsm-dicoms")
     if not os.path.isdir(real):
@@ -128,6 +135,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return args.func(args)
     except (KeyError, ValueError, RuntimeError, FileNotFoundError) as error:
+        if args.verbose:
+            raise
         print(f"mammo-tfx: error: {error}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,128 @@
+"""MammoExampleGen end to end on Beam: every layout, faults, patient-grouped splits, counts and the quarantine report."""
+import csv
+import glob
+import os
+
+import pytest
+import tensorflow as tf
+from tfx.proto import example_gen_pb2
+from tfx.types import standard_artifacts
+from tfx.utils import proto_utils
+
+from components.mammo_example_gen.artifacts import QuarantineReport
+from components.mammo_example_gen.executor import (
+    QUARANTINE_FILE, Executor, assign_split, encode_custom_config, split_of_patient)
+from mammo_tfx import synth
+from mammo_tfx.ingest.options import IngestOptions
+from pipeline.config import BeamConfig, SplitConfig
+from pipeline.pipeline import output_config
+from pipeline.sources import DataSource, write_manifest
+
+OPTIONS = IngestOptions(height=96, width=80, patient_salt="test-salt")
+SPLITS = SplitConfig(train=6, eval=2, test=2)
+
+
+def run_executor(sources, out_dir, options=OPTIONS, splits=SPLITS):
+    manifest_dir = os.path.join(out_dir, "manifest")
+    write_manifest(sources, manifest_dir)
+    examples, quarantine = standard_artifacts.Examples(), QuarantineReport()
+    examples.uri, quarantine.uri = os.path.join(out_dir, "examples"), os.path.join(out_dir, "quarantine")
+    os.makedirs(quarantine.uri)
+    exec_properties = {
+        "input_base": manifest_dir,
+        "input_config": proto_utils.proto_to_json(example_gen_pb2.Input(
+            splits=[example_gen_pb2.Input.Split(name="all", pattern="sources.json")])),
+        "output_config": proto_utils.proto_to_json(output_config(splits)),
+        "custom_config": proto_utils.proto_to_json(encode_custom_config(options)),
+        "output_data_format": example_gen_pb2.FORMAT_TF_EXAMPLE,
+        "output_file_format": example_gen_pb2.FORMAT_TFRECORDS_GZIP,
+    }
+    beam_args = BeamConfig(direct_running_mode="in_memory", direct_num_workers=1).pipeline_args()
+    Executor(Executor.Context(beam_pipeline_args=beam_args, tmp_dir=os.path.join(out_dir, "tmp"))).Do(
+        {}, {"examples": [examples], "quarantine": [quarantine]}, exec_properties)
+    return examples, quarantine
+
+
+def read_split(examples_uri, split):
+    files = glob.glob(os.path.join(examples_uri, f"Split-{split}", "*.gz"))
+    records = tf.data.TFRecordDataset(files, compression_type="GZIP")
+    return [tf.train.Example.FromString(r.numpy()) for r in records]
+
+
+def feature(example, key):
+    values = example.features.feature[key]
+    return values.bytes_list.value[0].decode() if values.bytes_list.value else values.int64_list.value[0]
+
+
+@pytest.fixture(scope="module")
+def ingested(tmp_path_factory):
+    root = tmp_path_factory.mktemp("datasets")
+    summaries = {
+        layout: synth.generate(layout, root / layout, patients=patients, seed=3, inject_faults=True, scale=0.25)
+        for layout, patients in (("cbis-ddsm", 10), ("inbreast", 6), ("mias", 6))
+    }
+    sources = [DataSource.parse(f"{layout}={root / layout}") for layout in summaries]
+    examples, quarantine = run_executor(sources, str(tmp_path_factory.mktemp("out")))
+    splits = {split: read_split(examples.uri, split) for split in ("train", "eval", "test")}
+    with open(os.path.join(quarantine.uri, QUARANTINE_FILE)) as f:
+        report = list(csv.DictReader(f))
+    return summaries, examples, quarantine, splits, report
+
+
+def test_every_listed_record_is_an_example_or_a_report_row(ingested):
+    summaries, examples, quarantine, splits, report = ingested
+    n_examples = sum(len(s) for s in splits.values())
+    listed = quarantine.get_int_custom_property("listed")
+    assert n_examples == quarantine.get_int_custom_property("ingested") == examples.get_int_custom_property("ingested")
+    assert n_examples + len(report) == listed
+    assert quarantine.get_int_custom_property("quarantined") == sum(r["status"] == "quarantined" for r in report)
+    assert quarantine.get_int_custom_property("excluded") == sum(r["status"] == "excluded" for r in report)
+    # Every dataset contributes examples, and every injected fault ends in the report naming its file.
+    assert {feature(e, "dataset") for s in splits.values() for e in s} == {"cbis-ddsm", "inbreast", "mias"}
+    reported_files = " ".join(r["file"] + " " + r["reason"] for r in report)
+    for summary in summaries.values():
+        for fault in summary.faults:
+            assert os.path.basename(fault.path) in reported_files, fault
+
+
+def test_excluded_records_follow_the_inbreast_birads_rule(ingested):
+    summaries, _, _, _, report = ingested
+    expected = sum(1 for image in summaries["inbreast"].clean_images if image.label is None)
+    excluded = [r for r in report if r["status"] == "excluded"]
+    assert len(excluded) == expected
+    assert all(r["dataset"] == "inbreast" for r in excluded)
+
+
+def test_splits_are_grouped_by_patient_and_keep_the_dataset_test_split(ingested):
+    _, _, _, splits, _ = ingested
+    patients = {split: {feature(e, "patient_key") for e in examples} for split, examples in splits.items()}
+    assert not patients["train"] & patients["eval"]
+    assert not patients["train"] & patients["test"]
+    assert not patients["eval"] & patients["test"]
+    for split, examples in splits.items():
+        for example in examples:
+            if feature(example, "source_split") == "test":
+                assert split == "test"
+            if feature(example, "dataset") == "cbis-ddsm" and split == "test":
+                assert feature(example, "source_split") == "test"
+    assert all(splits.values()), {k: len(v) for k, v in splits.items()}
+
+
+def test_split_assignment_is_deterministic_and_weighted():
+    buckets = SPLITS.buckets()
+    keys = [f"patient-{i}" for i in range(2000)]
+    first = [assign_split(k, buckets) for k in keys]
+    assert first == [assign_split(k, buckets) for k in keys]
+    share_train = first.count("train") / len(first)
+    assert 0.55 < share_train < 0.65
+    assert split_of_patient("p", test_patients={"p"}, train_only_patients=(), split_buckets=buckets) == "test"
+    assert all(split_of_patient(k, (), {k}, buckets) != "test" for k in keys[:200])
+
+
+def test_a_run_where_every_record_fails_stops_with_a_clear_error(tmp_path):
+    folder = tmp_path / "broken" / "neg"
+    folder.mkdir(parents=True)
+    (folder / "a.dcm").write_bytes(b"not a dicom at all")
+    (folder / "b.png").write_bytes(b"\x89PNG truncated")
+    with pytest.raises(RuntimeError, match="none of the 2 listed records could be ingested.*quarantine"):
+        run_executor([DataSource.parse(f"folder={tmp_path / 'broken'}")], str(tmp_path / "out"))
