@@ -97,6 +97,18 @@ def _padded_window(array: np.ndarray, centre: tuple[int, int]) -> np.ndarray:
     return pad_for_patches(array, PATCH)[centre[0]:centre[0] + PATCH, centre[1]:centre[1] + PATCH]
 
 
+def _run_executor(tmp_path, examples: types.Artifact, splits: list[str]) -> types.Artifact:
+    patches = standard_artifacts.Examples()
+    patches.uri = str(tmp_path / "patches")
+    context = base_beam_executor.BaseBeamExecutor.Context(
+        beam_pipeline_args=["--runner=DirectRunner"], tmp_dir=str(tmp_path / "tmp"), unique_id="1")
+    patch_executor.Executor(context).Do(
+        {patch_executor.EXAMPLES_KEY: [examples]}, {patch_executor.PATCHES_KEY: [patches]},
+        {patch_executor.SAMPLING_OPTIONS_KEY: OPTIONS.to_json(),
+         patch_executor.SPLITS_KEY: json.dumps(splits)})
+    return patches
+
+
 @pytest.fixture(name="scans")
 def fixture_scans() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return {
@@ -119,16 +131,7 @@ def test_executor_writes_patch_examples_and_counts(tmp_path, scans, caplog) -> N
     _write_split(examples.uri, "train", train)
     _write_split(examples.uri, "eval",
                  [_scan_example("scan-d", _png16(scans["scan-d"][0]), scans["scan-d"][1], 1)])
-    patches = standard_artifacts.Examples()
-    patches.uri = str(tmp_path / "patches")
-
-    context = base_beam_executor.BaseBeamExecutor.Context(
-        beam_pipeline_args=["--runner=DirectRunner"], tmp_dir=str(tmp_path / "tmp"), unique_id="1")
-    patch_executor.Executor(context).Do(
-        {patch_executor.EXAMPLES_KEY: [examples]},
-        {patch_executor.PATCHES_KEY: [patches]},
-        {patch_executor.SAMPLING_OPTIONS_KEY: OPTIONS.to_json(),
-         patch_executor.SPLITS_KEY: json.dumps(["train", "eval"])})
+    patches = _run_executor(tmp_path, examples, ["train", "eval"])
 
     expected = {
         "train": {"background": 4, "calc_malignant": 0, "calc_benign": 3, "mass_malignant": 3,
@@ -186,16 +189,13 @@ def test_component_serialises_its_parameters() -> None:
         PatchSampler(examples=examples, splits="train")
 
 
-def test_missing_input_split_is_a_clear_error(tmp_path) -> None:
+def test_missing_split_or_an_all_failing_split_stops_the_run(tmp_path) -> None:
     examples = standard_artifacts.Examples()
     examples.uri = str(tmp_path / "examples")
     examples.split_names = artifact_utils.encode_split_names(["train"])
-    patches = standard_artifacts.Examples()
-    patches.uri = str(tmp_path / "patches")
-    context = base_beam_executor.BaseBeamExecutor.Context(tmp_dir=str(tmp_path / "tmp"),
-                                                         unique_id="1")
+    _write_split(examples.uri, "train",
+                 [_scan_example("bad", b"not a png", np.zeros((4, 4), np.uint8), 1)])
     with pytest.raises(ValueError, match=r"splits \['eval'\] are not in the input Examples"):
-        patch_executor.Executor(context).Do(
-            {patch_executor.EXAMPLES_KEY: [examples]}, {patch_executor.PATCHES_KEY: [patches]},
-            {patch_executor.SAMPLING_OPTIONS_KEY: OPTIONS.to_json(),
-             patch_executor.SPLITS_KEY: json.dumps(["train", "eval"])})
+        _run_executor(tmp_path, examples, ["train", "eval"])
+    with pytest.raises(RuntimeError, match="all 1 scans of split 'train'"):
+        _run_executor(tmp_path, examples, ["train"])

@@ -5,8 +5,8 @@ Per split: read the GZIP TFRecords of scan examples, decode image and mask, samp
 Examples layout, so the Trainer's data accessor reads them) and count patches per class. Counts
 go to Beam metrics (namespace `patch_sampler`), to `patch_counts.json` at the artifact root, to
 the log and to the artifact's custom properties (`<split>_<class name>` = patches of that class,
-`<split>_scans`, `<split>_failed_scans`). A scan that cannot be decoded or sampled is logged and counted as failed;
-it never stops the run.
+`<split>_scans`, `<split>_failed_scans`). A scan that cannot be decoded or sampled is logged and
+counted as failed and the run goes on; only a split in which every scan fails stops the run.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import apache_beam as beam
 import numpy as np
 import tensorflow as tf
 from absl import logging
+from google.protobuf.message import DecodeError
 from PIL import Image
 from tfx import types
 from tfx.dsl.components.base import base_beam_executor
@@ -137,7 +138,7 @@ class SampleScanPatches(beam.DoFn):
             scan = decode_scan(serialized)
             patches = sample_scan_patches(scan["image"], scan["mask"], scan["image_key"],
                                           self._options, mask_complete=scan["mask_complete"])
-        except Exception as error:  # one bad scan must not sink the whole run
+        except (ValueError, DecodeError) as error:  # one bad scan must not sink the whole run
             logging.warning("PatchSampler split %s: skipped a scan: %s", self._split, error)
             self._failed.inc()
             yield beam.pvalue.TaggedOutput(_TALLY_TAG, (FAILED_SCANS, 1))
@@ -208,6 +209,13 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             with tf.io.gfile.GFile(os.path.join(tally_dir, f"{split}.json")) as handle:
                 counts[split] = complete_tally(json.load(handle))
         self._publish(patches, counts)
+        for split, split_counts in counts.items():
+            if split_counts[FAILED_SCANS] and not split_counts[SCANS]:
+                # Single bad scans are skipped, but a split where none decodes is a broken input
+                # (e.g. a changed example format), not something to train on silently.
+                raise RuntimeError(
+                    f"PatchSampler: all {split_counts[FAILED_SCANS]} scans of split '{split}' in "
+                    f"{examples.uri} failed to decode or sample; see the warnings above")
 
     @staticmethod
     def _publish(patches: types.Artifact, counts: Mapping[str, Mapping[str, int]]) -> None:
