@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Optional
 
@@ -20,17 +21,29 @@ _MLO_VIEWS = {"MLO", "ML", "LMO"}
 def read_dataset(path: str) -> Dataset:
     """Parse a DICOM file (pixel data kept encoded). Raises BadInputError for anything unreadable."""
     try:
-        return pydicom.dcmread(path)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = pydicom.dcmread(path)
     except FileNotFoundError:
         raise BadInputError(path, "file not found") from None
     except Exception as error:  # pydicom raises many types for corrupt files
         raise BadInputError(path, f"not a readable DICOM file ({type(error).__name__}: {error})") from None
+    # pydicom only warns when the file ends inside a sequence or the encapsulated pixel data, and then
+    # drops the unfinished elements (often the whole dataset); that is a truncated file.
+    for warning in caught:
+        if "end of file" in str(warning.message).lower():
+            raise BadInputError(path, f"file truncated or corrupt ({warning.message})")
+    return ds
 
 
 def decode_stored_pixels(ds: Dataset, path: str, decoding_plugin: str = "pylibjpeg") -> np.ndarray:
     """The stored pixel values of a single-frame greyscale DICOM as a 2-D array."""
     if "PixelData" not in ds:
-        raise BadInputError(path, "DICOM has no pixel data (PixelData element missing)")
+        if "Rows" in ds and "Columns" in ds:
+            # pydicom silently drops a pixel data element cut short by the end of the file.
+            raise BadInputError(path, f"PixelData missing although the header describes a {ds.Rows}x{ds.Columns} "
+                                      "image: file truncated or corrupt")
+        raise BadInputError(path, "DICOM has no pixel data (PixelData element missing: not an image)")
     photometric = str(ds.get("PhotometricInterpretation", "")).strip()
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise BadInputError(path, f"not a greyscale image (PhotometricInterpretation {photometric or 'missing'})")
@@ -93,7 +106,10 @@ def _values_of_interest(ds: Dataset, stored: np.ndarray, bits_stored: int) -> tu
 
     if "VOILUTSequence" in ds:
         voi_max = float(2 ** _lut_bits(ds.VOILUTSequence[0]) - 1)
-        return apply_voi(modality_values(), ds, index=0), 1.0 / voi_max, 0.0
+        # A LUT is indexed by integers; rounding also keeps pydicom from warning about float input.
+        lut_input = stored if not has_modality_lut and (slope, intercept) == (1.0, 0.0) else \
+            np.rint(modality_values()).astype(np.int32)
+        return apply_voi(lut_input, ds, index=0), 1.0 / voi_max, 0.0
     window = _window(ds)
     if window is not None:
         return _apply_window(modality_values(), *window), 1.0, 0.0

@@ -1,0 +1,150 @@
+"""DICOM decoding: bit depths, MONOCHROME1, windowing, VOI LUT, compressed syntaxes, bad files."""
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+from pydicom.uid import JPEG2000Lossless, RLELossless
+
+from mammo_tfx.ingest.decoded import to_uint16
+from mammo_tfx.ingest.dicom_io import read_dicom
+from mammo_tfx.ingest.image_io import read_image
+from mammo_tfx.ingest.records import BadInputError
+
+
+def full16(path, plugin="pylibjpeg"):
+    decoded = read_dicom(str(path), plugin)
+    return to_uint16(decoded.pixels, decoded.scale, decoded.offset), decoded
+
+
+def scaled_12bit(pixels: np.ndarray) -> np.ndarray:
+    """Expected full-range values of 12-bit pixels (float32 arithmetic may differ by 1 from exact rounding)."""
+    return pixels.astype(np.float64) * (65535 / 4095)
+
+
+def ramp(dtype, top: int, shape=(6, 5)) -> np.ndarray:
+    return np.linspace(0, top, shape[0] * shape[1]).round().astype(dtype).reshape(shape)
+
+
+def test_8bit_is_multiplied_by_257(tmp_path, write_dicom):
+    pixels = ramp(np.uint8, 255)
+    image, decoded = full16(write_dicom(tmp_path / "a.dcm", pixels))
+    assert decoded.bits_stored == 8
+    np.testing.assert_array_equal(image, pixels.astype(np.uint32) * 257)
+
+
+def test_12bit_is_scaled_to_full_range(tmp_path, write_dicom):
+    pixels = ramp(np.uint16, 4095)
+    image, decoded = full16(write_dicom(tmp_path / "a.dcm", pixels, bits_stored=12))
+    assert decoded.bits_stored == 12
+    np.testing.assert_allclose(image, scaled_12bit(pixels), atol=1)
+    assert image.max() == 65535 and image.min() == 0
+
+
+def test_16bit_is_unchanged(tmp_path, write_dicom):
+    pixels = ramp(np.uint16, 65535)
+    image, _ = full16(write_dicom(tmp_path / "a.dcm", pixels))
+    np.testing.assert_array_equal(image, pixels)
+
+
+def test_monochrome1_is_inverted(tmp_path, write_dicom):
+    pixels = ramp(np.uint16, 4095)
+    image, _ = full16(write_dicom(tmp_path / "a.dcm", pixels, bits_stored=12, photometric="MONOCHROME1"))
+    np.testing.assert_allclose(image, 65535 - scaled_12bit(pixels), atol=1)
+
+
+def test_rescale_slope_intercept_keeps_full_range(tmp_path, write_dicom):
+    pixels = ramp(np.uint16, 4095)
+    image, _ = full16(write_dicom(tmp_path / "a.dcm", pixels, bits_stored=12, RescaleSlope=2, RescaleIntercept=-100))
+    np.testing.assert_allclose(image, scaled_12bit(pixels), atol=1)
+
+
+def test_linear_window_clips_and_stretches(tmp_path, write_dicom):
+    pixels = np.array([[0, 1000, 1500, 2000, 4095]], dtype=np.uint16)
+    image, _ = full16(write_dicom(tmp_path / "a.dcm", pixels, bits_stored=12, WindowCenter=1500, WindowWidth=1001))
+    # Window [1000, 2000] (centre 1500, width 1001): below -> 0, above -> 65535, centre -> about mid-grey.
+    assert image[0, 0] == 0 and image[0, 1] <= 70 and image[0, 4] == 65535 and image[0, 3] >= 65465
+    assert abs(int(image[0, 2]) - 32768) < 100
+
+
+def test_window_follows_rescale(tmp_path, write_dicom):
+    pixels = np.array([[0, 1000, 2000]], dtype=np.uint16)
+    # Modality value = stored - 1000, window centred on modality 0 = stored 1000.
+    image, _ = full16(write_dicom(tmp_path / "a.dcm", pixels, bits_stored=12, RescaleIntercept=-1000,
+                                  WindowCenter=0, WindowWidth=100, VOILUTFunction="LINEAR_EXACT"))
+    assert image[0, 0] == 0 and image[0, 2] == 65535 and abs(int(image[0, 1]) - 32768) < 2
+
+
+def test_voi_lut_sequence_wins_over_window(tmp_path, write_dicom):
+    pixels = np.array([[0, 1, 2, 3]], dtype=np.uint16)
+    item = Dataset()
+    item.LUTDescriptor = [4, 0, 16]
+    item.LUTData = [65535, 0, 65535, 0]  # a deliberately non-monotonic LUT that only a real LUT produces
+    item["LUTData"].VR = "US"
+    path = write_dicom(tmp_path / "a.dcm", pixels, bits_stored=12, VOILUTSequence=Sequence([item]),
+                       WindowCenter=2, WindowWidth=4)
+    image, _ = full16(path)
+    np.testing.assert_array_equal(image, [[65535, 0, 65535, 0]])
+
+
+@pytest.mark.parametrize("syntax", [RLELossless, JPEG2000Lossless])
+def test_compressed_syntaxes_decode_losslessly(tmp_path, write_dicom, syntax):
+    pixels = (np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 5) % 4096  # J2K needs >= 64 px
+    path = write_dicom(tmp_path / "a.dcm", pixels, bits_stored=12)
+    ds = pydicom.dcmread(path)
+    ds.compress(syntax)
+    ds.save_as(path)
+    for plugin in ("pylibjpeg", ""):  # preferred plugin and pydicom's own choice give the same pixels
+        image, _ = full16(path, plugin)
+        np.testing.assert_allclose(image, scaled_12bit(pixels), atol=1)
+
+
+def test_tags_are_read(tmp_path, write_dicom):
+    path = write_dicom(tmp_path / "a.dcm", ramp(np.uint8, 255), ImageLaterality="R", ViewPosition="MLO",
+                       PixelSpacing=[0.07, 0.08])
+    decoded = read_dicom(str(path))
+    assert (decoded.laterality, decoded.view, decoded.patient_id) == ("R", "MLO", "TEST-PATIENT")
+    assert decoded.pixel_spacing_mm == pytest.approx((0.07, 0.08))
+
+
+def test_dicom_without_pixel_data_names_the_file(tmp_path, write_dicom):
+    path = write_dicom(tmp_path / "nopix.dcm", ramp(np.uint8, 255))
+    ds = pydicom.dcmread(path)
+    for keyword in ("PixelData", "Rows", "Columns"):  # like a structured report: no image module at all
+        delattr(ds, keyword)
+    ds.save_as(path)
+    with pytest.raises(BadInputError, match="no pixel data") as caught:
+        read_image(str(path))
+    assert caught.value.file == str(path)
+
+
+@pytest.mark.parametrize("compress", [None, RLELossless])
+def test_truncated_dicom_names_the_file(tmp_path, write_dicom, compress):
+    noise = np.random.default_rng(0).integers(0, 4096, (40, 30), dtype=np.uint16)  # incompressible
+    path = write_dicom(tmp_path / "cut.dcm", noise, bits_stored=12)
+    if compress:
+        ds = pydicom.dcmread(path)
+        ds.compress(compress)
+        ds.save_as(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 3 // 4])  # cut inside the pixel data
+    with pytest.raises(BadInputError) as caught:
+        read_image(str(path))
+    assert caught.value.file == str(path)
+    assert "truncated or corrupt" in caught.value.reason
+
+
+def test_colour_dicom_is_rejected(tmp_path, write_dicom):
+    path = write_dicom(tmp_path / "rgb.dcm", ramp(np.uint8, 255), photometric="RGB")
+    with pytest.raises(BadInputError, match="not a greyscale image"):
+        read_image(str(path))
+
+
+def test_non_dicom_with_dcm_extension(tmp_path):
+    path = tmp_path / "notes.dcm"
+    path.write_text("this is a text file, not an image")
+    with pytest.raises(BadInputError, match="not a readable DICOM") as caught:
+        read_image(str(path))
+    assert caught.value.file == str(path)
