@@ -68,6 +68,7 @@ class _Scan:
     acr_text: str  # as written in the CSV: "3", " 2", "4 " or ""
     density: int  # what the pixels show (1-4), also when the CSV leaves ACR blank
     birads: str
+    lesions: tuple[LesionRequest, ...]  # per breast: both views of a breast show the same lesions
     size: tuple[int, int]
     acquisition: str
     fault: str | None = None
@@ -101,21 +102,28 @@ def _plan_patient(seed: int, number: int, used: set[str], scale: float) -> list[
     scans = []
     for side in sides:
         birads = str(rng.choice(BIRADS, p=BIRADS_PROBABILITIES))
+        lesions = _lesions_for(birads, rng)
         views = ["CC", "MLO"] if rng.random() < 0.9 else [str(rng.choice(["CC", "MLO"]))]
         for view in views:
             name = _file_name(seed, used, number, side, view)
-            scans.append(_Scan(number, patient_hex, name, side, view, acr_text, density, birads, size, acquisition))
+            scans.append(
+                _Scan(number, patient_hex, name, side, view, acr_text, density, birads, lesions, size, acquisition)
+            )
     return scans
 
 
 def _plan_faults(seed: int, number: int, used: set[str], scale: float) -> list[_Scan]:
     patient_hex = derive_hex(seed, LAYOUT, "patient", number)
     size = (max(int(round(IMAGE_SIZES[0][0] * scale)), 48), max(int(round(IMAGE_SIZES[0][1] * scale)), 40))
-    plan = (("L", "CC", "1", "truncated_dicom"), ("L", "MLO", "1", "non_image_dicom"), ("R", "CC", "4c", "bad_xml"))
+    plan = (
+        ("L", "CC", "1", (), "truncated_dicom"),
+        ("L", "MLO", "1", (), "non_image_dicom"),
+        ("R", "CC", "4c", (LesionRequest("mass", True),), "bad_xml"),
+    )
     return [
-        _Scan(number, patient_hex, _file_name(seed, used, number, side, view), side, view, "2", 2, birads, size,
-              "201001", fault)
-        for side, view, birads, fault in plan
+        _Scan(number, patient_hex, _file_name(seed, used, number, side, view), side, view, "2", 2, birads, lesions,
+              size, "201001", fault)
+        for side, view, birads, lesions, fault in plan
     ]
 
 
@@ -181,7 +189,7 @@ def write_inbreast(out_dir: str, patients: int, seed: int, inject_faults: bool, 
     spacing_mm = FULL_RESOLUTION_SPACING_MM * 4 / scale
     for index, scan in enumerate(scans):
         rng = rng_for(seed, LAYOUT, "image", scan.file_name)
-        request = PhantomRequest(*scan.size, scan.side, scan.view, scan.density, _lesions_for(scan.birads, rng))
+        request = PhantomRequest(*scan.size, scan.side, scan.view, scan.density, scan.lesions)
         phantom = render_phantom(request, rng)
         pixels = quantize(phantom.image, BITS_STORED)
         tags: dict[str, object] = {

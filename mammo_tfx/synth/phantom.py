@@ -148,7 +148,7 @@ def _fibroglandular(geometry: BreastGeometry, density: int, rng: np.random.Gener
     clumps = ndimage.gaussian_filter(rng.normal(0, 1, (rows_c, cols_c)).astype(np.float32), clump_sigma)
     fine = ndimage.gaussian_filter(rng.normal(0, 1, (rows_c, cols_c)).astype(np.float32), clump_sigma / 3)
     # Right behind the nipple the polar streaks would converge into an artificial star: fade them out there.
-    duct_weight = 0.55 * np.clip(rho / 0.35, 0, 1)
+    duct_weight = 0.45 * np.clip(rho / 0.35, 0, 1)
     field = duct_weight * _normalise(ducts) + 0.8 * _normalise(clumps) + 0.35 * _normalise(fine)
 
     depth = np.clip(toward_wall / 0.95, 0, 1)
