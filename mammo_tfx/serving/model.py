@@ -47,9 +47,9 @@ class LoadedModel:
             raise InvalidArgument(f"input does not match signature '{name}': {error}") from error
         except tf.errors.InvalidArgumentError as error:
             # Raised during execution, e.g. an image that does not decode.
-            raise InvalidArgument(error.message) from error
+            raise InvalidArgument(op_error_summary(error)) from error
         except tf.errors.OpError as error:
-            raise Internal(error.message) from error
+            raise Internal(op_error_summary(error)) from error
         return {key: value.numpy() for key, value in outputs.items()}
 
     def _signature_def(self, signature_name: str) -> meta_graph_pb2.SignatureDef:
@@ -58,6 +58,16 @@ class LoadedModel:
         if signature_def is None:
             raise InvalidArgument(f"Serving signature name: \"{name}\" not found in signature def")
         return signature_def
+
+
+_OP_ERROR_NOISE = ("Graph execution error", "Detected at node", "<stack traces unavailable>", "[[{{node")
+
+
+def op_error_summary(error: tf.errors.OpError) -> str:
+    """The op's own message without graph-location lines, which mean nothing to a client."""
+    lines = [line.strip() for line in error.message.splitlines()]
+    kept = [line for line in lines if line and not any(noise in line for noise in _OP_ERROR_NOISE)]
+    return " ".join(kept) or error.message.strip() or type(error).__name__
 
 
 def load_model(path: str, version: int) -> LoadedModel:
