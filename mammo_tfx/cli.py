@@ -9,13 +9,19 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import argparse  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
+import warnings  # noqa: E402
 from typing import List, Optional, Sequence  # noqa: E402
 
 DEMO_LAYOUT_PATIENTS = {"cbis-ddsm": 24, "inbreast": 12, "mias": 16}
 
 
 def _configure_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    if not verbose:
+        # Third-party deprecation chatter (google-cloud, pyparsing, Beam) says nothing about this run.
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=UserWarning)
+    logging.basicConfig(level=logging.INFO if verbose else logging.ERROR, format="%(levelname)s %(message)s")
     from absl import logging as absl_logging
 
     absl_logging.set_verbosity(absl_logging.INFO if verbose else absl_logging.WARNING)

@@ -1,0 +1,71 @@
+"""The local pipeline (LocalDagRunner, SQLite MLMD, Beam): ExampleGen -> StatisticsGen -> schema -> ExampleValidator."""
+import os
+import shutil
+
+import pytest
+import tensorflow as tf
+from tfx.components.example_validator import executor as validator_executor
+from tfx.components.statistics_gen import executor as statistics_executor
+from tfx.types import artifact_utils, standard_artifacts
+
+from mammo_tfx import synth
+from pipeline.config import load_config
+from pipeline.outputs import collect_outputs, read_anomalies
+from pipeline.pipeline import SCHEMA_FILE
+from pipeline.runners import run_local
+from pipeline.sources import DataSource
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("datasets")
+    for layout, patients in (("cbis-ddsm", 6), ("inbreast", 4), ("mias", 4)):
+        synth.generate(layout, root / layout, patients=patients, seed=11, scale=0.25)
+    sources = [DataSource.parse(f"{layout}={root / layout}") for layout in ("cbis-ddsm", "inbreast", "mias")]
+    layout = run_local(load_config("test"), sources, str(tmp_path_factory.mktemp("run")))
+    return layout, collect_outputs(layout.metadata_path)
+
+
+def test_run_writes_examples_statistics_and_no_anomalies_on_clean_data(local_run):
+    layout, outputs = local_run
+    for split in ("train", "eval", "test"):
+        assert tf.io.gfile.glob(os.path.join(outputs.examples_uri, f"Split-{split}", "*.gz"))
+        assert tf.io.gfile.exists(os.path.join(outputs.statistics_uri, f"Split-{split}", "FeatureStats.pb"))
+    assert outputs.ingest_summary["ingested"] > 0
+    assert outputs.ingest_summary["quarantined"] == 0
+    assert set(outputs.anomalies) == {"train", "eval", "test"}
+    assert all(found == [] for found in outputs.anomalies.values()), outputs.anomalies
+
+
+def _tamper(examples_uri: str, out_uri: str) -> None:
+    """Copies the train split with one example given an out-of-domain view and one without its mask."""
+    source = tf.io.gfile.glob(os.path.join(examples_uri, "Split-train", "*.gz"))
+    records = [tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(source, "GZIP")]
+    records[0].features.feature["view"].bytes_list.value[:] = [b"LATERAL"]
+    del records[1].features.feature["mask_png"]
+    os.makedirs(os.path.join(out_uri, "Split-train"))
+    with tf.io.TFRecordWriter(os.path.join(out_uri, "Split-train", "data.gz"), "GZIP") as writer:
+        for record in records:
+            writer.write(record.SerializeToString())
+
+
+def test_schema_violations_are_reported_as_anomalies(local_run, tmp_path):
+    _, outputs = local_run
+    examples = standard_artifacts.Examples()
+    examples.uri = str(tmp_path / "examples")
+    examples.split_names = artifact_utils.encode_split_names(["train"])
+    _tamper(outputs.examples_uri, examples.uri)
+    statistics = standard_artifacts.ExampleStatistics()
+    statistics.uri = str(tmp_path / "statistics")
+    statistics_executor.Executor().Do({"examples": [examples]}, {"statistics": [statistics]}, {})
+    schema = standard_artifacts.Schema()
+    schema.uri = str(tmp_path / "schema")
+    os.makedirs(schema.uri)
+    shutil.copy(SCHEMA_FILE, os.path.join(schema.uri, "schema.pbtxt"))
+    anomalies = standard_artifacts.ExampleAnomalies()
+    anomalies.uri = str(tmp_path / "anomalies")
+    validator_executor.Executor().Do(
+        {"statistics": [statistics], "schema": [schema]}, {"anomalies": [anomalies]}, {"exclude_splits": "[]"})
+    found = read_anomalies(anomalies.uri)["train"]
+    assert any(line.startswith("view:") for line in found), found
+    assert any(line.startswith("mask_png:") for line in found), found
