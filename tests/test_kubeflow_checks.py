@@ -1,0 +1,130 @@
+"""The Kubeflow helpers on their own: resource requests, repo-path relocation, the machine-path scan and the
+KFP v2 compatibility check. No compile here; see test_kubeflow_compile.py for the real pipeline."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import pytest
+from tfx import v1 as tfx
+from tfx.types.artifact import Artifact, Property, PropertyType
+
+from pipeline import kubeflow
+from pipeline.pipeline import REPO_ROOT
+
+SCHEMA_IN_REPO = os.path.join(REPO_ROOT, "schemas", "schema.pbtxt")
+
+
+class BadlyNamedReport(Artifact):
+    TYPE_NAME = "MammoBadlyNamedReport"
+
+
+class UnimportableReport(Artifact):
+    TYPE_NAME = "mammo_nowhere.UnimportableReport"
+
+
+class ReportWithProperties(Artifact):
+    TYPE_NAME = "mammo_nowhere.ReportWithProperties"
+    PROPERTIES = {"span": Property(type=PropertyType.INT)}
+
+
+def _pipeline(components: list, name: str = "mammo-tfx") -> tfx.dsl.Pipeline:
+    return tfx.dsl.Pipeline(pipeline_name=name, pipeline_root="gs://bucket/root", components=components)
+
+
+def _importer(artifact_type: type, node_id: str) -> tfx.dsl.Importer:
+    return tfx.dsl.Importer(source_uri="gs://bucket/report", artifact_type=artifact_type).with_id(node_id)
+
+
+def test_resource_request_becomes_the_kfp_resource_spec() -> None:
+    spec = kubeflow.ResourceRequest(cpu_limit=6, memory_limit_gb=24, gpu_count=1, gpu_type="nvidia.com/gpu"
+                                    ).to_resource_spec()
+    assert (spec.cpu_limit, spec.memory_limit) == (6.0, 24.0)
+    assert (spec.accelerator.type, spec.accelerator.count) == ("nvidia.com/gpu", 1)
+    assert not kubeflow.ResourceRequest(memory_limit_gb=8).to_resource_spec().HasField("accelerator")
+
+
+@pytest.mark.parametrize("values", [dict(cpu_limit=-1), dict(memory_limit_gb=-2), dict(gpu_count=-1),
+                                    dict(gpu_count=1, gpu_type="")])
+def test_invalid_resource_requests_are_refused(values: dict) -> None:
+    with pytest.raises(ValueError):
+        kubeflow.ResourceRequest(**values)
+
+
+def test_kubeflow_config_validates_and_maps_to_the_trainer_request() -> None:
+    settings = kubeflow.KubeflowConfig(trainer_gpu_count=4, trainer_gpu_type="NVIDIA_L4", trainer_cpu_limit=16,
+                                       trainer_memory_limit_gb=64)
+    assert settings.trainer_resources() == kubeflow.ResourceRequest(16, 64, 4, "NVIDIA_L4")
+    assert kubeflow.KubeflowConfig().trainer_resources().is_empty()
+    with pytest.raises(ValueError):
+        kubeflow.KubeflowConfig(trainer_gpu_count=-1)
+
+
+def test_trainer_resources_go_to_trainer_components_only() -> None:
+    schema_gen = tfx.components.ImportSchemaGen(schema_file="gs://bucket/schema.pbtxt")
+    trainer_like = tfx.components.ImportSchemaGen(schema_file="gs://bucket/schema.pbtxt").with_id("Trainer_patch")
+    applied = kubeflow.apply_resource_requests([schema_gen, trainer_like], kubeflow.KubeflowConfig(trainer_gpu_count=1))
+    assert applied == ["Trainer_patch"]
+    assert trainer_like.platform_config.accelerator.count == 1
+    assert schema_gen.platform_config is None
+
+
+def test_an_empty_request_attaches_nothing() -> None:
+    trainer_like = tfx.components.ImportSchemaGen(schema_file="gs://bucket/schema.pbtxt").with_id("Trainer")
+    assert kubeflow.apply_resource_requests([trainer_like], kubeflow.KubeflowConfig()) == []
+    assert trainer_like.platform_config is None
+
+
+def test_repo_paths_are_moved_into_the_image_and_bucket_paths_stay() -> None:
+    local_schema = tfx.components.ImportSchemaGen(schema_file=SCHEMA_IN_REPO)
+    bucket_schema = tfx.components.ImportSchemaGen(schema_file="gs://bucket/schema.pbtxt").with_id("Other")
+    moved = kubeflow.relocate_repo_paths([local_schema, bucket_schema], REPO_ROOT, "/opt/app")
+    assert moved == {"ImportSchemaGen.schema_file": "/opt/app/schemas/schema.pbtxt"}
+    assert local_schema.exec_properties["schema_file"] == "/opt/app/schemas/schema.pbtxt"
+    assert bucket_schema.exec_properties["schema_file"] == "gs://bucket/schema.pbtxt"
+
+
+def test_machine_paths_are_found_where_a_path_starts_even_inside_embedded_json() -> None:
+    job = {
+        "bucket": "gs://bucket/tmp/run",
+        "image_copy": "/opt/mammo-tfx/schemas/schema.pbtxt",
+        "scratch": "/tmp",
+        "nested": [{"config": '{"path": "/home/me/data/cbis"}'}],
+        "arg": "--temp_location=/tmp/beam",
+    }
+    found = kubeflow.find_machine_paths(job, prefixes=["/tmp", "/home/me", "/opt"], image_repo_dir="/opt/mammo-tfx")
+    assert found == ["--temp_location=/tmp/beam", "/tmp", '{"path": "/home/me/data/cbis"}']
+
+
+def test_a_pipeline_name_kubeflow_rejects_is_reported() -> None:
+    schema_gen = tfx.components.ImportSchemaGen(schema_file="gs://bucket/schema.pbtxt")
+    with pytest.raises(ValueError, match="lower case"):
+        kubeflow.check_kubeflow_compatibility(_pipeline([schema_gen], name="mammo_tfx"))
+
+
+def test_custom_artifact_types_must_be_importable_schema_titles_without_properties() -> None:
+    pipeline = _pipeline([_importer(BadlyNamedReport, "bad_name"), _importer(UnimportableReport, "unimportable"),
+                          _importer(ReportWithProperties, "with_properties")])
+    with pytest.raises(ValueError) as error:
+        kubeflow.check_kubeflow_compatibility(pipeline)
+    message = str(error.value)
+    assert "'MammoBadlyNamedReport'): TYPE_NAME must be '<package>.<Class>'" in message
+    assert "importing 'mammo_nowhere.UnimportableReport' does not give this class" in message
+    assert "no PROPERTIES (found ['span'])" in message
+
+
+def test_standard_artifact_types_pass_the_check() -> None:
+    schema_gen = tfx.components.ImportSchemaGen(schema_file="gs://bucket/schema.pbtxt")
+    examples = _importer(tfx.types.standard_artifacts.Examples, "examples")
+    statistics_gen = tfx.components.StatisticsGen(examples=examples.outputs["result"])
+    kubeflow.check_kubeflow_compatibility(_pipeline([schema_gen, examples, statistics_gen]))
+
+
+def test_module_files_are_refused_because_they_would_be_staged_at_compile_time() -> None:
+    examples = _importer(tfx.types.standard_artifacts.Examples, "examples")
+    schema_gen = tfx.components.ImportSchemaGen(schema_file="gs://bucket/schema.pbtxt")
+    transform = tfx.components.Transform(examples=examples.outputs["result"], schema=schema_gen.outputs["schema"],
+                                         module_file="gs://bucket/preprocessing.py")
+    with pytest.raises(ValueError, match="Transform: module_file"):
+        kubeflow.check_kubeflow_compatibility(_pipeline([examples, schema_gen, transform]))

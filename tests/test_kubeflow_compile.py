@@ -1,0 +1,218 @@
+"""Compiling the real mammo-tfx pipeline for Kubeflow Pipelines v2: strict spec validation, task graph, image,
+resources, and no reference to this machine. Compiling runs no step, so these tests stay fast and offline."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterator, List
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import pytest
+import yaml
+from google.protobuf import json_format
+from kfp import components as kfp_components
+from kfp.pipeline_spec import pipeline_spec_pb2
+from tfx import v1 as tfx
+
+from pipeline import kubeflow
+from pipeline.config import PipelineConfig, load_config
+from pipeline.pipeline import REPO_ROOT, create_components, create_pipeline
+
+IMAGE = "europe-docker.pkg.dev/mammo-project/mammo/mammo-tfx:2024-06-01"
+PIPELINE_ROOT = "gs://mammo-bucket/pipeline-root"
+MANIFEST_DIR = "gs://mammo-bucket/manifests/run-1"
+
+
+@dataclass(frozen=True)
+class Compiled:
+    config: PipelineConfig
+    json_path: Path
+    yaml_path: Path
+    json_job: Dict[str, Any]
+    out_dir: Path
+    working_dir: Path
+
+
+@pytest.fixture(scope="module")
+def offline() -> Iterator[None]:
+    """Any connection attempt fails the test: compiling must need no network."""
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"compiling tried to open a network connection: {args}")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(socket.socket, "connect", refuse)
+        patch.setattr(socket, "create_connection", refuse)
+        yield
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory: pytest.TempPathFactory, offline: None) -> Compiled:
+    out_dir = tmp_path_factory.mktemp("kfp_out")
+    working_dir = tmp_path_factory.mktemp("kfp_cwd")
+    config = load_config("production")
+    with pytest.MonkeyPatch.context() as patch:
+        # From an empty working dir, a stray relative write (wheels, a "gs:" folder) shows up as a file there.
+        patch.chdir(working_dir)
+        json_job = kubeflow.compile_kfp(config, IMAGE, PIPELINE_ROOT, MANIFEST_DIR, str(out_dir / "pipeline.json"))
+        kubeflow.compile_kfp(config, IMAGE, PIPELINE_ROOT, MANIFEST_DIR, str(out_dir / "pipeline.yaml"))
+    return Compiled(config, out_dir / "pipeline.json", out_dir / "pipeline.yaml", json_job, out_dir, working_dir)
+
+
+def _expected_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
+    return create_pipeline(config, MANIFEST_DIR, PIPELINE_ROOT)
+
+
+def _with_trainer(config: PipelineConfig) -> tfx.dsl.Pipeline:
+    """The production pipeline; if it has no Trainer yet, plus one small stand-in step with a `Trainer` id that
+    consumes the examples, so the Trainer resource path is exercised on a real compiled task."""
+    components = create_components(config, MANIFEST_DIR)
+    if not any(c.id.startswith(kubeflow.TRAINER_ID_PREFIX) for c in components):
+        example_gen = next(c for c in components if "examples" in c.outputs)
+        components.append(tfx.components.StatisticsGen(examples=example_gen.outputs["examples"]).with_id(
+            "Trainer_stand_in"))
+    return tfx.dsl.Pipeline(
+        pipeline_name=config.pipeline_name,
+        pipeline_root=PIPELINE_ROOT,
+        components=components,
+        enable_cache=config.enable_cache,
+        beam_pipeline_args=config.beam.pipeline_args(),
+    )
+
+
+def _strictly_parsed_job(job: Dict[str, Any]) -> pipeline_spec_pb2.PipelineJob:
+    return json_format.ParseDict(job, pipeline_spec_pb2.PipelineJob(), ignore_unknown_fields=False)
+
+
+def test_json_is_a_strictly_valid_pipeline_job(compiled: Compiled) -> None:
+    on_disk = json.loads(compiled.json_path.read_text())
+    assert on_disk == compiled.json_job
+    job = _strictly_parsed_job(on_disk)
+    json_format.ParseDict(on_disk["pipelineSpec"], pipeline_spec_pb2.PipelineSpec(), ignore_unknown_fields=False)
+    assert job.display_name == compiled.config.pipeline_name
+    assert job.pipeline_spec["pipelineInfo"]["name"] == compiled.config.pipeline_name
+    assert job.runtime_config.gcs_output_directory == PIPELINE_ROOT
+
+
+def test_yaml_is_the_strictly_valid_pipeline_spec_and_kfp_loads_it(compiled: Compiled) -> None:
+    spec_dict = yaml.safe_load(compiled.yaml_path.read_text())
+    json_format.ParseDict(spec_dict, pipeline_spec_pb2.PipelineSpec(), ignore_unknown_fields=False)
+    assert spec_dict == compiled.json_job["pipelineSpec"]  # same pipeline, only the envelope differs
+
+    component = kfp_components.load_component_from_file(str(compiled.yaml_path))
+    assert component.name == compiled.config.pipeline_name
+    assert sorted(component.pipeline_spec.root.dag.tasks) == kubeflow.task_names(compiled.json_job)
+
+
+def test_every_component_is_a_task_waiting_for_its_upstream_components(compiled: Compiled) -> None:
+    pipeline = _expected_pipeline(compiled.config)
+    expected = {c.id: tuple(sorted(u.id for u in c.upstream_nodes)) for c in pipeline.components}
+    assert kubeflow.task_names(compiled.json_job) == sorted(expected)
+    assert kubeflow.task_dependencies(compiled.json_job) == expected
+    assert any(expected.values()), "the pipeline should have at least one dependency to check"
+
+
+def test_every_step_runs_the_given_image_with_the_configured_beam_args(compiled: Compiled) -> None:
+    beam_args = compiled.config.beam.pipeline_args()
+    for name in kubeflow.task_names(compiled.json_job):
+        container = kubeflow.task_container(compiled.json_job, name)
+        assert container["image"] == IMAGE, name
+        assert container["args"][-len(beam_args):] == beam_args, name
+
+
+def test_the_manifest_dir_feeds_the_example_gen(compiled: Compiled) -> None:
+    tasks = compiled.json_job["pipelineSpec"]["root"]["dag"]["tasks"]
+    input_bases = [task["inputs"]["parameters"]["input_base"]["runtimeValue"]["constantValue"]["stringValue"]
+                   for task in tasks.values() if "input_base" in task.get("inputs", {}).get("parameters", {})]
+    assert input_bases == [MANIFEST_DIR]
+
+
+def _path_like_strings(value: Any) -> Iterator[str]:
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from _path_like_strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _path_like_strings(item)
+    elif isinstance(value, str) and (value.startswith("/") or "://" in value):
+        yield value
+
+
+def test_every_path_is_in_the_bucket_or_the_image(compiled: Compiled) -> None:
+    for path in (compiled.json_path, compiled.yaml_path):
+        text = path.read_text()
+        for local in ("/work/", "/tmp/", str(compiled.out_dir), str(compiled.working_dir), REPO_ROOT):
+            assert local not in text, f"{path.name} mentions {local}"
+    allowed = (PIPELINE_ROOT, MANIFEST_DIR, kubeflow.IMAGE_REPO_DIR + "/")
+    paths = list(_path_like_strings(compiled.json_job))
+    assert paths, "the compiled job should carry the pipeline root and manifest dir"
+    assert [p for p in paths if not p.startswith(allowed)] == []
+    assert kubeflow.find_machine_paths(compiled.json_job) == []
+
+
+def test_compiling_writes_only_the_package(compiled: Compiled) -> None:
+    assert sorted(p.name for p in compiled.out_dir.iterdir()) == ["pipeline.json", "pipeline.yaml"]
+    assert list(compiled.working_dir.iterdir()) == []
+
+
+def test_resources_follow_the_configured_kubeflow_section(compiled: Compiled) -> None:
+    """Trainer tasks carry resources exactly when the configuration asks for them; no other task does."""
+    configured = getattr(compiled.config, "kubeflow", None) or kubeflow.KubeflowConfig()
+    requested = configured.trainer_resources()
+    for name in kubeflow.task_names(compiled.json_job):
+        resources = kubeflow.task_container(compiled.json_job, name).get("resources")
+        if name.startswith(kubeflow.TRAINER_ID_PREFIX) and not requested.is_empty():
+            assert resources == json_format.MessageToDict(requested.to_resource_spec()), name
+        else:
+            assert resources is None, name
+
+
+def test_trainer_tasks_request_the_configured_gpus(tmp_path: Path, offline: None) -> None:
+    config = load_config("production")
+    settings = kubeflow.KubeflowConfig(trainer_gpu_count=2, trainer_gpu_type="NVIDIA_TESLA_T4",
+                                       trainer_cpu_limit=8, trainer_memory_limit_gb=30)
+    job = kubeflow.compile_pipeline(_with_trainer(config), IMAGE, str(tmp_path / "pipeline.json"), kubeflow=settings)
+    _strictly_parsed_job(job)
+
+    trainers = [n for n in kubeflow.task_names(job) if n.startswith(kubeflow.TRAINER_ID_PREFIX)]
+    assert trainers
+    for name in kubeflow.task_names(job):
+        resources = kubeflow.task_container(job, name).get("resources")
+        if name in trainers:
+            assert resources == {"cpuLimit": 8.0, "memoryLimit": 30.0,
+                                 "accelerator": {"type": "NVIDIA_TESLA_T4", "count": "2"}}, name
+        else:
+            assert resources is None, name
+
+
+def test_any_component_can_request_resources_including_the_example_gen(tmp_path: Path, offline: None) -> None:
+    """The mechanism is generic: TFX's step builder drops resources of a FileBasedExampleGen, compile puts them
+    back; an ordinary component keeps them."""
+    pipeline = _expected_pipeline(load_config("production"))
+    example_gen_ids = kubeflow.request_resources(
+        pipeline.components, "MammoExampleGen", kubeflow.ResourceRequest(cpu_limit=4, memory_limit_gb=26))
+    statistics_ids = kubeflow.request_resources(
+        pipeline.components, "StatisticsGen", kubeflow.ResourceRequest(memory_limit_gb=12))
+    assert example_gen_ids == ["MammoExampleGen"] and statistics_ids == ["StatisticsGen"]
+
+    job = kubeflow.compile_pipeline(pipeline, IMAGE, str(tmp_path / "pipeline.yaml"))
+    json_format.ParseDict(yaml.safe_load((tmp_path / "pipeline.yaml").read_text()), pipeline_spec_pb2.PipelineSpec(),
+                          ignore_unknown_fields=False)
+    assert kubeflow.task_container(job, "MammoExampleGen")["resources"] == {"cpuLimit": 4.0, "memoryLimit": 26.0}
+    assert kubeflow.task_container(job, "StatisticsGen")["resources"] == {"memoryLimit": 12.0}
+    untouched: List[str] = [n for n in kubeflow.task_names(job) if n not in ("MammoExampleGen", "StatisticsGen")]
+    assert untouched and all("resources" not in kubeflow.task_container(job, n) for n in untouched)
+
+
+def test_local_paths_are_refused_before_compiling(tmp_path: Path) -> None:
+    config = load_config("production")
+    with pytest.raises(ValueError, match="manifest dir"):
+        kubeflow.compile_kfp(config, IMAGE, PIPELINE_ROOT, str(tmp_path), str(tmp_path / "p.json"))
+    with pytest.raises(ValueError, match="pipeline root"):
+        kubeflow.compile_kfp(config, IMAGE, "file:///srv/root", MANIFEST_DIR, str(tmp_path / "p.json"))
+    with pytest.raises(ValueError, match=r"\.json"):
+        kubeflow.compile_kfp(config, IMAGE, PIPELINE_ROOT, MANIFEST_DIR, str(tmp_path / "p.txt"))
+    assert list(tmp_path.iterdir()) == []
