@@ -82,6 +82,7 @@ def build_cbis(root: Path, write_dicom) -> None:
     a = image("Mass-Training_P_00001_LEFT_CC/1.1/1.2/000000.dcm", "LEFT")
     a_mass = roi("Mass-Training_P_00001_LEFT_CC_1/1.1/1.3/000001.dcm", np.s_[10:30, 5:20])
     a_crop = crop("Mass-Training_P_00001_LEFT_CC_1/1.1/1.3/000000.dcm")
+    a_again = image("Calc-Training_P_00001_LEFT_CC/1.1/1.5/000000.dcm", "LEFT")  # same scan, calc folder
     a_calc = roi("Calc-Training_P_00001_LEFT_CC_1/1.1/1.4/000001.dcm", np.s_[20:40, 10:30])
     a_calc_crop = crop("Calc-Training_P_00001_LEFT_CC_1/1.1/1.4/000000.dcm")
     b = image("Mass-Test_P_00002_RIGHT_MLO/1.1/1.2/000000.dcm", "RIGHT")
@@ -95,8 +96,9 @@ def build_cbis(root: Path, write_dicom) -> None:
         "mass_case_description_train_set.csv": (MASS_HEADER, [
             cbis_row("P_00001", 2, "LEFT", "CC", 1, "mass", "MALIGNANT", a + "  ", a_crop, a_mass + "\n")]),
         "calc_case_description_train_set.csv": (CALC_HEADER, [
-            # Same full image as the mass row; mask and crop columns swapped.
-            cbis_row("P_00001", 2, "LEFT", "CC", 1, "calcification", "BENIGN_WITHOUT_CALLBACK", a, a_calc, a_calc_crop)]),
+            # The mass row's scan, stored again under the calc folder; mask and crop columns swapped.
+            cbis_row("P_00001", 2, "LEFT", "CC", 1, "calcification", "BENIGN_WITHOUT_CALLBACK", a_again + "\n",
+                     a_calc, a_calc_crop)]),
         "mass_case_description_test_set.csv": (MASS_HEADER, [
             cbis_row("P_00002", 3, "RIGHT", "MLO", 1, "mass", "BENIGN", b, b_mask, b_mask),
             cbis_row("P_00003", 1, "LEFT", "CC", 1, "mass", "MALIGNANT", "Mass-Test_P_00003_LEFT_CC/x/y/000000.dcm",
@@ -119,21 +121,21 @@ def test_cbis_ddsm_layout(tmp_path, write_dicom, small_options):
     build_cbis(root, write_dicom)
     results = ingest("cbis-ddsm", tmp_path, small_options)  # the parent of the CBIS-DDSM folder works too
     assert len(results) == 5
-    a = results["Mass-Training_P_00001_LEFT_CC/1.1/1.2/000000.dcm"]
+    a = results["P_00001_LEFT_CC"]
     assert (value(a, "label"), value(a, "abnormality_type"), value(a, "pathology")) == (1, "mixed", "malignant")
     assert (value(a, "laterality"), value(a, "view"), value(a, "source_split"), value(a, "density")) == ("L", "CC", "train", 2)
     assert set(np.unique(mask_of(a))) == {0, 2, 3}  # benign calc + malignant mass; the mass wins the overlap
     assert value(a, "mask_resized") == 0 and value(a, "mask_complete") == 1
-    b = results["Mass-Test_P_00002_RIGHT_MLO/1.1/1.2/000000.dcm"]
+    b = results["P_00002_RIGHT_MLO"]
     assert (value(b, "label"), value(b, "pathology"), value(b, "source_split"), value(b, "mask_resized")) == (0, "benign", "test", 1)
     assert set(np.unique(mask_of(b))) == {0, 4}
-    e = results["Calc-Test_P_00005_LEFT_MLO/1.1/1.2/000000.dcm"]
+    e = results["P_00005_LEFT_MLO"]
     assert value(e, "density") == 4  # from the calc file's "breast density" column
     assert mask_of(e).max() == 1 and (mask_of(e) == 1).sum() >= 1  # a one-pixel calcification survives
-    nowhere = results["Mass-Test_P_00003_LEFT_CC/x/y/000000.dcm"]
+    nowhere = results["P_00003_LEFT_CC"]
     assert isinstance(nowhere, QuarantineEntry) and nowhere.file.endswith("Mass-Test_P_00003_LEFT_CC/x/y/000000.dcm")
     assert "file not found" in nowhere.reason
-    no_mask = results["Mass-Test_P_00004_LEFT_CC/1.1/1.2/000000.dcm"]
+    no_mask = results["P_00004_LEFT_CC"]
     assert isinstance(no_mask, QuarantineEntry) and no_mask.file.endswith("Mass-Test_P_00004_LEFT_CC_1/1.1/1.3/000001.dcm")
     assert no_mask.status == "quarantined"
 
@@ -144,10 +146,27 @@ def test_cbis_ddsm_bad_rows_and_roots(tmp_path, small_options):
     with open(tmp_path / "mass_case_description_train_set.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(MASS_HEADER)
-        writer.writerow(cbis_row("P_9", 2, "LEFT", "CC", 1, "mass", "UNSURE", "img/1.dcm", "c.dcm", "m.dcm"))
-    [entry] = list(LISTERS["cbis-ddsm"](str(tmp_path), small_options))
-    assert isinstance(entry, QuarantineEntry) and "unknown pathology 'UNSURE'" in entry.reason
-    assert entry.file.endswith("mass_case_description_train_set.csv") and "line 2" in entry.reason
+        writer.writerow(cbis_row("P_9", 2, "LEFT", "CC", 1, "mass", "MALIGNANT", "img/1.dcm", "c.dcm", "m.dcm"))
+        writer.writerow(cbis_row("P_9", 2, "LEFT", "CC", 2, "mass", "UNSURE", "img/1.dcm", "c2.dcm", "m2.dcm"))
+        writer.writerow(cbis_row("P_8", 2, "MIDDLE", "CC", 1, "mass", "BENIGN", "img/2.dcm", "c.dcm", "m.dcm"))
+    with open(tmp_path / "mass_case_description_test_set.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(MASS_HEADER)
+        writer.writerow(cbis_row("P_7", 2, "LEFT", "CC", 1, "mass", "BENIGN", "Mass-Test_7/1.dcm", "c.dcm", "m.dcm"))
+    with open(tmp_path / "calc_case_description_train_set.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(CALC_HEADER)
+        writer.writerow(cbis_row("P_7", 2, "LEFT", "CC", 1, "calcification", "BENIGN", "Calc-Training_7/1.dcm",
+                                 "c.dcm", "m.dcm"))
+    entries = {item.record if isinstance(item, QuarantineEntry) else item.record_id: item
+               for item in LISTERS["cbis-ddsm"](str(tmp_path), small_options)}
+    # One bad row quarantines its whole scan, so no scan is ingested with a lesion missing.
+    bad_pathology = entries["P_9_LEFT_CC"]
+    assert isinstance(bad_pathology, QuarantineEntry) and "unknown pathology 'UNSURE'" in bad_pathology.reason
+    assert bad_pathology.file.endswith("mass_case_description_train_set.csv") and "line 3" in bad_pathology.reason
+    assert "unknown breast side 'MIDDLE'" in entries["img/2.dcm"].reason
+    # A scan listed in a train and a test CSV is kept out of training.
+    assert entries["P_7_LEFT_CC"].source_split == "test" and len(entries["P_7_LEFT_CC"].lesions) == 2
 
 
 # ---------------------------------------------------------------- INbreast

@@ -2,8 +2,13 @@
 
 Mass and calc CSVs name some columns differently (`breast_density` vs `breast density`); headers are
 normalised (lower case, spaces -> underscores). Paths in the CSVs are relative to the folder holding
-them and may carry trailing whitespace or newlines. Rows are grouped by full-image path, so an image
-with several abnormalities (mass and calc rows alike) becomes one record with several lesions.
+them and may carry trailing whitespace or newlines.
+
+Rows are grouped by scan: patient, breast side and view identify one DDSM scan, which CBIS-DDSM stores
+once per abnormality type (a Mass-... and a Calc-... folder holding the same image). So a scan with
+several abnormalities, mass and calc rows alike, becomes one record with several lesions; its first
+image file is decoded. If the rows of a scan disagree on the split (train/test), the record is marked
+"test" so no test image can leak into training.
 """
 from __future__ import annotations
 
@@ -30,11 +35,11 @@ KINDS = {"mass": "mass", "calcification": "calcification", "calc": "calcificatio
 
 
 @dataclass
-class _ImageGroup:
-    """Rows of one full image, in CSV order."""
+class _ScanGroup:
+    """Rows of one scan, in CSV order."""
 
-    relative_path: str
-    csv_split: str
+    image_paths: list[str] = field(default_factory=list)
+    splits: set[str] = field(default_factory=set)
     patient_id: str = ""
     laterality: str = "U"
     view: str = "UNKNOWN"
@@ -72,20 +77,25 @@ def _read_csv(path: str) -> list[dict[str, str]]:
     return rows
 
 
-def _row_lesion(row: dict[str, str], csv_kind: str, folder: str) -> tuple[LesionRef, str, str, str, int]:
-    """(lesion, patient id, laterality, view, density) of one row; ValueError names what is wrong."""
-    pathology = row["pathology"].strip().upper()
-    if pathology not in PATHOLOGIES:
-        raise ValueError(f"unknown pathology {row['pathology']!r}")
+def _row_scan(row: dict[str, str]) -> tuple[str, str, str]:
+    """(patient id, laterality, view) of a row; ValueError names what is wrong."""
+    patient_id = row["patient_id"].strip()
+    if not patient_id:
+        raise ValueError("empty patient_id")
     side = SIDES.get(row["left_or_right_breast"].strip().upper())
     if side is None:
         raise ValueError(f"unknown breast side {row['left_or_right_breast']!r}")
     view = row["image_view"].strip().upper()
     if view not in ("CC", "MLO"):
         raise ValueError(f"unknown image view {row['image_view']!r}")
-    patient_id = row["patient_id"].strip()
-    if not patient_id:
-        raise ValueError("empty patient_id")
+    return patient_id, side, view
+
+
+def _row_lesion(row: dict[str, str], csv_kind: str, folder: str) -> tuple[LesionRef, int]:
+    """(lesion, density) of one row; ValueError names what is wrong."""
+    pathology = row["pathology"].strip().upper()
+    if pathology not in PATHOLOGIES:
+        raise ValueError(f"unknown pathology {row['pathology']!r}")
     kind = KINDS.get(row.get("abnormality_type", "").strip().lower(), csv_kind)
     density_text = row.get("breast_density", "").strip()
     density = int(density_text) if density_text.isdigit() and 1 <= int(density_text) <= 4 else 0
@@ -93,8 +103,7 @@ def _row_lesion(row: dict[str, str], csv_kind: str, folder: str) -> tuple[Lesion
     files = tuple(os.path.join(folder, clean_path(row[column]))
                   for column in ("roi_mask_file_path", "cropped_image_file_path") if clean_path(row[column]))
     outline = "mask_files" if files else "none"
-    lesion = LesionRef(kind=kind, malignant=PATHOLOGIES[pathology], outline=outline, mask_files=files)
-    return lesion, patient_id, side, view, density
+    return LesionRef(kind=kind, malignant=PATHOLOGIES[pathology], outline=outline, mask_files=files), density
 
 
 def _split_of(relative_path: str, csv_split: str) -> str:
@@ -107,39 +116,50 @@ def _split_of(relative_path: str, csv_split: str) -> str:
 
 
 def list_cbis_ddsm(root: str, options: IngestOptions) -> Iterator[Union[ScanRecord, QuarantineEntry]]:
-    """One ScanRecord per full image of the CSVs found; bad rows quarantine their image."""
+    """One ScanRecord per scan of the CSVs found; a bad row quarantines its scan."""
     del options  # labels need no options here; kept for the common lister signature
     folder = find_csv_folder(root)
-    groups: dict[str, _ImageGroup] = {}
+    groups: dict[str, _ScanGroup] = {}
+    scan_of_path: dict[str, str] = {}
     for name, csv_kind, csv_split in CSV_NAMES:
         csv_path = os.path.join(folder, name)
         if not os.path.isfile(csv_path):
             continue
         for line, row in enumerate(_read_csv(csv_path), start=2):
             relative = clean_path(row["image_file_path"])
+            where = f"{name} line {line}"
             if not relative:
-                yield quarantined(DATASET, f"{name} line {line}", csv_path, "row has an empty image file path")
+                yield quarantined(DATASET, where, csv_path, "row has an empty image file path")
                 continue
-            group = groups.setdefault(relative, _ImageGroup(relative, csv_split))
             try:
-                lesion, patient_id, side, view, density = _row_lesion(row, csv_kind, folder)
+                patient_id, side, view = _row_scan(row)
+                scan = f"{patient_id}_{row['left_or_right_breast'].strip().upper()}_{view}"
             except ValueError as error:
-                group.problem = group.problem or (csv_path, f"{name} line {line}: {error}")
+                scan = relative  # no scan identity: the row is its own (quarantined) record
+                groups.setdefault(scan, _ScanGroup()).problem = (csv_path, f"{where}: {error}")
                 continue
-            if group.lesions and (patient_id, side, view) != (group.patient_id, group.laterality, group.view):
-                group.problem = group.problem or (csv_path, f"{name} line {line}: patient/side/view "
-                                                            f"{(patient_id, side, view)} contradict earlier rows")
-                continue
+            group = groups.setdefault(scan, _ScanGroup())
             group.patient_id, group.laterality, group.view = patient_id, side, view
+            if scan_of_path.setdefault(relative, scan) != scan:
+                group.problem = group.problem or (csv_path, f"{where}: image {relative} also belongs to scan "
+                                                            f"{scan_of_path[relative]}")
+            if relative not in group.image_paths:
+                group.image_paths.append(relative)
+            group.splits.add(_split_of(relative, csv_split))
+            try:
+                lesion, density = _row_lesion(row, csv_kind, folder)
+            except ValueError as error:
+                group.problem = group.problem or (csv_path, f"{where}: {error}")
+                continue
             group.density = group.density or density
             group.lesions.append(lesion)
-    for relative, group in groups.items():
+    for scan, group in groups.items():
         if group.problem is not None:
-            yield quarantined(DATASET, relative, group.problem[0], group.problem[1])
+            yield quarantined(DATASET, scan, group.problem[0], group.problem[1])
             continue
         lesions = tuple(group.lesions)
         yield ScanRecord(
-            dataset=DATASET, record_id=relative, image_path=os.path.join(folder, relative),
-            patient_id=group.patient_id, image_id=relative, label=int(any(lesion.malignant for lesion in lesions)),
+            dataset=DATASET, record_id=scan, image_path=os.path.join(folder, group.image_paths[0]),
+            patient_id=group.patient_id, image_id=scan, label=int(any(lesion.malignant for lesion in lesions)),
             lesions=lesions, laterality=group.laterality, view=group.view, density=group.density,
-            source_split=_split_of(relative, group.csv_split))
+            source_split=group.splits.pop() if len(group.splits) == 1 else "test")
