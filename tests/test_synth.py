@@ -22,13 +22,13 @@ from mammo_tfx.synth.phantom import LesionRequest, PhantomRequest, lesion_mask, 
 from mammo_tfx.synth.raster import fill_polygon_mask
 
 SCALE = 0.25
-SEED = 5
+SEED = 6  # a seed whose CBIS-DDSM run has scans with both mass and calcification rows
 EXPECTED_FAULT_KINDS = {
     "cbis-ddsm": {"truncated_dicom", "non_image_dicom", "row_points_nowhere", "missing_mask"},
     "inbreast": {"truncated_dicom", "non_image_dicom", "bad_xml"},
     "mias": {"bad_pgm", "row_points_nowhere"},
 }
-PATIENTS = {"cbis-ddsm": 5, "inbreast": 5, "mias": 4}
+PATIENTS = {"cbis-ddsm": 5, "inbreast": 5, "mias": 3}
 
 
 @pytest.fixture(scope="module")
@@ -231,6 +231,13 @@ def test_cbis_ddsm_summary_labels_and_laterality(datasets: dict[str, SynthSummar
         assert pixels.shape == (image.height, image.width)
         assert _breast_side(pixels) == image.laterality
     assert {i.source_split for i in summary.images} == {"train", "test"}
+    mixed = [image for image in summary.clean_images if len(image.files) > 1]
+    assert mixed, "expected scans listed in both the mass and the calc CSVs"
+    for image in mixed:
+        first_copy, second_copy = (pydicom.dcmread(Path(summary.out_dir) / f) for f in image.files)
+        assert first_copy.SOPInstanceUID == second_copy.SOPInstanceUID and first_copy.PatientID != second_copy.PatientID
+        assert np.array_equal(first_copy.pixel_array, second_copy.pixel_array)
+        assert {lesion.kind for lesion in image.lesions} == {"mass", "calcification"}
 
 
 # --------------------------------------------------------------------------------------------- INbreast
