@@ -315,6 +315,9 @@ def compile_pipeline(
     # write_out=False: the runner only compiles; the package is written below, after the fix-ups.
     pipeline_job = runner.run(pipeline, write_out=False)
     _carry_over_resources(pipeline_job, components)
+    # TFX puts the pipeline root only in the PipelineJob's runtimeConfig, which the YAML form leaves out; as the
+    # spec's default root (as kfp's own compiler writes it) it travels with the YAML to open-source KFP too.
+    _pipeline_spec(pipeline_job)["defaultPipelineRoot"] = pipeline.pipeline_info.pipeline_root
 
     leaked = find_machine_paths(pipeline_job, image_repo_dir=image_repo_dir)
     if leaked:

@@ -101,6 +101,7 @@ def test_yaml_is_the_strictly_valid_pipeline_spec_and_kfp_loads_it(compiled: Com
     spec_dict = yaml.safe_load(compiled.yaml_path.read_text())
     json_format.ParseDict(spec_dict, pipeline_spec_pb2.PipelineSpec(), ignore_unknown_fields=False)
     assert spec_dict == compiled.json_job["pipelineSpec"]  # same pipeline, only the envelope differs
+    assert spec_dict["defaultPipelineRoot"] == PIPELINE_ROOT  # the YAML alone tells KFP where outputs go
 
     component = kfp_components.load_component_from_file(str(compiled.yaml_path))
     assert component.name == compiled.config.pipeline_name
