@@ -8,7 +8,6 @@ from typing import Callable
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import numpy as np
-import pydicom
 import pytest
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid

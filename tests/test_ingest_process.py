@@ -1,13 +1,11 @@
 """process_record end to end: example contents, pad mode, PHI, quarantine, picklability, real DICOMs."""
 from __future__ import annotations
 
-import io
 import pickle
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
 
 from mammo_tfx.ingest.layouts import LISTERS
 from mammo_tfx.ingest.options import IngestOptions
@@ -113,10 +111,12 @@ def test_everything_returned_is_picklable(tmp_path, write_dicom, small_options):
 
 
 def test_real_cbis_dicoms_through_the_folder_layout(tmp_path):
+    copies = build_real_sample_folder(tmp_path / "copies", per_class=1, copies=3)
+    assert len(copies) == 6 and len({link.resolve() for link in copies}) == 2
     links = build_real_sample_folder(tmp_path, per_class=1)
     assert [link.parent.name for link in links] == ["neg", "pos"]
     options = IngestOptions(height=288, width=224)
-    records = list(LISTERS["folder"](str(tmp_path), options))
+    records = list(LISTERS["folder"](str(tmp_path), options))  # tmp_path/copies is no class folder
     assert len(records) == 2 and all(isinstance(r, ScanRecord) for r in records)
     for record in records:
         example = process_record(record, options)

