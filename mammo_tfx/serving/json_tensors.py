@@ -12,7 +12,7 @@ import base64
 import binascii
 import dataclasses
 import json
-from typing import Any, Dict, List, Mapping
+from typing import Any, Callable, Dict, List, Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -171,18 +171,28 @@ def encode_outputs(outputs: Mapping[str, np.ndarray], row_format: bool) -> Dict[
                             for index in range(batch_size)]}
 
 
-def _to_json(array: np.ndarray, name: str) -> Any:
-    array = np.asarray(array)
+def _to_json(value: Any, name: str) -> Any:
+    leaf_fn = _b64_leaf if name.endswith("_bytes") else _text_leaf
+    # A string tensor's item is a bytes object; numpy's fixed-width bytes dtype would drop trailing NULs.
+    if isinstance(value, bytes):
+        return leaf_fn(value)
+    array = np.asarray(value)
     if array.dtype == object or array.dtype.kind == "S":
-        if name.endswith("_bytes"):
-            return _map_nested(array.tolist(), lambda item: {"b64": base64.b64encode(item).decode("ascii")})
-        return _map_nested(array.tolist(), lambda item: item.decode("utf-8", errors="replace"))
+        return _map_nested(array.tolist(), leaf_fn)
     # float32 values become the float64 of the same value, so a client casting back gets identical numbers;
     # NaN and infinities are written as NaN/Infinity tokens, which TF Serving also emits.
     return array.tolist()
 
 
-def _map_nested(value: Any, leaf_fn: Any) -> Any:
+def _b64_leaf(item: bytes) -> Dict[str, str]:
+    return {"b64": base64.b64encode(item).decode("ascii")}
+
+
+def _text_leaf(item: bytes) -> str:
+    return item.decode("utf-8", errors="replace")
+
+
+def _map_nested(value: Any, leaf_fn: Callable[[bytes], Any]) -> Any:
     if isinstance(value, list):
         return [_map_nested(item, leaf_fn) for item in value]
     return leaf_fn(value)

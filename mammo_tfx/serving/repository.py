@@ -124,7 +124,8 @@ class ModelRepository:
             model = self._loader(path, version)
         except Exception as error:  # noqa: BLE001 - any load failure must leave the served version in place
             message = f"{type(error).__name__}: {error}"
-            self._failures[version] = (fingerprint, message)
+            # Copy-on-write: request threads read the dict in version_states() without the poll lock.
+            self._failures = {**self._failures, version: (fingerprint, message)}
             served = "nothing" if self._current is None else f"version {self._current.version}"
             logger.error("failed to load version %d from %s, still serving %s: %s", version, path, served, message)
             return False
