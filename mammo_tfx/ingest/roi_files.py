@@ -3,7 +3,7 @@ them. Tell them apart by content: the mask is binary-valued and about the image'
 small with many grey levels."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 from PIL import Image
@@ -21,21 +21,26 @@ def is_binary_valued(pixels: np.ndarray) -> bool:
     return not np.any((pixels != 0) & (pixels != top))
 
 
-def _candidate_shape(path: str) -> tuple[int, int]:
-    """Size of a candidate file without decoding its pixels where the format allows."""
-    if sniff_format(path) == "dicom":
-        ds = read_dataset(path)
-        return int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
-    return _decode(path, "").shape  # PNG/PGM masks are small to decode
+class _Candidate:
+    """One file of an ROI row, opened once: its size is known before its pixels are decoded."""
 
+    def __init__(self, path: str, decoding_plugin: str) -> None:
+        self.path = path
+        self._decoding_plugin = decoding_plugin
+        self._dataset = None
+        self._pixels: Optional[np.ndarray] = None
+        image_format = sniff_format(path)
+        if image_format == "dicom":
+            self._dataset = read_dataset(path)  # the header gives the size; pixels stay encoded for now
+            self.shape = (int(self._dataset.get("Rows", 0)), int(self._dataset.get("Columns", 0)))
+        else:  # PNG/PGM masks are cheap to decode outright
+            self._pixels = (read_png(path) if image_format == "png" else read_pgm(path)).pixels
+            self.shape = self._pixels.shape
 
-def _decode(path: str, decoding_plugin: str) -> np.ndarray:
-    image_format = sniff_format(path)
-    if image_format == "png":
-        return read_png(path).pixels
-    if image_format == "pgm":
-        return read_pgm(path).pixels
-    return decode_stored_pixels(read_dataset(path), path, decoding_plugin)
+    def pixels(self) -> np.ndarray:
+        if self._pixels is None:
+            self._pixels = decode_stored_pixels(self._dataset, self.path, self._decoding_plugin)
+        return self._pixels
 
 
 def load_roi_mask(files: Sequence[str], image_shape: tuple[int, int],
@@ -48,18 +53,18 @@ def load_roi_mask(files: Sequence[str], image_shape: tuple[int, int],
     if not files:
         raise BadInputError("<no file>", "ROI row names no mask file")
     problems: list[str] = []
-    sized: list[tuple[int, str, tuple[int, int]]] = []
-    image_area = image_shape[0] * image_shape[1]
+    candidates: list[_Candidate] = []
     for path in dict.fromkeys(files):  # de-duplicated, order kept
         try:
-            shape = _candidate_shape(path)
+            candidates.append(_Candidate(path, decoding_plugin))
         except BadInputError as error:
             problems.append(f"{path}: {error.reason}")
-            continue
-        sized.append((abs(shape[0] * shape[1] - image_area), path, shape))
-    for _, path, shape in sorted(sized):
+    image_area = image_shape[0] * image_shape[1]
+    candidates.sort(key=lambda candidate: abs(candidate.shape[0] * candidate.shape[1] - image_area))
+    for candidate in candidates:
+        path = candidate.path
         try:
-            pixels = _decode(path, decoding_plugin)
+            pixels = candidate.pixels()
         except BadInputError as error:
             problems.append(f"{path}: {error.reason}")
             continue
