@@ -115,6 +115,8 @@ def serve(model_dir: str, model_name: str, port: int, host: str = "127.0.0.1", *
         command = model_server_command(binary, base_path, model_name, port, grpc_port)
         logger.info("running %s", " ".join(command))
         return subprocess.call(command)
+    if not list_complete_versions(base_path):
+        logger.warning("no complete version under %s yet; the model will be served once one is pushed", base_path)
     server = ModelServer(base_path, model_name, port=port, host=host, poll_interval_s=poll_interval_s,
                          limits=limits).start()
     print(f"serving model {model_name} from {base_path} at {server.url}/v1/models/{model_name} (Ctrl-C stops)",
