@@ -25,7 +25,8 @@ def _configure_logging(verbose: bool) -> None:
     from absl import logging as absl_logging
 
     absl_logging.set_verbosity(absl_logging.INFO if verbose else absl_logging.WARNING)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1" if verbose else "2")
+    # Level 3 also hides the harmless CUDA-plugin registration errors TensorFlow prints on CPU-only machines.
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0" if verbose else "3"
 
 
 def _describe(summary) -> str:
@@ -99,6 +100,24 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return _run_and_report(config, sources, args.out)
 
 
+def _cmd_compile_kfp(args: argparse.Namespace) -> int:
+    from pipeline.config import load_config
+    from pipeline.kubeflow import compile_kfp
+
+    config = load_config(args.profile, args.config, args.set)
+    job = compile_kfp(config, args.image, args.pipeline_root, args.manifest_dir, args.out)
+    tasks = job.get("pipelineSpec", job).get("root", {}).get("dag", {}).get("tasks", {})
+    print(f"compiled pipeline {config.pipeline_name!r} (profile {config.profile}, {len(tasks)} steps, "
+          f"image {args.image}) -> {args.out}")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from mammo_tfx.serving.server import serve
+
+    return serve(args.model_dir, args.model_name, args.port, host=args.host, grpc_port=args.grpc_port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mammo-tfx", description=__doc__)
     parser.add_argument("--verbose", action="store_true", help="show TFX's and Beam's own logs")
@@ -132,6 +151,24 @@ def build_parser() -> argparse.ArgumentParser:
     demo_parser.add_argument("--seed", type=int, default=0)
     add_config_args(demo_parser)
     demo_parser.set_defaults(func=_cmd_demo)
+
+    kfp_parser = sub.add_parser("compile-kfp", help="compile the pipeline for Kubeflow Pipelines v2 / Vertex AI")
+    kfp_parser.add_argument("--profile", default="production")
+    kfp_parser.add_argument("--image", required=True, help="project image built from kfp/Dockerfile")
+    kfp_parser.add_argument("--pipeline-root", required=True, help="bucket URI, e.g. gs://bucket/mammo-tfx")
+    kfp_parser.add_argument("--manifest-dir", required=True,
+                            help="bucket URI of the folder holding sources.json (the data sources)")
+    kfp_parser.add_argument("--out", required=True, help=".yaml: pipeline spec (open-source KFP); .json: PipelineJob")
+    add_config_args(kfp_parser)
+    kfp_parser.set_defaults(func=_cmd_compile_kfp)
+
+    serve_parser = sub.add_parser("serve", help="serve pushed models over TF Serving's REST API")
+    serve_parser.add_argument("--model-dir", required=True, help="serving dir or <serving dir>/<model name>")
+    serve_parser.add_argument("--model-name", required=True)
+    serve_parser.add_argument("--port", type=int, default=8501, help="REST port")
+    serve_parser.add_argument("--grpc-port", type=int, default=8500, help="gRPC port (tensorflow_model_server only)")
+    serve_parser.add_argument("--host", default="127.0.0.1", help="address of the built-in server")
+    serve_parser.set_defaults(func=_cmd_serve)
     return parser
 
 

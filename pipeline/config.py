@@ -47,12 +47,30 @@ class BeamConfig:
 
 
 @dataclass(frozen=True)
+class KubeflowConfig:
+    """Kubeflow-only settings (resource requests of the Trainer steps). Zero values request nothing, leaving the
+    cluster's defaults. gpu_type: `nvidia.com/gpu` on open-source KFP, e.g. `NVIDIA_TESLA_T4` on Vertex AI."""
+
+    trainer_gpu_count: int = 0
+    trainer_gpu_type: str = "nvidia.com/gpu"
+    trainer_cpu_limit: float = 0.0
+    trainer_memory_limit_gb: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.trainer_gpu_count < 0 or self.trainer_cpu_limit < 0 or self.trainer_memory_limit_gb < 0:
+            raise ValueError(f"Kubeflow resource requests must not be negative: {self}")
+        if self.trainer_gpu_count and not self.trainer_gpu_type:
+            raise ValueError(f"{self.trainer_gpu_count} GPUs requested without a trainer_gpu_type")
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     profile: str
     pipeline_name: str = "mammo-tfx"  # Kubeflow's rule: lower case and hyphens
     ingest: IngestOptions = field(default_factory=IngestOptions)
     splits: SplitConfig = field(default_factory=SplitConfig)
     beam: BeamConfig = field(default_factory=BeamConfig)
+    kubeflow: KubeflowConfig = field(default_factory=KubeflowConfig)
     enable_cache: bool = True
 
     def to_dict(self) -> Dict[str, Any]:
@@ -68,7 +86,11 @@ def _demo() -> PipelineConfig:
 
 
 def _production() -> PipelineConfig:
-    return PipelineConfig(profile="production", ingest=IngestOptions(height=1152, width=896))
+    return PipelineConfig(
+        profile="production",
+        ingest=IngestOptions(height=1152, width=896),
+        kubeflow=KubeflowConfig(trainer_gpu_count=1, trainer_cpu_limit=8.0, trainer_memory_limit_gb=32.0),
+    )
 
 
 def _test() -> PipelineConfig:

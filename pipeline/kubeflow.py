@@ -27,7 +27,7 @@ from tfx.orchestration.kubeflow.v2 import compiler_utils
 from tfx.types import artifact as tfx_artifact
 from tfx.utils import import_utils, name_utils
 
-from pipeline.config import PipelineConfig
+from pipeline.config import KubeflowConfig, PipelineConfig
 from pipeline.pipeline import REPO_ROOT, create_pipeline
 
 ResourceSpec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec
@@ -84,26 +84,13 @@ class ResourceRequest:
         return spec
 
 
-@dataclass(frozen=True)
-class KubeflowConfig:
-    """Kubeflow-only settings; meant to be nested into PipelineConfig as `kubeflow` (so `--set
-    kubeflow.trainer_gpu_count=1` works). Zero values request nothing, leaving the cluster's defaults."""
-
-    trainer_gpu_count: int = 0
-    trainer_gpu_type: str = "nvidia.com/gpu"
-    trainer_cpu_limit: float = 0.0
-    trainer_memory_limit_gb: float = 0.0
-
-    def __post_init__(self) -> None:
-        self.trainer_resources()  # validates the values now rather than at compile time
-
-    def trainer_resources(self) -> ResourceRequest:
-        return ResourceRequest(
-            cpu_limit=self.trainer_cpu_limit,
-            memory_limit_gb=self.trainer_memory_limit_gb,
-            gpu_count=self.trainer_gpu_count,
-            gpu_type=self.trainer_gpu_type,
-        )
+def trainer_resources(kubeflow: KubeflowConfig) -> ResourceRequest:
+    return ResourceRequest(
+        cpu_limit=kubeflow.trainer_cpu_limit,
+        memory_limit_gb=kubeflow.trainer_memory_limit_gb,
+        gpu_count=kubeflow.trainer_gpu_count,
+        gpu_type=kubeflow.trainer_gpu_type,
+    )
 
 
 def request_resources(
@@ -132,7 +119,7 @@ def request_resources(
 
 def apply_resource_requests(components: Iterable[base_node.BaseNode], kubeflow: KubeflowConfig) -> List[str]:
     """Applies the configured Trainer resources to every `Trainer*` component; returns the ids that got them."""
-    return request_resources(components, TRAINER_ID_PREFIX, kubeflow.trainer_resources())
+    return request_resources(components, TRAINER_ID_PREFIX, trainer_resources(kubeflow))
 
 
 def relocate_repo_paths(
@@ -341,14 +328,13 @@ def compile_kfp(
         bucket URIs too, since the ExampleGen pod reads them.
     out_path: `.yaml`/`.yml` writes the PipelineSpec (upload to open-source KFP); `.json` writes the whole
         PipelineJob (Vertex AI `PipelineJob(template_path=...)`, or KFP's client, which accepts both).
-    kubeflow: resource requests; defaults to `config.kubeflow` once PipelineConfig has that section, else none.
+    kubeflow: resource requests; defaults to `config.kubeflow`.
     Returns the PipelineJob as a dict.
     """
     _require_remote_uri("manifest dir", manifest_dir)
     _require_remote_uri("pipeline root", pipeline_root)
     if kubeflow is None:
-        # PipelineConfig gains a `kubeflow: KubeflowConfig` section when the lead nests it; until then, none.
-        kubeflow = getattr(config, "kubeflow", None) or KubeflowConfig()
+        kubeflow = config.kubeflow
     pipeline = create_pipeline(config, manifest_dir, pipeline_root, metadata_path=None)
     return compile_pipeline(pipeline, image, out_path, kubeflow=kubeflow)
 

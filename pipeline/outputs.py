@@ -11,6 +11,7 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 
+from components.mammo_example_gen.artifacts import QuarantineReport
 from components.mammo_example_gen.executor import QUARANTINE_FILE, SUMMARY_FILE
 
 
@@ -59,7 +60,7 @@ def collect_outputs(metadata_path: str) -> RunOutputs:
     examples_uri = latest_artifact_uri(store, "Examples")
     if examples_uri is None:
         raise RuntimeError(f"{metadata_path}: the run recorded no Examples artifact")
-    quarantine_uri = latest_artifact_uri(store, "MammoQuarantineReport")
+    quarantine_uri = latest_artifact_uri(store, QuarantineReport.TYPE_NAME)
     anomalies_uri = latest_artifact_uri(store, "ExampleAnomalies")
     summary: Dict[str, object] = {}
     if quarantine_uri:

@@ -55,8 +55,8 @@ def test_invalid_resource_requests_are_refused(values: dict) -> None:
 def test_kubeflow_config_validates_and_maps_to_the_trainer_request() -> None:
     settings = kubeflow.KubeflowConfig(trainer_gpu_count=4, trainer_gpu_type="NVIDIA_L4", trainer_cpu_limit=16,
                                        trainer_memory_limit_gb=64)
-    assert settings.trainer_resources() == kubeflow.ResourceRequest(16, 64, 4, "NVIDIA_L4")
-    assert kubeflow.KubeflowConfig().trainer_resources().is_empty()
+    assert kubeflow.trainer_resources(settings) == kubeflow.ResourceRequest(16, 64, 4, "NVIDIA_L4")
+    assert kubeflow.trainer_resources(kubeflow.KubeflowConfig()).is_empty()
     with pytest.raises(ValueError):
         kubeflow.KubeflowConfig(trainer_gpu_count=-1)
 

@@ -161,8 +161,8 @@ def test_compiling_writes_only_the_package(compiled: Compiled) -> None:
 
 def test_resources_follow_the_configured_kubeflow_section(compiled: Compiled) -> None:
     """Trainer tasks carry resources exactly when the configuration asks for them; no other task does."""
-    configured = getattr(compiled.config, "kubeflow", None) or kubeflow.KubeflowConfig()
-    requested = configured.trainer_resources()
+    configured = compiled.config.kubeflow
+    requested = kubeflow.trainer_resources(configured)
     for name in kubeflow.task_names(compiled.json_job):
         resources = kubeflow.task_container(compiled.json_job, name).get("resources")
         if name.startswith(kubeflow.TRAINER_ID_PREFIX) and not requested.is_empty():
