@@ -1,0 +1,189 @@
+"""Both run_fns end to end through TFX's own Trainer executor (real FnArgs and DataAccessor built
+from Examples / TransformGraph / Model artifacts), then the exported signatures."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tfx.components.trainer import executor as trainer_executor
+from tfx.proto import trainer_pb2
+from tfx.types import artifact_utils, standard_artifacts
+from tfx.types import standard_component_specs as specs
+from tfx.utils import json_utils, proto_utils
+
+from tests.test_trainer_support import (IMAGE_COLS, IMAGE_ROWS, encode_png16, toy_data,  # noqa: F401
+                                        toy_whole_image, whole_image_example)
+from trainer_module.export import EXAMPLES_INPUT, HEATMAP, IMAGE_BYTES_INPUT, SERVING_EXAMPLES, patch_heatmap
+from trainer_module.inputs import transform_images
+from trainer_module.model_io import load_patch_model
+from trainer_module.runtime import SUMMARY_FILE
+
+
+def _artifact(artifact_type, uri: str, splits=None):
+    artifact = artifact_type()
+    artifact.uri = uri
+    if splits:
+        artifact.split_names = artifact_utils.encode_split_names(list(splits))
+    return artifact
+
+
+def run_trainer(run_fn: str, examples_uri: str, transform_dir: str, output_dir: str, custom_config: dict,
+                base_model_uri: str | None = None) -> tuple[str, str]:
+    """Runs TFX's GenericExecutor like the Trainer component; returns (serving dir, model_run dir)."""
+    input_dict = {
+        specs.EXAMPLES_KEY: [_artifact(standard_artifacts.Examples, examples_uri, ["train", "eval"])],
+        specs.TRANSFORM_GRAPH_KEY: [_artifact(standard_artifacts.TransformGraph, transform_dir)],
+    }
+    if base_model_uri:
+        input_dict[specs.BASE_MODEL_KEY] = [_artifact(standard_artifacts.Model, base_model_uri)]
+    model_uri, run_uri = os.path.join(output_dir, "model"), os.path.join(output_dir, "model_run")
+    output_dict = {specs.MODEL_KEY: [_artifact(standard_artifacts.Model, model_uri)],
+                   specs.MODEL_RUN_KEY: [_artifact(standard_artifacts.ModelRun, run_uri)]}
+    exec_properties = {
+        specs.TRAIN_ARGS_KEY: proto_utils.proto_to_json(trainer_pb2.TrainArgs(num_steps=6)),
+        specs.EVAL_ARGS_KEY: proto_utils.proto_to_json(trainer_pb2.EvalArgs(num_steps=2)),
+        specs.CUSTOM_CONFIG_KEY: json_utils.dumps(custom_config),
+        "run_fn": run_fn,
+    }
+    trainer_executor.GenericExecutor().Do(input_dict, output_dict, exec_properties)
+    return os.path.join(model_uri, "Format-Serving"), run_uri
+
+
+@pytest.fixture(scope="module")
+def trained(toy_data, tmp_path_factory):  # noqa: F811
+    root = str(tmp_path_factory.mktemp("trainer_runs"))
+    patch_dir, patch_run = run_trainer(
+        "trainer_module.patch_trainer.run_fn", toy_data["patches"], toy_data["transform_graph"],
+        os.path.join(root, "patch"), {"preset": "tiny"})
+    image_dir, image_run = run_trainer(
+        "trainer_module.image_trainer.run_fn", toy_data["images"], toy_data["transform_graph"],
+        os.path.join(root, "image"), {"preset": "tiny", "hparams": {"steps_per_epoch": None}},
+        base_model_uri=os.path.dirname(patch_dir))
+    return {"patch_dir": patch_dir, "patch_run": patch_run, "image_dir": image_dir, "image_run": image_run,
+            "root": root}
+
+
+def _summary(run_dir: str) -> dict:
+    with open(os.path.join(run_dir, SUMMARY_FILE)) as handle:
+        return json.load(handle)
+
+
+def _toy_images(count: int, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [toy_whole_image(rng, malignant=i % 2 == 0) for i in range(count)]
+
+
+def test_patch_run_fn_trains_three_steps_and_serves_patches(trained):
+    summary = _summary(trained["patch_run"])
+    assert [step["scope"] for step in summary["steps"]] == ["new_layers", "top_of_trunk", "all"]
+    assert all(step["epochs_run"] == 1 and "val_auc" in step["history"] for step in summary["steps"])
+    assert any(name.startswith("events.out.tfevents") for _, _, files in os.walk(trained["patch_run"])
+               for name in files)
+    served = tf.saved_model.load(trained["patch_dir"]).signatures["serving_default"]
+    rng = np.random.default_rng(5)
+    patches = tf.constant([encode_png16(rng.integers(0, 65535, (32, 32))) for _ in range(3)])
+    outputs = served(**{IMAGE_BYTES_INPUT: patches})
+    np.testing.assert_allclose(outputs["probabilities"].numpy().sum(axis=1), 1.0, rtol=1e-5)
+    assert outputs["probability"].shape == (3,)
+
+
+def test_image_run_fn_uses_train_steps_over_the_schedule(trained):
+    summary = _summary(trained["image_run"])
+    assert [step["scope"] for step in summary["steps"]] == ["new_layers", "all"]
+    assert summary["patch_hparams"]["backbone"] == "small"
+    # TrainArgs(num_steps=6) over 2 epochs -> 3 optimiser steps per epoch; val AUC logged per epoch.
+    assert all(len(step["history"]["val_auc"]) == 1 for step in summary["steps"])
+
+
+def test_exported_signatures_agree_with_each_other_and_with_keras(trained):
+    loaded = tf.saved_model.load(trained["image_dir"])
+    images = _toy_images(4, seed=11)
+    image_bytes = tf.constant([encode_png16(image) for image in images])
+    examples = tf.constant([whole_image_example(image, 0).SerializeToString() for image in images])
+    from_bytes = loaded.signatures["serving_default"](**{IMAGE_BYTES_INPUT: image_bytes})
+    from_examples = loaded.signatures[SERVING_EXAMPLES](**{EXAMPLES_INPUT: examples})
+    for key in ("probability", "probability_single"):
+        np.testing.assert_allclose(from_bytes[key].numpy(), from_examples[key].numpy(), rtol=1e-5, atol=1e-6)
+        assert from_bytes[key].shape == (4,)
+
+    keras_model = loaded.model
+    transformed = transform_images(loaded.tft_layer, image_bytes[:, None])
+    keras_probabilities = keras_model(transformed, training=False).numpy()[:, 1]
+    np.testing.assert_allclose(from_bytes["probability_single"].numpy(), keras_probabilities, rtol=1e-5, atol=1e-6)
+    flips = [transformed, tf.reverse(transformed, [2]), tf.reverse(transformed, [1]), tf.reverse(transformed, [1, 2])]
+    mean_of_flips = np.mean([keras_model(flip, training=False).numpy()[:, 1] for flip in flips], axis=0)
+    np.testing.assert_allclose(from_bytes["probability"].numpy(), mean_of_flips, rtol=1e-5, atol=1e-6)
+
+
+def test_flipped_input_gives_the_same_probability(trained):
+    serve = tf.saved_model.load(trained["image_dir"]).signatures["serving_default"]
+    image = _toy_images(1, seed=12)[0]
+    variants = [image, image[:, ::-1], image[::-1, :], image[::-1, ::-1]]
+    outputs = serve(**{IMAGE_BYTES_INPUT: tf.constant([encode_png16(v) for v in variants])})
+    probabilities = outputs["probability"].numpy()
+    np.testing.assert_allclose(probabilities, probabilities[0], rtol=1e-5, atol=1e-6)
+
+
+def test_serving_accepts_8_bit_png_and_jpeg_at_other_sizes(trained):
+    serve = tf.saved_model.load(trained["image_dir"]).signatures["serving_default"]
+    image16 = _toy_images(1, seed=13)[0]
+    image8 = (image16 // 257).astype(np.uint8)[..., None]
+    png8 = tf.io.encode_png(tf.constant(image8)).numpy()
+    big_png16 = encode_png16(np.kron(image16, np.ones((2, 2), np.uint16)))
+    jpeg = tf.io.encode_jpeg(tf.constant(image8), quality=100).numpy()
+    outputs = serve(**{IMAGE_BYTES_INPUT: tf.constant([encode_png16(image16), png8, big_png16, jpeg])})
+    probabilities = outputs["probability"].numpy()
+    assert np.all((probabilities >= 0) & (probabilities <= 1))
+    # An 8-bit copy x257 differs from the 16-bit original by < 257 grey levels: nearly the same score.
+    np.testing.assert_allclose(probabilities[1], probabilities[0], atol=0.05)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="PNG .* or a JPEG"):
+        serve(**{IMAGE_BYTES_INPUT: tf.constant([b"GIF89a not an image"])})
+
+
+def test_heatmap_uses_the_original_patch_classifier(trained):
+    loaded = tf.saved_model.load(trained["image_dir"])
+    image_bytes = tf.constant([encode_png16(image) for image in _toy_images(2, seed=14)])
+    heatmap = loaded.signatures[HEATMAP](**{IMAGE_BYTES_INPUT: image_bytes})["heatmap"].numpy()
+    # Small trunk (stride 8): 64x48 -> 8x6 cells; a 32-pixel patch spans 4 cells -> 5x3 positions.
+    assert heatmap.shape == (2, IMAGE_ROWS // 8 - 3, IMAGE_COLS // 8 - 3)
+    assert np.all((heatmap >= 0) & (heatmap <= 1))
+
+    patch_hparams, stage1_model = load_patch_model(trained["patch_dir"])
+    transformed = transform_images(loaded.tft_layer, image_bytes[:, None])
+    expected = patch_heatmap(stage1_model, transformed, window=4).numpy()
+    np.testing.assert_allclose(heatmap, expected, rtol=1e-5, atol=1e-6)
+    # The export holds its own copy of the patch classifier, not the fine-tuned trunk shared with it.
+    whole_image_variables = {id(variable) for variable in loaded.model.variables}
+    assert loaded.patch_model.variables
+    assert not any(id(variable) in whole_image_variables for variable in loaded.patch_model.variables)
+
+
+def test_init_from_a_previous_export_fine_tunes_that_model(trained, toy_data):  # noqa: F811
+    no_training = [{"scope": "new_layers", "learning_rate": 1e-3, "epochs": 0}]
+    image_dir, _ = run_trainer(
+        "trainer_module.image_trainer.run_fn", toy_data["images"], toy_data["transform_graph"],
+        os.path.join(trained["root"], "image_again"),
+        {"preset": "tiny", "hparams": {"init_from": trained["image_dir"], "schedule": no_training}},
+        base_model_uri=os.path.dirname(trained["patch_dir"]))
+    image_bytes = tf.constant([encode_png16(image) for image in _toy_images(3, seed=15)])
+    before = tf.saved_model.load(trained["image_dir"]).signatures["serving_default"](image_bytes=image_bytes)
+    after = tf.saved_model.load(image_dir).signatures["serving_default"](image_bytes=image_bytes)
+    np.testing.assert_allclose(after["probability"].numpy(), before["probability"].numpy(), rtol=1e-5)
+
+
+def test_whole_image_trainer_requires_the_patch_model(toy_data, tmp_path):  # noqa: F811
+    with pytest.raises(ValueError, match="base_model"):
+        run_trainer("trainer_module.image_trainer.run_fn", toy_data["images"], toy_data["transform_graph"],
+                    str(tmp_path), {"preset": "tiny"})
+
+
+def test_patch_heatmap_of_a_patch_sized_image_is_the_patch_classifier(trained):
+    _, patch_model = load_patch_model(trained["patch_dir"])
+    patches = tf.constant(np.random.default_rng(16).normal(0, 30, (3, 32, 32, 1)), tf.float32)
+    heatmap = patch_heatmap(patch_model, patches, window=4).numpy()
+    probabilities = patch_model(patches, training=False).numpy()
+    assert heatmap.shape == (3, 1, 1)
+    np.testing.assert_allclose(heatmap[:, 0, 0], probabilities[:, 1] + probabilities[:, 3], rtol=1e-5, atol=1e-6)

@@ -1,0 +1,64 @@
+"""TFX Trainer `run_fn` of stage 2: the whole-image classifier on ExampleGen examples.
+
+`fn_args.base_model` is stage 1's export (Trainer `base_model=patch_trainer.outputs['model']`):
+its trunk is fine-tuned here, and a second, untouched copy of the patch classifier goes into the
+export for the `heatmap` signature. custom_config: {'preset': ..., 'hparams': ImageHParams fields};
+`init_from` fine-tunes an existing whole-image model (export dir or Keras .h5) of the same architecture.
+"""
+from __future__ import annotations
+
+import logging
+
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from trainer_module import inputs, runtime
+from trainer_module.backbones import backbone_spec
+from trainer_module.export import export_whole_image_model, heatmap_window
+from trainer_module.hparams import ImageHParams, hparams_from_custom_config
+from trainer_module.metrics import MalignantAUC
+from trainer_module.model_io import load_patch_model, load_whole_image_weights
+from trainer_module.patch_trainer import transform_graph_dir
+from trainer_module.schedule import run_schedule
+from trainer_module.whole_image_model import MALIGNANT_IMAGE_CLASS, build_whole_image_model
+
+logger = logging.getLogger(__name__)
+
+
+def image_metrics() -> list:
+    return ["accuracy", MalignantAUC([MALIGNANT_IMAGE_CLASS], name="auc")]
+
+
+def run_fn(fn_args) -> None:
+    """Trains the whole-image classifier through its 2-step schedule and exports it."""
+    hparams = hparams_from_custom_config(ImageHParams, fn_args.custom_config)
+    if not fn_args.base_model:
+        raise ValueError("the whole-image Trainer needs base_model = the patch Trainer's model output")
+    tf.random.set_seed(hparams.seed)
+    tf_transform_output = tft.TFTransformOutput(transform_graph_dir(fn_args))
+    spec = inputs.whole_image_example_spec(hparams.image_size)
+    train_dataset = inputs.tfx_input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, spec,
+                                        hparams, training=True)
+    validation_dataset = inputs.tfx_input_fn(
+        fn_args.eval_files, fn_args.data_accessor, tf_transform_output, spec, hparams, training=False,
+        max_batches=runtime.validation_batches(hparams, fn_args.eval_steps))
+    with runtime.precision_policy(hparams.mixed_precision):
+        with runtime.select_strategy(hparams.distribution).scope():
+            patch_hparams, patch_model = load_patch_model(fn_args.base_model)
+            heatmap_window(patch_hparams)
+            _, original_patch_model = load_patch_model(fn_args.base_model)
+            original_patch_model.trainable = False
+            model = build_whole_image_model(patch_model.get_layer("trunk"), hparams)
+            if hparams.init_from:
+                load_whole_image_weights(model, hparams.init_from)
+                logger.info("whole-image model initialised from %s", hparams.init_from)
+        results = run_schedule(
+            model, backbone_spec(patch_hparams.backbone, patch_hparams.small_backbone_widths), hparams.schedule,
+            hparams.weight_decay, train_dataset, validation_dataset,
+            runtime.steps_per_epoch(hparams, fn_args.train_steps), image_metrics, hparams.best_model_monitor,
+            hparams.early_stopping_patience, runtime.tensorboard_callbacks(fn_args.model_run_dir))
+        export_whole_image_model(model, original_patch_model, hparams, patch_hparams, tf_transform_output,
+                                 fn_args.serving_model_dir)
+    runtime.write_training_summary(fn_args.model_run_dir, "whole_image", results,
+                                   {"hparams": hparams.to_dict(), "patch_hparams": patch_hparams.to_dict()})
+    logger.info("whole-image classifier exported to %s", fn_args.serving_model_dir)

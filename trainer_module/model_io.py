@@ -1,0 +1,99 @@
+"""Keras copies of the trained models stored inside each serving export.
+
+Layout added to a SavedModel directory (TF ignores extra files; Pusher copies them along):
+    <export_dir>/keras/weights.h5      Keras weights of the trained model
+    <export_dir>/keras/model_info.json {"kind": "patch" | "whole_image", "patch_hparams": {...},
+                                        "image_hparams": {...} (whole image only)}
+Models are rebuilt from the stored hparams with this package's builders and the weights loaded,
+so no custom Keras objects need to be deserialised. Stage 2 reads stage 1's copy from
+`fn_args.base_model`; `init_from` reads a whole-image copy (or a plain Keras .h5 file).
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional
+
+import tensorflow as tf
+import tf_keras
+
+from trainer_module.backbones import TRUNK_NAME
+from trainer_module.hparams import ImageHParams, PatchHParams
+from trainer_module.patch_model import build_patch_model
+from trainer_module.whole_image_model import build_whole_image_model
+
+KERAS_DIR = "keras"
+WEIGHTS_FILE = "weights.h5"
+INFO_FILE = "model_info.json"
+PATCH_KIND = "patch"
+WHOLE_IMAGE_KIND = "whole_image"
+
+
+def save_keras_copy(model: tf_keras.Model, export_dir: str, patch_hparams: PatchHParams,
+                    image_hparams: Optional[ImageHParams] = None) -> str:
+    """Writes the model's weights and the hparams needed to rebuild it under <export_dir>/keras/."""
+    keras_dir = os.path.join(export_dir, KERAS_DIR)
+    tf.io.gfile.makedirs(keras_dir)
+    model.save_weights(os.path.join(keras_dir, WEIGHTS_FILE))
+    info = {"kind": PATCH_KIND if image_hparams is None else WHOLE_IMAGE_KIND,
+            "patch_hparams": patch_hparams.to_dict()}
+    if image_hparams is not None:
+        info["image_hparams"] = image_hparams.to_dict()
+    with tf.io.gfile.GFile(os.path.join(keras_dir, INFO_FILE), "w") as handle:
+        json.dump(info, handle, indent=2)
+    return keras_dir
+
+
+def read_model_info(export_dir: str) -> dict:
+    path = os.path.join(export_dir, KERAS_DIR, INFO_FILE)
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"{path} does not exist: {export_dir!r} is not a model exported by trainer_module")
+    with tf.io.gfile.GFile(path) as handle:
+        return json.load(handle)
+
+
+def load_patch_model(export_dir: str) -> tuple[PatchHParams, tf_keras.Model]:
+    """Rebuilds stage 1's patch classifier from its export (e.g. `fn_args.base_model`)."""
+    info = read_model_info(export_dir)
+    if info.get("kind") != PATCH_KIND:
+        raise ValueError(f"{export_dir!r} holds a {info.get('kind')!r} model, expected a patch classifier export")
+    hparams = PatchHParams.from_dict(info["patch_hparams"])
+    # The exported weights replace any backbone init, so no weights file is needed to rebuild.
+    model = build_patch_model(PatchHParams.from_dict({**hparams.to_dict(), "backbone_weights": None}))
+    _load_weights(model, os.path.join(export_dir, KERAS_DIR, WEIGHTS_FILE))
+    return hparams, model
+
+
+def load_whole_image_model(export_dir: str) -> tuple[ImageHParams, PatchHParams, tf_keras.Model]:
+    """Rebuilds a whole-image classifier from its export (its Keras copy)."""
+    info = read_model_info(export_dir)
+    if info.get("kind") != WHOLE_IMAGE_KIND:
+        raise ValueError(f"{export_dir!r} holds a {info.get('kind')!r} model, expected a whole-image export")
+    patch_hparams = PatchHParams.from_dict({**info["patch_hparams"], "backbone_weights": None})
+    image_hparams = ImageHParams.from_dict({**info["image_hparams"], "init_from": None})
+    trunk = build_patch_model(patch_hparams).get_layer(TRUNK_NAME)
+    model = build_whole_image_model(trunk, image_hparams)
+    _load_weights(model, os.path.join(export_dir, KERAS_DIR, WEIGHTS_FILE))
+    return image_hparams, patch_hparams, model
+
+
+def load_whole_image_weights(model: tf_keras.Model, init_from: str) -> None:
+    """Loads a whole-image model of the same architecture: an export directory of this module or a
+    Keras .h5 file (full model or weights)."""
+    if tf.io.gfile.isdir(init_from):
+        info = read_model_info(init_from)
+        if info.get("kind") != WHOLE_IMAGE_KIND:
+            raise ValueError(f"init_from {init_from!r} holds a {info.get('kind')!r} model, expected a whole-image one")
+        path = os.path.join(init_from, KERAS_DIR, WEIGHTS_FILE)
+    else:
+        path = init_from
+    _load_weights(model, path)
+
+
+def _load_weights(model: tf_keras.Model, path: str) -> None:
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"model weights file {path!r} does not exist")
+    try:
+        model.load_weights(path)
+    except (ValueError, OSError, KeyError) as error:
+        raise ValueError(f"cannot load {path!r} into {model.name}: not the same architecture ({error})") from error

@@ -1,0 +1,59 @@
+"""TFX Trainer `run_fn` of stage 1: the 5-class patch classifier on PatchSampler examples.
+
+custom_config: {'preset': 'production'|'demo'|'tiny', 'hparams': PatchHParams fields to override}.
+Inputs: `fn_args.train_files` / `eval_files` (patch Examples), `transform_graph_path` (Transform
+output, applied as a layer), `train_steps` / `eval_steps`. Output: the patch export in
+`serving_model_dir` (export.py), TensorBoard logs and training_summary.json in `model_run_dir`.
+"""
+from __future__ import annotations
+
+import logging
+
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from trainer_module import inputs, runtime
+from trainer_module.backbones import backbone_spec
+from trainer_module.export import export_patch_model, heatmap_window
+from trainer_module.hparams import PatchHParams, hparams_from_custom_config
+from trainer_module.metrics import MalignantAUC
+from trainer_module.patch_model import MALIGNANT_PATCH_CLASSES, build_patch_model
+from trainer_module.schedule import run_schedule
+
+logger = logging.getLogger(__name__)
+
+
+def patch_metrics() -> list:
+    return ["accuracy", MalignantAUC(MALIGNANT_PATCH_CLASSES, name="auc")]
+
+
+def transform_graph_dir(fn_args) -> str:
+    path = getattr(fn_args, "transform_graph_path", None) or getattr(fn_args, "transform_output", None)
+    if not path:
+        raise ValueError("the Trainer needs the Transform graph (transform_graph=transform.outputs['transform_graph'])")
+    return path
+
+
+def run_fn(fn_args) -> None:
+    """Trains the patch classifier through its 3-step schedule and exports it."""
+    hparams = hparams_from_custom_config(PatchHParams, fn_args.custom_config)
+    heatmap_window(hparams)  # fail before training if the heatmap geometry cannot work
+    tf.random.set_seed(hparams.seed)
+    tf_transform_output = tft.TFTransformOutput(transform_graph_dir(fn_args))
+    spec = inputs.patch_example_spec(hparams.patch_size)
+    train_dataset = inputs.tfx_input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, spec,
+                                        hparams, training=True)
+    validation_dataset = inputs.tfx_input_fn(
+        fn_args.eval_files, fn_args.data_accessor, tf_transform_output, spec, hparams, training=False,
+        max_batches=runtime.validation_batches(hparams, fn_args.eval_steps))
+    with runtime.precision_policy(hparams.mixed_precision):
+        with runtime.select_strategy(hparams.distribution).scope():
+            model = build_patch_model(hparams)
+        results = run_schedule(
+            model, backbone_spec(hparams.backbone, hparams.small_backbone_widths), hparams.schedule,
+            hparams.weight_decay, train_dataset, validation_dataset,
+            runtime.steps_per_epoch(hparams, fn_args.train_steps), patch_metrics, hparams.best_model_monitor,
+            hparams.early_stopping_patience, runtime.tensorboard_callbacks(fn_args.model_run_dir))
+        export_patch_model(model, hparams, tf_transform_output, fn_args.serving_model_dir)
+    runtime.write_training_summary(fn_args.model_run_dir, "patch", results, {"hparams": hparams.to_dict()})
+    logger.info("patch classifier exported to %s", fn_args.serving_model_dir)
