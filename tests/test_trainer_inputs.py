@@ -1,0 +1,132 @@
+"""Input pipeline (TFX and plain TFRecord sources), augmentation, batch balancing, and learning on
+a toy problem through the real Transform layer."""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_transform as tft
+from tfx.components.util import tfxio_utils
+from tfx.types import artifact_utils, standard_artifacts
+
+from tests.test_trainer_support import toy_data  # noqa: F401
+from trainer_module import inputs
+from trainer_module.augmentation import augment_images, batch_balance_weights
+from trainer_module.backbones import backbone_spec
+from trainer_module.hparams import AugmentationConfig, TrainingStep, TrainScope, image_hparams, patch_hparams
+from trainer_module.patch_model import build_patch_model
+from trainer_module.patch_trainer import patch_metrics
+from trainer_module.schedule import compile_for_step, run_schedule
+
+
+def _split(uri: str, split: str) -> list[str]:
+    return [os.path.join(uri, f"Split-{split}", "*")]
+
+
+def _data_accessor_factory(examples_uri: str):
+    examples = standard_artifacts.Examples()
+    examples.uri = examples_uri
+    examples.split_names = artifact_utils.encode_split_names(["train", "eval"])
+    return tfxio_utils.get_tf_dataset_factory_from_artifact([examples], [])
+
+
+class _DataAccessor:
+    """The one field of TFX's DataAccessor that the input functions use, built by TFX's own factory."""
+
+    def __init__(self, examples_uri: str) -> None:
+        self.tf_dataset_factory = _data_accessor_factory(examples_uri)
+
+
+def test_training_batches_are_transformed_augmented_and_balanced(toy_data):  # noqa: F811
+    output = tft.TFTransformOutput(toy_data["transform_graph"])
+    hparams = patch_hparams("tiny")
+    dataset = inputs.tfrecord_input_fn(_split(toy_data["patches"], "train"), output,
+                                       inputs.patch_example_spec(32), hparams, training=True)
+    images, labels, weights = next(iter(dataset))
+    assert images.shape == (8, 32, 32, 1) and images.dtype == tf.float32
+    assert labels.shape == (8, 5)
+    np.testing.assert_allclose(labels.numpy().sum(axis=1), 1.0)
+    np.testing.assert_allclose(float(tf.reduce_mean(weights)), 1.0, rtol=1e-5)
+
+
+def test_tfx_and_tfrecord_sources_give_the_same_evaluation_batches(toy_data):  # noqa: F811
+    output = tft.TFTransformOutput(toy_data["transform_graph"])
+    hparams = image_hparams("tiny")
+    spec = inputs.whole_image_example_spec(hparams.image_size)
+    files = _split(toy_data["images"], "eval")
+    from_tfx = list(inputs.tfx_input_fn(files, _DataAccessor(toy_data["images"]), output, spec, hparams,
+                                        training=False))
+    from_tfrecord = list(inputs.tfrecord_input_fn(files, output, spec, hparams, training=False))
+    assert len(from_tfx) == len(from_tfrecord) == 4  # 16 eval images, batch 4, one pass
+    for (tfx_images, tfx_labels), (plain_images, plain_labels) in zip(from_tfx, from_tfrecord):
+        np.testing.assert_allclose(tfx_images.numpy(), plain_images.numpy())
+        np.testing.assert_array_equal(tfx_labels.numpy(), plain_labels.numpy())
+    limited = inputs.tfrecord_input_fn(files, output, spec, hparams, training=False, max_batches=2)
+    assert len(list(limited)) == 2
+
+
+def test_wrong_image_size_and_label_range_are_clear_errors(toy_data):  # noqa: F811
+    output = tft.TFTransformOutput(toy_data["transform_graph"])
+    hparams = image_hparams("tiny")
+    files = _split(toy_data["images"], "eval")
+    wrong_size = inputs.tfrecord_input_fn(files, output, inputs.whole_image_example_spec((60, 48)), hparams, False)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"Split-eval.*expected 60x48"):
+        next(iter(wrong_size))
+    one_class = dataclasses.replace(inputs.whole_image_example_spec((64, 48)), num_classes=1)
+    wrong_label = inputs.tfrecord_input_fn(files, output, one_class, hparams, False)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"label.{0,3} in .*Split-eval.* must be < 1"):
+        list(wrong_label)
+    with pytest.raises(FileNotFoundError, match="Split-nothing"):
+        inputs.tfrecord_input_fn(_split(toy_data["images"], "nothing"), output,
+                                 inputs.whole_image_example_spec((64, 48)), hparams, False)
+
+
+def test_flips_give_each_image_or_its_mirror():
+    images = tf.constant(np.random.default_rng(0).normal(size=(16, 6, 5, 1)), tf.float32)
+    flipped = augment_images(images, AugmentationConfig(horizontal_flip=True)).numpy()
+    mirrored = images.numpy()[:, :, ::-1]
+    same = np.all(flipped == images.numpy(), axis=(1, 2, 3))
+    mirror = np.all(flipped == mirrored, axis=(1, 2, 3))
+    assert np.all(same | mirror) and same.any() and mirror.any()
+
+
+def test_affine_augmentation_keeps_shape_and_constant_images():
+    config = AugmentationConfig(rotation_degrees=25.0, shear_radians=0.2, zoom_range=(0.8, 1.2))
+    constant = tf.fill([4, 20, 12, 1], 3.5)
+    np.testing.assert_allclose(augment_images(constant, config).numpy(), 3.5, rtol=1e-6)
+    ramp = tf.constant(np.tile(np.arange(20, dtype=np.float32)[None, :, None, None], [4, 1, 12, 1]))
+    moved = augment_images(ramp, config).numpy()
+    assert moved.shape == (4, 20, 12, 1) and not np.allclose(moved, ramp.numpy())
+    # 'nearest' fill: values stay inside the input range.
+    assert moved.min() >= 0 and moved.max() <= 19
+    identity = augment_images(ramp, AugmentationConfig()).numpy()
+    np.testing.assert_array_equal(identity, ramp.numpy())
+
+
+def test_batch_balance_weights_are_inverse_class_frequency_with_mean_one():
+    labels = tf.one_hot([0, 0, 0, 1], 2)
+    np.testing.assert_allclose(batch_balance_weights(labels).numpy(), [2 / 3, 2 / 3, 2 / 3, 2.0], rtol=1e-6)
+    np.testing.assert_allclose(batch_balance_weights(tf.one_hot([4, 4], 5)).numpy(), [1.0, 1.0])
+
+
+def test_loss_goes_down_on_the_toy_patch_problem(toy_data):  # noqa: F811
+    tf.random.set_seed(7)
+    output = tft.TFTransformOutput(toy_data["transform_graph"])
+    hparams = dataclasses.replace(patch_hparams("tiny"), augmentation=AugmentationConfig())
+    spec = inputs.patch_example_spec(32)
+    train = inputs.tfrecord_input_fn(_split(toy_data["patches"], "train"), output, spec, hparams, training=True)
+    evaluation = inputs.tfrecord_input_fn(_split(toy_data["patches"], "eval"), output, spec, hparams,
+                                          training=False)
+    model = build_patch_model(hparams)
+    steps = (TrainingStep(TrainScope.ALL, 3e-3, 4),)
+    compile_for_step(model, steps[0], patch_metrics)
+    loss_before = model.evaluate(evaluation, verbose=0, return_dict=True)["loss"]
+    results = run_schedule(model, backbone_spec("small", hparams.small_backbone_widths), steps,
+                           hparams.weight_decay, train, evaluation, steps_per_epoch=5,
+                           metrics_factory=patch_metrics, best_model_monitor="val_accuracy")
+    assert results[0].epochs_run == 4
+    assert min(results[0].history["val_loss"]) < loss_before
+    assert results[0].history["loss"][-1] < results[0].history["loss"][0]
