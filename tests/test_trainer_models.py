@@ -111,3 +111,16 @@ def test_missing_local_weights_file_is_a_clear_error(tmp_path):
         build_trunk("resnet50", missing)
     with pytest.raises(ValueError, match="download"):
         build_trunk("vgg16", "imagenet")
+
+
+def test_demo_preset_keeps_the_paper_geometry_at_quarter_scale():
+    from trainer_module.export import heatmap_window
+
+    patch = patch_hparams("demo")
+    assert heatmap_window(patch) == 7 == heatmap_window(patch_hparams("production"))
+    model = build_whole_image_model(build_patch_model(patch).get_layer("trunk"), image_hparams("demo"))
+    assert model.get_layer("trunk").output_shape == (None, None, None, 64)
+    assert model.get_layer("top1_unit1_out").output_shape == (None, 18, 14, 64)
+    assert model.get_layer("top2_unit1_out").output_shape == (None, 9, 7, 64)
+    with pytest.raises(ValueError, match="multiple of"):
+        heatmap_window(dataclasses.replace(patch, patch_size=60))
