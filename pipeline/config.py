@@ -6,6 +6,7 @@ overrides. Unknown keys are errors, values are checked against the field types.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
@@ -13,6 +14,9 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 import yaml
 
 from mammo_tfx.ingest.options import IngestOptions
+from mammo_tfx.patches.options import PatchSamplingOptions
+from trainer_module.hparams import ImageHParams, PatchHParams, image_hparams, patch_hparams
+from trainer_module.preprocessing import TransformOptions
 
 PATIENT_SALT_ENV = "MAMMO_TFX_PATIENT_SALT"
 
@@ -71,43 +75,75 @@ class PipelineConfig:
     splits: SplitConfig = field(default_factory=SplitConfig)
     beam: BeamConfig = field(default_factory=BeamConfig)
     kubeflow: KubeflowConfig = field(default_factory=KubeflowConfig)
+    transform: TransformOptions = field(default_factory=TransformOptions)
+    patches: PatchSamplingOptions = field(default_factory=lambda: PatchSamplingOptions.preset("S10"))
+    patch_training: PatchHParams = field(default_factory=PatchHParams)
+    image_training: ImageHParams = field(default_factory=ImageHParams)
     enable_cache: bool = True
+
+    def __post_init__(self) -> None:
+        # Sizes several stages must agree on are set once (DERIVED_KEYS): the Trainers follow ingestion and sampling.
+        object.__setattr__(self, "image_training", dataclasses.replace(
+            self.image_training, image_size=(self.ingest.height, self.ingest.width)))
+        object.__setattr__(self, "patch_training", dataclasses.replace(
+            self.patch_training, patch_size=self.patches.patch_size))
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 def _demo() -> PipelineConfig:
+    # 288x224 is the seed's geometry at 1/4 scale (56-pixel patches); the small backbone keeps it to minutes on CPU.
     return PipelineConfig(
         profile="demo",
-        ingest=IngestOptions(height=576, width=448),
+        ingest=IngestOptions(height=288, width=224),
         splits=SplitConfig(train=6, eval=2, test=2),
+        patches=PatchSamplingOptions.preset("S10", patch_size=56),
+        patch_training=patch_hparams("demo"),
+        image_training=image_hparams("demo"),
     )
 
 
 def _production() -> PipelineConfig:
+    # Seed hyper-parameters (trainer_module/hparams.py). Steps per epoch cover a CBIS-DDSM-sized training split
+    # (about 2,500 scans: ~55,000 S10 patches at batch 32; 2,500 scans at batch 4); set them to your data.
     return PipelineConfig(
         profile="production",
         ingest=IngestOptions(height=1152, width=896),
         kubeflow=KubeflowConfig(trainer_gpu_count=1, trainer_cpu_limit=8.0, trainer_memory_limit_gb=32.0),
+        patch_training=dataclasses.replace(patch_hparams("production"), steps_per_epoch=1700, mixed_precision=True),
+        image_training=dataclasses.replace(image_hparams("production"), steps_per_epoch=600, mixed_precision=True),
     )
 
 
 def _test() -> PipelineConfig:
     return PipelineConfig(
         profile="test",
-        ingest=IngestOptions(height=144, width=112),
+        ingest=IngestOptions(height=64, width=48),
         splits=SplitConfig(train=6, eval=2, test=2),
         beam=BeamConfig(direct_running_mode="in_memory", direct_num_workers=1),
-        enable_cache=True,
+        patches=PatchSamplingOptions.preset("S1", patch_size=32, n_background_patches=2),
+        patch_training=patch_hparams("tiny"),
+        image_training=image_hparams("tiny"),
     )
 
+
+# Keys that follow other keys; overriding them directly is an error that names the key to set instead.
+DERIVED_KEYS = {
+    "image_training.image_size": "ingest.height / ingest.width",
+    "patch_training.patch_size": "patches.patch_size",
+}
 
 PROFILES: Dict[str, Callable[[], PipelineConfig]] = {"demo": _demo, "production": _production, "test": _test}
 
 
 def _coerce(value: Any, current: Any, path: str) -> Any:
     """Checks/converts an override value to the type of the field it replaces."""
+    if isinstance(current, enum.Enum):
+        try:
+            return type(current)(value)
+        except ValueError:
+            raise ValueError(f"{path}: expected one of {[e.value for e in type(current)]}, got {value!r}") from None
     if isinstance(current, bool):
         if isinstance(value, bool):
             return value
@@ -125,10 +161,13 @@ def _coerce(value: Any, current: Any, path: str) -> Any:
             return str(value)
         raise ValueError(f"{path}: expected a string, got {value!r}")
     if isinstance(current, tuple):
-        if isinstance(value, (list, tuple)):
-            return tuple(value)
-        raise ValueError(f"{path}: expected a list, got {value!r}")
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{path}: expected a list, got {value!r}")
+        if current and hasattr(current[0], "from_dict"):  # e.g. a training schedule: a list of step mappings
+            return tuple(type(current[0]).from_dict(item) for item in value)
+        return tuple(value)
     if current is None:
+        # Optional fields (e.g. init_from, steps_per_epoch) take the value as given; the dataclass validates it.
         return value
     raise ValueError(f"{path}: cannot override a value of type {type(current).__name__}")
 
@@ -140,6 +179,8 @@ def _apply(obj: Any, changes: Mapping[str, Any], prefix: str = "") -> Any:
         path = f"{prefix}{key}"
         if key not in names or key == "profile":
             raise KeyError(f"unknown configuration key {path!r}; known: {sorted(n for n in names if n != 'profile')}")
+        if path in DERIVED_KEYS:
+            raise KeyError(f"configuration key {path!r} follows {DERIVED_KEYS[path]}; set that instead")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, Mapping):

@@ -11,7 +11,6 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 
-from components.mammo_example_gen.artifacts import QuarantineReport
 from components.mammo_example_gen.executor import QUARANTINE_FILE, SUMMARY_FILE
 
 
@@ -32,8 +31,19 @@ def _store(metadata_path: str) -> metadata_store.MetadataStore:
     return metadata_store.MetadataStore(config)
 
 
-def latest_artifact_uri(store: metadata_store.MetadataStore, type_name: str) -> Optional[str]:
-    artifacts = [a for a in store.get_artifacts_by_type(type_name) if a.state == metadata_store_pb2.Artifact.LIVE]
+def latest_output_uri(store: metadata_store.MetadataStore, node_id: str, output_key: str) -> Optional[str]:
+    """URI of the newest LIVE artifact that component `node_id` published under `output_key`."""
+    node_contexts = [c for c in store.get_contexts_by_type("node") if c.name.split(".")[-1] == node_id]
+    if not node_contexts:
+        return None
+    execution_ids = {e.id for c in node_contexts for e in store.get_executions_by_context(c.id)}
+    artifact_ids = {
+        event.artifact_id
+        for event in store.get_events_by_execution_ids(list(execution_ids))
+        if event.type in (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
+        and event.path.steps and event.path.steps[0].key == output_key
+    }
+    artifacts = [a for a in store.get_artifacts_by_id(list(artifact_ids)) if a.state == metadata_store_pb2.Artifact.LIVE]
     if not artifacts:
         return None
     return max(artifacts, key=lambda a: (a.create_time_since_epoch, a.id)).uri
@@ -57,18 +67,18 @@ def read_anomalies(anomalies_uri: str) -> Dict[str, List[str]]:
 
 def collect_outputs(metadata_path: str) -> RunOutputs:
     store = _store(metadata_path)
-    examples_uri = latest_artifact_uri(store, "Examples")
+    examples_uri = latest_output_uri(store, "MammoExampleGen", "examples")
     if examples_uri is None:
-        raise RuntimeError(f"{metadata_path}: the run recorded no Examples artifact")
-    quarantine_uri = latest_artifact_uri(store, QuarantineReport.TYPE_NAME)
-    anomalies_uri = latest_artifact_uri(store, "ExampleAnomalies")
+        raise RuntimeError(f"{metadata_path}: the run recorded no examples from MammoExampleGen")
+    quarantine_uri = latest_output_uri(store, "MammoExampleGen", "quarantine")
+    anomalies_uri = latest_output_uri(store, "ExampleValidator", "anomalies")
     summary: Dict[str, object] = {}
     if quarantine_uri:
         with tf.io.gfile.GFile(os.path.join(quarantine_uri, SUMMARY_FILE)) as f:
             summary = json.load(f)
     return RunOutputs(
         examples_uri=examples_uri,
-        statistics_uri=latest_artifact_uri(store, "ExampleStatistics"),
+        statistics_uri=latest_output_uri(store, "StatisticsGen", "statistics"),
         anomalies_uri=anomalies_uri,
         quarantine_uri=os.path.join(quarantine_uri, QUARANTINE_FILE) if quarantine_uri else None,
         ingest_summary=summary,

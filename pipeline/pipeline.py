@@ -9,10 +9,19 @@ from tfx.proto import example_gen_pb2
 
 from components.mammo_example_gen.component import MammoExampleGen
 from components.mammo_example_gen.executor import encode_custom_config
+from components.patch_sampler.component import PatchSampler
 from pipeline.config import PipelineConfig, SplitConfig
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHEMA_FILE = os.path.join(REPO_ROOT, "schemas", "schema.pbtxt")
+
+# Code runs from import paths of the installed project rather than `module_file`, which TFX would package and
+# upload at compile time (impossible without network, and unnecessary: the project is installed in the image).
+PREPROCESSING_FN = "trainer_module.preprocessing.preprocessing_fn"
+PATCH_RUN_FN = "trainer_module.patch_trainer.run_fn"
+IMAGE_RUN_FN = "trainer_module.image_trainer.run_fn"
+PATCH_TRAINER_ID = "Trainer_patch"
+IMAGE_TRAINER_ID = "Trainer_image"
 
 
 def output_config(splits: SplitConfig) -> example_gen_pb2.Output:
@@ -34,7 +43,39 @@ def create_components(config: PipelineConfig, manifest_dir: str) -> List[tfx.typ
     schema_gen = tfx.components.ImportSchemaGen(schema_file=SCHEMA_FILE)
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
-    return [example_gen, statistics_gen, schema_gen, example_validator]
+    # Full-size float images are never written to disk (4 MB each at 1152x896): Transform only analyses the train
+    # split (the featurewise mean) and the Trainers apply its graph in their input pipelines and in the export.
+    transform = tfx.components.Transform(
+        examples=example_gen.outputs["examples"],
+        schema=schema_gen.outputs["schema"],
+        preprocessing_fn=PREPROCESSING_FN,
+        custom_config=config.transform.to_dict(),
+        splits_config=tfx.proto.SplitsConfig(analyze=["train"]),
+        materialize=False,
+        disable_statistics=True,
+    )
+    patch_sampler = PatchSampler(
+        examples=example_gen.outputs["examples"], sampling_options=config.patches, splits=("train", "eval"))
+    patch_trainer = tfx.components.Trainer(
+        run_fn=PATCH_RUN_FN,
+        examples=patch_sampler.outputs["patches"],
+        transform_graph=transform.outputs["transform_graph"],
+        train_args=tfx.proto.TrainArgs(splits=["train"]),
+        eval_args=tfx.proto.EvalArgs(splits=["eval"]),
+        custom_config={"hparams": config.patch_training.to_dict()},
+    ).with_id(PATCH_TRAINER_ID)
+    # Stage 2 takes stage 1's model as base_model, so a change to stage 2 re-uses the cached stage 1.
+    image_trainer = tfx.components.Trainer(
+        run_fn=IMAGE_RUN_FN,
+        examples=example_gen.outputs["examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        base_model=patch_trainer.outputs["model"],
+        train_args=tfx.proto.TrainArgs(splits=["train"]),
+        eval_args=tfx.proto.EvalArgs(splits=["eval"]),
+        custom_config={"hparams": config.image_training.to_dict()},
+    ).with_id(IMAGE_TRAINER_ID)
+    return [example_gen, statistics_gen, schema_gen, example_validator, transform, patch_sampler, patch_trainer,
+            image_trainer]
 
 
 def create_pipeline(

@@ -60,3 +60,23 @@ def test_parse_set_overrides_builds_nested_mapping():
     assert parse_set_overrides(["a.b=1", "a.c=x", "d=[1, 2]"]) == {"a": {"b": 1, "c": "x"}, "d": [1, 2]}
     with pytest.raises(ValueError):
         parse_set_overrides(["novalue"])
+
+
+def test_trainer_sizes_follow_ingestion_and_sampling():
+    config = load_config("demo", overrides=["ingest.height=320", "ingest.width=256", "patches.patch_size=64"])
+    assert config.image_training.image_size == (320, 256)
+    assert config.patch_training.patch_size == 64
+    with pytest.raises(KeyError, match="follows ingest.height"):
+        load_config("demo", overrides=["image_training.image_size=[10, 10]"])
+
+
+def test_schedule_and_enum_overrides_build_typed_steps(tmp_path):
+    path = tmp_path / "schedule.yaml"
+    path.write_text("patch_training:\n  schedule:\n    - {scope: new_layers, learning_rate: 0.01, epochs: 2}\n"
+                    "    - {scope: all, learning_rate: 0.001, epochs: 1}\n  distribution: default\n")
+    config = load_config("demo", str(path))
+    assert [step.scope.value for step in config.patch_training.schedule] == ["new_layers", "all"]
+    assert config.patch_training.total_epochs == 3
+    assert config.patch_training.distribution.value == "default"
+    with pytest.raises(ValueError, match="expected one of"):
+        load_config("demo", overrides=["patch_training.distribution=tpu"])
