@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from trainer_module.backbones import backbone_spec, build_trunk
+from trainer_module.export import heatmap_window
 from trainer_module.hparams import TopBlockSpec, TrainScope, image_hparams, patch_hparams
 from trainer_module.patch_model import PATCH_HEAD_NAME, build_patch_model
 from trainer_module.schedule import set_trainable_scope, set_weight_decay, trainable_layer_names
@@ -114,8 +115,6 @@ def test_missing_local_weights_file_is_a_clear_error(tmp_path):
 
 
 def test_demo_preset_keeps_the_paper_geometry_at_quarter_scale():
-    from trainer_module.export import heatmap_window
-
     patch = patch_hparams("demo")
     assert heatmap_window(patch) == 7 == heatmap_window(patch_hparams("production"))
     model = build_whole_image_model(build_patch_model(patch).get_layer("trunk"), image_hparams("demo"))
