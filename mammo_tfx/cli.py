@@ -24,7 +24,11 @@ def _configure_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.ERROR, format="%(levelname)s %(message)s")
     from absl import logging as absl_logging
 
-    absl_logging.set_verbosity(absl_logging.INFO if verbose else absl_logging.WARNING)
+    # absl must create INFO records (the progress lines are made from them); what reaches the console is decided
+    # by the handlers' levels.
+    absl_logging.set_verbosity(absl_logging.INFO)
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(logging.INFO if verbose else logging.ERROR)
     # Level 3 also hides the harmless CUDA-plugin registration errors TensorFlow prints on CPU-only machines.
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0" if verbose else "3"
 
@@ -49,10 +53,11 @@ def _run_and_report(config, sources, out_dir: str) -> int:
     from pipeline.outputs import collect_outputs
     from pipeline.runners import run_local
 
-    layout = run_local(config, sources, out_dir)
+    layout, progress = run_local(config, sources, out_dir)
     outputs = collect_outputs(layout.metadata_path)
     summary = outputs.ingest_summary
-    print(f"\nmammo-tfx run finished (profile {config.profile}) -> {layout.out_dir}")
+    print(f"\nmammo-tfx run finished (profile {config.profile}) -> {layout.out_dir}\n")
+    print(progress.table() + "\n")
     print(f"  records: {summary.get('listed')} listed, {summary.get('ingested')} ingested, "
           f"{summary.get('quarantined')} quarantined, {summary.get('excluded')} excluded")
     for split, per_dataset in sorted(summary.get("per_split", {}).items()):

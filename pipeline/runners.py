@@ -1,14 +1,17 @@
 """Runners: where the one pipeline definition runs."""
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Sequence, Tuple
 
 from tfx import v1 as tfx
 
 from pipeline.config import PipelineConfig
 from pipeline.pipeline import create_pipeline
+from pipeline.progress import ProgressHandler, RunProgress
 from pipeline.sources import DataSource, write_manifest
 
 
@@ -31,10 +34,28 @@ class LocalRunLayout:
         return os.path.join(self.out_dir, "metadata.sqlite")
 
 
-def run_local(config: PipelineConfig, sources: Sequence[DataSource], out_dir: str) -> LocalRunLayout:
-    """Runs the pipeline with the LocalDagRunner, SQLite metadata and Beam on this machine."""
+def run_local(
+    config: PipelineConfig, sources: Sequence[DataSource], out_dir: str, show_progress: bool = True
+) -> Tuple[LocalRunLayout, RunProgress]:
+    """Runs the pipeline with the LocalDagRunner, SQLite metadata and Beam on this machine.
+
+    Prints a line per component start/end unless `show_progress` is False; returns the per-component record
+    either way (also when a component fails, through the exception's `progress` attribute)."""
     layout = LocalRunLayout(os.path.abspath(out_dir))
     write_manifest(sources, layout.manifest_dir)
-    tfx.orchestration.LocalDagRunner().run(
-        create_pipeline(config, layout.manifest_dir, layout.pipeline_root, layout.metadata_path))
-    return layout
+    handler = ProgressHandler(layout.metadata_path, stream=sys.stdout if show_progress else open(os.devnull, "w"))
+    absl_logger = logging.getLogger("absl")
+    previous_level = absl_logger.level
+    # The runner announces components at INFO; the handler needs those records even when the console shows less.
+    absl_logger.setLevel(min(previous_level or logging.INFO, logging.INFO))
+    absl_logger.addHandler(handler)
+    try:
+        tfx.orchestration.LocalDagRunner().run(
+            create_pipeline(config, layout.manifest_dir, layout.pipeline_root, layout.metadata_path))
+    except Exception as error:
+        error.progress = handler.progress  # type: ignore[attr-defined]
+        raise
+    finally:
+        absl_logger.removeHandler(handler)
+        absl_logger.setLevel(previous_level)
+    return layout, handler.progress

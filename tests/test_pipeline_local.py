@@ -22,7 +22,7 @@ def local_run(tmp_path_factory):
     for layout, patients in (("cbis-ddsm", 6), ("inbreast", 4), ("mias", 4)):
         synth.generate(layout, root / layout, patients=patients, seed=11, scale=0.25)
     sources = [DataSource.parse(f"{layout}={root / layout}") for layout in ("cbis-ddsm", "inbreast", "mias")]
-    layout = run_local(load_config("test"), sources, str(tmp_path_factory.mktemp("run")))
+    layout, _ = run_local(load_config("test"), sources, str(tmp_path_factory.mktemp("run")), show_progress=False)
     return layout, collect_outputs(layout.metadata_path)
 
 
