@@ -1,0 +1,53 @@
+"""Display names of model outputs and TFMA metrics, and number formatting shared by the HTML and console."""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+OUTPUT_LABELS = {"probability": "flip (TTA)", "probability_single": "single", "": "prediction"}
+# TFMA metric key names (the default names of the configured MetricConfigs) in the order the table shows them.
+METRIC_LABELS = {
+    "auc": "AUC",
+    "auc_precision_recall": "AUC-PR",
+    "sensitivity_at_specificity": "Sens@Spec",
+    "specificity_at_sensitivity": "Spec@Sens",
+    "calibration": "Calibration",
+    "fall_out": "FPR",
+    "miss_rate": "FNR",
+    "mean_label": "Mean label",
+    "mean_prediction": "Mean prediction",
+}
+INSUFFICIENT = "insufficient"
+
+
+def output_label(output: str) -> str:
+    return OUTPUT_LABELS.get(output, output)
+
+
+def metric_label(metric: str) -> str:
+    return METRIC_LABELS.get(metric, metric)
+
+
+def metric_order(metric: str) -> tuple[int, str]:
+    names = list(METRIC_LABELS)
+    return (names.index(metric), metric) if metric in names else (len(names), metric)
+
+
+def format_number(value: Optional[float], digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def format_count(value: Optional[float]) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "?"
+    return f"{value:g}"
+
+
+def format_with_interval(value: float, lower: float, upper: float, digits: int = 3) -> str:
+    """'0.875 [0.803, 0.948]', or just the value when TFMA computed no confidence interval."""
+    text = format_number(value, digits)
+    if math.isnan(lower) or math.isnan(upper):
+        return text
+    return f"{text} [{format_number(lower, digits)}, {format_number(upper, digits)}]"

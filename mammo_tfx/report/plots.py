@@ -1,0 +1,154 @@
+"""The report's figures as PNG bytes (matplotlib Agg canvas; pyplot's global state is never touched)."""
+from __future__ import annotations
+
+import io
+import math
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from mammo_tfx.report.evaluation import EvaluationTables, rows_of_slice
+from mammo_tfx.report.naming import INSUFFICIENT, format_count, output_label
+from mammo_tfx.report.slices import SliceKey, slice_sort_key
+
+DPI = 100
+
+
+def _png_bytes(figure: Figure) -> bytes:
+    FigureCanvasAgg(figure)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def _metric_row(tables: EvaluationTables, key: SliceKey, output: str, metric: str) -> Optional[pd.Series]:
+    rows = rows_of_slice(tables.metrics, key)
+    rows = rows[(rows["output"] == output) & (rows["metric"] == metric)]
+    return rows.iloc[0] if len(rows) else None
+
+
+def _slice_info(tables: EvaluationTables, key: SliceKey) -> pd.Series:
+    return rows_of_slice(tables.slices, key).iloc[0]
+
+
+def _single_feature_slices(tables: EvaluationTables, column: str) -> list[SliceKey]:
+    keys = [key for key, columns in zip(tables.slices["slice_key"], tables.slices["columns"]) if columns == (column,)]
+    return sorted(keys, key=slice_sort_key)
+
+
+def roc_by_dataset_png(tables: EvaluationTables) -> Optional[bytes]:
+    """ROC curve of the overall slice and of each dataset slice, one panel per output; None without plot data."""
+    if tables.roc.empty:
+        return None
+    keys = [()] + _single_feature_slices(tables, "dataset")
+    figure = Figure(figsize=(5.2 * len(tables.outputs), 5.0))
+    for index, output in enumerate(tables.outputs):
+        axes = figure.add_subplot(1, len(tables.outputs), index + 1)
+        axes.plot([0, 1], [0, 1], linestyle=":", color="grey", linewidth=1)
+        for key in keys:
+            info = _slice_info(tables, key)
+            name = "overall" if not key else str(key[0][1])
+            if info["insufficient_reason"] is not None:
+                # A one-class ROC is undefined: list the slice without a curve.
+                axes.plot([], [], " ", label=f"{name}: {INSUFFICIENT} ({info['insufficient_reason']})")
+                continue
+            curve = rows_of_slice(tables.roc, key)
+            curve = curve[curve["output"] == output]
+            if curve.empty:
+                continue
+            points = np.vstack([[0.0, 0.0], curve[["fpr", "tpr"]].to_numpy(dtype=float), [1.0, 1.0]])
+            points = points[~np.isnan(points).any(axis=1)]
+            points = points[np.lexsort((points[:, 1], points[:, 0]))]
+            auc = _metric_row(tables, key, output, "auc")
+            auc_text = f", AUC {auc['value']:.3f}" if auc is not None else ""
+            axes.plot(points[:, 0], points[:, 1], linewidth=2.2 if not key else 1.4,
+                      color="black" if not key else None,
+                      label=f"{name} (n={format_count(info['examples'])}{auc_text})")
+        axes.set_xlim(0, 1)
+        axes.set_ylim(0, 1.01)
+        axes.set_xlabel("false positive rate (1 - specificity)")
+        axes.set_ylabel("true positive rate (sensitivity)")
+        axes.set_title(f"ROC by dataset: {output_label(output)}")
+        axes.legend(loc="lower right", fontsize=8)
+        axes.grid(alpha=0.3)
+    return _png_bytes(figure)
+
+
+def auc_by_slice_png(tables: EvaluationTables) -> Optional[bytes]:
+    """AUC with its confidence interval for every slice and output; insufficient slices are labelled, not drawn."""
+    if not (tables.metrics["metric"] == "auc").any():
+        return None
+    keys = list(tables.slices["slice_key"])
+    labels = list(tables.slices["slice"])
+    figure = Figure(figsize=(9.0, 1.2 + 0.32 * len(keys)))
+    axes = figure.add_subplot(1, 1, 1)
+    rows = np.arange(len(keys))[::-1]  # first slice on top
+    offsets = np.linspace(0.18, -0.18, len(tables.outputs)) if len(tables.outputs) > 1 else [0.0]
+    for output, offset in zip(tables.outputs, offsets):
+        values, errors, positions = [], [[], []], []
+        for key, row in zip(keys, rows):
+            auc = _metric_row(tables, key, output, "auc")
+            if auc is None or tables.is_insufficient(key):
+                continue
+            value = float(auc["value"])
+            lower = value if math.isnan(auc["lower"]) else float(auc["lower"])
+            upper = value if math.isnan(auc["upper"]) else float(auc["upper"])
+            values.append(value)
+            errors[0].append(max(value - lower, 0.0))
+            errors[1].append(max(upper - value, 0.0))
+            positions.append(row + offset)
+        axes.errorbar(values, positions, xerr=errors, fmt="o", capsize=3, markersize=4, label=output_label(output))
+    for key, row in zip(keys, rows):
+        if tables.is_insufficient(key):
+            axes.text(0.5, row, INSUFFICIENT, ha="center", va="center", fontsize=8, color="dimgrey", style="italic")
+    axes.axvline(0.5, linestyle=":", color="grey", linewidth=1)
+    axes.set_yticks(rows)
+    axes.set_yticklabels(labels, fontsize=8)
+    axes.set_ylim(-0.7, len(keys) - 0.3)
+    axes.set_xlim(0, 1.05)  # jackknife intervals may reach past 1
+    axes.set_xlabel("AUC (bars: confidence interval)")
+    axes.set_title("AUC per slice")
+    axes.legend(loc="lower left", fontsize=8)
+    axes.grid(axis="x", alpha=0.3)
+    return _png_bytes(figure)
+
+
+def fairness_by_density_png(tables: EvaluationTables) -> Optional[bytes]:
+    """FPR and FNR at each ConfusionMatrixAtThresholds threshold per density group (primary output)."""
+    keys = _single_feature_slices(tables, "density")
+    output = tables.primary_output
+    wanted = set(keys)
+    rates = tables.rates[(tables.rates["output"] == output)
+                         & tables.rates["slice_key"].map(lambda key: key in wanted).astype(bool)]
+    if rates.empty:
+        return None
+    thresholds = sorted(rates["threshold"].unique())
+    figure = Figure(figsize=(11.0, 4.2))
+    width = 0.8 / len(thresholds)
+    positions = np.arange(len(keys))
+    tick_labels = [f"{key[0][1]}\n(n={format_count(_slice_info(tables, key)['examples'])})" for key in keys]
+    for index, (column, title) in enumerate((("fpr", "False positive rate"), ("fnr", "False negative rate"))):
+        axes = figure.add_subplot(1, 2, index + 1)
+        for t_index, threshold in enumerate(thresholds):
+            at_threshold = rates[rates["threshold"] == threshold]
+            heights = []
+            for key in keys:
+                value = rows_of_slice(at_threshold, key)[column]
+                heights.append(float(value.iloc[0]) if len(value) else math.nan)
+            x = positions - 0.4 + width * (t_index + 0.5)
+            axes.bar(x, np.nan_to_num(heights), width=width, label=f"threshold {threshold:g}")
+            for x_value, height in zip(x, heights):
+                if math.isnan(height):
+                    # No positives (FNR) or no negatives (FPR) in the group: the rate is undefined.
+                    axes.text(x_value, 0.02, "n/a", ha="center", va="bottom", fontsize=7, rotation=90)
+        axes.set_xticks(positions)
+        axes.set_xticklabels(tick_labels, fontsize=8)
+        axes.set_xlabel("breast density (0 = unknown)")
+        axes.set_ylim(0, 1)
+        axes.set_title(f"{title}: {output_label(output)}")
+        axes.grid(axis="y", alpha=0.3)
+        axes.legend(fontsize=8)
+    return _png_bytes(figure)

@@ -1,0 +1,93 @@
+"""Writes the evaluation report (report.html + PNG figures) from a TFMA output directory."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import tensorflow as tf
+
+from mammo_tfx.report import plots
+from mammo_tfx.report.evaluation import EvaluationTables, SufficiencyRule, load_evaluation
+from mammo_tfx.report.gates import GATE_RESULTS_FILE, GateResult, load_gate_results
+from mammo_tfx.report.html import render_report_html
+from mammo_tfx.report.summary import fairness_table, gate_table, slice_metric_table
+
+REPORT_HTML = "report.html"
+# file name -> (section title, figure builder, why it can be missing)
+FIGURES: dict[str, tuple[str, Callable[[EvaluationTables], Optional[bytes]], str]] = {
+    "roc_by_dataset.png": ("ROC curves per dataset", plots.roc_by_dataset_png,
+                           "No ROC data: add MetricConfig(class_name='ConfusionMatrixPlot') to the EvalConfig."),
+    "auc_by_slice.png": ("AUC per slice with confidence interval", plots.auc_by_slice_png,
+                         "No AUC in this evaluation: add MetricConfig(class_name='AUC')."),
+    "fairness_by_density.png": ("FPR and FNR per density group", plots.fairness_by_density_png,
+                                "No density slices with ConfusionMatrixAtThresholds in this evaluation."),
+}
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """What write_report wrote, and the tables it was built from (for format_console_summary)."""
+
+    html: str
+    plots: dict[str, str]  # PNG file name -> full path, only the figures that had data
+    tables: EvaluationTables
+    gates: tuple[GateResult, ...] = field(default_factory=tuple)
+
+
+def _write_bytes(path: str, data: bytes) -> None:
+    with tf.io.gfile.GFile(path, "wb") as handle:
+        handle.write(data)
+
+
+def write_report(evaluation_uri: str, out_dir: str, gate_results_path: Optional[str] = None, *,
+                 min_examples: int = SufficiencyRule.min_examples,
+                 min_per_class: int = SufficiencyRule.min_per_class,
+                 model_name: Optional[str] = None) -> ReportFiles:
+    """Writes out_dir/report.html and the PNGs it shows (by relative path); out_dir may be local or gs://.
+
+    evaluation_uri: the Evaluator's ModelEvaluation artifact URI (a TFMA output directory).
+    gate_results_path: the gate component's gate_results.json, or the blessing directory holding it.
+    model_name: only needed when the evaluation holds several non-baseline models.
+    """
+    rule = SufficiencyRule(min_examples=min_examples, min_per_class=min_per_class)
+    tables = load_evaluation(evaluation_uri, model_name=model_name, rule=rule)
+    gates = tuple(load_gate_results(gate_results_path)) if gate_results_path else ()
+    tf.io.gfile.makedirs(out_dir)
+    written: dict[str, str] = {}
+    figures = []
+    for file_name, (title, build, missing) in FIGURES.items():
+        png = build(tables)
+        if png is not None:
+            written[file_name] = os.path.join(out_dir, file_name)
+            _write_bytes(written[file_name], png)
+        figures.append({"title": title, "src": file_name if png is not None else None, "missing": missing})
+    page = render_report_html(
+        evaluation_uri=evaluation_uri,
+        model_name=tables.model_name,
+        outputs=tables.outputs,
+        validation=tables.validation,
+        gate_table=gate_table(gates) if gate_results_path else None,
+        metric_table=slice_metric_table(tables, gates),
+        fairness_table=fairness_table(tables),
+        figures=figures,
+        min_examples=min_examples,
+        min_per_class=min_per_class,
+    )
+    html_path = os.path.join(out_dir, REPORT_HTML)
+    _write_bytes(html_path, page.encode("utf-8"))
+    return ReportFiles(html=html_path, plots=written, tables=tables, gates=gates)
+
+
+def write_report_from_artifacts(evaluation_uri: str, out_dir: str,
+                                blessing_uri: Optional[str] = None) -> ReportFiles:
+    """For the pipeline, after the Evaluator and the model gate: takes the artifacts' URIs.
+
+    The gate results are read from blessing_uri/gate_results.json when the blessing has one (the TFMA
+    Evaluator's own blessing does not).
+    """
+    gate_path = None
+    if blessing_uri:
+        candidate = os.path.join(blessing_uri, GATE_RESULTS_FILE)
+        gate_path = candidate if tf.io.gfile.exists(candidate) else None
+    return write_report(evaluation_uri, out_dir, gate_path)
