@@ -1,0 +1,49 @@
+"""ModelGate: a TFX component that blesses (or refuses) a model from its TFMA evaluation."""
+from __future__ import annotations
+
+from typing import Optional
+
+from tfx import types
+from tfx.dsl.components.base import base_component, executor_spec
+from tfx.types import standard_artifacts
+from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
+
+from components.model_gate import executor
+from components.model_gate.executor import GateSettings
+
+
+class ModelGateSpec(ComponentSpec):
+    """`settings`: GateSettings as JSON."""
+
+    PARAMETERS = {executor.SETTINGS_KEY: ExecutionParameter(type=str)}
+    INPUTS = {
+        executor.EVALUATION_KEY: ChannelParameter(type=standard_artifacts.ModelEvaluation),
+        executor.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
+        # The latest blessed model the Evaluator compared against; empty on the first run.
+        executor.BASELINE_MODEL_KEY: ChannelParameter(type=standard_artifacts.Model, optional=True),
+    }
+    OUTPUTS = {executor.BLESSING_KEY: ChannelParameter(type=standard_artifacts.ModelBlessing)}
+
+
+class ModelGate(base_component.BaseComponent):
+    """Applies the AUC gates of `settings` to an Evaluator's output and writes a standard ModelBlessing.
+
+    The blessing carries TFX's markers (BLESSED/NOT_BLESSED file, `blessed` custom property, `current_model_id`),
+    so the standard Pusher and LatestBlessedModelStrategy obey it, and `gate_results.json` with every gate's value,
+    bound and status (passed / failed / insufficient / skipped). Give the Evaluator no thresholds: this gate is the
+    only blessing authority.
+    """
+
+    SPEC_CLASS = ModelGateSpec
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
+
+    def __init__(self, evaluation: types.BaseChannel, model: types.BaseChannel, settings: GateSettings,
+                 baseline_model: Optional[types.BaseChannel] = None) -> None:
+        spec = ModelGateSpec(
+            evaluation=evaluation,
+            model=model,
+            baseline_model=baseline_model,
+            settings=settings.to_json(),
+            blessing=types.Channel(type=standard_artifacts.ModelBlessing),
+        )
+        super().__init__(spec=spec)

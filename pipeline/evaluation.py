@@ -1,0 +1,205 @@
+"""Evaluation, blessing and push of the whole-image model: TFMA config, gates, Pusher and model card wiring.
+
+Who blesses: the ModelGate component (components/model_gate), not the Evaluator. The Evaluator gets no metric
+thresholds, so it computes metrics only and writes no `blessed` property on its own blessing output (TFX skips
+validation when no threshold is configured). The gate reads the evaluation and applies this project's rules, which
+TFMA thresholds cannot express: a slice that is too small or holds one class gets TFMA AUC 0.0, which a TFMA
+threshold would count as a failure; the gate reports it as `insufficient` instead. The Pusher and the
+latest-blessed-model Resolver both obey the gate's blessing, which follows TFX's conventions.
+
+Only the whole-image model may pass through here: the Resolver takes the newest blessed Model of any producer, so
+blessing anything else (e.g. the patch model) would make it the next baseline.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import tensorflow_model_analysis as tfma
+from tfx import v1 as tfx
+
+from components.model_card.component import ModelCardWriter
+from components.model_gate import GateSettings, ModelGate
+from trainer_module.export import SERVING_EXAMPLES
+
+LABEL_KEY = "label"
+# Flip-augmented (4-flip TTA) output: the one that is gated and served.
+GATED_OUTPUT = "probability"
+SINGLE_VIEW_OUTPUT = "probability_single"
+MODEL_OUTPUTS = (GATED_OUTPUT, SINGLE_VIEW_OUTPUT)
+SLICE_FEATURES = ("dataset", "density", "view", "laterality", "abnormality_type")
+CROSSED_SLICES = (("density", "dataset"),)
+# Operating points of the screening literature: sensitivity at 90% specificity and the converse.
+OPERATING_POINT = 0.9
+CANDIDATE_MODEL_NAME = tfma.CANDIDATE_KEY
+BASELINE_MODEL_NAME = tfma.BASELINE_KEY
+RESOLVER_ID = "latest_blessed_model_resolver"
+EVALUATOR_ID = "Evaluator"
+GATE_ID = "ModelGate"
+PUSHER_ID = "Pusher"
+MODEL_CARD_ID = "ModelCardWriter"
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """What the whole-image model must achieve to be blessed and pushed, and where it goes.
+
+    AUC bounds apply to the flip-augmented output `probability` on `split`. A slice counts only with at least
+    `min_slice_size` examples and `min_examples_per_class` of each class; a gate on a smaller slice is
+    `insufficient`, and blocks blessing when `insufficient_blocks_blessing` (a gate that cannot be checked is not a
+    pass). The overall gate blocks when insufficient regardless: without it there is no evidence at all.
+    `serving_dir` empty means `<pipeline_root>/serving`; models are pushed to `<serving_dir>/<model_name>/<version>`.
+    """
+
+    split: str = "test"
+    min_overall_auc: float = 0.80
+    # Datasets without an entry (e.g. MIAS, too few malignant test scans for a stable AUC) are reported, not gated.
+    min_dataset_auc: Dict[str, float] = field(default_factory=lambda: {"cbis-ddsm": 0.80, "inbreast": 0.80})
+    max_auc_drop: float = 0.01
+    min_slice_size: int = 30
+    min_examples_per_class: int = 5
+    insufficient_blocks_blessing: bool = True
+    fairness_thresholds: Tuple[float, ...] = (0.25, 0.5, 0.75)
+    compute_confidence_intervals: bool = True
+    serving_dir: str = ""
+    model_name: str = "mammo"
+
+    def __post_init__(self) -> None:
+        bounds = {"min_overall_auc": self.min_overall_auc, "max_auc_drop": self.max_auc_drop,
+                  **{f"min_dataset_auc[{name}]": bound for name, bound in self.min_dataset_auc.items()}}
+        for name, bound in bounds.items():
+            if not 0.0 <= bound <= 1.0:
+                raise ValueError(f"evaluation.{name} must be within [0, 1], got {bound}")
+        if not self.fairness_thresholds or any(not 0.0 < t < 1.0 for t in self.fairness_thresholds):
+            raise ValueError(f"evaluation.fairness_thresholds must be non-empty, each in (0, 1): "
+                             f"{self.fairness_thresholds}")
+        if self.min_slice_size < 1 or self.min_examples_per_class < 1:
+            raise ValueError("evaluation.min_slice_size and min_examples_per_class must be at least 1")
+        if not self.split or not self.model_name:
+            raise ValueError("evaluation.split and evaluation.model_name must not be empty")
+
+    def gate_settings(self) -> GateSettings:
+        return GateSettings(
+            gated_output=GATED_OUTPUT,
+            min_overall_auc=self.min_overall_auc,
+            min_dataset_auc=dict(self.min_dataset_auc),
+            max_auc_drop=self.max_auc_drop,
+            min_slice_size=self.min_slice_size,
+            min_examples_per_class=self.min_examples_per_class,
+            insufficient_blocks_blessing=self.insufficient_blocks_blessing,
+        )
+
+    def push_base_directory(self, pipeline_root: str) -> str:
+        return os.path.join(self.serving_dir or os.path.join(pipeline_root, "serving"), self.model_name)
+
+
+def _thresholds_config(thresholds: Tuple[float, ...]) -> str:
+    # TFMA metric configs are the keyword arguments of the metric class as a JSON object body.
+    return '"thresholds": [' + ", ".join(repr(float(t)) for t in thresholds) + "]"
+
+
+def metric_configs(cfg: EvaluationConfig) -> List[tfma.MetricConfig]:
+    """Metrics computed for every output and slice; none carries a threshold (the ModelGate decides)."""
+    # The gate counts each slice's positives and negatives from the confusion matrices, so the matrix is always
+    # computed, at 0.5 too (the conventional operating point) next to the fairness thresholds.
+    matrix_thresholds = tuple(sorted({0.5, *cfg.fairness_thresholds}))
+    return [
+        tfma.MetricConfig(class_name="ExampleCount"),
+        tfma.MetricConfig(class_name="AUC"),
+        tfma.MetricConfig(class_name="AUCPrecisionRecall"),
+        tfma.MetricConfig(class_name="SensitivityAtSpecificity", config=f'"specificity": {OPERATING_POINT}'),
+        tfma.MetricConfig(class_name="SpecificityAtSensitivity", config=f'"sensitivity": {OPERATING_POINT}'),
+        tfma.MetricConfig(class_name="Calibration"),
+        tfma.MetricConfig(class_name="CalibrationPlot"),
+        tfma.MetricConfig(class_name="FallOut", config=_thresholds_config(cfg.fairness_thresholds)),
+        tfma.MetricConfig(class_name="MissRate", config=_thresholds_config(cfg.fairness_thresholds)),
+        tfma.MetricConfig(class_name="ConfusionMatrixAtThresholds", config=_thresholds_config(matrix_thresholds)),
+    ]
+
+
+def slicing_specs() -> List[tfma.SlicingSpec]:
+    return ([tfma.SlicingSpec()]
+            + [tfma.SlicingSpec(feature_keys=[feature]) for feature in SLICE_FEATURES]
+            + [tfma.SlicingSpec(feature_keys=list(cross)) for cross in CROSSED_SLICES])
+
+
+def build_eval_config(cfg: EvaluationConfig, with_baseline: bool) -> tfma.EvalConfig:
+    """TFMA config of the whole-image model on its tf.Example signature, both outputs, all slices.
+
+    With a baseline the candidate and baseline specs are named; TFX's Evaluator drops the baseline spec itself
+    when the Resolver finds no blessed model (first run), so the pipeline always passes `with_baseline=True`.
+    """
+    def model_spec(**extra: Any) -> tfma.ModelSpec:
+        # model_type tf_generic: TFMA would otherwise load the SavedModel once more as Keras just to find its type.
+        return tfma.ModelSpec(signature_name=SERVING_EXAMPLES, label_key=LABEL_KEY, model_type=tfma.TF_GENERIC,
+                              **extra)
+
+    if with_baseline:
+        model_specs = [model_spec(name=CANDIDATE_MODEL_NAME),
+                       model_spec(name=BASELINE_MODEL_NAME, is_baseline=True)]
+    else:
+        model_specs = [model_spec()]
+    options = tfma.Options()
+    # Default metrics would be the model's compiled Keras metrics, which a tf_generic signature does not have.
+    options.include_default_metrics.value = False
+    options.compute_confidence_intervals.value = cfg.compute_confidence_intervals
+    return tfma.EvalConfig(
+        model_specs=model_specs,
+        slicing_specs=slicing_specs(),
+        metrics_specs=[tfma.MetricsSpec(output_names=list(MODEL_OUTPUTS), metrics=metric_configs(cfg))],
+        options=options,
+    )
+
+
+def create_evaluation_components(
+    config: EvaluationConfig,
+    examples_channel: tfx.types.BaseChannel,
+    model_channel: tfx.types.BaseChannel,
+    pipeline_root: str,
+    profile: Mapping[str, Any],
+    schema_channel: Optional[tfx.types.BaseChannel] = None,
+) -> List[tfx.types.BaseNode]:
+    """Resolver -> Evaluator -> ModelGate -> Pusher -> ModelCardWriter for the whole-image model.
+
+    `examples_channel`: ExampleGen's examples (the `config.split` split is evaluated; its `split_counts` and
+    ingestion counts go into the card). `model_channel`: the whole-image Trainer's model. `profile`: the whole
+    pipeline configuration as a dict (PipelineConfig.to_dict()), recorded in the model card.
+    """
+    resolver = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id(RESOLVER_ID)
+    evaluator = tfx.components.Evaluator(
+        examples=examples_channel,
+        model=model_channel,
+        baseline_model=resolver.outputs["model"],
+        schema=schema_channel,
+        eval_config=build_eval_config(config, with_baseline=True),
+        example_splits=[config.split],
+    ).with_id(EVALUATOR_ID)
+    gate = ModelGate(
+        evaluation=evaluator.outputs["evaluation"],
+        model=model_channel,
+        baseline_model=resolver.outputs["model"],
+        settings=config.gate_settings(),
+    ).with_id(GATE_ID)
+    pusher = tfx.components.Pusher(
+        model=model_channel,
+        model_blessing=gate.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(
+                base_directory=config.push_base_directory(pipeline_root))),
+    ).with_id(PUSHER_ID)
+    model_card = ModelCardWriter(
+        model=model_channel,
+        evaluation=evaluator.outputs["evaluation"],
+        blessing=gate.outputs["blessing"],
+        examples=examples_channel,
+        pushed_model=pusher.outputs["pushed_model"],
+        profile=dict(profile),
+        model_name=config.model_name,
+        split=config.split,
+    ).with_id(MODEL_CARD_ID)
+    return [resolver, evaluator, gate, pusher, model_card]
