@@ -1,0 +1,369 @@
+"""The evaluation report built from a real TFMA run: a tiny SavedModel scored on a few hundred tf.Examples.
+
+The model's `serving_examples` signature returns two features of the example as `probability` and
+`probability_single`, so every count TFMA reports can be recomputed here from the generated data.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+import tensorflow_model_analysis as tfma
+from google.protobuf import text_format
+from PIL import Image
+
+from mammo_tfx.report import (GATE_RESULTS_FILE, ReportFiles, format_console_summary, write_report,
+                              write_report_from_artifacts)
+from mammo_tfx.report.html import FAIRNESS_TABLE_ID, GATE_TABLE_ID, METRIC_TABLE_ID
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+THRESHOLDS = (0.25, 0.5, 0.75)
+# Scans per dataset: MIAS gets only normals (a one-class slice), "folder" too few scans for an AUC.
+DATASET_SIZES = {"cbis-ddsm": 130, "inbreast": 110, "mias": 50, "folder": 8}
+MIN_EXAMPLES = 20
+
+EVAL_CONFIG = """
+model_specs { signature_name: "serving_examples" label_key: "label" model_type: "tf_generic" }
+metrics_specs {
+  output_names: ["probability", "probability_single"]
+  metrics { class_name: "ExampleCount" }
+  metrics { class_name: "AUC" config: '"num_thresholds": 200' }
+  metrics { class_name: "AUCPrecisionRecall" config: '"num_thresholds": 200' }
+  metrics { class_name: "SensitivityAtSpecificity" config: '"specificity": 0.9, "num_thresholds": 200' }
+  metrics { class_name: "SpecificityAtSensitivity" config: '"sensitivity": 0.9, "num_thresholds": 200' }
+  metrics { class_name: "Calibration" }
+  metrics { class_name: "FallOut" config: '"thresholds": [0.25, 0.5, 0.75]' }
+  metrics { class_name: "MissRate" config: '"thresholds": [0.25, 0.5, 0.75]' }
+  metrics { class_name: "ConfusionMatrixAtThresholds" config: '"thresholds": [0.25, 0.5, 0.75]' }
+  metrics { class_name: "ConfusionMatrixPlot" config: '"num_thresholds": 100' }
+}
+slicing_specs {}
+slicing_specs { feature_keys: ["dataset"] }
+slicing_specs { feature_keys: ["density"] }
+slicing_specs { feature_keys: ["view"] }
+slicing_specs { feature_keys: ["laterality"] }
+slicing_specs { feature_keys: ["abnormality_type"] }
+slicing_specs { feature_keys: ["density", "dataset"] }
+options {
+  compute_confidence_intervals { value: true }
+  include_default_metrics { value: false }
+}
+"""
+
+GATES = [
+    {"gate": "auc_overall", "slice": "", "value": 0.8, "bound": 0.75, "status": "passed", "reason": ""},
+    {"gate": "auc_per_dataset", "slice": {"dataset": "inbreast"}, "value": 0.7, "bound": 0.9,
+     "status": "failed", "reason": "AUC below bound"},
+    {"gate": "auc_per_dataset", "slice": "dataset:mias", "value": None, "bound": 0.7,
+     "status": "insufficient", "reason": "one class only"},
+]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    uri: str
+    scans: pd.DataFrame  # one row per example with its label, features and both model outputs
+
+
+def _synthetic_scans(rng: np.random.Generator) -> pd.DataFrame:
+    rows = []
+    for dataset, size in DATASET_SIZES.items():
+        for index in range(size):
+            label = 0 if dataset == "mias" else int(rng.random() < 0.4)
+            spread = 0.12 if dataset == "inbreast" else 0.2
+            score = float(np.clip(rng.normal(0.68 if label else 0.35, spread), 0.0, 1.0))
+            single = float(np.clip(score + rng.normal(0.0, 0.15), 0.0, 1.0))
+            rows.append({
+                "label": label, "dataset": dataset, "density": index % 5, "view": ("CC", "MLO")[index % 2],
+                "laterality": ("L", "R")[(index // 2) % 2],
+                "abnormality_type": ("mass", "calcification")[index % 2] if label else ("none", "mass")[index % 3 == 0],
+                "score": score, "score_single": single,
+            })
+    scans = pd.DataFrame(rows)
+    # float32 as the model returns them; nudge values off the thresholds so "> threshold" cannot be a tie.
+    for column in ("score", "score_single"):
+        values = scans[column].to_numpy(np.float32)
+        for threshold in THRESHOLDS:
+            values[np.abs(values - threshold) < 1e-3] += np.float32(2e-3)
+        scans[column] = values
+    return scans
+
+
+def _example(row: pd.Series) -> bytes:
+    def ints(value: int) -> tf.train.Feature:
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
+
+    def text(value: str) -> tf.train.Feature:
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode()]))
+
+    def floats(value: float) -> tf.train.Feature:
+        return tf.train.Feature(float_list=tf.train.FloatList(value=[float(value)]))
+
+    features = {"label": ints(row.label), "density": ints(row.density), "dataset": text(row.dataset),
+                "view": text(row.view), "laterality": text(row.laterality),
+                "abnormality_type": text(row.abnormality_type),
+                "score": floats(row.score), "score_single": floats(row.score_single)}
+    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+
+
+class _FeatureEchoModel(tf.Module):
+    """Stands in for the whole-image model: the same signature name, input and output names."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve_examples(self, examples: tf.Tensor) -> dict[str, tf.Tensor]:
+        spec = {"score": tf.io.FixedLenFeature([], tf.float32), "score_single": tf.io.FixedLenFeature([], tf.float32)}
+        parsed = tf.io.parse_example(examples, spec)
+        return {"probability": parsed["score"], "probability_single": parsed["score_single"]}
+
+
+@pytest.fixture(scope="session")
+def evaluation(tmp_path_factory: pytest.TempPathFactory) -> Evaluation:
+    root = tmp_path_factory.mktemp("tfma")
+    scans = _synthetic_scans(np.random.default_rng(7))
+    data_path = str(root / "test.tfrecord")
+    with tf.io.TFRecordWriter(data_path) as writer:
+        for row in scans.itertuples(index=False):
+            writer.write(_example(row))
+    model = _FeatureEchoModel()
+    model_path = str(root / "model")
+    tf.saved_model.save(model, model_path, signatures={"serving_examples": model.serve_examples})
+    eval_config = text_format.Parse(EVAL_CONFIG, tfma.EvalConfig())
+    output_path = str(root / "evaluation")
+    tfma.run_model_analysis(
+        eval_shared_model=tfma.default_eval_shared_model(model_path, eval_config=eval_config),
+        eval_config=eval_config, data_location=data_path, output_path=output_path)
+    return Evaluation(uri=output_path, scans=scans)
+
+
+@pytest.fixture(scope="session")
+def gate_results_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    blessing = tmp_path_factory.mktemp("blessing")
+    (blessing / GATE_RESULTS_FILE).write_text(json.dumps(GATES))
+    return str(blessing / GATE_RESULTS_FILE)
+
+
+@pytest.fixture(scope="session")
+def report(evaluation: Evaluation, gate_results_path: str, tmp_path_factory: pytest.TempPathFactory) -> ReportFiles:
+    return write_report(evaluation.uri, str(tmp_path_factory.mktemp("report")), gate_results_path,
+                        min_examples=MIN_EXAMPLES)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    """Headless Chromium; installed through the project script when missing (the rendering check never skips)."""
+    if not CHROMIUM.exists():
+        subprocess.run(["sh", str(REPO_ROOT / "scripts" / "ensure_chromium.sh")], check=True, timeout=900)
+    assert CHROMIUM.exists(), "scripts/ensure_chromium.sh did not install /usr/bin/chromium"
+    return CHROMIUM
+
+
+class _PageParser(HTMLParser):
+    """Collects <img src> values and the cell texts of every <table id=...>."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[str] = []
+        self.tables: dict[str, list[list[str]]] = {}
+        self._table: str | None = None
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        attributes = dict(attrs)
+        if tag == "img":
+            self.images.append(attributes["src"])
+        elif tag == "table" and attributes.get("id"):
+            self._table = attributes["id"]
+            self.tables[self._table] = []
+        elif tag == "tr" and self._table:
+            self.tables[self._table].append([])
+        elif tag in ("td", "th") and self._table:
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._table and self._cell is not None:
+            self.tables[self._table][-1].append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "table":
+            self._table = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def _parse_page(html_path: str) -> _PageParser:
+    parser = _PageParser()
+    parser.feed(Path(html_path).read_text(encoding="utf-8"))
+    return parser
+
+
+def _table_rows(parser: _PageParser, table_id: str) -> list[dict[str, str]]:
+    header, *rows = parser.tables[table_id]
+    return [dict(zip(header, row)) for row in rows]
+
+
+def _tfma_metrics(evaluation_uri: str, output: str) -> dict[str, dict]:
+    """TFMA's own view of the metrics (EvalResult), keyed by the report's slice label."""
+    result = tfma.load_eval_result(evaluation_uri)
+    by_label = {}
+    for slice_key, _ in result.slicing_metrics:
+        label = " & ".join(f"{column}={value}" for column, value in slice_key) or "Overall"
+        by_label[label] = result.get_metrics_for_slice(slice_name=slice_key, output_name=output)
+    return by_label
+
+
+def _tfma_double(metrics: dict, name: str) -> float:
+    value = metrics[name]
+    return value["doubleValue"] if "doubleValue" in value else value["boundedValue"]["value"]
+
+
+def test_report_writes_page_and_every_image_is_a_png(report: ReportFiles) -> None:
+    page = _parse_page(report.html)
+    assert sorted(page.images) == sorted(["roc_by_dataset.png", "auc_by_slice.png", "fairness_by_density.png"])
+    for source in page.images:
+        path = Path(report.html).parent / source  # relative to the page, as a browser resolves it
+        assert str(path) == report.plots[source]
+        with Image.open(path) as image:
+            image.verify()
+        with Image.open(path) as image:
+            assert image.format == "PNG"
+            assert image.width >= 400 and image.height >= 300
+            pixels = np.asarray(image.convert("L"), dtype=float)
+        assert pixels.std() > 5.0, f"{source} looks blank"
+
+
+def test_metric_table_holds_tfma_auc_and_counts(report: ReportFiles, evaluation: Evaluation) -> None:
+    rows = {row["Slice"]: row for row in _table_rows(_parse_page(report.html), METRIC_TABLE_ID)}
+    scans = evaluation.scans
+    assert rows["Overall"]["n"] == str(len(scans))
+    assert rows["Overall"]["Positives"] == str(int(scans["label"].sum()))
+    for dataset, size in DATASET_SIZES.items():
+        assert rows[f"dataset={dataset}"]["n"] == str(size)
+    cross = scans[(scans["dataset"] == "cbis-ddsm") & (scans["density"] == 2)]
+    assert rows["dataset=cbis-ddsm & density=2"]["n"] == str(len(cross))
+
+    for output, column in (("probability", "AUC flip (TTA)"), ("probability_single", "AUC single")):
+        tfma_metrics = _tfma_metrics(evaluation.uri, output)
+        for label in ("Overall", "dataset=cbis-ddsm", "dataset=inbreast", "view=CC", "density=3"):
+            cell = rows[label][column]
+            assert cell.startswith(f"{_tfma_double(tfma_metrics[label], 'auc'):.3f} ["), (label, cell)
+            lower, upper = (float(bound) for bound in cell.split("[")[1].rstrip("]").split(","))
+            assert lower < float(cell.split()[0]) < upper  # the confidence interval brackets the value
+    # AUC differs between the outputs (the single output has extra noise), so the columns are not swapped.
+    assert rows["Overall"]["AUC flip (TTA)"] != rows["Overall"]["AUC single"]
+    sens_column = "Sens@Spec flip (TTA)"
+    expected = _tfma_double(_tfma_metrics(evaluation.uri, "probability")["Overall"], "sensitivity_at_specificity")
+    assert rows["Overall"][sens_column].startswith(f"{expected:.3f}")
+
+
+def test_one_class_and_tiny_slices_read_insufficient_not_tfma_zero(report: ReportFiles,
+                                                                   evaluation: Evaluation) -> None:
+    rows = {row["Slice"]: row for row in _table_rows(_parse_page(report.html), METRIC_TABLE_ID)}
+    tfma_auc = _tfma_double(_tfma_metrics(evaluation.uri, "probability")["dataset=mias"], "auc")
+    assert tfma_auc == 0.0  # what the report must not show as a result
+    assert rows["dataset=mias"]["AUC flip (TTA)"] == "insufficient"
+    assert rows["dataset=mias"]["AUC single"] == "insufficient"
+    assert rows["dataset=mias"]["Note"] == "one class only"
+    assert rows["dataset=folder"]["AUC flip (TTA)"] == "insufficient"
+    assert rows["dataset=folder"]["Note"] == f"{DATASET_SIZES['folder']} examples < {MIN_EXAMPLES}"
+    assert rows["dataset=inbreast"]["AUC flip (TTA)"] != "insufficient"
+
+
+def test_fairness_rates_per_density_match_counts_from_the_scores(report: ReportFiles,
+                                                                 evaluation: Evaluation) -> None:
+    rows = _table_rows(_parse_page(report.html), FAIRNESS_TABLE_ID)
+    assert len(rows) == 5 * len(THRESHOLDS)
+    scans = evaluation.scans
+    for row in rows:
+        density = int(row["Slice"].split("=")[1])
+        threshold = float(row["Threshold"])
+        group = scans[scans["density"] == density]
+        for score_column, suffix in (("score", "flip (TTA)"), ("score_single", "single")):
+            flagged = group[score_column] > threshold
+            positives, negatives = group["label"] == 1, group["label"] == 0
+            fp, fn = int((flagged & negatives).sum()), int((~flagged & positives).sum())
+            assert row[f"FPR {suffix}"] == f"{fp / negatives.sum():.3f} ({fp}/{negatives.sum()})"
+            assert row[f"FNR {suffix}"] == f"{fn / positives.sum():.3f} ({fn}/{positives.sum()})"
+
+
+def test_gate_results_are_listed_and_summarised_per_slice(report: ReportFiles) -> None:
+    page = _parse_page(report.html)
+    gates = _table_rows(page, GATE_TABLE_ID)
+    assert [(gate["Gate"], gate["Status"]) for gate in gates] == [(g["gate"], g["status"]) for g in GATES]
+    assert gates[1]["Slice"] == "dataset=inbreast" and gates[1]["Value"] == "0.700" and gates[1]["Bound"] == "0.900"
+    metric_rows = {row["Slice"]: row for row in _table_rows(page, METRIC_TABLE_ID)}
+    assert metric_rows["Overall"]["Gate"] == "passed"
+    assert metric_rows["dataset=inbreast"]["Gate"] == "failed"
+    assert metric_rows["dataset=mias"]["Gate"] == "insufficient"
+    assert metric_rows["dataset=cbis-ddsm"]["Gate"] == ""
+
+
+def test_console_summary_lists_slices_with_both_aucs_and_gate(report: ReportFiles) -> None:
+    summary = format_console_summary(report.tables, report.gates)
+    lines = summary.splitlines()
+    assert lines[0].split() == ["slice", "n", "AUC", "flip", "(TTA)", "AUC", "single", "gate"]
+    by_slice = {line.split()[0]: line.split() for line in lines[2:]}
+    overall = report.tables.metrics.query("slice == 'Overall' and metric == 'auc'").set_index("output")["value"]
+    assert by_slice["Overall"] == ["Overall", str(sum(DATASET_SIZES.values())),
+                                   f"{overall['probability']:.3f}", f"{overall['probability_single']:.3f}", "passed"]
+    assert by_slice["dataset=mias"][2:] == ["insufficient", "insufficient", "insufficient"]
+    assert by_slice["dataset=inbreast"][-1] == "failed"
+    assert not any("&" in line for line in lines)  # crosses only on request
+    assert any("&" in line for line in format_console_summary(report.tables, include_crosses=True).splitlines())
+
+
+def test_report_from_artifacts_reads_gates_from_the_blessing(evaluation: Evaluation, gate_results_path: str,
+                                                             tmp_path: Path) -> None:
+    files = write_report_from_artifacts(evaluation.uri, str(tmp_path / "with_gates"),
+                                        blessing_uri=str(Path(gate_results_path).parent))
+    assert [gate.status for gate in files.gates] == [gate["status"] for gate in GATES]
+    without = write_report_from_artifacts(evaluation.uri, str(tmp_path / "without_gates"),
+                                          blessing_uri=str(tmp_path))  # a blessing without gate_results.json
+    assert without.gates == ()
+    assert GATE_TABLE_ID not in _parse_page(without.html).tables
+    assert "No gate results were given." in Path(without.html).read_text(encoding="utf-8")
+
+
+def _chromium_command(chromium: Path, profile_dir: Path, *arguments: str) -> list[str]:
+    return [str(chromium), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            f"--user-data-dir={profile_dir}", *arguments]
+
+
+def test_report_renders_in_headless_chromium(report: ReportFiles, chromium: Path, tmp_path: Path) -> None:
+    page = Path(report.html)
+    screenshot = tmp_path / "report.png"
+    subprocess.run(_chromium_command(chromium, tmp_path / "profile-shot", f"--screenshot={screenshot}",
+                                     "--window-size=1280,2000", page.as_uri()),
+                   check=True, timeout=120, capture_output=True)
+    with Image.open(screenshot) as image:
+        pixels = np.asarray(image.convert("L"), dtype=float)
+    assert pixels.shape == (2000, 1280)
+    assert pixels.std() > 20.0, "the screenshot is (nearly) blank"
+
+    # The same page plus a script that records each image's decoded width once everything has loaded;
+    # written next to report.html so that the relative image paths resolve exactly as for the report.
+    probe = page.with_name("report_probe.html")
+    marker = ("<script>window.addEventListener('load', function () {"
+              "for (const img of document.images) img.setAttribute('data-natural-width', img.naturalWidth);"
+              "document.body.setAttribute('data-loaded', 'yes');});</script></body>")
+    probe.write_text(page.read_text(encoding="utf-8").replace("</body>", marker), encoding="utf-8")
+    dom = subprocess.run(_chromium_command(chromium, tmp_path / "profile-dom", "--virtual-time-budget=10000",
+                                           "--dump-dom", probe.as_uri()),
+                         check=True, timeout=120, capture_output=True, text=True).stdout
+    probe.unlink()
+    assert 'data-loaded="yes"' in dom
+    widths = [int(part.split('"')[0]) for part in dom.split('data-natural-width="')[1:]]
+    assert len(widths) == len(report.plots) == 3
+    assert all(width > 0 for width in widths), f"broken image(s) in the rendered page: {widths}"
