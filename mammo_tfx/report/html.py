@@ -30,6 +30,7 @@ _TEMPLATE = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined
   .status-failed { color: #b00020; font-weight: bold; } .status-passed { color: #1b7a1b; }
   .note { color: #666; font-size: 0.85em; }
   img { max-width: 100%; border: 1px solid #ddd; margin: 6px 0; }
+  .scroll { overflow-x: auto; }
 </style>
 </head>
 <body>
@@ -46,18 +47,20 @@ _TEMPLATE = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined
 {% if gate_table_html %}{{ gate_table_html }}{% else %}<p class="note">{{ gate_note }}</p>{% endif %}
 
 <h2>Metrics per slice</h2>
-<p class="note">Values with [confidence interval] when TFMA computed one. A slice with fewer than
+<p class="note">Values with [confidence interval] when TFMA computed one (shown as computed, so a
+jackknife interval may reach past 0 or 1). A slice with fewer than
 {{ min_examples }} examples or fewer than {{ min_per_class }} positives or negatives reads "insufficient".</p>
-{{ metric_table_html }}
+<div class="scroll">{{ metric_table_html }}</div>
 
 {% for figure in figures %}
 <h2>{{ figure.title }}</h2>
-{% if figure.src %}<img src="{{ figure.src }}" alt="{{ figure.title }}">{% else %}<p class="note">{{ figure.missing }}</p>{% endif %}
+{% if figure.src %}<img src="{{ figure.src }}" alt="{{ figure.title }}">
+{% else %}<p class="note">{{ figure.missing }}</p>{% endif %}
 {% endfor %}
 
 <h2>Fairness rates per density group</h2>
-{% if fairness_table_html %}{{ fairness_table_html }}{% else %}<p class="note">No density slices with
-ConfusionMatrixAtThresholds in this evaluation.</p>{% endif %}
+{% if fairness_table_html %}<div class="scroll">{{ fairness_table_html }}</div>
+{% else %}<p class="note">No density slices with ConfusionMatrixAtThresholds in this evaluation.</p>{% endif %}
 </body>
 </html>
 """)

@@ -78,9 +78,9 @@ def fairness_table(tables: EvaluationTables, column: str = "density") -> pd.Data
                 found = selected[(selected["threshold"] == threshold) & (selected["output"] == output)]
                 if found.empty:
                     continue
-                counts = found.iloc[0]
-                row[f"FPR {output_label(output)}"] = _rate_cell(counts["fpr"], counts["fp"], counts["fp"] + counts["tn"])
-                row[f"FNR {output_label(output)}"] = _rate_cell(counts["fnr"], counts["fn"], counts["fn"] + counts["tp"])
+                c = found.iloc[0]
+                row[f"FPR {output_label(output)}"] = _rate_cell(c["fpr"], c["fp"], c["fp"] + c["tn"])
+                row[f"FNR {output_label(output)}"] = _rate_cell(c["fnr"], c["fn"], c["fn"] + c["tp"])
             rows.append(row)
     return pd.DataFrame(rows)
 
