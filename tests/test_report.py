@@ -24,6 +24,7 @@ from PIL import Image
 
 from mammo_tfx.report import (GATE_RESULTS_FILE, ReportFiles, format_console_summary, write_report,
                               write_report_from_artifacts)
+from mammo_tfx.report.evaluation import roc_from_calibration_histogram
 from mammo_tfx.report.html import FAIRNESS_TABLE_ID, GATE_TABLE_ID, METRIC_TABLE_ID
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +32,6 @@ CHROMIUM = Path("/usr/bin/chromium")
 THRESHOLDS = (0.25, 0.5, 0.75)
 # Scans per dataset: MIAS gets only normals (a one-class slice), "folder" too few scans for an AUC.
 DATASET_SIZES = {"cbis-ddsm": 130, "inbreast": 110, "mias": 50, "folder": 8}
-MIN_EXAMPLES = 20
 
 EVAL_CONFIG = """
 model_specs { signature_name: "serving_examples" label_key: "label" model_type: "tf_generic" }
@@ -47,6 +47,7 @@ metrics_specs {
   metrics { class_name: "MissRate" config: '"thresholds": [0.25, 0.5, 0.75]' }
   metrics { class_name: "ConfusionMatrixAtThresholds" config: '"thresholds": [0.25, 0.5, 0.75]' }
   metrics { class_name: "ConfusionMatrixPlot" config: '"num_thresholds": 100' }
+  metrics { class_name: "CalibrationPlot" config: '"num_buckets": 100' }
 }
 slicing_specs {}
 slicing_specs { feature_keys: ["dataset"] }
@@ -61,13 +62,32 @@ options {
 }
 """
 
-GATES = [
-    {"gate": "auc_overall", "slice": "", "value": 0.8, "bound": 0.75, "status": "passed", "reason": ""},
-    {"gate": "auc_per_dataset", "slice": {"dataset": "inbreast"}, "value": 0.7, "bound": 0.9,
-     "status": "failed", "reason": "AUC below bound"},
-    {"gate": "auc_per_dataset", "slice": "dataset:mias", "value": None, "bound": 0.7,
-     "status": "insufficient", "reason": "one class only"},
-]
+GATE_SLICE_RULE = {"min_slice_size": 20, "min_examples_per_class": 2}
+
+
+def _gate(name: str, slice_: str, value: float | None, bound: float, status: str, blocks: bool, detail: str) -> dict:
+    # The fields the ModelGate writes for every gate (components/model_gate/executor.py GateResult).
+    return {"name": name, "output": "probability", "slice": slice_, "metric": "auc", "value": value,
+            "bound": bound, "status": status, "blocks_blessing": blocks, "detail": detail,
+            "confidence_interval": None, "margin": None if value is None else value - bound,
+            "example_count": None, "positives": None, "negatives": None}
+
+
+GATE_DOCUMENT = {
+    "blessed": False,
+    "reasons": ["dataset_auc[inbreast]: failed - AUC below bound"],
+    "settings": {**GATE_SLICE_RULE, "gated_output": "probability", "min_overall_auc": 0.75},
+    "evaluation_uri": "unused-by-the-report",
+    "baseline_evaluated": False,
+    "gates": [
+        _gate("overall_auc", "Overall", 0.8, 0.75, "passed", False, "AUC above bound"),
+        _gate("dataset_auc[inbreast]", "dataset=inbreast", 0.7, 0.9, "failed", True, "AUC below bound"),
+        _gate("dataset_auc[mias]", "dataset=mias", None, 0.7, "insufficient", False, "one class only"),
+        _gate("cross_auc", "density=2, dataset=inbreast", 0.95, 0.5, "passed", False, ""),
+    ],
+}
+GATES = GATE_DOCUMENT["gates"]
+MIN_EXAMPLES = GATE_SLICE_RULE["min_slice_size"]
 
 
 @dataclass(frozen=True)
@@ -149,14 +169,14 @@ def evaluation(tmp_path_factory: pytest.TempPathFactory) -> Evaluation:
 @pytest.fixture(scope="session")
 def gate_results_path(tmp_path_factory: pytest.TempPathFactory) -> str:
     blessing = tmp_path_factory.mktemp("blessing")
-    (blessing / GATE_RESULTS_FILE).write_text(json.dumps(GATES))
+    (blessing / GATE_RESULTS_FILE).write_text(json.dumps(GATE_DOCUMENT, indent=2))
     return str(blessing / GATE_RESULTS_FILE)
 
 
 @pytest.fixture(scope="session")
 def report(evaluation: Evaluation, gate_results_path: str, tmp_path_factory: pytest.TempPathFactory) -> ReportFiles:
-    return write_report(evaluation.uri, str(tmp_path_factory.mktemp("report")), gate_results_path,
-                        min_examples=MIN_EXAMPLES)
+    # No explicit slice-size rule: the report must take the gate's (min_slice_size 20, 2 per class).
+    return write_report(evaluation.uri, str(tmp_path_factory.mktemp("report")), gate_results_path)
 
 
 @pytest.fixture(scope="session")
@@ -300,27 +320,35 @@ def test_fairness_rates_per_density_match_counts_from_the_scores(report: ReportF
 def test_gate_results_are_listed_and_summarised_per_slice(report: ReportFiles) -> None:
     page = _parse_page(report.html)
     gates = _table_rows(page, GATE_TABLE_ID)
-    assert [(gate["Gate"], gate["Status"]) for gate in gates] == [(g["gate"], g["status"]) for g in GATES]
-    assert gates[1]["Slice"] == "dataset=inbreast" and gates[1]["Value"] == "0.700" and gates[1]["Bound"] == "0.900"
+    assert [(gate["Gate"], gate["Status"]) for gate in gates] == [(g["name"], g["status"]) for g in GATES]
+    assert gates[1] == {"Gate": "dataset_auc[inbreast]", "Output": "probability", "Slice": "dataset=inbreast",
+                        "Metric": "auc", "Value": "0.700", "Bound": "0.900", "Status": "failed",
+                        "Blocks blessing": "yes", "Reason": "AUC below bound"}
+    assert gates[2]["Value"] == "n/a"
+    assert "Gate verdict: <b>NOT blessed</b>" in Path(report.html).read_text(encoding="utf-8")
     metric_rows = {row["Slice"]: row for row in _table_rows(page, METRIC_TABLE_ID)}
     assert metric_rows["Overall"]["Gate"] == "passed"
     assert metric_rows["dataset=inbreast"]["Gate"] == "failed"
     assert metric_rows["dataset=mias"]["Gate"] == "insufficient"
+    assert metric_rows["dataset=inbreast & density=2"]["Gate"] == "passed"  # gate wrote "density=2, dataset=..."
     assert metric_rows["dataset=cbis-ddsm"]["Gate"] == ""
 
 
 def test_console_summary_lists_slices_with_both_aucs_and_gate(report: ReportFiles) -> None:
-    summary = format_console_summary(report.tables, report.gates)
-    lines = summary.splitlines()
+    summary = format_console_summary(report.tables, report.gates, blessed=report.blessed)
+    *lines, verdict = summary.splitlines()
+    assert verdict == "gate verdict: NOT blessed"
     assert lines[0].split() == ["slice", "n", "AUC", "flip", "(TTA)", "AUC", "single", "gate"]
-    by_slice = {line.split()[0]: line.split() for line in lines[2:]}
+    by_slice = {line.split()[0]: line.split() for line in lines[2:] if "&" not in line}
     overall = report.tables.metrics.query("slice == 'Overall' and metric == 'auc'").set_index("output")["value"]
     assert by_slice["Overall"] == ["Overall", str(sum(DATASET_SIZES.values())),
                                    f"{overall['probability']:.3f}", f"{overall['probability_single']:.3f}", "passed"]
     assert by_slice["dataset=mias"][2:] == ["insufficient", "insufficient", "insufficient"]
     assert by_slice["dataset=inbreast"][-1] == "failed"
-    assert not any("&" in line for line in lines)  # crosses only on request
-    assert any("&" in line for line in format_console_summary(report.tables, include_crosses=True).splitlines())
+    # Crosses only on request or when a gate looks at them.
+    assert [line.split()[0:3] for line in lines if "&" in line] == [["dataset=inbreast", "&", "density=2"]]
+    crosses = [line for line in format_console_summary(report.tables, include_crosses=True).splitlines() if "&" in line]
+    assert len(crosses) == len(DATASET_SIZES) * 5
 
 
 def test_report_from_artifacts_reads_gates_from_the_blessing(evaluation: Evaluation, gate_results_path: str,
@@ -330,9 +358,33 @@ def test_report_from_artifacts_reads_gates_from_the_blessing(evaluation: Evaluat
     assert [gate.status for gate in files.gates] == [gate["status"] for gate in GATES]
     without = write_report_from_artifacts(evaluation.uri, str(tmp_path / "without_gates"),
                                           blessing_uri=str(tmp_path))  # a blessing without gate_results.json
-    assert without.gates == ()
+    assert without.gates == () and without.blessed is None
+    # Without the gate's settings the default rule (30 examples, 5 per class) applies.
+    scans = evaluation.scans
+    cross_size = int(((scans["dataset"] == "cbis-ddsm") & (scans["density"] == 2)).sum())
+    assert cross_size < 30
+    assert without.tables.slices.set_index("slice").loc["dataset=cbis-ddsm & density=2", "insufficient_reason"] \
+        == f"{cross_size} examples < 30"
+    assert files.tables.slices.set_index("slice").loc["dataset=cbis-ddsm & density=2", "insufficient_reason"] is None
     assert GATE_TABLE_ID not in _parse_page(without.html).tables
     assert "No gate results were given." in Path(without.html).read_text(encoding="utf-8")
+
+
+def test_roc_from_calibration_histogram_matches_the_scores(evaluation: Evaluation) -> None:
+    """The ROC fallback for evaluations with CalibrationPlot but no ConfusionMatrixPlot."""
+    overall = next(plots for plots in tfma.load_plots(evaluation.uri) if not plots.slice_key.single_slice_keys)
+    (histogram,) = [kv.value.calibration_histogram_buckets.buckets for kv in overall.plot_keys_and_values
+                    if kv.key.output_name == "probability" and kv.value.HasField("calibration_histogram_buckets")]
+    rows = roc_from_calibration_histogram(histogram)
+    scores, labels = evaluation.scans["score"].to_numpy(np.float64), evaluation.scans["label"].to_numpy()
+    assert len(rows) == len(histogram) > 50
+    for row in rows:
+        flagged = scores >= row["threshold"]
+        assert row["tp"] == pytest.approx(np.sum(flagged & (labels == 1)), abs=1e-6)
+        assert row["fp"] == pytest.approx(np.sum(flagged & (labels == 0)), abs=1e-6)
+        assert row["tp"] + row["fn"] == labels.sum() and row["fp"] + row["tn"] == len(labels) - labels.sum()
+        if row["fp"] + row["tn"]:
+            assert row["fpr"] == pytest.approx(row["fp"] / (row["fp"] + row["tn"]))
 
 
 def _chromium_command(chromium: Path, profile_dir: Path, *arguments: str) -> list[str]:

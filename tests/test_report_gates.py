@@ -41,7 +41,7 @@ def test_gate_slice_forms_of_the_overall_slice(overall: object) -> None:
 
 
 def test_unreadable_gate_slice_matches_nothing() -> None:
-    gates = parse_gate_results([_gate("all scans of mias", "failed")])
+    gates = parse_gate_results([_gate("all scans of mias", "failed")]).gates
     assert gates[0].normalised_slice is None
     assert gate_status_for_slice(gates, (("dataset", "mias"),)) is None
 
@@ -50,18 +50,32 @@ def test_slice_status_is_its_most_serious_gate() -> None:
     inbreast = (("dataset", "inbreast"),)
     statuses = ["skipped", "passed", "insufficient", "failed"]
     for count in range(1, len(statuses) + 1):
-        gates = parse_gate_results([_gate("dataset=inbreast", status) for status in statuses[:count]])
+        gates = parse_gate_results([_gate("dataset=inbreast", status) for status in statuses[:count]]).gates
         assert gate_status_for_slice(gates, inbreast) == statuses[count - 1]
     assert gate_status_for_slice(gates, ()) is None
 
 
-def test_gate_document_forms_aliases_and_errors(tmp_path: Path) -> None:
-    document = {"gates": [{"name": "auc_overall", "slice": None, "value": float("nan"), "threshold": 0.75,
-                           "status": "Insufficient", "reason": "no positives"}]}
+def test_gate_document_of_the_model_gate_and_aliases(tmp_path: Path) -> None:
+    document = {"blessed": True, "settings": {"min_slice_size": 40, "min_examples_per_class": 3},
+                "gates": [{"name": "overall_auc", "output": "probability", "slice": "Overall", "metric": "auc",
+                           "value": float("nan"), "bound": 0.75, "status": "Insufficient",
+                           "blocks_blessing": False, "detail": "no positives"}]}
     (tmp_path / GATE_RESULTS_FILE).write_text(json.dumps(document))
-    (gate,) = load_gate_results(str(tmp_path))  # the blessing directory is enough
-    assert (gate.gate, gate.slice, gate.value, gate.bound, gate.status) == \
-        ("auc_overall", "Overall", None, 0.75, "insufficient")
+    report = load_gate_results(str(tmp_path))  # the blessing directory is enough
+    (gate,) = report.gates
+    assert (gate.gate, gate.output, gate.slice, gate.metric, gate.value, gate.bound, gate.status,
+            gate.blocks_blessing, gate.reason) == \
+        ("overall_auc", "probability", "Overall", "auc", None, 0.75, "insufficient", False, "no positives")
+    assert (report.blessed, report.min_examples, report.min_per_class) == (True, 40, 3)
+    # A bare list with the alternative key names: no verdict, no settings.
+    bare = parse_gate_results([{"gate": "auc", "slice": {"dataset": "mias"}, "threshold": 0.7,
+                                "status": "skipped", "reason": "not evaluated"}])
+    assert (bare.blessed, bare.min_examples, bare.gates[0].bound, bare.gates[0].reason) == \
+        (None, None, 0.7, "not evaluated")
+    assert bare.gates[0].slice == "dataset=mias"
+
+
+def test_gate_document_errors() -> None:
     with pytest.raises(ValueError, match="status"):
         parse_gate_results([_gate("", "blessed")])
     with pytest.raises(ValueError, match="list"):

@@ -1,7 +1,7 @@
 """A short plain-text table for the terminal: slice, n, AUC of both outputs, gate status."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 from mammo_tfx.report.evaluation import EvaluationTables
 from mammo_tfx.report.gates import GateResult, gate_status_for_slice
@@ -18,8 +18,11 @@ def _auc_cell(auc_by_key: dict, key: tuple, output: str, insufficient: bool) -> 
 
 
 def format_console_summary(tables: EvaluationTables, gates: Sequence[GateResult] = (),
-                           include_crosses: bool = False) -> str:
-    """Plain-text table of the slices; feature crosses only with include_crosses or when a gate names them."""
+                           include_crosses: bool = False, blessed: Optional[bool] = None) -> str:
+    """Plain-text table of the slices; feature crosses only with include_crosses or when a gate names them.
+
+    With `blessed` (ReportFiles.blessed) a last line states the gate's verdict.
+    """
     outputs = [output for output in CONSOLE_OUTPUTS if output in tables.outputs] or list(tables.outputs[:2])
     auc_by_key = {(row.slice_key, row.output): row.value
                   for row in tables.metrics.itertuples(index=False) if row.metric == "auc"}
@@ -42,4 +45,5 @@ def format_console_summary(tables: EvaluationTables, gates: Sequence[GateResult]
         return "  ".join(parts).rstrip()
 
     rule = "  ".join("-" * width for width in widths)
-    return "\n".join([render(header), rule] + [render(cells) for cells in lines])
+    verdict = [] if blessed is None else [f"gate verdict: {'blessed' if blessed else 'NOT blessed'}"]
+    return "\n".join([render(header), rule] + [render(cells) for cells in lines] + verdict)

@@ -5,7 +5,7 @@ What the report needs from the EvalConfig (per output, i.e. with `output_names: 
     `options.compute_confidence_intervals` is on);
   * `ConfusionMatrixAtThresholds` with `"thresholds": [...]` -> FPR/FNR per threshold and each slice's class
     counts (which decide "insufficient");
-  * `ConfusionMatrixPlot` -> the ROC curves.
+  * `ConfusionMatrixPlot` or, failing that, `CalibrationPlot` (its prediction histogram) -> the ROC curves.
 """
 from __future__ import annotations
 
@@ -35,10 +35,14 @@ SLICE_TABLE_COLUMNS = ["slice_key", "slice", "columns", "examples", "positives",
 
 @dataclass(frozen=True)
 class SufficiencyRule:
-    """When a slice is too small to report AUC-type metrics (TFMA writes AUC 0.0 for a one-class slice)."""
+    """When a slice is too small to report AUC-type metrics (TFMA writes AUC 0.0 for a one-class slice).
 
-    min_examples: int = 20
-    min_per_class: int = 2
+    The defaults are the ModelGate's (min_slice_size, min_examples_per_class); write_report takes the values
+    from the gate results when it has them, so the report and the gate call the same slices insufficient.
+    """
+
+    min_examples: int = 30
+    min_per_class: int = 5
 
     def insufficient_reason(self, examples: Optional[float], positives: Optional[float],
                             negatives: Optional[float]) -> Optional[str]:
@@ -108,6 +112,26 @@ def _count_rows(matrices: Iterable) -> list[dict]:
     return rows
 
 
+def roc_from_calibration_histogram(buckets: Iterable) -> list[dict]:
+    """Confusion counts at every bucket's lower bound ("prediction >= bound" is positive) of a CalibrationPlot.
+
+    The histogram holds, per prediction bucket, the example count and the label sum, so the counts above each
+    bound are suffix sums; with unweighted 0/1 labels they are exact at the bucket bounds.
+    """
+    ordered = sorted(buckets, key=lambda bucket: bucket.lower_threshold_inclusive)
+    positives = [bucket.total_weighted_label.value for bucket in ordered]
+    examples = [bucket.num_weighted_examples.value for bucket in ordered]
+    total_positives, total_negatives = sum(positives), sum(examples) - sum(positives)
+    rows, tp, fp = [], 0.0, 0.0
+    for bucket, bucket_positives, bucket_examples in zip(reversed(ordered), reversed(positives), reversed(examples)):
+        tp += bucket_positives
+        fp += bucket_examples - bucket_positives
+        tn, fn = total_negatives - fp, total_positives - tp
+        rows.append({"threshold": bucket.lower_threshold_inclusive, "tp": tp, "fp": fp, "tn": tn, "fn": fn,
+                     "fpr": _ratio(fp, fp + tn), "fnr": _ratio(fn, fn + tp), "tpr": _ratio(tp, tp + fn)})
+    return rows[::-1]
+
+
 def _candidate_model_names(evaluation_uri: str) -> Optional[set[str]]:
     """Names of the non-baseline model specs in the saved EvalConfig; None when there is no config file."""
     if not tf.io.gfile.glob(os.path.join(evaluation_uri, "eval_config*")):
@@ -123,7 +147,10 @@ def _choose_model(seen: set[str], candidates: Optional[set[str]], requested: Opt
         if requested not in seen:
             raise ValueError(f"model {requested!r} not in this evaluation (has {sorted(seen)})")
         return requested
-    eligible = seen & candidates if candidates is not None else seen - {BASELINE_MODEL_NAME}
+    eligible = seen & candidates if candidates is not None else set()
+    if not eligible:
+        # No config, or its spec names do not appear in the keys (a single-model run may write them unnamed).
+        eligible = seen - {BASELINE_MODEL_NAME}
     if len(eligible) != 1:
         raise ValueError(f"cannot tell which model to report among {sorted(seen)}; pass model_name")
     return next(iter(eligible))
@@ -188,6 +215,7 @@ def _read_metrics(evaluation_uri: str, requested_model: Optional[str]):
 
 
 def _read_roc(evaluation_uri: str, model_name: str) -> list[dict]:
+    """ROC counts per slice and output from ConfusionMatrixPlot, else from CalibrationPlot's histogram."""
     curves: dict = {}
     for record in tfma.load_plots(evaluation_uri):
         if record.HasField("cross_slice_key"):
@@ -197,17 +225,21 @@ def _read_roc(evaluation_uri: str, model_name: str) -> list[dict]:
             key = kv.key
             if key.model_name != model_name or key.HasField("sub_key"):
                 continue
-            if not kv.value.HasField("confusion_matrix_at_thresholds"):
+            if kv.value.HasField("confusion_matrix_at_thresholds"):
+                matrices = kv.value.confusion_matrix_at_thresholds.matrices
+                source, rows = 0, _count_rows(matrices)
+            elif kv.value.HasField("calibration_histogram_buckets"):
+                source, rows = 1, roc_from_calibration_histogram(kv.value.calibration_histogram_buckets.buckets)
+            else:
                 continue
-            matrices = kv.value.confusion_matrix_at_thresholds.matrices
             group = (key_tuple, key.output_name)
-            # Several confusion-matrix plots of one output: unweighted first, then the finest (most thresholds).
-            rank = (_is_weighted(key), -len(matrices))
+            # Several plots of one output: a confusion-matrix plot first, unweighted first, then the finest.
+            rank = (source, _is_weighted(key), -len(rows))
             if group not in curves or rank < curves[group][0]:
-                curves[group] = (rank, matrices)
+                curves[group] = (rank, rows)
     return [
         {"slice_key": s, "slice": slice_label(s), "output": o, **row}
-        for (s, o), (_, matrices) in curves.items() for row in _count_rows(matrices)
+        for (s, o), (_, rows) in curves.items() for row in rows
     ]
 
 

@@ -1,4 +1,9 @@
-"""Reads the model gate's `gate_results.json` (written into the ModelBlessing artifact) for the report."""
+"""Reads the ModelGate's `gate_results.json` (written into its ModelBlessing artifact) for the report.
+
+The file is an object: `blessed`, `reasons`, `settings` (min_slice_size, min_examples_per_class, ...) and
+`gates`, a list of {name, output, slice, metric, value, bound, status, blocks_blessing, detail, ...}; `slice`
+reads like "dataset=inbreast" or "density=2, dataset=inbreast". A bare list of gates is accepted too.
+"""
 from __future__ import annotations
 
 import json
@@ -26,6 +31,19 @@ class GateResult:
     status: str  # one of GATE_STATUSES
     reason: str
     normalised_slice: Optional[tuple[tuple[str, str], ...]]  # None when the slice text is not column=value pairs
+    output: str = ""
+    metric: str = ""
+    blocks_blessing: Optional[bool] = None
+
+
+@dataclass(frozen=True)
+class GateReport:
+    """All gates plus the gate's verdict and the slice-size rule it applied (None when the file lacks them)."""
+
+    gates: tuple[GateResult, ...]
+    blessed: Optional[bool] = None
+    min_examples: Optional[int] = None
+    min_per_class: Optional[int] = None
 
 
 def _number(raw: object) -> Optional[float]:
@@ -57,8 +75,13 @@ def _entries(document: object) -> list:
     raise ValueError("gate results must be a JSON list of gates or an object with a 'gates' list")
 
 
-def parse_gate_results(document: object) -> list[GateResult]:
-    """Gate entries with keys gate (or name), slice, value, bound (or threshold), status, reason."""
+def _optional_int(raw: object) -> Optional[int]:
+    number = _number(raw)
+    return None if number is None else int(number)
+
+
+def parse_gate_results(document: object) -> GateReport:
+    """Gate entries with keys name (or gate), slice, value, bound (or threshold), status, detail (or reason)."""
     results = []
     for index, entry in enumerate(_entries(document)):
         if not isinstance(entry, Mapping):
@@ -67,19 +90,31 @@ def parse_gate_results(document: object) -> list[GateResult]:
         if status not in GATE_STATUSES:
             raise ValueError(f"gate entry {index}: status {entry.get('status')!r} not one of {GATE_STATUSES}")
         raw_slice = entry.get("slice")
+        blocks = entry.get("blocks_blessing")
         results.append(GateResult(
-            gate=str(entry.get("gate", entry.get("name", f"gate {index + 1}"))),
+            gate=str(entry.get("name", entry.get("gate", f"gate {index + 1}"))),
             slice=_slice_text(raw_slice),
             value=_number(entry.get("value")),
             bound=_number(entry.get("bound", entry.get("threshold"))),
             status=status,
-            reason=str(entry.get("reason") or ""),
+            reason=str(entry.get("detail") or entry.get("reason") or ""),
             normalised_slice=normalise_gate_slice(raw_slice),
+            output=str(entry.get("output") or ""),
+            metric=str(entry.get("metric") or ""),
+            blocks_blessing=bool(blocks) if blocks is not None else None,
         ))
-    return results
+    top = document if isinstance(document, Mapping) else {}
+    settings = top.get("settings") if isinstance(top.get("settings"), Mapping) else {}
+    blessed = top.get("blessed")
+    return GateReport(
+        gates=tuple(results),
+        blessed=bool(blessed) if blessed is not None else None,
+        min_examples=_optional_int(settings.get("min_slice_size")),
+        min_per_class=_optional_int(settings.get("min_examples_per_class")),
+    )
 
 
-def load_gate_results(path: str) -> list[GateResult]:
+def load_gate_results(path: str) -> GateReport:
     """Reads gate_results.json; `path` may also be the blessing directory that holds it."""
     if tf.io.gfile.isdir(path):
         path = os.path.join(path, GATE_RESULTS_FILE)

@@ -44,6 +44,7 @@ _TEMPLATE = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined
 </table>
 
 <h2>Gate results</h2>
+{% if gate_verdict %}<p>Gate verdict: <b>{{ gate_verdict }}</b></p>{% endif %}
 {% if gate_table_html %}{{ gate_table_html }}{% else %}<p class="note">{{ gate_note }}</p>{% endif %}
 
 <h2>Metrics per slice</h2>
@@ -93,7 +94,8 @@ def validation_text(validation: Optional[ValidationSummary]) -> str:
 def render_report_html(*, evaluation_uri: str, model_name: str, outputs: Sequence[str],
                        validation: Optional[ValidationSummary], gate_table: Optional[pd.DataFrame],
                        metric_table: pd.DataFrame, fairness_table: pd.DataFrame,
-                       figures: Sequence[Mapping[str, Optional[str]]], min_examples: int, min_per_class: int) -> str:
+                       figures: Sequence[Mapping[str, Optional[str]]], min_examples: int, min_per_class: int,
+                       blessed: Optional[bool] = None) -> str:
     """`figures`: dicts with `title`, `src` (relative PNG path, or None) and `missing` (why it is absent)."""
     gate_html = _table_html(gate_table, GATE_TABLE_ID) if gate_table is not None else None
     fairness_html = _table_html(fairness_table, FAIRNESS_TABLE_ID)
@@ -105,6 +107,7 @@ def render_report_html(*, evaluation_uri: str, model_name: str, outputs: Sequenc
         validation_text=validation_text(validation),
         generated=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         gate_table_html=Markup(_status_classes(gate_html)) if gate_html else None,
+        gate_verdict=None if blessed is None else ("blessed" if blessed else "NOT blessed"),
         gate_note="No gate results were given." if gate_table is None else "The gate results list no gates.",
         metric_table_html=Markup(_table_html(metric_table, METRIC_TABLE_ID) or "<p>No metrics.</p>"),
         fairness_table_html=Markup(fairness_html) if fairness_html else None,

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from mammo_tfx.report import plots
 from mammo_tfx.report.evaluation import EvaluationTables, SufficiencyRule, load_evaluation
-from mammo_tfx.report.gates import GATE_RESULTS_FILE, GateResult, load_gate_results
+from mammo_tfx.report.gates import GATE_RESULTS_FILE, GateReport, GateResult, load_gate_results
 from mammo_tfx.report.html import render_report_html
 from mammo_tfx.report.summary import fairness_table, gate_table, slice_metric_table
 
@@ -33,6 +33,7 @@ class ReportFiles:
     plots: dict[str, str]  # PNG file name -> full path, only the figures that had data
     tables: EvaluationTables
     gates: tuple[GateResult, ...] = field(default_factory=tuple)
+    blessed: Optional[bool] = None  # the gate's verdict, when gate results were given
 
 
 def _write_bytes(path: str, data: bytes) -> None:
@@ -40,19 +41,32 @@ def _write_bytes(path: str, data: bytes) -> None:
         handle.write(data)
 
 
+def _sufficiency_rule(gate_report: Optional[GateReport], min_examples: Optional[int],
+                      min_per_class: Optional[int]) -> SufficiencyRule:
+    """Explicit values first, then the gate's own settings, then the defaults (which equal the gate's)."""
+    defaults = SufficiencyRule()
+    gate_examples = gate_report.min_examples if gate_report else None
+    gate_per_class = gate_report.min_per_class if gate_report else None
+    return SufficiencyRule(
+        min_examples=next(v for v in (min_examples, gate_examples, defaults.min_examples) if v is not None),
+        min_per_class=next(v for v in (min_per_class, gate_per_class, defaults.min_per_class) if v is not None),
+    )
+
+
 def write_report(evaluation_uri: str, out_dir: str, gate_results_path: Optional[str] = None, *,
-                 min_examples: int = SufficiencyRule.min_examples,
-                 min_per_class: int = SufficiencyRule.min_per_class,
+                 min_examples: Optional[int] = None, min_per_class: Optional[int] = None,
                  model_name: Optional[str] = None) -> ReportFiles:
     """Writes out_dir/report.html and the PNGs it shows (by relative path); out_dir may be local or gs://.
 
     evaluation_uri: the Evaluator's ModelEvaluation artifact URI (a TFMA output directory).
     gate_results_path: the gate component's gate_results.json, or the blessing directory holding it.
+    min_examples / min_per_class: when a slice reads "insufficient"; by default the gate's settings.
     model_name: only needed when the evaluation holds several non-baseline models.
     """
-    rule = SufficiencyRule(min_examples=min_examples, min_per_class=min_per_class)
+    gate_report = load_gate_results(gate_results_path) if gate_results_path else None
+    rule = _sufficiency_rule(gate_report, min_examples, min_per_class)
     tables = load_evaluation(evaluation_uri, model_name=model_name, rule=rule)
-    gates = tuple(load_gate_results(gate_results_path)) if gate_results_path else ()
+    gates = gate_report.gates if gate_report else ()
     tf.io.gfile.makedirs(out_dir)
     written: dict[str, str] = {}
     figures = []
@@ -71,12 +85,14 @@ def write_report(evaluation_uri: str, out_dir: str, gate_results_path: Optional[
         metric_table=slice_metric_table(tables, gates),
         fairness_table=fairness_table(tables),
         figures=figures,
-        min_examples=min_examples,
-        min_per_class=min_per_class,
+        min_examples=rule.min_examples,
+        min_per_class=rule.min_per_class,
+        blessed=gate_report.blessed if gate_report else None,
     )
     html_path = os.path.join(out_dir, REPORT_HTML)
     _write_bytes(html_path, page.encode("utf-8"))
-    return ReportFiles(html=html_path, plots=written, tables=tables, gates=gates)
+    return ReportFiles(html=html_path, plots=written, tables=tables, gates=gates,
+                       blessed=gate_report.blessed if gate_report else None)
 
 
 def write_report_from_artifacts(evaluation_uri: str, out_dir: str,

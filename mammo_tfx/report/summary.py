@@ -86,8 +86,12 @@ def fairness_table(tables: EvaluationTables, column: str = "density") -> pd.Data
 
 
 def gate_table(gates: Sequence[GateResult]) -> pd.DataFrame:
+    def blocks(gate: GateResult) -> str:
+        return "" if gate.blocks_blessing is None else ("yes" if gate.blocks_blessing else "no")
+
     return pd.DataFrame([
-        {"Gate": gate.gate, SLICE_COLUMN: gate.slice, "Value": format_number(gate.value),
-         "Bound": format_number(gate.bound), "Status": gate.status, "Reason": gate.reason}
+        {"Gate": gate.gate, "Output": gate.output, SLICE_COLUMN: gate.slice, "Metric": gate.metric,
+         "Value": format_number(gate.value), "Bound": format_number(gate.bound), "Status": gate.status,
+         "Blocks blessing": blocks(gate), "Reason": gate.reason}
         for gate in gates
-    ], columns=["Gate", SLICE_COLUMN, "Value", "Bound", "Status", "Reason"])
+    ], columns=["Gate", "Output", SLICE_COLUMN, "Metric", "Value", "Bound", "Status", "Blocks blessing", "Reason"])
