@@ -179,12 +179,13 @@ def render_markdown(card: Mapping[str, Any]) -> str:
     lines += ["", f"## Evaluation on split `{evaluation['split']}`", "",
               f"Slices with fewer than {settings['min_slice_size']} examples or fewer than "
               f"{settings['min_examples_per_class']} of a class are marked insufficient: their metrics are shown but "
-              "mean little (TFMA reports AUC 0.0 for a one-class slice).", ""]
+              "mean little (TFMA reports AUC 0.0 for a one-class slice); their AUC is in parentheses.", ""]
     lines += _table(
         ["output", "slice", "n", "pos", "neg", "AUC", "AUC 95% CI", "AUC-PR", "sens@spec0.9", "spec@sens0.9",
          "calibration", "judged"],
         [[row["output"], row["slice"], str(row["example_count"]), str(row["positives"]), str(row["negatives"]),
-          _number(row["auc"]),
+          # Parentheses: the AUC of a slice too small or one-class is shown but not to be read as a result.
+          _number(row["auc"]) if row["sufficient"] else f"({_number(row['auc'])})",
           "n/a" if not row["auc_confidence_interval"] else
           f"{row['auc_confidence_interval'][0]:.3f}-{row['auc_confidence_interval'][1]:.3f}",
           _number(row["auc_precision_recall"]), _number(row["sensitivity_at_specificity"]),
