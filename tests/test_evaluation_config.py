@@ -112,3 +112,20 @@ def test_components_are_wired_resolver_evaluator_gate_pusher_card(tmp_path):
 
 def test_serving_dir_defaults_under_the_pipeline_root():
     assert EvaluationConfig(model_name="m").push_base_directory("/runs/root") == "/runs/root/serving/m"
+
+
+def test_evaluation_components_compile_into_a_pipeline_ir(tmp_path):
+    """The TFX compiler accepts the nodes (optional baseline input of the gate, custom ModelCard output type)."""
+    from tfx.dsl.compiler import compiler
+
+    examples = tfx.dsl.Importer(source_uri=str(tmp_path / "examples"),
+                                artifact_type=tfx.types.standard_artifacts.Examples).with_id("examples_importer")
+    model = tfx.dsl.Importer(source_uri=str(tmp_path / "model"),
+                             artifact_type=tfx.types.standard_artifacts.Model).with_id("model_importer")
+    nodes = create_evaluation_components(EvaluationConfig(), examples.outputs["result"], model.outputs["result"],
+                                         pipeline_root=str(tmp_path / "root"), profile={"profile": "test"})
+    ir = compiler.Compiler().compile(tfx.dsl.Pipeline(
+        pipeline_name="evaluation-wiring", pipeline_root=str(tmp_path / "root"),
+        components=[examples, model, *nodes]))
+    assert [node.pipeline_node.node_info.id for node in ir.nodes][-4:] == [
+        "Evaluator", "ModelGate", "Pusher", "ModelCardWriter"]
