@@ -24,11 +24,7 @@ def _configure_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.ERROR, format="%(levelname)s %(message)s")
     from absl import logging as absl_logging
 
-    # absl must create INFO records (the progress lines are made from them); what reaches the console is decided
-    # by the handlers' levels.
-    absl_logging.set_verbosity(absl_logging.INFO)
-    for handler in logging.getLogger().handlers:
-        handler.setLevel(logging.INFO if verbose else logging.ERROR)
+    absl_logging.set_verbosity(absl_logging.INFO if verbose else absl_logging.ERROR)
     # Level 3 also hides the harmless CUDA-plugin registration errors TensorFlow prints on CPU-only machines.
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0" if verbose else "3"
 

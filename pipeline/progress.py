@@ -1,17 +1,15 @@
 """One line per component as a local run goes (start, end, key counts) and a short table at the end.
 
-The LocalDagRunner announces each component through absl logging ("Component X is running." / "... is
-finished.", and the launcher's "A cached execution N is used."). A logging handler turns those records into
-progress lines; the key counts come from what the component published in ML Metadata, so they are the run's own
-record, not a guess from paths.
+A watcher thread polls the run's ML Metadata store: every component execution the runner records (running,
+complete, cached, failed) becomes a progress line, and the key counts come from what the component published
+there. MLMD is the run's own record; log messages are not (libraries inside components change logging levels).
 """
 from __future__ import annotations
 
 import json
-import logging
 import os
-import re
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, TextIO
@@ -20,19 +18,15 @@ import tensorflow as tf
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-_RUNNING = re.compile(r"^Component (\S+) is running\.$")
-_FINISHED = re.compile(r"^Component (\S+) is finished\.$")
-_CACHED = re.compile(r"^A cached execution \d+ is used\.$")
-
-
 @dataclass
 class ComponentRun:
     node_id: str
-    started: float
+    execution_id: int
     seconds: float = 0.0
     cached: bool = False
     summary: str = ""
     done: bool = False
+    failed: bool = False
 
 
 @dataclass
@@ -42,7 +36,7 @@ class RunProgress:
     def table(self) -> str:
         rows = [("component", "status", "seconds", "summary")]
         for run in self.components:
-            status = "cached" if run.cached else ("ran" if run.done else "failed")
+            status = "cached" if run.cached else ("ran" if run.done else ("failed" if run.failed else "stopped"))
             rows.append((run.node_id, status, f"{run.seconds:.0f}", run.summary))
         widths = [max(len(row[i]) for row in rows) for i in range(3)]
         lines = []
@@ -169,31 +163,85 @@ def summarise(metadata_path: str, node_id: str) -> str:
         return f"(summary unavailable: {type(error).__name__})"
 
 
-class ProgressHandler(logging.Handler):
-    """Prints a line when a component starts and when it ends, with its key counts."""
+_Execution = metadata_store_pb2.Execution
+_FINISHED_STATES = {_Execution.COMPLETE: "finished", _Execution.CACHED: "cached", _Execution.FAILED: "FAILED",
+                    _Execution.CANCELED: "cancelled"}
 
-    def __init__(self, metadata_path: str, stream: TextIO = sys.stdout):
-        super().__init__(level=logging.INFO)
+
+class ProgressWatcher:
+    """Polls the MLMD store of a run and prints a line when a component starts and when it ends."""
+
+    def __init__(self, metadata_path: str, stream: TextIO = sys.stdout, interval_s: float = 1.0):
         self.metadata_path = metadata_path
         self.stream = stream
+        self.interval_s = interval_s
         self.progress = RunProgress()
-        self._current: Optional[ComponentRun] = None
+        self._runs: Dict[int, ComponentRun] = {}
+        self._baseline = self._max_execution_id()
+        self._node_type_id: Optional[int] = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="mammo-tfx-progress", daemon=True)
+
+    def _max_execution_id(self) -> int:
+        if not os.path.exists(self.metadata_path):
+            return 0
+        return max((e.id for e in _store(self.metadata_path).get_executions()), default=0)
 
     def _print(self, text: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {text}", file=self.stream, flush=True)
 
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if match := _RUNNING.match(message):
-            self._current = ComponentRun(node_id=match.group(1), started=time.monotonic())
-            self.progress.components.append(self._current)
-            self._print(f"{self._current.node_id}: started")
-        elif _CACHED.match(message) and self._current is not None:
-            self._current.cached = True
-        elif (match := _FINISHED.match(message)) and self._current is not None:
-            run = self._current
-            run.seconds, run.done = time.monotonic() - run.started, True
-            run.summary = summarise(self.metadata_path, run.node_id)
-            status = "cached" if run.cached else f"finished in {run.seconds:.0f} s"
-            self._print(f"{run.node_id}: {status}" + (f" - {run.summary}" if run.summary else ""))
-            self._current = None
+    def poll(self) -> None:
+        if not os.path.exists(self.metadata_path):
+            return
+        store = _store(self.metadata_path)
+        for execution in sorted(store.get_executions(), key=lambda e: e.id):
+            if execution.id <= self._baseline:
+                continue
+            run = self._runs.get(execution.id)
+            if run is None:
+                contexts = [c for c in store.get_contexts_by_execution(execution.id) if c.type_id == self._node_type(store)]
+                if not contexts:
+                    continue
+                run = ComponentRun(node_id=contexts[0].name.split(".")[-1], execution_id=execution.id)
+                self._runs[execution.id] = run
+                self.progress.components.append(run)
+                if execution.last_known_state not in (_Execution.CACHED,):
+                    self._print(f"{run.node_id}: started")
+            state = execution.last_known_state
+            if state in _FINISHED_STATES and not (run.done or run.failed):
+                run.seconds = max(0.0, (execution.last_update_time_since_epoch
+                                        - execution.create_time_since_epoch) / 1000)
+                run.cached = state == _Execution.CACHED
+                run.failed = state in (_Execution.FAILED, _Execution.CANCELED)
+                run.done = not run.failed
+                if run.done:
+                    run.summary = summarise(self.metadata_path, run.node_id)
+                status = "cached" if run.cached else f"{_FINISHED_STATES[state]} in {run.seconds:.0f} s"
+                self._print(f"{run.node_id}: {status}" + (f" - {run.summary}" if run.summary else ""))
+
+    def _node_type(self, store: metadata_store.MetadataStore) -> Optional[int]:
+        if self._node_type_id is None:
+            try:
+                self._node_type_id = store.get_context_type("node").id
+            except Exception:  # the runner has not registered the type yet
+                return None
+        return self._node_type_id
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._safe_poll()
+
+    def _safe_poll(self) -> None:
+        try:
+            self.poll()
+        except Exception:  # the store may be locked mid-write; the next poll sees the same state
+            pass
+
+    def __enter__(self) -> "ProgressWatcher":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._safe_poll()

@@ -1,7 +1,6 @@
 """Runners: where the one pipeline definition runs."""
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from dataclasses import dataclass
@@ -11,7 +10,7 @@ from tfx import v1 as tfx
 
 from pipeline.config import PipelineConfig
 from pipeline.pipeline import create_pipeline
-from pipeline.progress import ProgressHandler, RunProgress
+from pipeline.progress import ProgressWatcher, RunProgress
 from pipeline.sources import DataSource, write_manifest
 
 
@@ -43,19 +42,16 @@ def run_local(
     either way (also when a component fails, through the exception's `progress` attribute)."""
     layout = LocalRunLayout(os.path.abspath(out_dir))
     write_manifest(sources, layout.manifest_dir)
-    handler = ProgressHandler(layout.metadata_path, stream=sys.stdout if show_progress else open(os.devnull, "w"))
-    absl_logger = logging.getLogger("absl")
-    previous_level = absl_logger.level
-    # The runner announces components at INFO; the handler needs those records even when the console shows less.
-    absl_logger.setLevel(min(previous_level or logging.INFO, logging.INFO))
-    absl_logger.addHandler(handler)
+    stream = sys.stdout if show_progress else open(os.devnull, "w")
+    watcher = ProgressWatcher(layout.metadata_path, stream=stream)
     try:
-        tfx.orchestration.LocalDagRunner().run(
-            create_pipeline(config, layout.manifest_dir, layout.pipeline_root, layout.metadata_path))
+        with watcher:
+            tfx.orchestration.LocalDagRunner().run(
+                create_pipeline(config, layout.manifest_dir, layout.pipeline_root, layout.metadata_path))
     except Exception as error:
-        error.progress = handler.progress  # type: ignore[attr-defined]
+        error.progress = watcher.progress  # type: ignore[attr-defined]
         raise
     finally:
-        absl_logger.removeHandler(handler)
-        absl_logger.setLevel(previous_level)
-    return layout, handler.progress
+        if stream is not sys.stdout:
+            stream.close()
+    return layout, watcher.progress

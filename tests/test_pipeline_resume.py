@@ -1,0 +1,106 @@
+"""Resume and re-run: a killed run completes when started again, unchanged inputs are served from the MLMD cache,
+a stage-2 change re-runs only stage 2 and what follows, and new data flows through a new ExampleGen execution."""
+import glob
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import tensorflow as tf
+
+from mammo_tfx import synth
+from pipeline.config import load_config
+from pipeline.outputs import collect_outputs
+from pipeline.runners import run_local
+from pipeline.sources import DataSource
+
+KILL_WHEN = "Trainer_patch: started"
+
+
+def _statuses(progress):
+    return {run.node_id: ("cached" if run.cached else "ran") for run in progress.components}
+
+
+def _examples(examples_uri):
+    files = glob.glob(os.path.join(examples_uri, "Split-*", "*.gz"))
+    return [tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(files, "GZIP")]
+
+
+def _run_and_kill(args, out_dir):
+    """Starts `mammo-tfx run` and kills its whole process group once the patch Trainer has started."""
+    process = subprocess.Popen([sys.executable, "-m", "mammo_tfx.cli", "run", *args, "--out", out_dir],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    seen = []
+    deadline = time.monotonic() + 600
+    for line in process.stdout:
+        seen.append(line)
+        if KILL_WHEN in line or time.monotonic() > deadline:
+            break
+    time.sleep(3)  # let it get properly into training
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    return "".join(seen)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    data = tmp_path_factory.mktemp("data")
+    synth.generate("cbis-ddsm", data / "cbis", patients=6, seed=5, scale=0.25)
+    synth.generate("mias", data / "mias", patients=3, seed=5)
+    sources = [DataSource.parse(f"cbis-ddsm={data / 'cbis'}"), DataSource.parse(f"mias={data / 'mias'}")]
+    out = str(tmp_path_factory.mktemp("run"))
+    args = ["--profile", "test", "--data", f"cbis-ddsm={data / 'cbis'}", "--data", f"mias={data / 'mias'}"]
+    results = {"killed_output": _run_and_kill(args, out)}
+    config = load_config("test")
+    layout, results["resumed"] = run_local(config, sources, out, show_progress=False)
+    results["resumed_outputs"] = collect_outputs(layout.metadata_path)
+    start = time.monotonic()
+    _, results["unchanged"] = run_local(config, sources, out, show_progress=False)
+    results["unchanged_seconds"] = time.monotonic() - start
+    stage2_changed = load_config("test", overrides=["image_training.dropout=0.25"])
+    _, results["stage2_changed"] = run_local(stage2_changed, sources, out, show_progress=False)
+    synth.generate("mias", data / "mias", patients=5, seed=5)  # two more women's images in the same folder
+    _, results["new_data"] = run_local(stage2_changed, sources, out, show_progress=False)
+    results["new_data_outputs"] = collect_outputs(layout.metadata_path)
+    return results
+
+
+def test_killed_run_completes_when_started_again_without_duplicates(runs):
+    assert KILL_WHEN in runs["killed_output"]
+    statuses = _statuses(runs["resumed"])
+    # What finished before the kill is re-used; the killed Trainer and what follows run.
+    assert statuses["MammoExampleGen"] == "cached"
+    assert statuses["Trainer_patch"] == "ran" and statuses["Trainer_image"] == "ran"
+    assert all(run.done for run in runs["resumed"].components)
+    outputs = runs["resumed_outputs"]
+    examples = _examples(outputs.examples_uri)
+    keys = [e.features.feature["image_key"].bytes_list.value[0] for e in examples]
+    assert len(keys) == len(set(keys)) == outputs.ingest_summary["ingested"]
+    assert outputs.ingest_summary["ingested"] + outputs.ingest_summary["quarantined"] + \
+        outputs.ingest_summary["excluded"] == outputs.ingest_summary["listed"]
+
+
+def test_unchanged_rerun_is_served_from_the_cache(runs):
+    statuses = _statuses(runs["unchanged"])
+    assert set(statuses.values()) == {"cached"}, statuses
+    assert runs["unchanged_seconds"] < sum(run.seconds for run in runs["resumed"].components)
+
+
+def test_stage2_change_reruns_stage2_only(runs):
+    statuses = _statuses(runs["stage2_changed"])
+    assert statuses.pop("Trainer_image") == "ran"
+    downstream_of_stage2 = {"Evaluator", "ModelGate", "Pusher", "ModelCard", "latest_blessed_model_resolver"}
+    assert all(status == "cached" for node, status in statuses.items()
+               if not any(node.startswith(d) for d in downstream_of_stage2)), statuses
+
+
+def test_new_data_flows_through_a_new_example_gen_execution(runs):
+    statuses = _statuses(runs["new_data"])
+    assert statuses["MammoExampleGen"] == "ran"
+    assert statuses["Trainer_image"] == "ran"
+    before, after = runs["resumed_outputs"], runs["new_data_outputs"]
+    assert after.examples_uri != before.examples_uri
+    assert after.ingest_summary["per_dataset"]["mias"]["ingested"] > before.ingest_summary["per_dataset"]["mias"]["ingested"]
+    assert after.ingest_summary["per_dataset"]["cbis-ddsm"] == before.ingest_summary["per_dataset"]["cbis-ddsm"]
