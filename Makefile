@@ -21,6 +21,7 @@ $(STAMP): requirements/stack.txt requirements/tfx.txt setup.py
 	touch $(STAMP)
 
 test: setup
+	sh scripts/ensure_chromium.sh
 	$(BIN)/pytest -q tests
 
 demo: setup

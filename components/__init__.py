@@ -1,4 +1,9 @@
-"""Custom TFX components of mammo-tfx."""
-from components.mammo_example_gen.artifacts import QuarantineReport
+"""Custom TFX components of mammo-tfx.
 
-__all__ = ["QuarantineReport"]
+Custom artifact classes are exported here because Kubeflow V2 step containers import them back from their
+TYPE_NAME (`components.<Class>`).
+"""
+from components.mammo_example_gen.artifacts import QuarantineReport
+from components.model_card import ModelCard
+
+__all__ = ["ModelCard", "QuarantineReport"]

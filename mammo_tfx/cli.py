@@ -45,6 +45,39 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_sample_png(examples_uri: str, out_path: str) -> str:
+    """Writes the image of one test example as a PNG, for the curl example."""
+    import glob
+
+    import tensorflow as tf
+
+    files = glob.glob(os.path.join(examples_uri, "Split-test", "*.gz"))
+    for record in tf.data.TFRecordDataset(files, compression_type="GZIP").take(1):
+        example = tf.train.Example.FromString(record.numpy())
+        with open(out_path, "wb") as f:
+            f.write(example.features.feature["image_png"].bytes_list.value[0])
+        return out_path
+    raise RuntimeError(f"{examples_uri}: the test split is empty")
+
+
+def _print_evaluation(outputs, out_dir: str, model_name: str) -> None:
+    from mammo_tfx.report import format_console_summary, write_report_from_artifacts
+
+    report = write_report_from_artifacts(outputs.evaluation_uri, os.path.join(out_dir, "report"),
+                                         outputs.blessing_uri)
+    print("\n" + format_console_summary(report.tables, report.gates, blessed=report.blessed))
+    print(f"\n  report:            {report.html}")
+    if outputs.pushed_uri:
+        serving_dir = os.path.dirname(outputs.pushed_uri.rstrip("/"))
+        sample = _write_sample_png(outputs.examples_uri, os.path.join(out_dir, "sample.png"))
+        print(f"  pushed model:      {outputs.pushed_uri}")
+        print(f"  serve it:          mammo-tfx serve --model-dir {serving_dir} --model-name {model_name} --port 8501")
+        print(f"  then query it:     curl -s -X POST http://127.0.0.1:8501/v1/models/{model_name}:predict "
+              f"-d '{{\"instances\": [{{\"b64\": \"'$(base64 -w0 {sample})'\"}}]}}'")
+    else:
+        print("  pushed model:      none (the model was not blessed; see the gate results above)")
+
+
 def _run_and_report(config, sources, out_dir: str) -> int:
     from pipeline.outputs import collect_outputs
     from pipeline.runners import run_local
@@ -65,6 +98,26 @@ def _run_and_report(config, sources, out_dir: str) -> int:
         print(f"    {split}: " + ("; ".join(found) if found else "no anomalies"))
     print(f"  quarantine report: {outputs.quarantine_uri}")
     print(f"  metadata (MLMD):   {layout.metadata_path}")
+    if outputs.evaluation_uri:
+        _print_evaluation(outputs, layout.out_dir, config.evaluation.model_name)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from mammo_tfx.report import format_console_summary, write_report_from_artifacts
+    from pipeline.outputs import collect_outputs
+    from pipeline.runners import LocalRunLayout
+
+    layout = LocalRunLayout(os.path.abspath(args.run))
+    if not os.path.exists(layout.metadata_path):
+        raise FileNotFoundError(f"{layout.metadata_path}: not a mammo-tfx run folder (no metadata.sqlite)")
+    outputs = collect_outputs(layout.metadata_path)
+    if not outputs.evaluation_uri:
+        raise RuntimeError(f"{args.run}: the run has no Evaluator output yet")
+    report = write_report_from_artifacts(outputs.evaluation_uri, args.out or os.path.join(layout.out_dir, "report"),
+                                         outputs.blessing_uri)
+    print(format_console_summary(report.tables, report.gates, blessed=report.blessed))
+    print(f"\nreport: {report.html}")
     return 0
 
 
@@ -152,6 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo_parser.add_argument("--seed", type=int, default=0)
     add_config_args(demo_parser)
     demo_parser.set_defaults(func=_cmd_demo)
+
+    report_parser = sub.add_parser("report", help="write the HTML/PNG evaluation report of a local run")
+    report_parser.add_argument("--run", required=True, help="the run's output folder (holds metadata.sqlite)")
+    report_parser.add_argument("--out", help="report folder (default: RUN/report)")
+    report_parser.set_defaults(func=_cmd_report)
 
     kfp_parser = sub.add_parser("compile-kfp", help="compile the pipeline for Kubeflow Pipelines v2 / Vertex AI")
     kfp_parser.add_argument("--profile", default="production")

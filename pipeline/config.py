@@ -15,6 +15,7 @@ import yaml
 
 from mammo_tfx.ingest.options import IngestOptions
 from mammo_tfx.patches.options import PatchSamplingOptions
+from pipeline.evaluation import EvaluationConfig
 from trainer_module.hparams import ImageHParams, PatchHParams, image_hparams, patch_hparams
 from trainer_module.preprocessing import TransformOptions
 
@@ -79,6 +80,7 @@ class PipelineConfig:
     patches: PatchSamplingOptions = field(default_factory=lambda: PatchSamplingOptions.preset("S10"))
     patch_training: PatchHParams = field(default_factory=PatchHParams)
     image_training: ImageHParams = field(default_factory=ImageHParams)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     enable_cache: bool = True
 
     def __post_init__(self) -> None:
@@ -101,6 +103,8 @@ def _demo() -> PipelineConfig:
         patches=PatchSamplingOptions.preset("S10", patch_size=56),
         patch_training=patch_hparams("demo"),
         image_training=image_hparams("demo"),
+        # Demo test splits are small: no bootstrap intervals (minutes of TFMA time), smaller slices still count.
+        evaluation=EvaluationConfig(compute_confidence_intervals=False, min_slice_size=10, min_examples_per_class=3),
     )
 
 
@@ -125,6 +129,10 @@ def _test() -> PipelineConfig:
         patches=PatchSamplingOptions.preset("S1", patch_size=32, n_background_patches=2),
         patch_training=patch_hparams("tiny"),
         image_training=image_hparams("tiny"),
+        # The tiny model learns little in a few steps; the test profile checks mechanics, and the gate tests check
+        # blessing with models of known quality.
+        evaluation=EvaluationConfig(compute_confidence_intervals=False, min_overall_auc=0.0, min_dataset_auc={},
+                                    min_slice_size=1, min_examples_per_class=1, insufficient_blocks_blessing=False),
     )
 
 
@@ -160,6 +168,12 @@ def _coerce(value: Any, current: Any, path: str) -> Any:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
         raise ValueError(f"{path}: expected a string, got {value!r}")
+    if isinstance(current, dict):
+        if not isinstance(value, Mapping):
+            raise ValueError(f"{path}: expected a mapping, got {value!r}")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()):
+            raise ValueError(f"{path}: expected numbers as values, got {value!r}")
+        return {str(k): float(v) for k, v in value.items()}
     if isinstance(current, tuple):
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"{path}: expected a list, got {value!r}")

@@ -253,9 +253,11 @@ def _carry_over_resources(pipeline_job: Dict[str, Any], components: Iterable[bas
     """Puts each component's ResourceSpec on its container where TFX's step builder left it out: the builder
     copies platform configs for ordinary components but not for FileBasedExampleGen (MammoExampleGen)."""
     for component in components:
-        if isinstance(component.platform_config, ResourceSpec):
+        # Resolvers and importers are not containers and have no platform config.
+        platform_config = getattr(component, "platform_config", None)
+        if isinstance(platform_config, ResourceSpec):
             container = _executor_container(pipeline_job, component.id)
-            container.setdefault("resources", json_format.MessageToDict(component.platform_config))
+            container.setdefault("resources", json_format.MessageToDict(platform_config))
 
 
 def _write_package(pipeline_job: Mapping[str, Any], out_path: str) -> None:
@@ -347,6 +349,15 @@ def task_dependencies(pipeline_job: Mapping[str, Any]) -> Dict[str, Tuple[str, .
     """Task name -> names of the tasks it waits for, as compiled."""
     tasks = _pipeline_spec(pipeline_job)["root"]["dag"]["tasks"]
     return {name: tuple(sorted(task.get("dependentTasks", []))) for name, task in tasks.items()}
+
+
+def container_task_names(pipeline_job: Mapping[str, Any]) -> List[str]:
+    """Tasks that run a container (resolver tasks, which only query metadata, do not)."""
+    spec = _pipeline_spec(pipeline_job)
+    executors = spec["deploymentSpec"]["executors"]
+    return sorted(
+        name for name, task in spec["root"]["dag"]["tasks"].items()
+        if "container" in executors[spec["components"][task["componentRef"]["name"]]["executorLabel"]])
 
 
 def task_container(pipeline_job: Mapping[str, Any], task_name: str) -> Dict[str, Any]:

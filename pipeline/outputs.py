@@ -17,6 +17,9 @@ from components.mammo_example_gen.executor import QUARANTINE_FILE, SUMMARY_FILE
 @dataclass(frozen=True)
 class RunOutputs:
     examples_uri: str
+    evaluation_uri: Optional[str]
+    blessing_uri: Optional[str]
+    pushed_uri: Optional[str]  # the pushed version directory, when the model was pushed
     statistics_uri: Optional[str]
     anomalies_uri: Optional[str]
     quarantine_uri: Optional[str]
@@ -65,6 +68,15 @@ def read_anomalies(anomalies_uri: str) -> Dict[str, List[str]]:
     return found
 
 
+def _latest_pushed_destination(store: metadata_store.MetadataStore) -> Optional[str]:
+    pushed = [a for a in store.get_artifacts_by_type("PushedModel")
+              if a.custom_properties.get("pushed") is not None and a.custom_properties["pushed"].int_value == 1]
+    if not pushed:
+        return None
+    newest = max(pushed, key=lambda a: (a.create_time_since_epoch, a.id))
+    return newest.custom_properties["pushed_destination"].string_value
+
+
 def collect_outputs(metadata_path: str) -> RunOutputs:
     store = _store(metadata_path)
     examples_uri = latest_output_uri(store, "MammoExampleGen", "examples")
@@ -76,8 +88,12 @@ def collect_outputs(metadata_path: str) -> RunOutputs:
     if quarantine_uri:
         with tf.io.gfile.GFile(os.path.join(quarantine_uri, SUMMARY_FILE)) as f:
             summary = json.load(f)
+    pushed = _latest_pushed_destination(store)
     return RunOutputs(
         examples_uri=examples_uri,
+        evaluation_uri=latest_output_uri(store, "Evaluator", "evaluation"),
+        blessing_uri=latest_output_uri(store, "ModelGate", "blessing"),
+        pushed_uri=pushed,
         statistics_uri=latest_output_uri(store, "StatisticsGen", "statistics"),
         anomalies_uri=anomalies_uri,
         quarantine_uri=os.path.join(quarantine_uri, QUARANTINE_FILE) if quarantine_uri else None,

@@ -11,6 +11,7 @@ from components.mammo_example_gen.component import MammoExampleGen
 from components.mammo_example_gen.executor import encode_custom_config
 from components.patch_sampler.component import PatchSampler
 from pipeline.config import PipelineConfig, SplitConfig
+from pipeline.evaluation import create_evaluation_components
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHEMA_FILE = os.path.join(REPO_ROOT, "schemas", "schema.pbtxt")
@@ -33,7 +34,7 @@ def output_config(splits: SplitConfig) -> example_gen_pb2.Output:
     )
 
 
-def create_components(config: PipelineConfig, manifest_dir: str) -> List[tfx.types.BaseNode]:
+def create_components(config: PipelineConfig, manifest_dir: str, pipeline_root: str) -> List[tfx.types.BaseNode]:
     example_gen = MammoExampleGen(
         input_base=manifest_dir,
         custom_config=encode_custom_config(config.ingest),
@@ -74,8 +75,12 @@ def create_components(config: PipelineConfig, manifest_dir: str) -> List[tfx.typ
         eval_args=tfx.proto.EvalArgs(splits=["eval"]),
         custom_config={"hparams": config.image_training.to_dict()},
     ).with_id(IMAGE_TRAINER_ID)
+    # Only the whole-image model is evaluated and can be blessed, so only it can become the next run's baseline.
+    evaluation = create_evaluation_components(
+        config.evaluation, example_gen.outputs["examples"], image_trainer.outputs["model"], pipeline_root,
+        profile=config.to_dict(), schema_channel=schema_gen.outputs["schema"])
     return [example_gen, statistics_gen, schema_gen, example_validator, transform, patch_sampler, patch_trainer,
-            image_trainer]
+            image_trainer, *evaluation]
 
 
 def create_pipeline(
@@ -90,7 +95,7 @@ def create_pipeline(
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=pipeline_root,
-        components=create_components(config, manifest_dir),
+        components=create_components(config, manifest_dir, pipeline_root),
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_config,
         beam_pipeline_args=config.beam.pipeline_args(),

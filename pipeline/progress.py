@@ -147,7 +147,6 @@ SUMMARISERS: Dict[str, Callable[[Dict[str, metadata_store_pb2.Artifact]], str]] 
     "PatchSampler": _patch_sampler,
     "Trainer": _trainer,
     "ExampleValidator": _example_validator,
-    "Evaluator": _blessing,
     "ModelGate": _blessing,
     "Pusher": _pusher,
 }

@@ -20,7 +20,7 @@ from tfx import v1 as tfx
 
 from pipeline import kubeflow
 from pipeline.config import PipelineConfig, load_config
-from pipeline.pipeline import REPO_ROOT, create_components, create_pipeline
+from pipeline.pipeline import REPO_ROOT, create_pipeline
 
 IMAGE = "europe-docker.pkg.dev/mammo-project/mammo/mammo-tfx:2024-06-01"
 PIPELINE_ROOT = "gs://mammo-bucket/pipeline-root"
@@ -66,23 +66,6 @@ def _expected_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
     return create_pipeline(config, MANIFEST_DIR, PIPELINE_ROOT)
 
 
-def _with_trainer(config: PipelineConfig) -> tfx.dsl.Pipeline:
-    """The production pipeline; if it has no Trainer yet, plus one small stand-in step with a `Trainer` id that
-    consumes the examples, so the Trainer resource path is exercised on a real compiled task."""
-    components = create_components(config, MANIFEST_DIR)
-    if not any(c.id.startswith(kubeflow.TRAINER_ID_PREFIX) for c in components):
-        example_gen = next(c for c in components if "examples" in c.outputs)
-        components.append(tfx.components.StatisticsGen(examples=example_gen.outputs["examples"]).with_id(
-            "Trainer_stand_in"))
-    return tfx.dsl.Pipeline(
-        pipeline_name=config.pipeline_name,
-        pipeline_root=PIPELINE_ROOT,
-        components=components,
-        enable_cache=config.enable_cache,
-        beam_pipeline_args=config.beam.pipeline_args(),
-    )
-
-
 def _strictly_parsed_job(job: Dict[str, Any]) -> pipeline_spec_pb2.PipelineJob:
     return json_format.ParseDict(job, pipeline_spec_pb2.PipelineJob(), ignore_unknown_fields=False)
 
@@ -108,17 +91,28 @@ def test_yaml_is_the_strictly_valid_pipeline_spec_and_kfp_loads_it(compiled: Com
     assert sorted(component.pipeline_spec.root.dag.tasks) == kubeflow.task_names(compiled.json_job)
 
 
+def _node_of_task(task: str, node_ids: List[str]) -> str:
+    """The pipeline node a compiled task belongs to: TFX's v2 compiler turns a Resolver node into one resolver
+    task per input channel, named `<resolver id>-<channel>-resolver`."""
+    return next((node for node in node_ids if task == node or task.startswith(node + "-")), task)
+
+
 def test_every_component_is_a_task_waiting_for_its_upstream_components(compiled: Compiled) -> None:
     pipeline = _expected_pipeline(compiled.config)
-    expected = {c.id: tuple(sorted(u.id for u in c.upstream_nodes)) for c in pipeline.components}
-    assert kubeflow.task_names(compiled.json_job) == sorted(expected)
-    assert kubeflow.task_dependencies(compiled.json_job) == expected
+    node_ids = [c.id for c in pipeline.components]
+    expected = {c.id: set(u.id for u in c.upstream_nodes) for c in pipeline.components}
+    compiled_graph: Dict[str, set] = {}
+    for task, dependencies in kubeflow.task_dependencies(compiled.json_job).items():
+        compiled_graph.setdefault(_node_of_task(task, node_ids), set()).update(
+            _node_of_task(d, node_ids) for d in dependencies)
+    assert sorted(compiled_graph) == sorted(expected)
+    assert compiled_graph == expected
     assert any(expected.values()), "the pipeline should have at least one dependency to check"
 
 
 def test_every_step_runs_the_given_image_with_the_configured_beam_args(compiled: Compiled) -> None:
     beam_args = compiled.config.beam.pipeline_args()
-    for name in kubeflow.task_names(compiled.json_job):
+    for name in kubeflow.container_task_names(compiled.json_job):
         container = kubeflow.task_container(compiled.json_job, name)
         assert container["image"] == IMAGE, name
         assert container["args"][-len(beam_args):] == beam_args, name
@@ -138,8 +132,18 @@ def _path_like_strings(value: Any) -> Iterator[str]:
     elif isinstance(value, list):
         for item in value:
             yield from _path_like_strings(item)
+    elif isinstance(value, str) and value.lstrip().startswith("{") and _json_object(value) is not None:
+        # Execution properties that are protos travel as JSON text (e.g. the Pusher's push destination).
+        yield from _path_like_strings(_json_object(value))
     elif isinstance(value, str) and (value.startswith("/") or "://" in value):
         yield value
+
+
+def _json_object(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:  # e.g. KFP placeholders such as "{{$}}"
+        return None
 
 
 def test_every_path_is_in_the_bucket_or_the_image(compiled: Compiled) -> None:
@@ -163,7 +167,7 @@ def test_resources_follow_the_configured_kubeflow_section(compiled: Compiled) ->
     """Trainer tasks carry resources exactly when the configuration asks for them; no other task does."""
     configured = compiled.config.kubeflow
     requested = kubeflow.trainer_resources(configured)
-    for name in kubeflow.task_names(compiled.json_job):
+    for name in kubeflow.container_task_names(compiled.json_job):
         resources = kubeflow.task_container(compiled.json_job, name).get("resources")
         if name.startswith(kubeflow.TRAINER_ID_PREFIX) and not requested.is_empty():
             assert resources == json_format.MessageToDict(requested.to_resource_spec()), name
@@ -175,12 +179,12 @@ def test_trainer_tasks_request_the_configured_gpus(tmp_path: Path, offline: None
     config = load_config("production")
     settings = kubeflow.KubeflowConfig(trainer_gpu_count=2, trainer_gpu_type="NVIDIA_TESLA_T4",
                                        trainer_cpu_limit=8, trainer_memory_limit_gb=30)
-    job = kubeflow.compile_pipeline(_with_trainer(config), IMAGE, str(tmp_path / "pipeline.json"), kubeflow=settings)
+    job = kubeflow.compile_pipeline(_expected_pipeline(config), IMAGE, str(tmp_path / "pipeline.json"), kubeflow=settings)
     _strictly_parsed_job(job)
 
     trainers = [n for n in kubeflow.task_names(job) if n.startswith(kubeflow.TRAINER_ID_PREFIX)]
     assert trainers
-    for name in kubeflow.task_names(job):
+    for name in kubeflow.container_task_names(job):
         resources = kubeflow.task_container(job, name).get("resources")
         if name in trainers:
             assert resources == {"cpuLimit": 8.0, "memoryLimit": 30.0,
@@ -204,7 +208,7 @@ def test_any_component_can_request_resources_including_the_example_gen(tmp_path:
                           ignore_unknown_fields=False)
     assert kubeflow.task_container(job, "MammoExampleGen")["resources"] == {"cpuLimit": 4.0, "memoryLimit": 26.0}
     assert kubeflow.task_container(job, "StatisticsGen")["resources"] == {"memoryLimit": 12.0}
-    untouched: List[str] = [n for n in kubeflow.task_names(job) if n not in ("MammoExampleGen", "StatisticsGen")]
+    untouched: List[str] = [n for n in kubeflow.container_task_names(job) if n not in ("MammoExampleGen", "StatisticsGen")]
     assert untouched and all("resources" not in kubeflow.task_container(job, n) for n in untouched)
 
 
