@@ -187,3 +187,15 @@ def test_patch_heatmap_of_a_patch_sized_image_is_the_patch_classifier(trained):
     probabilities = patch_model(patches, training=False).numpy()
     assert heatmap.shape == (3, 1, 1)
     np.testing.assert_allclose(heatmap[:, 0, 0], probabilities[:, 1] + probabilities[:, 3], rtol=1e-5, atol=1e-6)
+
+
+def test_export_carries_a_tf_serving_warmup_request_from_a_real_example(trained):
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    path = os.path.join(trained["image_dir"], "assets.extra", "tf_serving_warmup_requests")
+    records = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in tf.data.TFRecordDataset(path)]
+    assert len(records) == 1
+    request = records[0].predict_log.request
+    assert request.model_spec.signature_name == "serving_default"
+    image_bytes = request.inputs["image_bytes"].string_val[0]
+    assert tf.io.decode_png(image_bytes, dtype=tf.uint16).shape[-1] == 1
