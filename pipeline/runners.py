@@ -33,10 +33,26 @@ class LocalRunLayout:
         return os.path.join(self.out_dir, "metadata.sqlite")
 
 
+# Orchestrators that run the pipeline on this machine (Kubeflow compiles it instead: pipeline/kubeflow.py).
+# "local" runs components one after another in this process; "beam" schedules them as a Beam pipeline.
+LOCAL_ORCHESTRATORS = ("local", "beam")
+
+
+def _orchestrator(name: str):
+    if name == "local":
+        return tfx.orchestration.LocalDagRunner()
+    if name == "beam":
+        from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner
+
+        return BeamDagRunner()
+    raise ValueError(f"unknown orchestrator {name!r}; choose one of {LOCAL_ORCHESTRATORS}")
+
+
 def run_local(
-    config: PipelineConfig, sources: Sequence[DataSource], out_dir: str, show_progress: bool = True
+    config: PipelineConfig, sources: Sequence[DataSource], out_dir: str, show_progress: bool = True,
+    orchestrator: str = "local",
 ) -> Tuple[LocalRunLayout, RunProgress]:
-    """Runs the pipeline with the LocalDagRunner, SQLite metadata and Beam on this machine.
+    """Runs the pipeline on this machine (LocalDagRunner or BeamDagRunner), SQLite metadata, Beam for the data.
 
     Prints a line per component start/end unless `show_progress` is False; returns the per-component record
     either way (also when a component fails, through the exception's `progress` attribute)."""
@@ -46,7 +62,7 @@ def run_local(
     watcher = ProgressWatcher(layout.metadata_path, stream=stream)
     try:
         with watcher:
-            tfx.orchestration.LocalDagRunner().run(
+            _orchestrator(orchestrator).run(
                 create_pipeline(config, layout.manifest_dir, layout.pipeline_root, layout.metadata_path))
     except Exception as error:
         error.progress = watcher.progress  # type: ignore[attr-defined]

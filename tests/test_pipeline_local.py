@@ -1,4 +1,5 @@
-"""The local pipeline (LocalDagRunner, SQLite MLMD, Beam): ExampleGen -> StatisticsGen -> schema -> ExampleValidator."""
+"""A local run of the whole pipeline (BeamDagRunner, SQLite MLMD): outputs, no anomalies on clean data, and
+schema violations reported by ExampleValidator."""
 import os
 import shutil
 
@@ -22,7 +23,9 @@ def local_run(tmp_path_factory):
     for layout, patients in (("cbis-ddsm", 6), ("inbreast", 4), ("mias", 4)):
         synth.generate(layout, root / layout, patients=patients, seed=11, scale=0.25)
     sources = [DataSource.parse(f"{layout}={root / layout}") for layout in ("cbis-ddsm", "inbreast", "mias")]
-    layout, _ = run_local(load_config("test"), sources, str(tmp_path_factory.mktemp("run")), show_progress=False)
+    # The resume tests use the LocalDagRunner; this run covers the BeamDagRunner.
+    layout, _ = run_local(load_config("test"), sources, str(tmp_path_factory.mktemp("run")), show_progress=False,
+                          orchestrator="beam")
     return layout, collect_outputs(layout.metadata_path)
 
 
