@@ -27,7 +27,8 @@ class RunOutputs:
     anomalies: Dict[str, List[str]]  # split -> anomaly descriptions
 
 
-def _store(metadata_path: str) -> metadata_store.MetadataStore:
+def open_store(metadata_path: str) -> metadata_store.MetadataStore:
+    """A read-only connection to a local run's MLMD store (safe while the run writes to it)."""
     config = metadata_store_pb2.ConnectionConfig()
     config.sqlite.filename_uri = metadata_path
     config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
@@ -78,7 +79,7 @@ def _latest_pushed_destination(store: metadata_store.MetadataStore) -> Optional[
 
 
 def collect_outputs(metadata_path: str) -> RunOutputs:
-    store = _store(metadata_path)
+    store = open_store(metadata_path)
     examples_uri = latest_output_uri(store, "MammoExampleGen", "examples")
     if examples_uri is None:
         raise RuntimeError(f"{metadata_path}: the run recorded no examples from MammoExampleGen")

@@ -18,6 +18,8 @@ import tensorflow as tf
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from pipeline.outputs import open_store, read_anomalies
+
 @dataclass
 class ComponentRun:
     node_id: str
@@ -45,13 +47,6 @@ class RunProgress:
             if index == 0:
                 lines.append("  ".join("-" * width for width in widths) + "  " + "-" * 7)
         return "\n".join(lines)
-
-
-def _store(metadata_path: str) -> metadata_store.MetadataStore:
-    config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = metadata_path
-    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-    return metadata_store.MetadataStore(config)
 
 
 def latest_outputs(store: metadata_store.MetadataStore, node_id: str) -> Dict[str, metadata_store_pb2.Artifact]:
@@ -115,8 +110,6 @@ def _trainer(outputs: Dict[str, metadata_store_pb2.Artifact]) -> str:
 
 
 def _example_validator(outputs: Dict[str, metadata_store_pb2.Artifact]) -> str:
-    from pipeline.outputs import read_anomalies
-
     anomalies = outputs.get("anomalies")
     if anomalies is None:
         return ""
@@ -157,7 +150,7 @@ def summarise(metadata_path: str, node_id: str) -> str:
     if summariser is None:
         return ""
     try:
-        return summariser(latest_outputs(_store(metadata_path), node_id))
+        return summariser(latest_outputs(open_store(metadata_path), node_id))
     except Exception as error:  # a progress line must never break the run it reports on
         return f"(summary unavailable: {type(error).__name__})"
 
@@ -184,7 +177,7 @@ class ProgressWatcher:
     def _max_execution_id(self) -> int:
         if not os.path.exists(self.metadata_path):
             return 0
-        return max((e.id for e in _store(self.metadata_path).get_executions()), default=0)
+        return max((e.id for e in open_store(self.metadata_path).get_executions()), default=0)
 
     def _print(self, text: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {text}", file=self.stream, flush=True)
@@ -192,7 +185,7 @@ class ProgressWatcher:
     def poll(self) -> None:
         if not os.path.exists(self.metadata_path):
             return
-        store = _store(self.metadata_path)
+        store = open_store(self.metadata_path)
         for execution in sorted(store.get_executions(), key=lambda e: e.id):
             if execution.id <= self._baseline:
                 continue
