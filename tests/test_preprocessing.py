@@ -12,13 +12,10 @@ import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
-from trainer_module.preprocessing import (
-    DEFAULT_RESCALE,
-    TransformOptions,
-    dense_image,
-    preprocessing_fn,
-    scaled_images,
-)
+# Accessed through the module at call time: TFX's Transform executor reloads the module of its preprocessing_fn
+# (tfx.utils.import_utils), and Beam pickles classes by reference, so names bound at import time could be stale
+# when pipeline tests ran earlier in the same process.
+from trainer_module import preprocessing
 
 RAW_FEATURE_SPEC = {
     "image_png": tf.io.FixedLenFeature([1], tf.string),
@@ -36,7 +33,7 @@ def _random_scans(count: int, height: int, width: int, seed: int) -> list[np.nda
     return [rng.integers(0, 65536, size=(height, width), dtype=np.uint16) for _ in range(count)]
 
 
-def _analyze_and_transform(scans: list[np.ndarray], options: TransformOptions, temp_dir: str):
+def _analyze_and_transform(scans: list[np.ndarray], options: "preprocessing.TransformOptions", temp_dir: str):
     raw_data = [{"image_png": [_png16(scan)], "label": [index % 2]}
                 for index, scan in enumerate(scans)]
     metadata = dataset_metadata.DatasetMetadata(
@@ -45,7 +42,7 @@ def _analyze_and_transform(scans: list[np.ndarray], options: TransformOptions, t
         (transformed, _), transform_fn = (
             (raw_data, metadata)
             | tft_beam.AnalyzeAndTransformDataset(
-                lambda inputs: preprocessing_fn(inputs, options.to_dict())))
+                lambda inputs: preprocessing.preprocessing_fn(inputs, options.to_dict())))
         transform_output_dir = os.path.join(temp_dir, "transform_output")
         _ = transform_fn | tft_beam.WriteTransformFn(transform_output_dir)
     return transformed, transform_output_dir
@@ -71,24 +68,24 @@ def _transformed_example(instance: dict) -> bytes:
 
 
 def test_options_round_trip_and_validation() -> None:
-    options = TransformOptions(rescale=0.5, equalize_hist=True)
-    assert TransformOptions.from_dict(options.to_dict()) == options
-    assert TransformOptions.from_dict(None) == TransformOptions()
-    assert TransformOptions().rescale == pytest.approx(0.003891, abs=1e-6)
+    options = preprocessing.TransformOptions(rescale=0.5, equalize_hist=True)
+    assert preprocessing.TransformOptions.from_dict(options.to_dict()) == options
+    assert preprocessing.TransformOptions.from_dict(None) == preprocessing.TransformOptions()
+    assert preprocessing.TransformOptions().rescale == pytest.approx(0.003891, abs=1e-6)
     with pytest.raises(ValueError, match="Unknown TransformOptions keys"):
-        TransformOptions.from_dict({"rescal": 1.0})
+        preprocessing.TransformOptions.from_dict({"rescal": 1.0})
     with pytest.raises(ValueError, match="rescale"):
-        TransformOptions(rescale=0.0)
+        preprocessing.TransformOptions(rescale=0.0)
     with pytest.raises(TypeError, match="equalize_hist"):
-        TransformOptions(equalize_hist="yes")
+        preprocessing.TransformOptions(equalize_hist="yes")
 
 
 def test_mean_comes_from_data_and_layer_applies_to_other_sizes(tmp_path) -> None:
     scans = _random_scans(count=5, height=12, width=10, seed=3)
     transformed, output_dir = _analyze_and_transform(
-        scans, TransformOptions(), str(tmp_path))
+        scans, preprocessing.TransformOptions(), str(tmp_path))
 
-    rescaled = np.stack([scan.astype(np.float64) * DEFAULT_RESCALE for scan in scans])
+    rescaled = np.stack([scan.astype(np.float64) * preprocessing.DEFAULT_RESCALE for scan in scans])
     expected_mean = rescaled.mean()
     images = np.stack([_as_dense_image(instance) for instance in transformed])
     assert images.shape == (5, 12, 10, 1)
@@ -106,14 +103,14 @@ def test_mean_comes_from_data_and_layer_applies_to_other_sizes(tmp_path) -> None
     parsed = tf.io.parse_example(
         [_transformed_example(instance) for instance in transformed[:2]],
         tf_transform_output.transformed_feature_spec())
-    np.testing.assert_allclose(dense_image(parsed).numpy(), images[:2], atol=1e-6)
+    np.testing.assert_allclose(preprocessing.dense_image(parsed).numpy(), images[:2], atol=1e-6)
     layer = tf_transform_output.transform_features_layer()
     patches = _random_scans(count=3, height=6, width=4, seed=9)
     raw_batch = {"image_png": tf.constant([[_png16(patch)] for patch in patches])}
-    patch_images = dense_image(layer(raw_batch))
+    patch_images = preprocessing.dense_image(layer(raw_batch))
     assert patch_images.dtype == tf.float32
     assert patch_images.shape == (3, 6, 4, 1)
-    expected = np.stack([p.astype(np.float64) * DEFAULT_RESCALE for p in patches])[..., None]
+    expected = np.stack([p.astype(np.float64) * preprocessing.DEFAULT_RESCALE for p in patches])[..., None]
     np.testing.assert_allclose(patch_images.numpy(), expected - expected_mean, atol=1e-3)
 
 
@@ -122,18 +119,18 @@ def test_equalize_hist_and_batch_input_shapes() -> None:
     grey_levels = np.array([[10, 20], [30, 40]], dtype=np.float64)
     pixels = (grey_levels * 257).astype(np.uint16)
     png = _png16(pixels)
-    options = TransformOptions(equalize_hist=True)
+    options = preprocessing.TransformOptions(equalize_hist=True)
     for batch in (tf.constant([png, png]), tf.constant([[png], [png]])):
-        images = scaled_images(batch, options)
+        images = preprocessing.scaled_images(batch, options)
         assert images.shape == (2, 2, 2, 1)
         np.testing.assert_array_equal(images.numpy()[0, ..., 0], [[0, 85], [170, 255]])
     constant_png = _png16(np.full((3, 3), 50 * 257, np.uint16))
-    constant = scaled_images(tf.constant([constant_png]), options)
+    constant = preprocessing.scaled_images(tf.constant([constant_png]), options)
     np.testing.assert_array_equal(constant.numpy(), 50.0)
 
 
 def test_missing_or_misshapen_image_feature_is_a_clear_error() -> None:
     with pytest.raises(KeyError, match="image_png"):
-        preprocessing_fn({"label": tf.constant([[1]], tf.int64)}, {})
+        preprocessing.preprocessing_fn({"label": tf.constant([[1]], tf.int64)}, {})
     with pytest.raises(ValueError, match=r"\[batch\] or \[batch, 1\]"):
-        scaled_images(tf.constant([["a", "b"]]), TransformOptions())
+        preprocessing.scaled_images(tf.constant([["a", "b"]]), preprocessing.TransformOptions())
