@@ -2,6 +2,9 @@
 
 Splits are decided here rather than by ExampleGen's hash partitioning, because two rules must hold together:
 every image of a patient lands in one split, and a dataset's own test split (CBIS-DDSM "Test") stays test.
+They are decided on the listed records, before any image is decoded: only small records cross the shuffles, and
+each decoded example goes straight from decoding to its split's files (no multi-megabyte examples buffered for a
+side input or sent between Beam workers).
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from tfx.utils import proto_utils
 
 from mammo_tfx.ingest.layouts import LISTERS
 from mammo_tfx.ingest.options import IngestOptions
+from mammo_tfx.ingest.phi import salted_key
 from mammo_tfx.ingest.process import process_record
 from mammo_tfx.ingest.records import QuarantineEntry, ScanRecord
 
@@ -78,7 +82,7 @@ def _list_source(source: Dict[str, str], options: IngestOptions) -> Iterator[Sca
 
 
 class _ProcessRecord(beam.DoFn):
-    """Turns a listed record into a serialized example (main output) or a quarantine entry (tagged output)."""
+    """(split, record) -> (split, serialized example) (main output) or a quarantine entry (tagged output)."""
 
     QUARANTINE = "quarantine"
 
@@ -86,20 +90,21 @@ class _ProcessRecord(beam.DoFn):
         self._options = options
         self._ingested = beam.metrics.Metrics.counter(_METRICS_NAMESPACE, "ingested")
         self._quarantined = beam.metrics.Metrics.counter(_METRICS_NAMESPACE, "quarantined")
-        self._excluded = beam.metrics.Metrics.counter(_METRICS_NAMESPACE, "excluded")
 
-    def process(self, item: ScanRecord | QuarantineEntry):
-        result = item if isinstance(item, QuarantineEntry) else process_record(item, self._options)
+    def process(self, split_and_record: Tuple[str, ScanRecord]):
+        split, record = split_and_record
+        result = process_record(record, self._options)
         if isinstance(result, QuarantineEntry):
-            (self._excluded if result.status == "excluded" else self._quarantined).inc()
+            self._quarantined.inc()
             yield beam.pvalue.TaggedOutput(self.QUARANTINE, result)
         else:
             self._ingested.inc()
-            yield result
+            yield split, record.dataset, result.SerializeToString()
 
 
-def _feature_bytes(example: tf.train.Example, key: str) -> str:
-    return example.features.feature[key].bytes_list.value[0].decode()
+def patient_key(record: ScanRecord, salt: str) -> str:
+    """The example's patient_key, computed from the listed record (the same salted hash ingestion writes)."""
+    return salted_key(salt, record.dataset, record.patient_id)
 
 
 def _bucket(patient_key: str, total: int) -> int:
@@ -186,25 +191,23 @@ class Executor(BaseExampleGenExecutor):
         sources = read_manifest(manifest_path)
         quarantine_uri = exec_properties[_QUARANTINE_URI_KEY]
 
-        processed = (
+        listed = (
             pipeline
             | "Sources" >> beam.Create(sources)
             | "ListRecords" >> beam.FlatMap(_list_source, options)
-            # Listing yields records from one worker; reshuffling spreads the expensive decoding over all workers.
-            | "Distribute" >> beam.Reshuffle()
-            | "Process" >> beam.ParDo(_ProcessRecord(options)).with_outputs(_ProcessRecord.QUARANTINE, main="examples")
         )
-        examples = processed.examples
-        quarantine = processed[_ProcessRecord.QUARANTINE]
+        records = listed | "Records" >> beam.Filter(lambda item: isinstance(item, ScanRecord))
+        listing_quarantine = listed | "ListingProblems" >> beam.Filter(
+            lambda item: isinstance(item, QuarantineEntry))
 
+        salt = options.patient_salt
         patient_splits = (
-            examples
-            | "PatientSourceSplit" >> beam.Map(
-                lambda ex: (_feature_bytes(ex, "patient_key"), _feature_bytes(ex, "source_split")))
+            records
+            | "PatientSourceSplit" >> beam.Map(lambda record: (patient_key(record, salt), record.source_split))
             | "DistinctPatientSplit" >> beam.Distinct()
         )
         test_patients = (
-            patient_splits | "OwnTest" >> beam.Filter(lambda kv: kv[1] == "test") | "TestKeys" >> beam.Keys()
+            patient_splits | "OwnTest" >> beam.Filter(lambda kv: kv[1] == TEST_SPLIT) | "TestKeys" >> beam.Keys()
         )
         train_only_patients = (
             patient_splits
@@ -212,14 +215,23 @@ class Executor(BaseExampleGenExecutor):
             | "OwnTrainOnly" >> beam.Filter(lambda kv: set(kv[1]) == {"train"})
             | "TrainKeys" >> beam.Keys()
         )
-        keyed = examples | "AssignSplit" >> beam.Map(
-            lambda ex, test, train_only: (
-                split_of_patient(_feature_bytes(ex, "patient_key"), test, train_only, split_buckets), ex),
-            test=beam.pvalue.AsList(test_patients), train_only=beam.pvalue.AsList(train_only_patients),
+        processed = (
+            records
+            | "AssignSplit" >> beam.Map(
+                lambda record, test, train_only: (
+                    split_of_patient(patient_key(record, salt), test, train_only, split_buckets), record),
+                test=beam.pvalue.AsList(test_patients), train_only=beam.pvalue.AsList(train_only_patients))
+            # Listing runs in one worker; reshuffling the (small) records spreads the decoding over all workers.
+            | "Distribute" >> beam.Reshuffle()
+            | "Process" >> beam.ParDo(_ProcessRecord(options)).with_outputs(_ProcessRecord.QUARANTINE, main="examples")
+        )
+        examples = processed.examples
+        quarantine = (
+            (listing_quarantine, processed[_ProcessRecord.QUARANTINE]) | "AllQuarantine" >> beam.Flatten()
         )
         split_names = [name for name, _ in split_buckets]
-        partitions = keyed | "PartitionSplits" >> beam.Partition(
-            lambda kv, n: split_names.index(kv[0]), len(split_names))
+        partitions = examples | "PartitionSplits" >> beam.Partition(
+            lambda split_dataset_example, n: split_names.index(split_dataset_example[0]), len(split_names))
 
         # Quarantine report and counts, written once each.
         _ = (
@@ -229,8 +241,7 @@ class Executor(BaseExampleGenExecutor):
                 lambda entries: _write_text(os.path.join(quarantine_uri, QUARANTINE_FILE),
                                             format_quarantine_csv(entries)))
         )
-        example_counts = keyed | "ExampleCountKeys" >> beam.Map(
-            lambda kv: ("ingested", kv[0], _feature_bytes(kv[1], "dataset")))
+        example_counts = examples | "ExampleCountKeys" >> beam.Map(lambda sde: ("ingested", sde[0], sde[1]))
         quarantine_counts = quarantine | "QuarantineCountKeys" >> beam.Map(lambda e: (e.status, "", e.dataset))
         _ = (
             (example_counts, quarantine_counts)
@@ -243,7 +254,7 @@ class Executor(BaseExampleGenExecutor):
         )
 
         return {
-            name: partitions[index] | f"Serialize[{name}]" >> beam.Map(lambda kv: kv[1].SerializeToString())
+            name: partitions[index] | f"Serialized[{name}]" >> beam.Map(lambda sde: sde[2])
             for index, name in enumerate(split_names)
         }
 

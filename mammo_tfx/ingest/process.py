@@ -70,9 +70,10 @@ def _build(record: ScanRecord, options: IngestOptions) -> tf.train.Example:
 
 
 def _identity(record: ScanRecord, decoded: DecodedImage) -> tuple[str, str, str]:
-    """(patient id, laterality, view): DICOM tags first when the layout says so, else the record."""
+    """(patient id, laterality, view). The patient id is the record's (fixed at listing, where the splits are
+    decided); laterality and view come from DICOM tags first when the layout says so, else the record."""
     if not record.prefer_dicom_tags:
         return record.patient_id, record.laterality, record.view
-    return (decoded.patient_id or record.patient_id,
+    return (record.patient_id,
             decoded.laterality or record.laterality,
             decoded.view or record.view)

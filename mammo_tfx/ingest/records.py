@@ -59,7 +59,7 @@ class ScanRecord:
 
     record_id: human-readable name for the quarantine report.
     patient_id / image_id: raw ids hashed into patient_key / image_key.
-    prefer_dicom_tags: patient id, laterality and view come from DICOM tags when the file has them,
+    prefer_dicom_tags: laterality and view come from DICOM tags when the file has them,
         the record's values are the fallback (folder layout).
     infer_laterality: when laterality is still "U" after the above, infer it from which image edge
         the breast touches (MIAS).

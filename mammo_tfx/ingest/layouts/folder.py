@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 from typing import Iterator, Union
 
+import pydicom
+
 from mammo_tfx.ingest.layouts.naming import laterality_from_name, view_from_name
 from mammo_tfx.ingest.options import IngestOptions
 from mammo_tfx.ingest.records import BadInputError, QuarantineEntry, ScanRecord, quarantined
@@ -36,6 +38,18 @@ def _class_folders(root: str) -> list[tuple[str, int, str]]:
     return found
 
 
+def _dicom_patient_id(path: str) -> str:
+    """PatientID from the DICOM header (no pixel data read), "" for non-DICOM or unreadable files.
+
+    The patient is fixed at listing time because the ExampleGen assigns patient-grouped splits before it decodes
+    any image; a file that cannot be read is quarantined later, when it is decoded."""
+    try:
+        dataset = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["PatientID"])
+    except Exception:  # PNGs and broken files: the stem stands in, decoding reports the real problem
+        return ""
+    return str(dataset.get("PatientID", "") or "").strip()
+
+
 def list_folder(root: str, options: IngestOptions) -> Iterator[Union[ScanRecord, QuarantineEntry]]:
     """One record per file of the class folders (searched recursively, hidden files skipped)."""
     del options
@@ -53,7 +67,8 @@ def list_folder(root: str, options: IngestOptions) -> Iterator[Union[ScanRecord,
                                                                "(expected DICOM or PNG)")
                     continue
                 yield ScanRecord(
-                    dataset=DATASET, record_id=relative, image_path=path, patient_id=stem, image_id=relative,
+                    dataset=DATASET, record_id=relative, image_path=path,
+                    patient_id=_dicom_patient_id(path) or stem, image_id=relative,
                     label=label, laterality=laterality_from_name(stem),
                     view=view_from_name(stem), source_split=split, prefer_dicom_tags=True,
                     has_annotations=False)
