@@ -31,7 +31,7 @@ import statistics  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-from typing import Callable, List, Optional, Sequence, Tuple  # noqa: E402
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -69,10 +69,17 @@ def find_artifacts(run_dir: str) -> RunArtifacts:
     return RunArtifacts(**found)
 
 
-def _fit_seconds(model: tf_keras.Model, dataset: tf.data.Dataset, steps: int) -> float:
+def _train_seconds(model: tf_keras.Model, batches: Iterator, steps: int) -> float:
+    """Seconds for `steps` training steps on batches drawn from one long-lived iterator, as in a Trainer epoch
+    (a `fit` call keeps one iterator for all its epochs; a new one per timing would time only the first pass)."""
     start = time.perf_counter()
-    model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0)
+    for _ in range(steps):
+        model.train_on_batch(*next(batches))
     return time.perf_counter() - start
+
+
+def count_records(files: Sequence[str]) -> int:
+    return int(tf.data.TFRecordDataset(files, compression_type="GZIP").reduce(0, lambda count, _: count + 1))
 
 
 def in_memory_copy(dataset: tf.data.Dataset, batches: int) -> tf.data.Dataset:
@@ -103,17 +110,21 @@ class Throughput:
 
 
 def measure_training(stage: str, unit: str, model: tf_keras.Model, pipeline: tf.data.Dataset, batch_size: int,
-                     steps: int, repeats: int) -> Throughput:
-    """Alternates input-pipeline and in-memory epochs of `steps` steps on one compiled model."""
+                     steps: int, repeats: int, warmup_batches: int) -> Throughput:
+    """Alternates input-pipeline and in-memory runs of `steps` steps on one compiled model."""
     memory = in_memory_copy(pipeline, steps)
     compile_for_step(model, TrainingStep(TrainScope.ALL, 1e-4, 1), lambda: ["accuracy"])
-    # Warm-up: traces the train function and fills the shuffle buffer before anything is timed.
-    _fit_seconds(model, pipeline, max(2, steps // 4))
-    _fit_seconds(model, memory, max(2, steps // 4))
+    pipeline_batches, memory_batches = iter(pipeline), iter(memory)
+    # Warm-up: one pass over the training split, as the first epoch of a Trainer does (shuffle buffer filled,
+    # tf.data autotuning settled), then a few steps on each source to trace the train function.
+    for _ in range(warmup_batches):
+        next(pipeline_batches)
+    _train_seconds(model, pipeline_batches, max(2, steps // 4))
+    _train_seconds(model, memory_batches, max(2, steps // 4))
     pipeline_s, memory_s = [], []
     for _ in range(repeats):
-        pipeline_s.append(_fit_seconds(model, pipeline, steps))
-        memory_s.append(_fit_seconds(model, memory, steps))
+        pipeline_s.append(_train_seconds(model, pipeline_batches, steps))
+        memory_s.append(_train_seconds(model, memory_batches, steps))
     return Throughput(stage, unit, batch_size, steps, pipeline_s, memory_s)
 
 
@@ -126,14 +137,16 @@ def training_throughput(artifacts: RunArtifacts, steps: int, repeats: int) -> Li
     patch_pipeline = inputs.tfrecord_input_fn(patch_files, tf_transform_output,
                                               inputs.patch_example_spec(patch.patch_size), patch, training=True)
     results.append(measure_training("1 (patches, demo)", "patches/s", patch_model, patch_pipeline,
-                                    patch.batch_size, steps, repeats))
+                                    patch.batch_size, steps, repeats,
+                                    -(-count_records(patch_files) // patch.batch_size)))
     image = image_hparams("demo")
     image_model = build_whole_image_model(patch_model.get_layer("trunk"), image)
     image_files = sorted(glob.glob(os.path.join(artifacts.examples, "Split-train", "*.gz")))
     image_pipeline = inputs.tfrecord_input_fn(image_files, tf_transform_output,
                                               inputs.whole_image_example_spec(image.image_size), image, training=True)
     results.append(measure_training("2 (whole images, demo)", "images/s", image_model, image_pipeline,
-                                    image.batch_size, steps, repeats))
+                                    image.batch_size, steps, repeats,
+                                    -(-count_records(image_files) // image.batch_size)))
     return results
 
 
@@ -220,8 +233,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for result in training_throughput(artifacts, args.steps, args.repeats):
         print(f"| {result.stage} | {result.batch_size} | {result.steps} x {len(result.pipeline_s)} | "
-              f"{result.rate(result.pipeline_s):.1f} {result.unit} | {result.rate(result.memory_s):.1f} {result.unit} | "
-              f"{result.ratio:.2f} |", flush=True)
+              f"{result.rate(result.pipeline_s):.1f} {result.unit} | "
+              f"{result.rate(result.memory_s):.1f} {result.unit} | {result.ratio:.2f} |", flush=True)
     if not args.skip_latency:
         latency, (rows, cols) = serving_latency(artifacts, args.latency_calls)
         print(f"\n### Inference latency, production architecture (ResNet50 + [512-512-1024]x2), one {rows}x{cols} "
