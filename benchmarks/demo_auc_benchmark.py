@@ -7,7 +7,8 @@ one the image Trainer exported; both found through the run's ML Metadata, not by
 split of the run's ExampleGen output through its `serving_examples` signature and computes ROC AUC (sklearn) of
 `probability` (4-flip average) and `probability_single` (no flip) against the image label: over the synthetic
 datasets together, per dataset, and for the real DICOMs of the `folder` dataset apart (their labels are per case,
-not per breast, so they are not part of the synthetic figure). A dataset whose test split holds one class only has no AUC ("n/a").
+not per breast, so they are not part of the synthetic figure). A dataset whose test split holds one class only
+has no AUC ("n/a").
 
 Usage:
     TF_USE_LEGACY_KERAS=1 .venv/bin/python benchmarks/demo_auc_benchmark.py [--seeds 0 1 2] [--keep DIR]
