@@ -19,6 +19,7 @@ import tensorflow_transform as tft
 from tensorflow_transform.tf_metadata import schema_utils
 from tfx_bsl.public import tfxio
 
+from trainer_module import runtime
 from trainer_module.augmentation import augment_images, batch_balance_weights
 from trainer_module.hparams import TrainingConfig
 from trainer_module.preprocessing import IMAGE_PNG_KEY, dense_image
@@ -138,3 +139,13 @@ def tfrecord_input_fn(file_patterns: Sequence[str], tf_transform_output: tft.TFT
 def _split_label(features: dict, label_key: str) -> tuple[dict, tf.Tensor]:
     features = dict(features)
     return features, features.pop(label_key)
+
+
+def tfx_train_and_validation(fn_args, tf_transform_output, spec, config) -> tuple:
+    """The Trainer's (training, validation) datasets from its FnArgs: the train split augmented and shuffled, the
+    eval split as is, capped at hparams.validation_steps / EvalArgs.num_steps batches when set."""
+    train = tfx_input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, spec, config,
+                         training=True)
+    validation = tfx_input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, spec, config,
+                              training=False, max_batches=runtime.validation_batches(config, fn_args.eval_steps))
+    return train, validation

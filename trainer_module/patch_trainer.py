@@ -41,11 +41,7 @@ def run_fn(fn_args) -> None:
     tf.random.set_seed(hparams.seed)
     tf_transform_output = tft.TFTransformOutput(transform_graph_dir(fn_args))
     spec = inputs.patch_example_spec(hparams.patch_size)
-    train_dataset = inputs.tfx_input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, spec,
-                                        hparams, training=True)
-    validation_dataset = inputs.tfx_input_fn(
-        fn_args.eval_files, fn_args.data_accessor, tf_transform_output, spec, hparams, training=False,
-        max_batches=runtime.validation_batches(hparams, fn_args.eval_steps))
+    train_dataset, validation_dataset = inputs.tfx_train_and_validation(fn_args, tf_transform_output, spec, hparams)
     with runtime.precision_policy(hparams.mixed_precision):
         with runtime.select_strategy(hparams.distribution).scope():
             model = build_patch_model(hparams)
