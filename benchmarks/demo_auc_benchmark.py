@@ -79,7 +79,10 @@ def run_demo(seed: int, out_dir: str, overrides: Sequence[str]) -> float:
         completed = subprocess.run(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
     wall = time.perf_counter() - start
     if completed.returncode != 0:
-        raise RuntimeError(f"demo for seed {seed} failed (exit {completed.returncode}); see {log_path}")
+        # The run folder is temporary: put the end of the log into the error so the cause is not lost with it.
+        with open(log_path) as log:
+            tail = "".join(log.readlines()[-40:])
+        raise RuntimeError(f"demo for seed {seed} failed (exit {completed.returncode}); end of its log:\n{tail}")
     return wall
 
 
