@@ -64,7 +64,9 @@ def patch_heatmap(patch_model: tf_keras.Model, images: tf.Tensor, window: int) -
     pooled = tf.nn.avg_pool2d(features, ksize=window, strides=1, padding="VALID")
     logits = tf.einsum("bhwc,ck->bhwk", pooled, tf.cast(head.kernel, tf.float32)) + tf.cast(head.bias, tf.float32)
     probabilities = tf.nn.softmax(logits, axis=-1)
-    return tf.reduce_sum(tf.gather(probabilities, list(MALIGNANT_PATCH_CLASSES), axis=-1), axis=-1)
+    malignant = tf.reduce_sum(tf.gather(probabilities, list(MALIGNANT_PATCH_CLASSES), axis=-1), axis=-1)
+    # A sum of softmax entries can round to just above 1 (seen: 1.0000001); clients expect a probability.
+    return tf.clip_by_value(malignant, 0.0, 1.0)
 
 
 class _ServingModule(tf.Module):
