@@ -111,6 +111,7 @@ def read_model_geometry(saved_model_dir: str) -> tuple[Optional[tuple[int, int]]
     """(working size, heatmap geometry) from the export's keras/model_info.json; (None, None) if it has none."""
     # trainer_module is imported here so that reading a non-trainer export does not need it.
     from trainer_module.backbones import backbone_spec
+    from trainer_module.export import heatmap_window
     from trainer_module.hparams import ImageHParams, PatchHParams
     from trainer_module.model_io import WHOLE_IMAGE_KIND, read_model_info
 
@@ -125,7 +126,7 @@ def read_model_geometry(saved_model_dir: str) -> tuple[Optional[tuple[int, int]]
     patch_hparams = PatchHParams.from_dict({**info["patch_hparams"], "backbone_weights": None})
     rows, cols = image_hparams.image_size
     stride = backbone_spec(patch_hparams.backbone, patch_hparams.small_backbone_widths).stride
-    return (rows, cols), HeatmapGeometry(rows, cols, stride, patch_hparams.patch_size)
+    return (rows, cols), HeatmapGeometry(rows, cols, stride, heatmap_window(patch_hparams) * stride)
 
 
 def load_prediction_model(model_dir: str) -> PredictionModel:

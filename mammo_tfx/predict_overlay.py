@@ -1,10 +1,10 @@
 """Heatmap overlays for `mammo-tfx predict --heatmaps`: the mammogram in grey, the patch heatmap on top.
 
 The export's `heatmap` signature returns the patch classifier's malignant probability on a coarse grid in
-working-image coordinates: cell (i, j) is the patch whose top-left corner is at pixel (i, j) * stride
-(trainer_module/export.py). Each cell is drawn as a stride x stride block centred on its patch, so a hot
-cell sits over the tissue that produced it; the half-patch border the classifier never centred on stays
-uncoloured. The overlay PNG has exactly the size (hence the aspect) of the display image; the colour bar
+working-image coordinates: cell (i, j) scores the square of `pooled_size` pixels (the patch, less the border
+cells its head does not pool) whose top-left corner is at pixel (i, j) * stride (trainer_module/export.py).
+Each cell is drawn as a stride x stride block centred on that square, so a hot cell sits over the tissue that
+produced it; the border the classifier never centred on stays uncoloured. The overlay PNG has exactly the size (hence the aspect) of the display image; the colour bar
 is drawn inside it, on the side away from the breast, so it hides background rather than tissue.
 """
 from __future__ import annotations
@@ -36,11 +36,11 @@ class HeatmapGeometry:
     working_rows: int
     working_cols: int
     stride: int  # pixels between neighbouring cells
-    patch_size: int  # side of the patch each cell scores
+    pooled_size: int  # side of the square each cell scores: the trunk cells the patch head pools
 
     def expected_shape(self) -> tuple[int, int]:
-        """Heatmap shape the export produces for its working size (VALID pooling of patch_size/stride cells)."""
-        window = self.patch_size // self.stride
+        """Heatmap shape the export produces for its working size (VALID pooling of pooled_size/stride cells)."""
+        window = self.pooled_size // self.stride
         return self.working_rows // self.stride - window + 1, self.working_cols // self.stride - window + 1
 
 
@@ -59,8 +59,8 @@ def heatmap_extent(heatmap_shape: tuple[int, int], display_shape: tuple[int, int
         return 0.0, float(display_cols), float(display_rows), 0.0
     row_scale = display_rows / geometry.working_rows
     col_scale = display_cols / geometry.working_cols
-    # First cell centre at patch_size/2; each cell drawn stride wide around its centre.
-    first = geometry.patch_size / 2 - geometry.stride / 2
+    # First cell centre at pooled_size/2; each cell drawn stride wide around its centre.
+    first = geometry.pooled_size / 2 - geometry.stride / 2
     rows, cols = heatmap_shape
     top, bottom = first * row_scale, (first + rows * geometry.stride) * row_scale
     left, right = first * col_scale, (first + cols * geometry.stride) * col_scale

@@ -237,7 +237,7 @@ def test_no_model_is_an_error_not_a_row(tmp_path):
 
 
 def test_heatmap_cells_are_drawn_over_their_patches(tmp_path):
-    geometry = HeatmapGeometry(working_rows=128, working_cols=96, stride=8, patch_size=32)
+    geometry = HeatmapGeometry(working_rows=128, working_cols=96, stride=8, pooled_size=32)
     assert geometry.expected_shape() == (13, 9)
     # Display 8x the working size: half a patch minus half a stride (12 px) stays uncovered on every side.
     assert heatmap_extent((13, 9), (1024, 768), geometry) == (96.0, 672.0, 928.0, 96.0)

