@@ -18,7 +18,7 @@ from tests.test_trainer_support import (IMAGE_COLS, IMAGE_ROWS, encode_png16, to
                                         toy_whole_image, whole_image_example)
 from trainer_module.export import EXAMPLES_INPUT, HEATMAP, IMAGE_BYTES_INPUT, SERVING_EXAMPLES, patch_heatmap
 from trainer_module.inputs import transform_images
-from trainer_module.model_io import load_patch_model
+from trainer_module.model_io import load_patch_model, load_whole_image_model
 from trainer_module.runtime import SUMMARY_FILE
 
 
@@ -172,6 +172,28 @@ def test_init_from_a_previous_export_fine_tunes_that_model(trained, toy_data):  
     before = tf.saved_model.load(trained["image_dir"]).signatures["serving_default"](image_bytes=image_bytes)
     after = tf.saved_model.load(image_dir).signatures["serving_default"](image_bytes=image_bytes)
     np.testing.assert_allclose(after["probability"].numpy(), before["probability"].numpy(), rtol=1e-5)
+
+
+def test_image_run_fn_trains_the_new_layers_on_cached_trunk_features(trained, toy_data):  # noqa: F811
+    cached_step = [{"scope": "new_layers", "learning_rate": 1e-2, "epochs": 2, "steps_per_epoch": 5}]
+    image_dir, image_run = run_trainer(
+        "trainer_module.image_trainer.run_fn", toy_data["images"], toy_data["transform_graph"],
+        os.path.join(trained["root"], "image_cached"),
+        {"preset": "tiny", "hparams": {"cache_trunk_features": True, "schedule": cached_step}},
+        base_model_uri=os.path.dirname(trained["patch_dir"]))
+    summary = _summary(image_run)
+    assert [(step["scope"], step["epochs_run"]) for step in summary["steps"]] == [("new_layers", 2)]
+    assert summary["hparams"]["cache_trunk_features"] is True
+    assert len(summary["steps"][0]["history"]["val_auc"]) == 2
+    # Only the head trained: the exported whole-image model's trunk is still stage 1's trunk.
+    _, stage1_model = load_patch_model(trained["patch_dir"])
+    _, _, whole_image = load_whole_image_model(image_dir)
+    for stage1, exported in zip(stage1_model.get_layer("trunk").get_weights(),
+                                whole_image.get_layer("trunk").get_weights()):
+        np.testing.assert_array_equal(stage1, exported)
+    outputs = tf.saved_model.load(image_dir).signatures["serving_default"](
+        image_bytes=tf.constant([encode_png16(image) for image in _toy_images(2, seed=16)]))
+    assert np.all((outputs["probability"].numpy() >= 0) & (outputs["probability"].numpy() <= 1))
 
 
 def test_whole_image_trainer_requires_the_patch_model(toy_data, tmp_path):  # noqa: F811

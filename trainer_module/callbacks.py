@@ -16,12 +16,15 @@ class BestWeightsKeeper(tf_keras.callbacks.Callback):
 
     One instance is shared by the successive `fit` calls of a layer-wise schedule (EarlyStopping's
     own restore works only within one `fit`), and `restore()` puts the best weights back at the end.
-    Weights are kept in memory: the models here are at most a few hundred MB.
+    Weights are kept in memory: the models here are at most a few hundred MB. `weights_of` is the model whose
+    weights are kept (default: the model being fit), so a step that fits a part of it (sharing its layers)
+    still snapshots and restores the whole.
     """
 
-    def __init__(self, monitor: str) -> None:
+    def __init__(self, monitor: str, weights_of: Optional[tf_keras.Model] = None) -> None:
         super().__init__()
         self.monitor = monitor
+        self._weights_of = weights_of
         self.best_value: Optional[float] = None
         self.best_epoch: Optional[int] = None
         self._best_weights: Optional[list[np.ndarray]] = None
@@ -35,12 +38,15 @@ class BestWeightsKeeper(tf_keras.callbacks.Callback):
             return
         if self.best_value is None or value > self.best_value:
             self.best_value, self.best_epoch = value, epoch
-            self._best_weights = self.model.get_weights()
+            self._best_weights = self._owner().get_weights()
 
     def restore(self) -> bool:
         """Loads the best weights into the model; False when no epoch ran."""
         if self._best_weights is None:
             return False
-        self.model.set_weights(self._best_weights)
+        self._owner().set_weights(self._best_weights)
         logger.info("restored the weights of epoch %d (%s=%.4f)", self.best_epoch + 1, self.monitor, self.best_value)
         return True
+
+    def _owner(self) -> tf_keras.Model:
+        return self._weights_of if self._weights_of is not None else self.model

@@ -14,14 +14,15 @@ import tensorflow_transform as tft
 
 from mammo_tfx.serving.warmup import write_warmup_file
 from trainer_module import inputs, runtime
-from trainer_module.backbones import backbone_spec
+from trainer_module.backbones import TRUNK_NAME, backbone_spec
 from trainer_module.export import export_whole_image_model, heatmap_window
-from trainer_module.hparams import ImageHParams, hparams_from_custom_config
+from trainer_module.hparams import ImageHParams, TrainScope, hparams_from_custom_config
 from trainer_module.metrics import MalignantAUC
 from trainer_module.model_io import load_patch_model, load_whole_image_weights
 from trainer_module.patch_trainer import transform_graph_dir
 from trainer_module.schedule import run_schedule
-from trainer_module.whole_image_model import MALIGNANT_IMAGE_CLASS, build_whole_image_model
+from trainer_module.trunk_cache import CachedTrunkFeatures
+from trainer_module.whole_image_model import MALIGNANT_IMAGE_CLASS, build_whole_image_model, head_on_trunk_features
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,11 @@ def _first_image_png(file_patterns) -> bytes:
     for record in tf.data.TFRecordDataset(files, compression_type="GZIP").take(1):
         return tf.train.Example.FromString(record.numpy()).features.feature["image_png"].bytes_list.value[0]
     raise ValueError(f"no example in the evaluation files {list(file_patterns)} to build the warm-up request from")
+
+
+def _trains_on_cached_features(hparams: ImageHParams) -> bool:
+    return hparams.cache_trunk_features and any(
+        step.scope == TrainScope.NEW_LAYERS and step.epochs > 0 for step in hparams.schedule)
 
 
 def run_fn(fn_args) -> None:
@@ -53,15 +59,24 @@ def run_fn(fn_args) -> None:
             heatmap_window(patch_hparams)
             _, original_patch_model = load_patch_model(fn_args.base_model)
             original_patch_model.trainable = False
-            model = build_whole_image_model(patch_model.get_layer("trunk"), hparams)
+            model = build_whole_image_model(patch_model.get_layer(TRUNK_NAME), hparams)
             if hparams.init_from:
                 load_whole_image_weights(model, hparams.init_from)
                 logger.info("whole-image model initialised from %s", hparams.init_from)
+            # Built in the strategy's scope like the model whose layers it shares.
+            head = head_on_trunk_features(model, hparams) if _trains_on_cached_features(hparams) else None
+        new_layers_target = None
+        if head is not None:
+            cache = CachedTrunkFeatures.compute(
+                model.get_layer(TRUNK_NAME), inputs.tfx_train_split_once(fn_args, tf_transform_output, spec, hparams),
+                validation_dataset, hparams.augmentation)
+            new_layers_target = cache.fit_target(head, hparams)
         results = run_schedule(
             model, backbone_spec(patch_hparams.backbone, patch_hparams.small_backbone_widths), hparams.schedule,
             hparams.weight_decay, train_dataset, validation_dataset,
             runtime.steps_per_epoch(hparams, fn_args.train_steps), image_metrics, hparams.best_model_monitor,
-            hparams.early_stopping_patience, runtime.tensorboard_callbacks(fn_args.model_run_dir))
+            hparams.early_stopping_patience, runtime.tensorboard_callbacks(fn_args.model_run_dir),
+            new_layers_target)
         export_whole_image_model(model, original_patch_model, hparams, patch_hparams, tf_transform_output,
                                  fn_args.serving_model_dir)
     # TF Serving replays this at load so the first real request does not pay for graph tracing; the Pusher copies

@@ -149,3 +149,10 @@ def tfx_train_and_validation(fn_args, tf_transform_output, spec, config) -> tupl
     validation = tfx_input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, spec, config,
                               training=False, max_batches=runtime.validation_batches(config, fn_args.eval_steps))
     return train, validation
+
+
+def tfx_train_split_once(fn_args, tf_transform_output, spec, config) -> tf.data.Dataset:
+    """One pass over the Trainer's train split as it is (no shuffle, no augmentation, no weights), for computing
+    what depends only on the images (trunk_cache.py)."""
+    return tfx_input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, spec, config,
+                        training=False)

@@ -34,6 +34,10 @@ def save_keras_copy(model: tf_keras.Model, export_dir: str, patch_hparams: Patch
     """Writes the model's weights and the hparams needed to rebuild it under <export_dir>/keras/."""
     keras_dir = os.path.join(export_dir, KERAS_DIR)
     tf.io.gfile.makedirs(keras_dir)
+    # The .h5 format lists a layer's trainable weights before its frozen ones, so a model saved with a frozen
+    # trunk (a schedule that ends with a 'new_layers' step) would store another order than a freshly built model
+    # loads. Training is over when the copy is written: save it with every layer trainable.
+    model.trainable = True
     model.save_weights(os.path.join(keras_dir, WEIGHTS_FILE))
     info = {"kind": PATCH_KIND if image_hparams is None else WHOLE_IMAGE_KIND,
             "patch_hparams": patch_hparams.to_dict()}

@@ -67,6 +67,15 @@ def compile_for_step(model: tf_keras.Model, step: TrainingStep,
                   weighted_metrics=[])
 
 
+@dataclasses.dataclass(frozen=True)
+class FitTarget:
+    """What a step's `fit` trains: a model (sharing its layers with the scheduled model) and its data."""
+
+    model: tf_keras.Model
+    train_dataset: tf.data.Dataset
+    validation_dataset: tf.data.Dataset
+
+
 @dataclasses.dataclass
 class StepResult:
     """What one schedule step did, for logs and the training summary."""
@@ -92,13 +101,17 @@ def run_schedule(
     best_model_monitor: str,
     early_stopping_patience: Optional[int] = None,
     extra_callbacks: Sequence[tf_keras.callbacks.Callback] = (),
+    new_layers_target: Optional[FitTarget] = None,
 ) -> list[StepResult]:
     """Trains `model` through `steps`, then restores the best epoch's weights (by `best_model_monitor`).
 
     Epoch numbers continue across steps (TensorBoard shows one curve). Early stopping, when set,
-    watches val_loss within each step.
+    watches val_loss within each step. `new_layers_target`, when given, is what 'new_layers' steps fit
+    instead of `model` on images: the new layers as a model on cached trunk features (trunk_cache.py).
+    A step's own steps_per_epoch, when set, replaces `steps_per_epoch`.
     """
-    keeper = BestWeightsKeeper(best_model_monitor)
+    keeper = BestWeightsKeeper(best_model_monitor, weights_of=model)
+    images_target = FitTarget(model, train_dataset, validation_dataset)
     results: list[StepResult] = []
     epoch = 0
     for index, step in enumerate(steps, start=1):
@@ -108,16 +121,19 @@ def run_schedule(
             continue
         set_trainable_scope(model, step.scope, spec)
         set_weight_decay(model, weight_decay)
-        compile_for_step(model, step, metrics_factory)
+        target = new_layers_target if (step.scope == TrainScope.NEW_LAYERS and new_layers_target) else images_target
+        compile_for_step(target.model, step, metrics_factory)
         callbacks: list[tf_keras.callbacks.Callback] = [keeper, *extra_callbacks]
         if early_stopping_patience:
             callbacks.append(tf_keras.callbacks.EarlyStopping(monitor="val_loss", patience=early_stopping_patience))
-        logger.info("step %d/%d: scope=%s lr=%g weight_decay=%g epochs=%d trainable weights=%d",
+        logger.info("step %d/%d: scope=%s lr=%g weight_decay=%g epochs=%d trainable weights=%d%s",
                     index, len(steps), step.scope.value, step.learning_rate, weight_decay, step.epochs,
-                    len(model.trainable_weights))
-        history = model.fit(train_dataset, validation_data=validation_dataset, initial_epoch=epoch,
-                            epochs=epoch + step.epochs, steps_per_epoch=steps_per_epoch,
-                            callbacks=callbacks, verbose=2)
+                    len(target.model.trainable_weights),
+                    " (on cached trunk features)" if target is not images_target else "")
+        history = target.model.fit(target.train_dataset, validation_data=target.validation_dataset,
+                                   initial_epoch=epoch, epochs=epoch + step.epochs,
+                                   steps_per_epoch=step.steps_per_epoch or steps_per_epoch,
+                                   callbacks=callbacks, verbose=2)
         epochs_run = len(history.epoch)
         epoch += epochs_run
         record = {key: [float(v) for v in values] for key, values in history.history.items()}
