@@ -49,17 +49,12 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 def _write_sample_png(examples_uri: str, out_path: str) -> str:
     """Writes the image of one test example as a PNG, for the curl example."""
-    import glob
+    from mammo_tfx.example_files import first_image_png
 
-    import tensorflow as tf
-
-    files = glob.glob(os.path.join(examples_uri, "Split-test", "*.gz"))
-    for record in tf.data.TFRecordDataset(files, compression_type="GZIP").take(1):
-        example = tf.train.Example.FromString(record.numpy())
-        with open(out_path, "wb") as f:
-            f.write(example.features.feature["image_png"].bytes_list.value[0])
-        return out_path
-    raise RuntimeError(f"{examples_uri}: the test split is empty")
+    image_png = first_image_png([os.path.join(examples_uri, "Split-test", "*.gz")])
+    with open(out_path, "wb") as f:
+        f.write(image_png)
+    return out_path
 
 
 def _print_evaluation(outputs, out_dir: str, model_name: str) -> None:

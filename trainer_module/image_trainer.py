@@ -12,6 +12,7 @@ import logging
 import tensorflow as tf
 import tensorflow_transform as tft
 
+from mammo_tfx.example_files import first_image_png
 from mammo_tfx.serving.warmup import write_warmup_file
 from trainer_module import inputs, runtime
 from trainer_module.backbones import TRUNK_NAME, backbone_spec
@@ -29,14 +30,6 @@ logger = logging.getLogger(__name__)
 
 def image_metrics() -> list:
     return ["accuracy", MalignantAUC([MALIGNANT_IMAGE_CLASS], name="auc")]
-
-
-def _first_image_png(file_patterns) -> bytes:
-    """The encoded image of the first example of the evaluation split (a real scan, for the warm-up request)."""
-    files = [f for pattern in file_patterns for f in tf.io.gfile.glob(pattern)]
-    for record in tf.data.TFRecordDataset(files, compression_type="GZIP").take(1):
-        return tf.train.Example.FromString(record.numpy()).features.feature["image_png"].bytes_list.value[0]
-    raise ValueError(f"no example in the evaluation files {list(file_patterns)} to build the warm-up request from")
 
 
 def _trains_on_cached_features(hparams: ImageHParams) -> bool:
@@ -81,7 +74,7 @@ def run_fn(fn_args) -> None:
                                  fn_args.serving_model_dir)
     # TF Serving replays this at load so the first real request does not pay for graph tracing; the Pusher copies
     # it with the model.
-    write_warmup_file(fn_args.serving_model_dir, [_first_image_png(fn_args.eval_files)])
+    write_warmup_file(fn_args.serving_model_dir, [first_image_png(fn_args.eval_files)])
     runtime.write_training_summary(fn_args.model_run_dir, "whole_image", results,
                                    {"hparams": hparams.to_dict(), "patch_hparams": patch_hparams.to_dict()})
     logger.info("whole-image classifier exported to %s", fn_args.serving_model_dir)
