@@ -36,6 +36,8 @@ from tfx.components.evaluator import constants as evaluator_constants
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
+from mammo_tfx.tfma_keys import is_plain_metric_key, slice_pairs_from_proto
+
 EVALUATION_KEY = "evaluation"
 MODEL_KEY = "model"
 BASELINE_MODEL_KEY = "baseline_model"
@@ -142,15 +144,6 @@ def slice_name(slice_key: SliceKey) -> str:
     return ", ".join(f"{column}={value}" for column, value in slice_key)
 
 
-def _slice_key(proto: Any) -> SliceKey:
-    parts = []
-    for single in proto.single_slice_keys:
-        kind = single.WhichOneof("kind")
-        value = getattr(single, kind)
-        parts.append((single.column, value.decode("utf-8") if isinstance(value, bytes) else value))
-    return tuple(parts)
-
-
 def _metric_value(value: Any) -> Any:
     kind = value.WhichOneof("type")
     if kind == "double_value":
@@ -180,10 +173,10 @@ def read_evaluation(evaluation_uri: str) -> EvaluationMetrics:
     for metrics_for_slice in tfma.load_metrics(evaluation_uri):
         if metrics_for_slice.HasField("cross_slice_key"):
             continue
-        slice_key = _slice_key(metrics_for_slice.slice_key)
+        slice_key = slice_pairs_from_proto(metrics_for_slice.slice_key)
         for key_and_value in metrics_for_slice.metric_keys_and_values:
             key = key_and_value.key
-            if key.is_diff or key.HasField("sub_key") or key.HasField("aggregation_type"):
+            if not is_plain_metric_key(key):
                 continue
             slice_metrics = by_model_output.setdefault((key.model_name, key.output_name), {}).setdefault(
                 slice_key, SliceMetrics())

@@ -21,6 +21,7 @@ from tensorflow_model_analysis.proto import metrics_for_slice_pb2
 from tensorflow_model_analysis.writers import eval_config_writer
 
 from mammo_tfx.report.slices import SliceKey, slice_columns, slice_key_from_proto, slice_label, slice_sort_key
+from mammo_tfx.tfma_keys import is_plain_metric_key
 
 PRIMARY_OUTPUT = "probability"  # the flip-augmented (TTA) output; `probability_single` is the unflipped one
 CONFUSION_MATRIX_METRIC = "confusion_matrix_at_thresholds"
@@ -160,11 +161,6 @@ def _is_weighted(key) -> bool:
     return key.HasField("example_weighted") and key.example_weighted.value
 
 
-def _plain_key(key: metrics_for_slice_pb2.MetricKey) -> bool:
-    """Keys of the model itself: no baseline diff, class/top-k sub key or aggregation."""
-    return not key.is_diff and not key.HasField("sub_key") and not key.HasField("aggregation_type")
-
-
 def _prefer_unweighted(entries: dict, group: tuple, weighted: bool, payload) -> None:
     """Keeps one payload per group, an unweighted one over a weighted one (the report shows raw counts)."""
     current = entries.get(group)
@@ -190,7 +186,7 @@ def _read_metrics(evaluation_uri: str, requested_model: Optional[str]):
         key_tuple = slice_key_from_proto(record.slice_key)
         for kv in record.metric_keys_and_values:
             key = kv.key
-            if key.model_name != model_name or not _plain_key(key):
+            if key.model_name != model_name or not is_plain_metric_key(key):
                 continue
             group = (key_tuple, key.output_name, key.name)
             if kv.value.HasField("confusion_matrix_at_thresholds"):

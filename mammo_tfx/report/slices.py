@@ -6,6 +6,8 @@ from typing import Iterable, Mapping, Union
 
 from tensorflow_model_analysis.proto import metrics_for_slice_pb2
 
+from mammo_tfx.tfma_keys import slice_pairs_from_proto
+
 SliceValue = Union[str, int, float]
 # ((column, value), ...) with columns in DISPLAY_COLUMN_ORDER; () is the overall slice.
 SliceKey = tuple[tuple[str, SliceValue], ...]
@@ -27,14 +29,8 @@ def make_slice_key(pairs: Iterable[tuple[str, SliceValue]]) -> SliceKey:
 
 
 def slice_key_from_proto(proto: metrics_for_slice_pb2.SliceKey) -> SliceKey:
-    pairs = []
-    for single in proto.single_slice_keys:
-        kind = single.WhichOneof("kind")
-        value = getattr(single, kind) if kind else ""
-        if isinstance(value, bytes):
-            value = value.decode("utf-8", errors="replace")
-        pairs.append((single.column, value))
-    return make_slice_key(pairs)
+    return make_slice_key(slice_pairs_from_proto(proto))
+
 
 
 def slice_columns(key: SliceKey) -> tuple[str, ...]:
