@@ -128,26 +128,29 @@ def measure_training(stage: str, unit: str, model: tf_keras.Model, pipeline: tf.
     return Throughput(stage, unit, batch_size, steps, pipeline_s, memory_s)
 
 
+def _train_split_throughput(stage: str, unit: str, model, examples_uri: str, spec, hparams,
+                            tf_transform_output, steps: int, repeats: int) -> Throughput:
+    """Throughput of `model` on the train split under `examples_uri`: the Trainer's input function vs memory."""
+    files = sorted(glob.glob(os.path.join(examples_uri, "Split-train", "*.gz")))
+    pipeline = inputs.tfrecord_input_fn(files, tf_transform_output, spec, hparams, training=True)
+    return measure_training(stage, unit, model, pipeline, hparams.batch_size, steps, repeats,
+                            -(-count_records(files) // hparams.batch_size))
+
+
 def training_throughput(artifacts: RunArtifacts, steps: int, repeats: int) -> List[Throughput]:
     tf_transform_output = tft.TFTransformOutput(artifacts.transform_graph)
-    results = []
     patch = patch_hparams("demo")
     patch_model = build_patch_model(patch)
-    patch_files = sorted(glob.glob(os.path.join(artifacts.patches, "Split-train", "*.gz")))
-    patch_pipeline = inputs.tfrecord_input_fn(patch_files, tf_transform_output,
-                                              inputs.patch_example_spec(patch.patch_size), patch, training=True)
-    results.append(measure_training("1 (patches, demo)", "patches/s", patch_model, patch_pipeline,
-                                    patch.batch_size, steps, repeats,
-                                    -(-count_records(patch_files) // patch.batch_size)))
     image = image_hparams("demo")
     image_model = build_whole_image_model(patch_model.get_layer("trunk"), image)
-    image_files = sorted(glob.glob(os.path.join(artifacts.examples, "Split-train", "*.gz")))
-    image_pipeline = inputs.tfrecord_input_fn(image_files, tf_transform_output,
-                                              inputs.whole_image_example_spec(image.image_size), image, training=True)
-    results.append(measure_training("2 (whole images, demo)", "images/s", image_model, image_pipeline,
-                                    image.batch_size, steps, repeats,
-                                    -(-count_records(image_files) // image.batch_size)))
-    return results
+    return [
+        _train_split_throughput("1 (patches, demo)", "patches/s", patch_model, artifacts.patches,
+                                inputs.patch_example_spec(patch.patch_size), patch, tf_transform_output, steps,
+                                repeats),
+        _train_split_throughput("2 (whole images, demo)", "images/s", image_model, artifacts.examples,
+                                inputs.whole_image_example_spec(image.image_size), image, tf_transform_output, steps,
+                                repeats),
+    ]
 
 
 @dataclasses.dataclass(frozen=True)
