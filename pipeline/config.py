@@ -16,6 +16,7 @@ import yaml
 from mammo_tfx.ingest.options import IngestOptions
 from mammo_tfx.patches.options import PatchSamplingOptions
 from pipeline.evaluation import EvaluationConfig
+from pipeline.paths import SETUP_FILE
 from trainer_module.hparams import ImageHParams, PatchHParams, image_hparams, patch_hparams
 from trainer_module.preprocessing import TransformOptions
 
@@ -34,20 +35,44 @@ class SplitConfig:
         return [("train", self.train), ("eval", self.eval), ("test", self.test)]
 
 
+# Beam flags that say how workers get the code. TFX's Beam executors read them too: with none of them they pack
+# TFX's own source into a throw-away sdist for every Beam component run (about 50 MB left in the temp dir and a
+# few seconds each). The DirectRunner needs no packing (it runs in this environment); a remote runner needs this
+# project's code too, which that sdist lacks.
+DEPENDENCY_FLAGS = ("--setup_file", "--extra_package", "--extra_packages", "--requirements_file",
+                    "--sdk_container_image", "--worker_harness_container_image")
+
+
+def _names_dependency(arg: str) -> bool:
+    return any(arg == flag or arg.startswith(flag + "=") for flag in DEPENDENCY_FLAGS)
+
+
 @dataclass(frozen=True)
 class BeamConfig:
-    """Where Beam runs. `runner` DirectRunner is the embedded default; other runners take `extra_args`."""
+    """Where Beam runs. `runner` DirectRunner is the embedded default; other runners take `extra_args`, which must
+    say how their workers get the project (e.g. `--sdk_container_image` of the image built from kfp/Dockerfile)."""
 
     runner: str = "DirectRunner"
     direct_running_mode: str = "multi_processing"
     direct_num_workers: int = 2
     extra_args: Tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        if self.runner != "DirectRunner" and not any(_names_dependency(arg) for arg in self.extra_args):
+            raise ValueError(
+                f"beam.runner {self.runner} runs on remote workers, which need this project's code and its "
+                f"dependencies: add one of {list(DEPENDENCY_FLAGS)} to beam.extra_args, e.g. "
+                "--sdk_container_image=<the image built from kfp/Dockerfile>")
+
     def pipeline_args(self) -> List[str]:
         args = [f"--runner={self.runner}"]
         if self.runner == "DirectRunner":
             args += [f"--direct_running_mode={self.direct_running_mode}",
                      f"--direct_num_workers={self.direct_num_workers}"]
+            if not any(_names_dependency(arg) for arg in self.extra_args):
+                # Stages nothing here (the DirectRunner ignores it); it names what a worker would need and keeps
+                # TFX from building its sdist.
+                args.append(f"--setup_file={SETUP_FILE}")
         return args + list(self.extra_args)
 
 

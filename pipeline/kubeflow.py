@@ -21,14 +21,15 @@ import yaml
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 from tfx import v1 as tfx
-from tfx.dsl.components.base import base_component, base_node
+from tfx.dsl.components.base import base_component, base_node, executor_spec
 from tfx.dsl.io import fileio
 from tfx.orchestration.kubeflow.v2 import compiler_utils
 from tfx.types import artifact as tfx_artifact
 from tfx.utils import import_utils, name_utils
 
 from pipeline.config import KubeflowConfig, PipelineConfig
-from pipeline.pipeline import REPO_ROOT, create_pipeline
+from pipeline.paths import REPO_ROOT
+from pipeline.pipeline import create_pipeline
 
 ResourceSpec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec
 
@@ -122,6 +123,14 @@ def apply_resource_requests(components: Iterable[base_node.BaseNode], kubeflow: 
     return request_resources(components, TRAINER_ID_PREFIX, trainer_resources(kubeflow))
 
 
+def _relocated(path: str, local_repo_dir: str, image_repo_dir: str) -> Optional[str]:
+    """`path` inside this checkout -> the same file in the image's copy; None for any other path."""
+    local_prefix = os.path.abspath(local_repo_dir).rstrip(os.sep) + os.sep
+    if not path.startswith(local_prefix):
+        return None
+    return image_repo_dir.rstrip("/") + "/" + path[len(local_prefix):].replace(os.sep, "/")
+
+
 def relocate_repo_paths(
     components: Iterable[base_node.BaseNode], local_repo_dir: str = REPO_ROOT, image_repo_dir: str = IMAGE_REPO_DIR
 ) -> Dict[str, str]:
@@ -129,14 +138,32 @@ def relocate_repo_paths(
 
     Returns {"<component id>.<property>": new path} for what was rewritten.
     """
-    local_prefix = os.path.abspath(local_repo_dir).rstrip(os.sep) + os.sep
     rewritten = {}
     for component in components:
         for key, value in component.exec_properties.items():
-            if isinstance(value, str) and value.startswith(local_prefix):
-                relocated = image_repo_dir.rstrip("/") + "/" + value[len(local_prefix):].replace(os.sep, "/")
+            relocated = _relocated(value, local_repo_dir, image_repo_dir) if isinstance(value, str) else None
+            if relocated:
                 component.exec_properties[key] = relocated
                 rewritten[f"{component.id}.{key}"] = relocated
+    return rewritten
+
+
+def relocate_beam_args(
+    pipeline: tfx.dsl.Pipeline, local_repo_dir: str = REPO_ROOT, image_repo_dir: str = IMAGE_REPO_DIR
+) -> List[str]:
+    """Rewrites `--flag=<path in this checkout>` Beam args (e.g. `--setup_file`) to the image's copy, in the
+    pipeline's args and in the copies TFX made of them for each Beam component. Returns the rewritten args."""
+    arg_lists = [pipeline.beam_pipeline_args] + [
+        component.executor_spec.beam_pipeline_args for component in pipeline.components
+        if isinstance(component.executor_spec, executor_spec.BeamExecutorSpec)]
+    rewritten = []
+    for args in arg_lists:
+        for i, arg in enumerate(args):
+            flag, _, value = arg.partition("=") if isinstance(arg, str) else ("", "", "")
+            relocated = _relocated(value, local_repo_dir, image_repo_dir) if value else None
+            if relocated:
+                args[i] = f"{flag}={relocated}"
+                rewritten.append(args[i])
     return rewritten
 
 
@@ -285,8 +312,9 @@ def compile_pipeline(
 ) -> Dict[str, Any]:
     """Compiles a built pipeline (its components are changed for Kubeflow: do not run it locally afterwards).
 
-    Applies the Trainer resource requests, points repo paths at the image's copy, checks KFP v2 compatibility,
-    compiles with KubeflowV2DagRunner and writes `out_path` (see `compile_kfp`). Returns the PipelineJob dict.
+    Applies the Trainer resource requests, points repo paths (exec properties, Beam args) at the image's copy,
+    checks KFP v2 compatibility, compiles with KubeflowV2DagRunner and writes `out_path` (see `compile_kfp`).
+    Returns the PipelineJob dict.
     """
     if not out_path.endswith(_PACKAGE_SUFFIXES):
         raise ValueError(f"out_path {out_path!r} must end in .json (Vertex PipelineJob) or .yaml/.yml (KFP upload)")
@@ -296,6 +324,7 @@ def compile_pipeline(
     components = pipeline.components
     apply_resource_requests(components, kubeflow or KubeflowConfig())
     relocate_repo_paths(components, REPO_ROOT, image_repo_dir)
+    relocate_beam_args(pipeline, REPO_ROOT, image_repo_dir)
     check_kubeflow_compatibility(pipeline)
 
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(

@@ -1,7 +1,6 @@
 """The mammo-tfx pipeline, defined once; runners (pipeline/runners.py) only choose where it runs."""
 from __future__ import annotations
 
-import os
 from typing import List, Optional
 
 from tfx import v1 as tfx
@@ -12,9 +11,7 @@ from components.mammo_example_gen.executor import encode_custom_config
 from components.patch_sampler.component import PatchSampler
 from pipeline.config import PipelineConfig, SplitConfig
 from pipeline.evaluation import create_evaluation_components
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCHEMA_FILE = os.path.join(REPO_ROOT, "schemas", "schema.pbtxt")
+from pipeline.paths import SCHEMA_FILE
 
 # Code runs from import paths of the installed project rather than `module_file`, which TFX would package and
 # upload at compile time (impossible without network, and unnecessary: the project is installed in the image).

@@ -11,7 +11,7 @@ from tfx import v1 as tfx
 from tfx.types.artifact import Artifact, Property, PropertyType
 
 from pipeline import kubeflow
-from pipeline.pipeline import REPO_ROOT
+from pipeline.paths import REPO_ROOT
 
 SCHEMA_IN_REPO = os.path.join(REPO_ROOT, "schemas", "schema.pbtxt")
 

@@ -20,7 +20,8 @@ from tfx import v1 as tfx
 
 from pipeline import kubeflow
 from pipeline.config import PipelineConfig, load_config
-from pipeline.pipeline import REPO_ROOT, create_pipeline
+from pipeline.paths import REPO_ROOT, SETUP_FILE
+from pipeline.pipeline import create_pipeline
 
 IMAGE = "europe-docker.pkg.dev/mammo-project/mammo/mammo-tfx:2024-06-01"
 PIPELINE_ROOT = "gs://mammo-bucket/pipeline-root"
@@ -111,7 +112,11 @@ def test_every_component_is_a_task_waiting_for_its_upstream_components(compiled:
 
 
 def test_every_step_runs_the_given_image_with_the_configured_beam_args(compiled: Compiled) -> None:
-    beam_args = compiled.config.beam.pipeline_args()
+    # The DirectRunner's --setup_file names the project's setup.py: the image's copy in the compiled pipeline.
+    image_setup_file = f"--setup_file={kubeflow.IMAGE_REPO_DIR}/setup.py"
+    beam_args = [image_setup_file if arg == f"--setup_file={SETUP_FILE}" else arg
+                 for arg in compiled.config.beam.pipeline_args()]
+    assert image_setup_file in beam_args
     for name in kubeflow.container_task_names(compiled.json_job):
         container = kubeflow.task_container(compiled.json_job, name)
         assert container["image"] == IMAGE, name

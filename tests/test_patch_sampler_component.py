@@ -20,6 +20,7 @@ from mammo_tfx.patches.box_sums import pad_for_patches
 from mammo_tfx.patches.classes import (BACKGROUND, CALC_BENIGN, CALC_MALIGNANT, CLASS_NAMES,
                                        MASS_BENIGN, MASS_MALIGNANT)
 from mammo_tfx.patches.regions import breast_mask
+from pipeline.config import BeamConfig
 
 HEIGHT, WIDTH = 96, 80
 PATCH = 16
@@ -101,7 +102,8 @@ def _run_executor(tmp_path, examples: types.Artifact, splits: list[str]) -> type
     patches = standard_artifacts.Examples()
     patches.uri = str(tmp_path / "patches")
     context = base_beam_executor.BaseBeamExecutor.Context(
-        beam_pipeline_args=["--runner=DirectRunner"], tmp_dir=str(tmp_path / "tmp"), unique_id="1")
+        beam_pipeline_args=BeamConfig(direct_running_mode="in_memory", direct_num_workers=1).pipeline_args(),
+        tmp_dir=str(tmp_path / "tmp"), unique_id="1")
     patch_executor.Executor(context).Do(
         {patch_executor.EXAMPLES_KEY: [examples]}, {patch_executor.PATCHES_KEY: [patches]},
         {patch_executor.SAMPLING_OPTIONS_KEY: OPTIONS.to_json(),

@@ -12,7 +12,7 @@ from tfx.types import artifact_utils, standard_artifacts
 from mammo_tfx import synth
 from pipeline.config import load_config
 from pipeline.outputs import collect_outputs, read_anomalies
-from pipeline.pipeline import SCHEMA_FILE
+from pipeline.paths import SCHEMA_FILE
 from pipeline.runners import run_local
 from pipeline.sources import DataSource
 
