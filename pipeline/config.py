@@ -41,10 +41,12 @@ class SplitConfig:
 # project's code too, which that sdist lacks.
 DEPENDENCY_FLAGS = ("--setup_file", "--extra_package", "--extra_packages", "--requirements_file",
                     "--sdk_container_image", "--worker_harness_container_image")
+# Portable runners (Flink, Spark) can instead run workers in a given environment (a worker pool of the image).
+WORKER_ENVIRONMENT_FLAGS = DEPENDENCY_FLAGS + ("--environment_type",)
 
 
-def _names_dependency(arg: str) -> bool:
-    return any(arg == flag or arg.startswith(flag + "=") for flag in DEPENDENCY_FLAGS)
+def _names_flag(args: Tuple[str, ...], flags: Tuple[str, ...]) -> bool:
+    return any(arg == flag or arg.startswith(flag + "=") for arg in args for flag in flags)
 
 
 @dataclass(frozen=True)
@@ -58,18 +60,18 @@ class BeamConfig:
     extra_args: Tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.runner != "DirectRunner" and not any(_names_dependency(arg) for arg in self.extra_args):
+        if self.runner != "DirectRunner" and not _names_flag(self.extra_args, WORKER_ENVIRONMENT_FLAGS):
             raise ValueError(
                 f"beam.runner {self.runner} runs on remote workers, which need this project's code and its "
-                f"dependencies: add one of {list(DEPENDENCY_FLAGS)} to beam.extra_args, e.g. "
-                "--sdk_container_image=<the image built from kfp/Dockerfile>")
+                f"dependencies: add one of {list(WORKER_ENVIRONMENT_FLAGS)} to beam.extra_args, e.g. "
+                "--sdk_container_image=<the image built from kfp/Dockerfile> (see kfp/README.md)")
 
     def pipeline_args(self) -> List[str]:
         args = [f"--runner={self.runner}"]
         if self.runner == "DirectRunner":
             args += [f"--direct_running_mode={self.direct_running_mode}",
                      f"--direct_num_workers={self.direct_num_workers}"]
-            if not any(_names_dependency(arg) for arg in self.extra_args):
+            if not _names_flag(self.extra_args, DEPENDENCY_FLAGS):
                 # Stages nothing here (the DirectRunner ignores it); it names what a worker would need and keeps
                 # TFX from building its sdist.
                 args.append(f"--setup_file={SETUP_FILE}")

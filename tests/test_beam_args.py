@@ -28,3 +28,9 @@ def test_a_remote_runner_must_say_how_workers_get_the_project():
     config = load_config("production", overrides=[
         "beam.runner=DataflowRunner", "beam.extra_args=[--sdk_container_image=gcr.io/p/mammo-tfx:1]"])
     assert config.beam.pipeline_args() == ["--runner=DataflowRunner", "--sdk_container_image=gcr.io/p/mammo-tfx:1"]
+
+
+def test_a_portable_runner_may_run_workers_in_a_given_environment():
+    config = BeamConfig(runner="PortableRunner", extra_args=(
+        "--job_endpoint=flink-jobserver:8099", "--environment_type=EXTERNAL", "--environment_config=localhost:50000"))
+    assert config.pipeline_args()[0] == "--runner=PortableRunner"
