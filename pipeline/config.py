@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import yaml
 
-from mammo_tfx.ingest.options import IngestOptions
+from mammo_tfx.ingest.options import DEFAULT_PATIENT_SALT, IngestOptions
 from mammo_tfx.patches.options import PatchSamplingOptions
 from pipeline.evaluation import EvaluationConfig
 from pipeline.paths import SETUP_FILE
@@ -118,7 +118,16 @@ class PipelineConfig:
             self.patch_training, patch_size=self.patches.patch_size))
 
     def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The configuration as recorded outside ingestion (the model card shipped beside the served model).
+
+        The patient-key salt is a secret (with it, keys of known patient ids can be recomputed), so only whether it
+        was set is recorded; the ExampleGen alone receives it, through its own options.
+        """
+        values = dataclasses.asdict(self)
+        values["ingest"]["patient_salt"] = (
+            f"<public default: set {PATIENT_SALT_ENV}>" if self.ingest.patient_salt == DEFAULT_PATIENT_SALT
+            else "<set, not recorded>")
+        return values
 
 
 def _demo() -> PipelineConfig:

@@ -1,7 +1,10 @@
 """The typed configuration: profiles, YAML and --set overrides, strict keys and types."""
+import json
+
 import pytest
 
 from pipeline.config import PATIENT_SALT_ENV, PROFILES, load_config, parse_set_overrides
+from pipeline.pipeline import create_pipeline
 
 
 def test_every_profile_builds_and_names_itself():
@@ -54,6 +57,19 @@ def test_unknown_profile_is_an_error():
 def test_patient_salt_comes_from_the_environment(monkeypatch):
     monkeypatch.setenv(PATIENT_SALT_ENV, "site-secret")
     assert load_config("production").ingest.patient_salt == "site-secret"
+
+
+def test_the_salt_reaches_the_example_gen_and_no_other_component(monkeypatch):
+    monkeypatch.setenv(PATIENT_SALT_ENV, "site-secret-4711")
+    config = load_config("production")
+    assert config.to_dict()["ingest"]["patient_salt"] == "<set, not recorded>"
+    assert "site-secret-4711" not in json.dumps(config.to_dict())
+    carrying = [component.id for component in create_pipeline(config, "gs://b/manifest", "gs://b/root").components
+                if "site-secret-4711" in json.dumps(component.exec_properties, default=str)]
+    # The model card (shipped beside the served model) records the profile; it must not carry the secret.
+    assert carrying == ["MammoExampleGen"]
+    monkeypatch.delenv(PATIENT_SALT_ENV)
+    assert "public default" in load_config("production").to_dict()["ingest"]["patient_salt"]
 
 
 def test_parse_set_overrides_builds_nested_mapping():
