@@ -7,7 +7,9 @@ import os
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import argparse  # noqa: E402
+import builtins  # noqa: E402
 import logging  # noqa: E402
+import re  # noqa: E402
 import sys  # noqa: E402
 import warnings  # noqa: E402
 from typing import List, Optional, Sequence  # noqa: E402
@@ -17,12 +19,32 @@ from typing import List, Optional, Sequence  # noqa: E402
 DEMO_LAYOUT_PATIENTS = {"cbis-ddsm": 90, "inbreast": 36, "mias": 60}
 
 
+# Hidden unless --verbose. Third-party deprecation chatter (google-cloud's notices about Python 3.11 and grpcio,
+# pyparsing, Beam) says nothing about this run; TFMA's divisions by zero come from slices without positives, which
+# the gate and the report already call insufficient.
+QUIET_WARNINGS = (
+    "ignore::FutureWarning",
+    "ignore::DeprecationWarning",
+    "ignore::UserWarning",
+    "ignore::RuntimeWarning:tensorflow_model_analysis.metrics.binary_confusion_matrices",
+    "ignore::RuntimeWarning:tensorflow_model_analysis.metrics.confusion_matrix_metrics",
+)
+
+
+def quiet_warnings() -> None:
+    """Applies QUIET_WARNINGS here and, through PYTHONWARNINGS, in the Beam worker processes this run starts
+    (they print every notice again, once per worker and step)."""
+    for spec in QUIET_WARNINGS:
+        action, _, category, module = (spec.split(":") + [""])[:4]  # PYTHONWARNINGS' action:message:category:module
+        warnings.filterwarnings(action, category=getattr(builtins, category),
+                                module=re.escape(module) if module else "")
+    inherited = [spec for spec in os.environ.get("PYTHONWARNINGS", "").split(",") if spec]
+    os.environ["PYTHONWARNINGS"] = ",".join(inherited + [spec for spec in QUIET_WARNINGS if spec not in inherited])
+
+
 def _configure_logging(verbose: bool) -> None:
     if not verbose:
-        # Third-party deprecation chatter (google-cloud, pyparsing, Beam) says nothing about this run.
-        warnings.filterwarnings("ignore", category=FutureWarning)
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", category=UserWarning)
+        quiet_warnings()
     logging.basicConfig(level=logging.INFO if verbose else logging.ERROR, format="%(levelname)s %(message)s")
     from absl import logging as absl_logging
 
