@@ -145,7 +145,10 @@ def open_binary(path: str) -> BinaryIO:
         raise FileNotFoundError(f"{path}: no such object")
     from apache_beam.io.filesystem import CompressionTypes
     # UNCOMPRESSED: Beam would otherwise decompress by extension; the raw reader it returns is seekable.
-    return _call(path, lambda fs: fs.open(path, compression_type=CompressionTypes.UNCOMPRESSED))
+    handle = _call(path, lambda fs: fs.open(path, compression_type=CompressionTypes.UNCOMPRESSED))
+    # Named like a local file object, so readers that quote the file's name (pydicom's warnings) say the same.
+    handle.name = path
+    return handle
 
 
 def read_bytes(path: str, size: int = -1) -> bytes:

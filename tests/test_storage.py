@@ -60,7 +60,8 @@ def test_reading(root: str) -> None:
     path = storage.join(root, "sub", "b.bin")
     assert storage.read_bytes(path) == FILES["sub/b.bin"]
     assert storage.read_bytes(path, 4) == bytes([0, 1, 2, 3])
-    with storage.open_binary(path) as handle:  # pydicom and Pillow seek
+    with storage.open_binary(path) as handle:  # pydicom and Pillow seek; pydicom quotes the name
+        assert handle.name == path
         handle.seek(1000)
         assert handle.read(3) == FILES["sub/b.bin"][1000:1003]
     rows = list(csv.reader(storage.text_stream(storage.join(root, "sub", "deeper", "c.csv")), delimiter=";"))
