@@ -175,9 +175,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_compile_kfp(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
-    from pipeline.kubeflow import compile_kfp
+    from pipeline.kubeflow import compile_kfp, write_bucket_manifest
+    from pipeline.sources import DataSource
 
     config = load_config(args.profile, args.config, args.set)
+    if args.data:
+        manifest = write_bucket_manifest([DataSource.parse(text) for text in args.data], args.manifest_dir)
+        print(f"sources manifest -> {manifest}")
     job = compile_kfp(config, args.image, args.pipeline_root, args.manifest_dir, args.out)
     tasks = job.get("pipelineSpec", job).get("root", {}).get("dag", {}).get("tasks", {})
     print(f"compiled pipeline {config.pipeline_name!r} (profile {config.profile}, {len(tasks)} steps, "
@@ -195,6 +199,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from mammo_tfx.predict import run_predict
 
     return run_predict(args.model_dir, args.files, out=args.out, heatmap_dir=args.heatmaps)
+
+
+DATA_HELP = ("a dataset: cbis-ddsm=ROOT, inbreast=ROOT, mias=ROOT or folder=ROOT (repeatable); ROOT is a local folder "
+             "or a bucket URI such as gs://BUCKET/CBIS-DDSM (Application Default Credentials; STORAGE_EMULATOR_HOST "
+             "for an emulator)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -219,8 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run_parser = sub.add_parser("run", help="run the pipeline locally (LocalDagRunner, SQLite metadata, Beam)")
     run_parser.add_argument("--profile", default="demo")
-    run_parser.add_argument("--data", action="append", required=True, metavar="LAYOUT=DIR",
-                            help="a dataset: cbis-ddsm=DIR, inbreast=DIR, mias=DIR or folder=DIR (repeatable)")
+    run_parser.add_argument("--data", action="append", required=True, metavar="LAYOUT=ROOT", help=DATA_HELP)
     run_parser.add_argument("--out", required=True, help="output folder (pipeline root, metadata, manifest)")
     run_parser.add_argument("--orchestrator", choices=["local", "beam"], default="local",
                             help="LocalDagRunner (default) or BeamDagRunner; for Kubeflow use compile-kfp")
@@ -244,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     kfp_parser.add_argument("--pipeline-root", required=True, help="bucket URI, e.g. gs://bucket/mammo-tfx")
     kfp_parser.add_argument("--manifest-dir", required=True,
                             help="bucket URI of the folder holding sources.json (the data sources)")
+    kfp_parser.add_argument("--data", action="append", default=[], metavar="LAYOUT=ROOT",
+                            help="write sources.json into --manifest-dir from these bucket roots first (repeatable; "
+                                 "reads the bucket listing, no local copy); without it sources.json must be there")
     kfp_parser.add_argument("--out", required=True, help=".yaml: pipeline spec (open-source KFP); .json: PipelineJob")
     add_config_args(kfp_parser)
     kfp_parser.set_defaults(func=_cmd_compile_kfp)

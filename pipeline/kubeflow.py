@@ -30,6 +30,7 @@ from tfx.utils import import_utils, name_utils
 from pipeline.config import KubeflowConfig, PipelineConfig
 from pipeline.paths import REPO_ROOT
 from pipeline.pipeline import create_pipeline
+from pipeline.sources import DataSource, write_manifest
 
 ResourceSpec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec
 
@@ -344,6 +345,16 @@ def compile_pipeline(
     return pipeline_job
 
 
+def write_bucket_manifest(sources: Sequence[DataSource], manifest_dir: str) -> str:
+    """Writes `<manifest_dir>/sources.json` for a cluster run: the manifest dir and every dataset root must be bucket
+    URIs (the ExampleGen pod reads them). The fingerprint is read from the bucket listing: no local copy of the
+    data is needed. Returns the manifest's URI."""
+    _require_remote_uri("manifest dir", manifest_dir)
+    for source in sources:
+        _require_remote_uri(f"{source.dataset} dataset root", source.path)
+    return write_manifest(sources, manifest_dir)
+
+
 def compile_kfp(
     config: PipelineConfig,
     image: str,
@@ -356,7 +367,7 @@ def compile_kfp(
 
     image: the project image built from kfp/Dockerfile (every step runs in it).
     pipeline_root, manifest_dir: bucket URIs; the manifest dir holds `sources.json`, whose dataset roots must be
-        bucket URIs too, since the ExampleGen pod reads them.
+        bucket URIs too, since the ExampleGen pod reads them (`write_bucket_manifest` writes it).
     out_path: `.yaml`/`.yml` writes the PipelineSpec (upload to open-source KFP); `.json` writes the whole
         PipelineJob (Vertex AI `PipelineJob(template_path=...)`, or KFP's client, which accepts both).
     kubeflow: resource requests; defaults to `config.kubeflow`.

@@ -3,6 +3,7 @@
 TFX's file-based driver fingerprints the files under the ExampleGen's `input_base`, not the dataset folders the
 manifest points at. Writing a digest of every dataset file's name, size and modification time into the manifest
 makes new or changed data change the manifest, so the driver sees a new input and the ExampleGen runs again.
+Roots and the manifest dir may be local folders or bucket URIs (gs://...): everything goes through `mammo_tfx.storage`.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import Dict, List, Sequence
 
+from mammo_tfx import storage
 from mammo_tfx.ingest.layouts import LISTERS
 
 MANIFEST_FILE = "sources.json"
@@ -20,31 +22,37 @@ MANIFEST_FILE = "sources.json"
 @dataclass(frozen=True)
 class DataSource:
     dataset: str  # layout name: cbis-ddsm, inbreast, mias, folder
-    path: str
+    path: str  # an absolute local path or a bucket URI without a trailing slash
 
     @classmethod
     def parse(cls, text: str) -> "DataSource":
-        """`cbis-ddsm=/data/CBIS-DDSM` -> DataSource."""
+        """`cbis-ddsm=/data/CBIS-DDSM` or `cbis-ddsm=gs://bucket/CBIS-DDSM` -> DataSource.
+
+        The root is checked here, before any work starts: a missing folder, an empty or misspelt prefix, a bucket
+        that does not exist or cannot be read is one ValueError naming the root."""
         if "=" not in text:
-            raise ValueError(f"--data expects LAYOUT=DIR, got {text!r}")
+            raise ValueError(f"--data expects LAYOUT=ROOT, got {text!r}")
         dataset, path = text.split("=", 1)
         if dataset not in LISTERS:
             raise ValueError(f"--data {text!r}: unknown layout {dataset!r}; known: {sorted(LISTERS)}")
-        if not os.path.isdir(path):
-            raise ValueError(f"--data {text!r}: {path} is not a directory")
-        return cls(dataset=dataset, path=os.path.abspath(path))
+        root = path.rstrip("/") if storage.is_remote(path) else os.path.abspath(path)
+        try:
+            found = storage.is_dir(root)
+        except (OSError, ValueError) as error:  # StorageError names the root and says why
+            raise ValueError(f"--data {text!r}: cannot read {error}") from None
+        if not found:
+            what = "no object under this prefix (empty or misspelt?)" if storage.is_remote(root) else "not a directory"
+            raise ValueError(f"--data {text!r}: {root}: {what}")
+        return cls(dataset=dataset, path=root)
 
 
 def fingerprint_tree(root: str) -> Dict[str, object]:
+    """Count and digest of the (non-hidden) files under root: relative path, size and modification time each."""
     digest = hashlib.sha256()
     files = 0
-    for directory, subdirs, names in os.walk(root):
-        subdirs.sort()
-        for name in sorted(names):
-            path = os.path.join(directory, name)
-            stat = os.stat(path)
-            digest.update(f"{os.path.relpath(path, root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-            files += 1
+    for info in storage.walk_files(root):
+        digest.update(f"{storage.relpath(info.path, root)}\0{info.size}\0{info.mtime!r}\n".encode())
+        files += 1
     return {"files": files, "digest": digest.hexdigest()}
 
 
@@ -52,17 +60,13 @@ def write_manifest(sources: Sequence[DataSource], manifest_dir: str) -> str:
     """Writes `<manifest_dir>/sources.json`; rewrites it only when its content changes, so an unchanged input keeps
     the file's modification time and the ExampleGen's cached result stays valid."""
     if not sources:
-        raise ValueError("no data sources: pass at least one --data LAYOUT=DIR")
+        raise ValueError("no data sources: pass at least one --data LAYOUT=ROOT")
     entries: List[Dict[str, object]] = [
         {"dataset": s.dataset, "path": s.path, **fingerprint_tree(s.path)} for s in sources
     ]
     text = json.dumps({"sources": entries}, indent=2, sort_keys=True) + "\n"
-    os.makedirs(manifest_dir, exist_ok=True)
-    path = os.path.join(manifest_dir, MANIFEST_FILE)
-    if os.path.exists(path):
-        with open(path) as f:
-            if f.read() == text:
-                return path
-    with open(path, "w") as f:
-        f.write(text)
+    path = storage.join(manifest_dir, MANIFEST_FILE)
+    if storage.is_file(path) and storage.read_text(path) == text:
+        return path
+    storage.write_text(path, text)
     return path

@@ -1,13 +1,19 @@
-"""Shared test fixtures: small and generic (tiny DICOM writer, small ingestion options)."""
+"""Shared test fixtures: small and generic (tiny DICOM writer, small ingestion options, a GCS emulator)."""
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import numpy as np
+import portpicker
 import pytest
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
@@ -55,3 +61,47 @@ def write_dicom() -> DicomWriter:
 def small_options() -> IngestOptions:
     """Tiny working size so ingestion tests stay fast."""
     return IngestOptions(height=64, width=48)
+
+
+@dataclass(frozen=True)
+class GcsEmulator:
+    """A GCS-API server on localhost (gcp-storage-emulator, in memory); STORAGE_EMULATOR_HOST points at it."""
+
+    host: str
+
+    def client(self):
+        from google.cloud import storage as gcs  # anonymous: STORAGE_EMULATOR_HOST makes the client need no credentials
+        return gcs.Client()
+
+    def upload_tree(self, local_dir: Path, bucket: str, prefix: str) -> str:
+        """Copies every file under local_dir to gs://bucket/prefix/ (creating the bucket); returns that URI."""
+        client = self.client()
+        target = client.lookup_bucket(bucket) or client.create_bucket(bucket)
+        for path in sorted(p for p in Path(local_dir).rglob("*") if p.is_file()):
+            target.blob(f"{prefix}/{path.relative_to(local_dir).as_posix()}").upload_from_filename(str(path))
+        return f"gs://{bucket}/{prefix}"
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator() -> Iterator[GcsEmulator]:
+    """Starts the emulator on a free port for the session; its env var is in os.environ, so Beam's worker
+    processes inherit it."""
+    port = portpicker.pick_unused_port()
+    server = subprocess.Popen([sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1",
+                               "--port", str(port), "--in-memory", "--quiet"])
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the GCS emulator did not start on port {port}") from None
+                time.sleep(0.1)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
+            yield GcsEmulator(host=f"http://127.0.0.1:{port}")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -12,6 +12,7 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import apply_modality_lut, apply_voi, get_decoder, pixel_array
 
 from mammo_tfx.ingest.decoded import DecodedImage, full_range_affine
+from mammo_tfx.ingest.input_files import open_input
 from mammo_tfx.ingest.records import BadInputError
 
 _CC_VIEWS = {"CC", "XCC", "XCCL", "XCCM", "FB"}
@@ -19,13 +20,14 @@ _MLO_VIEWS = {"MLO", "ML", "LMO"}
 
 
 def read_dataset(path: str) -> Dataset:
-    """Parse a DICOM file (pixel data kept encoded). Raises BadInputError for anything unreadable."""
+    """Parse a DICOM file, local or in a bucket (pixel data kept encoded). Raises BadInputError for anything
+    unreadable."""
     try:
-        with warnings.catch_warnings(record=True) as caught:
+        with open_input(path) as handle, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            ds = pydicom.dcmread(path)
-    except FileNotFoundError:
-        raise BadInputError(path, "file not found") from None
+            ds = pydicom.dcmread(handle)
+    except BadInputError:
+        raise
     except Exception as error:  # pydicom raises many types for corrupt files
         raise BadInputError(path, f"not a readable DICOM file ({type(error).__name__}: {error})") from None
     # pydicom only warns when the file ends inside a sequence or the encapsulated pixel data, and then

@@ -5,6 +5,7 @@ import os
 
 from mammo_tfx.ingest.decoded import DecodedImage
 from mammo_tfx.ingest.dicom_io import read_dicom
+from mammo_tfx.ingest.input_files import read_input
 from mammo_tfx.ingest.pgm_io import read_pgm
 from mammo_tfx.ingest.png_io import read_png
 from mammo_tfx.ingest.records import BadInputError
@@ -14,13 +15,7 @@ _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 def sniff_format(path: str) -> str:
     """"dicom", "pgm" or "png" from the first bytes of the file; BadInputError if it is none of them."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(132)
-    except FileNotFoundError:
-        raise BadInputError(path, "file not found") from None
-    except OSError as error:
-        raise BadInputError(path, f"cannot read file ({type(error).__name__}: {error})") from None
+    head = read_input(path, 132)
     if not head:
         raise BadInputError(path, "file is empty")
     if head.startswith(_PNG_MAGIC):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from mammo_tfx.ingest.decoded import DecodedImage, full_range_affine
+from mammo_tfx.ingest.input_files import read_input
 from mammo_tfx.ingest.records import BadInputError
 
 
@@ -30,13 +31,7 @@ def _header_tokens(data: bytes, path: str, count: int) -> tuple[list[bytes], int
 
 def read_pgm(path: str) -> DecodedImage:
     """Decode a PGM file; maxval is mapped to 65535."""
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except FileNotFoundError:
-        raise BadInputError(path, "file not found") from None
-    except OSError as error:
-        raise BadInputError(path, f"cannot read file ({type(error).__name__}: {error})") from None
+    data = read_input(path)
     magic = data[:2]
     if magic not in (b"P5", b"P2"):
         raise BadInputError(path, f"not a greyscale PGM file (magic {magic!r}, expected b'P5' or b'P2')")

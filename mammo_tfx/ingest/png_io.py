@@ -5,18 +5,17 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from mammo_tfx.ingest.decoded import DecodedImage, full_range_affine
+from mammo_tfx.ingest.input_files import open_input
 from mammo_tfx.ingest.records import BadInputError
 
 
 def read_png(path: str) -> DecodedImage:
     """Decode a greyscale PNG; 8-bit is mapped with x257, 16-bit as is. Colour PNGs must be grey in fact."""
     try:
-        with Image.open(path) as image:
+        with open_input(path) as handle, Image.open(handle) as image:
             image.load()
             mode = image.mode
             pixels = np.asarray(image)
-    except FileNotFoundError:
-        raise BadInputError(path, "file not found") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise BadInputError(path, f"PNG cannot be decoded, truncated or corrupt ({type(error).__name__}: {error})") from None
     if pixels.ndim == 3:

@@ -10,11 +10,12 @@ INbreast neg folder of BI-RADS 1-2). abnormality_type is "none"; pathology follo
 """
 from __future__ import annotations
 
-import os
+import posixpath
 from typing import Iterator, Union
 
 import pydicom
 
+from mammo_tfx import storage
 from mammo_tfx.ingest.layouts.naming import laterality_from_name, view_from_name
 from mammo_tfx.ingest.options import IngestOptions
 from mammo_tfx.ingest.records import BadInputError, QuarantineEntry, ScanRecord, quarantined
@@ -30,8 +31,8 @@ def _class_folders(root: str) -> list[tuple[str, int, str]]:
     found = []
     for split_name, split in (("", "none"),) + SPLIT_FOLDERS:
         for class_name, label in CLASS_FOLDERS:
-            folder = os.path.join(root, split_name, class_name)
-            if os.path.isdir(folder):
+            folder = storage.join(root, split_name, class_name)
+            if storage.is_dir(folder):
                 found.append((folder, label, split))
     if not found:
         raise BadInputError(root, "no neg/ or pos/ folder here or under train/, val/, test/")
@@ -44,7 +45,8 @@ def _dicom_patient_id(path: str) -> str:
     The patient is fixed at listing time because the ExampleGen assigns patient-grouped splits before it decodes
     any image; a file that cannot be read is quarantined later, when it is decoded."""
     try:
-        dataset = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["PatientID"])
+        with storage.open_binary(path) as handle:
+            dataset = pydicom.dcmread(handle, stop_before_pixels=True, specific_tags=["PatientID"])
     except Exception:  # PNGs and broken files: the stem stands in, decoding reports the real problem
         return ""
     return str(dataset.get("PatientID", "") or "").strip()
@@ -54,21 +56,17 @@ def list_folder(root: str, options: IngestOptions) -> Iterator[Union[ScanRecord,
     """One record per file of the class folders (searched recursively, hidden files skipped)."""
     del options
     for folder, label, split in _class_folders(root):
-        for directory, subdirectories, files in os.walk(folder):
-            subdirectories[:] = sorted(d for d in subdirectories if not d.startswith("."))
-            for name in sorted(files):
-                if name.startswith("."):
-                    continue
-                path = os.path.join(directory, name)
-                relative = os.path.relpath(path, root).replace(os.sep, "/")
-                stem, extension = os.path.splitext(name)
-                if extension.lower() not in IMAGE_EXTENSIONS:
-                    yield quarantined(DATASET, relative, path, f"unsupported file type {extension!r} "
-                                                               "(expected DICOM or PNG)")
-                    continue
-                yield ScanRecord(
-                    dataset=DATASET, record_id=relative, image_path=path,
-                    patient_id=_dicom_patient_id(path) or stem, image_id=relative,
-                    label=label, laterality=laterality_from_name(stem),
-                    view=view_from_name(stem), source_split=split, prefer_dicom_tags=True,
-                    has_annotations=False)
+        for info in storage.walk_files(folder):
+            path = info.path
+            relative = storage.relpath(path, root)
+            stem, extension = posixpath.splitext(storage.basename(path))
+            if extension.lower() not in IMAGE_EXTENSIONS:
+                yield quarantined(DATASET, relative, path, f"unsupported file type {extension!r} "
+                                                           "(expected DICOM or PNG)")
+                continue
+            yield ScanRecord(
+                dataset=DATASET, record_id=relative, image_path=path,
+                patient_id=_dicom_patient_id(path) or stem, image_id=relative,
+                label=label, laterality=laterality_from_name(stem),
+                view=view_from_name(stem), source_split=split, prefer_dicom_tags=True,
+                has_annotations=False)

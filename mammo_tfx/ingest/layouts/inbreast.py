@@ -8,11 +8,11 @@ ROIs with at most 2 points are calcification points, drawn as small discs; the o
 from __future__ import annotations
 
 import csv
-import os
 import plistlib
 import re
 from typing import Iterator, Union
 
+from mammo_tfx import storage
 from mammo_tfx.ingest.layouts.naming import laterality_from_name, view_from_name
 from mammo_tfx.ingest.options import IngestOptions
 from mammo_tfx.ingest.records import (BadInputError, LesionRef, QuarantineEntry, ScanRecord, excluded,
@@ -28,8 +28,8 @@ _POINT = re.compile(r"^\(\s*([-+0-9.eE]+)\s*,\s*([-+0-9.eE]+)\s*(?:,\s*[-+0-9.eE
 
 def find_release_folder(root: str) -> str:
     """root itself if it holds INbreast.csv, else root/'INbreast Release 1.0'."""
-    for folder in (root, os.path.join(root, RELEASE_FOLDER)):
-        if os.path.isfile(os.path.join(folder, "INbreast.csv")):
+    for folder in (root, storage.join(root, RELEASE_FOLDER)):
+        if storage.is_file(storage.join(folder, "INbreast.csv")):
             return folder
     raise BadInputError(root, f"no INbreast.csv here or in a '{RELEASE_FOLDER}' subfolder")
 
@@ -37,9 +37,8 @@ def find_release_folder(root: str) -> str:
 def read_inbreast_csv(path: str) -> list[dict[str, str]]:
     """Rows with stripped header names and values (the file pads both with spaces)."""
     try:
-        with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
-            reader = csv.reader(handle, delimiter=";")
-            table = [[cell.strip() for cell in row] for row in reader]
+        reader = csv.reader(storage.text_stream(path, encoding="utf-8-sig", errors="replace"), delimiter=";")
+        table = [[cell.strip() for cell in row] for row in reader]
     except (OSError, csv.Error) as error:
         raise BadInputError(path, f"CSV cannot be read ({type(error).__name__}: {error})") from None
     if not table:
@@ -67,8 +66,7 @@ def roi_kind(name: str) -> str:
 def read_roi_lesions(xml_path: str, malignant: bool) -> tuple[LesionRef, ...]:
     """The lesions of an INbreast XML; BadInputError naming the file when it cannot be parsed."""
     try:
-        with open(xml_path, "rb") as handle:
-            plist = plistlib.load(handle)
+        plist = plistlib.loads(storage.read_bytes(xml_path))
         rois = plist["Images"][0].get("ROIs", [])
         lesions = []
         for roi in rois:
@@ -86,22 +84,28 @@ def read_roi_lesions(xml_path: str, malignant: bool) -> tuple[LesionRef, ...]:
         raise BadInputError(xml_path, f"ROI XML cannot be parsed ({type(error).__name__}: {error})") from None
 
 
+def _names(folder: str) -> list[str]:
+    """The names in folder, none when it is missing (one listing instead of a lookup per record in a bucket)."""
+    return storage.list_dir(folder) if storage.is_dir(folder) else []
+
+
 def _dicom_index(dicom_folder: str) -> dict[str, tuple[str, str]]:
     """File Name -> (DICOM path, patient hex id)."""
     index = {}
-    if os.path.isdir(dicom_folder):
-        for name in sorted(os.listdir(dicom_folder)):
-            match = _DICOM_NAME.match(name)
-            if match:
-                index[match.group("file")] = (os.path.join(dicom_folder, name), match.group("patient"))
+    for name in _names(dicom_folder):
+        match = _DICOM_NAME.match(name)
+        if match:
+            index[match.group("file")] = (storage.join(dicom_folder, name), match.group("patient"))
     return index
 
 
 def list_inbreast(root: str, options: IngestOptions) -> Iterator[Union[ScanRecord, QuarantineEntry]]:
     """One record per CSV row; BI-RADS outside both configured sets -> excluded."""
     folder = find_release_folder(root)
-    csv_path = os.path.join(folder, "INbreast.csv")
-    dicoms = _dicom_index(os.path.join(folder, "AllDICOMs"))
+    csv_path = storage.join(folder, "INbreast.csv")
+    dicoms = _dicom_index(storage.join(folder, "AllDICOMs"))
+    xml_folder = storage.join(folder, "AllXML")
+    xml_names = set(_names(xml_folder))
     for line, row in enumerate(read_inbreast_csv(csv_path), start=2):
         file_name = row["File Name"]
         record_id = file_name or f"INbreast.csv line {line}"
@@ -119,17 +123,17 @@ def list_inbreast(root: str, options: IngestOptions) -> Iterator[Union[ScanRecor
                            f" nor positive {list(options.inbreast_positive_birads)}")
             continue
         if file_name not in dicoms:
-            yield quarantined(DATASET, record_id, os.path.join(folder, "AllDICOMs", f"{file_name}_*_MG_*_ANON.dcm"),
+            yield quarantined(DATASET, record_id, storage.join(folder, "AllDICOMs", f"{file_name}_*_MG_*_ANON.dcm"),
                               "no DICOM file for this File Name")
             continue
         dicom_path, patient_hex = dicoms[file_name]
-        xml_path = os.path.join(folder, "AllXML", f"{file_name}.xml")
+        xml_name = f"{file_name}.xml"
         try:
-            lesions = read_roi_lesions(xml_path, bool(label)) if os.path.isfile(xml_path) else ()
+            lesions = read_roi_lesions(storage.join(xml_folder, xml_name), bool(label)) if xml_name in xml_names else ()
         except BadInputError as error:
             yield quarantined(DATASET, record_id, error.file, error.reason)
             continue
-        dicom_name = os.path.basename(dicom_path)
+        dicom_name = storage.basename(dicom_path)
         side = row["Laterality"].upper() if row["Laterality"].upper() in ("L", "R") else laterality_from_name(dicom_name)
         view = {"CC": "CC", "MLO": "MLO", "ML": "MLO"}.get(row["View"].upper(), view_from_name(dicom_name))
         acr = row["ACR"]

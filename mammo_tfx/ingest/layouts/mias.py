@@ -6,10 +6,11 @@ numbers (mdb001 + mdb002). MIAS images have a 200 micron pixel edge.
 """
 from __future__ import annotations
 
-import os
+import posixpath
 import re
 from typing import Iterator, Union
 
+from mammo_tfx import storage
 from mammo_tfx.ingest.options import IngestOptions
 from mammo_tfx.ingest.records import BadInputError, LesionRef, QuarantineEntry, ScanRecord, quarantined
 
@@ -22,8 +23,8 @@ _REFNUM = re.compile(r"^mdb(\d+)$")
 
 def find_info_file(root: str) -> str:
     for name in ("Info.txt", "info.txt", "INFO.TXT"):
-        path = os.path.join(root, name)
-        if os.path.isfile(path):
+        path = storage.join(root, name)
+        if storage.is_file(path):
             return path
     raise BadInputError(root, "no MIAS Info.txt here")
 
@@ -59,10 +60,9 @@ def list_mias(root: str, options: IngestOptions) -> Iterator[Union[ScanRecord, Q
     """One record per REFNUM (rows of the same REFNUM are its lesions); bad rows quarantine their image."""
     del options
     info_path = find_info_file(root)
-    folder = os.path.dirname(info_path)
+    folder = storage.dirname(info_path)
     try:
-        with open(info_path, encoding="utf-8", errors="replace") as handle:
-            lines = handle.read().splitlines()
+        lines = storage.read_text(info_path, errors="replace").splitlines()
     except OSError as error:
         raise BadInputError(info_path, f"cannot read ({type(error).__name__}: {error})") from None
     densities: dict[str, int] = {}
@@ -88,11 +88,11 @@ def list_mias(root: str, options: IngestOptions) -> Iterator[Union[ScanRecord, Q
             continue
         number = int(_REFNUM.match(refnum).group(1))  # type: ignore[union-attr]  # validated by parse_info_line
         yield ScanRecord(
-            dataset=DATASET, record_id=refnum, image_path=os.path.join(folder, f"{refnum}.pgm"),
+            dataset=DATASET, record_id=refnum, image_path=storage.join(folder, f"{refnum}.pgm"),
             patient_id=f"mias-pair-{(number + 1) // 2:03d}", image_id=refnum,
             label=int(any(lesion.malignant for lesion in refnum_lesions)), lesions=tuple(refnum_lesions),
             view="MLO", density=densities[refnum], infer_laterality=True, pixel_spacing_mm=PIXEL_SPACING_MM)
-    for name in sorted(os.listdir(folder)):
-        stem, extension = os.path.splitext(name)
+    for name in storage.list_dir(folder):
+        stem, extension = posixpath.splitext(name)
         if extension.lower() == ".pgm" and stem not in lesions:
-            yield quarantined(DATASET, stem, os.path.join(folder, name), "image has no row in Info.txt")
+            yield quarantined(DATASET, stem, storage.join(folder, name), "image has no row in Info.txt")
