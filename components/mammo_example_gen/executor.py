@@ -29,7 +29,7 @@ from mammo_tfx.ingest.layouts import LISTERS
 from mammo_tfx.ingest.options import IngestOptions
 from mammo_tfx.ingest.phi import salted_key
 from mammo_tfx.ingest.process import process_record
-from mammo_tfx.ingest.reasons import format_reason_groups, group_reasons
+from mammo_tfx.ingest.reasons import causes_block
 from mammo_tfx.ingest.records import QuarantineEntry, ScanRecord
 
 MANIFEST_FILE = "sources.json"
@@ -306,8 +306,7 @@ class Executor(BaseExampleGenExecutor):
             quarantine.set_int_custom_property(key, summary[key])
             examples.set_int_custom_property(key, summary[key])
         examples.set_string_custom_property("split_counts", json.dumps(summary["per_split"], sort_keys=True))
-        groups = group_reasons(read_quarantine_rows(report_path))
-        causes = "".join("\n  " + line for line in format_reason_groups(groups))
+        causes = causes_block(read_quarantine_rows(report_path))
         logging.info(
             "MammoExampleGen: %d records listed, %d ingested, %d quarantined, %d excluded; per split %s; report %s%s",
             summary["listed"], summary["ingested"], summary["quarantined"], summary["excluded"],

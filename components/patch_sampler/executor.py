@@ -26,7 +26,7 @@ from tfx import types
 from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
 
-from mammo_tfx.ingest.reasons import format_reason_groups, group_reasons
+from mammo_tfx.ingest.reasons import causes_block
 from mammo_tfx.patches import CLASS_NAMES, Patch, PatchSamplingOptions, is_malignant
 from mammo_tfx.patches import sample_scan_patches
 
@@ -235,11 +235,10 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 # (e.g. a changed example format), not something to train on silently. The causes go into
                 # the message: the per-scan warnings are hidden from the console unless --verbose.
                 with tf.io.gfile.GFile(_failures_path(tally_dir, split)) as handle:
-                    causes = format_reason_groups(group_reasons(json.load(handle)))
+                    causes = causes_block(json.load(handle))
                 raise RuntimeError(
                     f"PatchSampler: all {split_counts[FAILED_SCANS]} scans of split '{split}' in "
-                    f"{examples.uri} failed to decode or sample (scans x reason):"
-                    + "".join("\n  " + line for line in causes))
+                    f"{examples.uri} failed to decode or sample (scans x reason):{causes}")
 
     @staticmethod
     def _publish(patches: types.Artifact, counts: Mapping[str, Mapping[str, int]]) -> None:

@@ -76,3 +76,8 @@ def format_reason_groups(groups: List[ReasonGroup], limit: int = DEFAULT_SHOWN_G
     if rest:
         lines.append(f"... and {sum(g.count for g in rest)} more records of {len(rest)} other causes")
     return lines
+
+
+def causes_block(rows: Iterable[Mapping[str, str]]) -> str:
+    """The grouped causes of `rows` as indented lines to append to a one-line message (empty without rows)."""
+    return "".join("\n  " + line for line in format_reason_groups(group_reasons(rows)))
