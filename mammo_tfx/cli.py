@@ -98,6 +98,8 @@ def _print_evaluation(outputs, out_dir: str, model_name: str) -> None:
 
 
 def _run_and_report(config, sources, out_dir: str, orchestrator: str = "local") -> int:
+    from components.mammo_example_gen.executor import read_quarantine_rows
+    from mammo_tfx.ingest.reasons import format_reason_groups, group_reasons
     from pipeline.outputs import collect_outputs
     from pipeline.runners import run_local
 
@@ -116,6 +118,9 @@ def _run_and_report(config, sources, out_dir: str, orchestrator: str = "local") 
     for split, found in sorted(outputs.anomalies.items()):
         print(f"    {split}: " + ("; ".join(found) if found else "no anomalies"))
     print(f"  quarantine report: {outputs.quarantine_uri}")
+    if outputs.quarantine_uri and (summary.get("quarantined") or summary.get("excluded")):
+        for line in format_reason_groups(group_reasons(read_quarantine_rows(outputs.quarantine_uri))):
+            print(f"    {line}")
     print(f"  metadata (MLMD):   {layout.metadata_path}")
     if outputs.evaluation_uri:
         _print_evaluation(outputs, layout.out_dir, config.evaluation.model_name)

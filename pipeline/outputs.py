@@ -11,7 +11,7 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 
-from components.mammo_example_gen.executor import QUARANTINE_FILE, SUMMARY_FILE
+from components.mammo_example_gen.executor import QUARANTINE_FILE, REPORTS_DIR_KEY, SUMMARY_FILE
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,14 @@ def open_store(metadata_path: str) -> metadata_store.MetadataStore:
 
 def latest_output_uri(store: metadata_store.MetadataStore, node_id: str, output_key: str) -> Optional[str]:
     """URI of the newest LIVE artifact that component `node_id` published under `output_key`."""
+    artifact = latest_output_artifact(store, node_id, output_key)
+    return artifact.uri if artifact else None
+
+
+def latest_output_artifact(
+    store: metadata_store.MetadataStore, node_id: str, output_key: str
+) -> Optional[metadata_store_pb2.Artifact]:
+    """The newest LIVE artifact that component `node_id` published under `output_key`."""
     node_contexts = [c for c in store.get_contexts_by_type("node") if c.name.split(".")[-1] == node_id]
     if not node_contexts:
         return None
@@ -50,7 +58,7 @@ def latest_output_uri(store: metadata_store.MetadataStore, node_id: str, output_
     artifacts = [a for a in store.get_artifacts_by_id(list(artifact_ids)) if a.state == metadata_store_pb2.Artifact.LIVE]
     if not artifacts:
         return None
-    return max(artifacts, key=lambda a: (a.create_time_since_epoch, a.id)).uri
+    return max(artifacts, key=lambda a: (a.create_time_since_epoch, a.id))
 
 
 def read_anomalies(anomalies_uri: str) -> Dict[str, List[str]]:
@@ -83,7 +91,10 @@ def collect_outputs(metadata_path: str) -> RunOutputs:
     examples_uri = latest_output_uri(store, "MammoExampleGen", "examples")
     if examples_uri is None:
         raise RuntimeError(f"{metadata_path}: the run recorded no examples from MammoExampleGen")
-    quarantine_uri = latest_output_uri(store, "MammoExampleGen", "quarantine")
+    quarantine = latest_output_artifact(store, "MammoExampleGen", "quarantine")
+    # The kept copy outside the artifact folders (REPORTS_DIR_KEY) is the path the README and error messages name.
+    kept = quarantine.custom_properties.get(REPORTS_DIR_KEY) if quarantine else None
+    quarantine_uri = kept.string_value if kept else (quarantine.uri if quarantine else None)
     anomalies_uri = latest_output_uri(store, "ExampleValidator", "anomalies")
     summary: Dict[str, object] = {}
     if quarantine_uri:

@@ -1,6 +1,7 @@
 """The mammo-tfx pipeline, defined once; runners (pipeline/runners.py) only choose where it runs."""
 from __future__ import annotations
 
+import os
 from typing import List, Optional
 
 from tfx import v1 as tfx
@@ -20,6 +21,13 @@ PATCH_RUN_FN = "trainer_module.patch_trainer.run_fn"
 IMAGE_RUN_FN = "trainer_module.image_trainer.run_fn"
 PATCH_TRAINER_ID = "Trainer_patch"
 IMAGE_TRAINER_ID = "Trainer_image"
+# Under the pipeline root, beside (not inside) the artifact folders that TFX removes when an execution fails.
+REPORTS_FOLDER = "reports"
+
+
+def reports_dir(pipeline_root: str, component_id: str) -> str:
+    """Where a component keeps the reports of its executions; one subfolder per execution."""
+    return os.path.join(pipeline_root, REPORTS_FOLDER, component_id)
 
 
 def output_config(splits: SplitConfig) -> example_gen_pb2.Output:
@@ -36,6 +44,7 @@ def create_components(config: PipelineConfig, manifest_dir: str, pipeline_root: 
         input_base=manifest_dir,
         custom_config=encode_custom_config(config.ingest),
         output_config=output_config(config.splits),
+        reports_dir=reports_dir(pipeline_root, MammoExampleGen.__name__),
     )
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     schema_gen = tfx.components.ImportSchemaGen(schema_file=SCHEMA_FILE)

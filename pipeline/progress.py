@@ -93,7 +93,9 @@ def _patch_sampler(outputs: Dict[str, metadata_store_pb2.Artifact]) -> str:
     parts = []
     for split, per_class in sorted(counts.items(), reverse=True):
         classes = {k: v for k, v in per_class.items() if k not in ("scans", "failed_scans")}
-        parts.append(f"{split}: " + " ".join(f"{name} {n}" for name, n in classes.items()))
+        # Not an error (folder datasets have no lesion masks), but the patch stage learns nothing from it.
+        no_lesions = " (NO lesion patches)" if not any(n for k, n in classes.items() if k != "background") else ""
+        parts.append(f"{split}: " + " ".join(f"{name} {n}" for name, n in classes.items()) + no_lesions)
     return "; ".join(parts)
 
 

@@ -2,6 +2,8 @@
 import csv
 import glob
 import os
+import re
+import shutil
 
 import pytest
 import tensorflow as tf
@@ -11,7 +13,8 @@ from tfx.utils import proto_utils
 
 from components.mammo_example_gen.artifacts import QuarantineReport
 from components.mammo_example_gen.executor import (
-    QUARANTINE_FILE, Executor, assign_split, encode_custom_config, split_of_patient)
+    QUARANTINE_FILE, REPORTS_DIR_KEY, Executor, assign_split, encode_custom_config, read_quarantine_rows,
+    split_of_patient)
 from mammo_tfx import synth
 from mammo_tfx.ingest.options import IngestOptions
 from pipeline.config import BeamConfig, SplitConfig
@@ -22,7 +25,7 @@ OPTIONS = IngestOptions(height=96, width=80, patient_salt="test-salt")
 SPLITS = SplitConfig(train=6, eval=2, test=2)
 
 
-def run_executor(sources, out_dir, options=OPTIONS, splits=SPLITS):
+def run_executor(sources, out_dir, options=OPTIONS, splits=SPLITS, reports_dir=None):
     manifest_dir = os.path.join(out_dir, "manifest")
     write_manifest(sources, manifest_dir)
     examples, quarantine = standard_artifacts.Examples(), QuarantineReport()
@@ -36,6 +39,7 @@ def run_executor(sources, out_dir, options=OPTIONS, splits=SPLITS):
         "custom_config": proto_utils.proto_to_json(encode_custom_config(options)),
         "output_data_format": example_gen_pb2.FORMAT_TF_EXAMPLE,
         "output_file_format": example_gen_pb2.FORMAT_TFRECORDS_GZIP,
+        REPORTS_DIR_KEY: reports_dir,
     }
     beam_args = BeamConfig(direct_running_mode="in_memory", direct_num_workers=1).pipeline_args()
     Executor(Executor.Context(beam_pipeline_args=beam_args, tmp_dir=os.path.join(out_dir, "tmp"))).Do(
@@ -124,5 +128,14 @@ def test_a_run_where_every_record_fails_stops_with_a_clear_error(tmp_path):
     folder.mkdir(parents=True)
     (folder / "a.dcm").write_bytes(b"not a dicom at all")
     (folder / "b.png").write_bytes(b"\x89PNG truncated")
-    with pytest.raises(RuntimeError, match="none of the 2 listed records could be ingested.*quarantine"):
-        run_executor([DataSource.parse(f"folder={tmp_path / 'broken'}")], str(tmp_path / "out"))
+    reports = tmp_path / "reports"
+    with pytest.raises(RuntimeError, match="none of the 2 listed records could be ingested.*quarantine") as failure:
+        run_executor([DataSource.parse(f"folder={tmp_path / 'broken'}")], str(tmp_path / "out"),
+                     reports_dir=str(reports))
+    shutil.rmtree(tmp_path / "out" / "quarantine")  # as TFX does with the outputs of a failed execution
+    message = str(failure.value)
+    report = re.search(r"see the quarantine report (\S+)\.", message).group(1)
+    assert report.startswith(str(reports) + os.sep)
+    assert sorted(row["file"] for row in read_quarantine_rows(report)) == [
+        str(folder / "a.dcm"), str(folder / "b.png")]
+    assert message.count("\n  1 x ") == 2, message

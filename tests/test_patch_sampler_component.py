@@ -9,6 +9,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import numpy as np
 import pytest
 import tensorflow as tf
+from ml_metadata.proto import metadata_store_pb2
 from tfx import types
 from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils, standard_artifacts
@@ -21,6 +22,7 @@ from mammo_tfx.patches.classes import (BACKGROUND, CALC_BENIGN, CALC_MALIGNANT, 
                                        MASS_BENIGN, MASS_MALIGNANT)
 from mammo_tfx.patches.regions import breast_mask
 from pipeline.config import BeamConfig
+from pipeline.progress import SUMMARISERS
 
 HEIGHT, WIDTH = 96, 80
 PATCH = 16
@@ -199,5 +201,17 @@ def test_missing_split_or_an_all_failing_split_stops_the_run(tmp_path) -> None:
                  [_scan_example("bad", b"not a png", np.zeros((4, 4), np.uint8), 1)])
     with pytest.raises(ValueError, match=r"splits \['eval'\] are not in the input Examples"):
         _run_executor(tmp_path, examples, ["train", "eval"])
-    with pytest.raises(RuntimeError, match="all 1 scans of split 'train'"):
+    # The cause is in the message itself: the per-scan warnings are hidden from the console.
+    with pytest.raises(RuntimeError, match="all 1 scans of split 'train'.*\n  1 x failed: image_png is not a readable "
+                                           "PNG .*: bad$"):
         _run_executor(tmp_path, examples, ["train"])
+
+
+def test_progress_line_flags_a_split_without_lesion_patches(tmp_path) -> None:
+    counts = {split: patch_executor.complete_tally({"background": 4, "scans": 2}) for split in ("train", "eval")}
+    counts["eval"]["mass_benign"] = 3
+    with open(tmp_path / patch_executor.PATCH_COUNTS_FILE, "w") as handle:
+        json.dump(counts, handle)
+    line = SUMMARISERS["PatchSampler"]({"patches": metadata_store_pb2.Artifact(uri=str(tmp_path))})
+    assert line.startswith("train: background 4 calc_malignant 0")
+    assert line.count("(NO lesion patches)") == 1 and line.index("(NO lesion patches)") < line.index("eval:")

@@ -13,7 +13,7 @@ from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.proto import example_gen_pb2
 from tfx.types import standard_artifacts, standard_component_specs
-from tfx.types.component_spec import ChannelParameter
+from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
 from components.mammo_example_gen import executor
 from components.mammo_example_gen.artifacts import QuarantineReport
@@ -22,8 +22,13 @@ QUARANTINE_KEY = "quarantine"
 
 
 class MammoExampleGenSpec(standard_component_specs.FileBasedExampleGenSpec):
-    """FileBasedExampleGen's parameters, plus the quarantine report output."""
+    """FileBasedExampleGen's parameters and the folder that keeps every execution's report, plus the quarantine
+    report output."""
 
+    PARAMETERS = {
+        **standard_component_specs.FileBasedExampleGenSpec.PARAMETERS,
+        executor.REPORTS_DIR_KEY: ExecutionParameter(type=str, optional=True),
+    }
     OUTPUTS = {
         standard_component_specs.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
         QUARANTINE_KEY: ChannelParameter(type=QuarantineReport),
@@ -47,7 +52,11 @@ class MammoExampleGen(FileBasedExampleGen):
         custom_config: example_gen_pb2.CustomConfig,
         output_config: example_gen_pb2.Output,
         input_config: Optional[example_gen_pb2.Input] = None,
+        reports_dir: Optional[str] = None,
     ):
+        """`reports_dir`: where each execution also keeps its quarantine report and counts, in a subfolder of its
+        own (e.g. `<pipeline root>/reports/MammoExampleGen`); it must not change between runs, or the cached
+        result would not be re-used."""
         input_config = input_config or example_gen_pb2.Input(
             splits=[example_gen_pb2.Input.Split(name="all", pattern=executor.MANIFEST_FILE)]
         )
@@ -56,6 +65,7 @@ class MammoExampleGen(FileBasedExampleGen):
             input_config=input_config,
             output_config=output_config,
             custom_config=custom_config,
+            reports_dir=reports_dir,
             range_config=None,
             output_data_format=example_gen_pb2.FORMAT_TF_EXAMPLE,
             output_file_format=example_gen_pb2.FORMAT_TFRECORDS_GZIP,

@@ -14,7 +14,8 @@ import io
 import json
 import logging
 import os
-from typing import Any, Dict, Iterable, Iterator, List, Tuple
+import time
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import apache_beam as beam
 import tensorflow as tf
@@ -28,6 +29,7 @@ from mammo_tfx.ingest.layouts import LISTERS
 from mammo_tfx.ingest.options import IngestOptions
 from mammo_tfx.ingest.phi import salted_key
 from mammo_tfx.ingest.process import process_record
+from mammo_tfx.ingest.reasons import causes_block
 from mammo_tfx.ingest.records import QuarantineEntry, ScanRecord
 
 MANIFEST_FILE = "sources.json"
@@ -37,6 +39,9 @@ TEST_SPLIT = "test"
 QUARANTINE_COLUMNS = ("dataset", "record", "file", "status", "reason")
 # exec_properties key through which Do() hands the quarantine URI to the Beam graph built by the base class.
 _QUARANTINE_URI_KEY = "_quarantine_uri"
+# Exec property: folder outside the artifact folders where every execution keeps a copy of its report, because
+# TFX removes the output artifacts of a failed execution, i.e. the report just when the user needs it most.
+REPORTS_DIR_KEY = "reports_dir"
 _METRICS_NAMESPACE = "mammo_example_gen"
 
 
@@ -143,6 +148,12 @@ def format_quarantine_csv(entries: List[QuarantineEntry]) -> str:
     for entry in sorted(entries, key=lambda e: (e.dataset, e.record, e.file)):
         writer.writerow([getattr(entry, column) for column in QUARANTINE_COLUMNS])
     return buffer.getvalue()
+
+
+def read_quarantine_rows(path: str) -> List[Dict[str, str]]:
+    """The rows of a quarantine.csv (local path or bucket URI)."""
+    with tf.io.gfile.GFile(path) as f:
+        return list(csv.DictReader(f))
 
 
 def _write_text(path: str, text: str) -> None:
@@ -258,27 +269,51 @@ class Executor(BaseExampleGenExecutor):
             for index, name in enumerate(split_names)
         }
 
+    def _execution_id(self) -> str:
+        """The MLMD execution id locally, the task id on Kubeflow; TFX exposes it publicly only as the last part of
+        the execution's temp path. Empty when the executor is called without one (tests)."""
+        try:
+            return os.path.basename(os.path.normpath(self._context.get_tmp_path()))
+        except (AttributeError, RuntimeError):  # no context, or a context without an id
+            return ""
+
+    def _keep_report(self, quarantine_uri: str, reports_dir: Optional[str]) -> str:
+        """Copies the report and its counts to `reports_dir/<UTC time>-<execution id>/` (one folder per execution,
+        so a later run never overwrites an earlier one's) and returns that folder; without `reports_dir`, the
+        artifact folder itself."""
+        if not reports_dir:
+            return quarantine_uri
+        unique_id = self._execution_id()
+        name = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + (f"-{unique_id}" if unique_id else "")
+        kept = os.path.join(reports_dir, name)
+        tf.io.gfile.makedirs(kept)
+        for file_name in (QUARANTINE_FILE, SUMMARY_FILE):
+            tf.io.gfile.copy(os.path.join(quarantine_uri, file_name), os.path.join(kept, file_name), overwrite=True)
+        return kept
+
     def Do(self, input_dict, output_dict, exec_properties) -> None:
         quarantine = artifact_utils.get_single_instance(output_dict["quarantine"])
         exec_properties = dict(exec_properties, **{_QUARANTINE_URI_KEY: quarantine.uri})
         super().Do(input_dict, output_dict, exec_properties)
 
-        summary_path = os.path.join(quarantine.uri, SUMMARY_FILE)
-        report_path = os.path.join(quarantine.uri, QUARANTINE_FILE)
-        with tf.io.gfile.GFile(summary_path) as f:
+        report_dir = self._keep_report(quarantine.uri, exec_properties.get(REPORTS_DIR_KEY))
+        quarantine.set_string_custom_property(REPORTS_DIR_KEY, report_dir)
+        report_path = os.path.join(report_dir, QUARANTINE_FILE)
+        with tf.io.gfile.GFile(os.path.join(report_dir, SUMMARY_FILE)) as f:
             summary = json.load(f)
         examples = artifact_utils.get_single_instance(output_dict[standard_component_specs.EXAMPLES_KEY])
         for key in ("listed", "ingested", "quarantined", "excluded"):
             quarantine.set_int_custom_property(key, summary[key])
             examples.set_int_custom_property(key, summary[key])
         examples.set_string_custom_property("split_counts", json.dumps(summary["per_split"], sort_keys=True))
+        causes = causes_block(read_quarantine_rows(report_path))
         logging.info(
-            "MammoExampleGen: %d records listed, %d ingested, %d quarantined, %d excluded; per split %s; report %s",
+            "MammoExampleGen: %d records listed, %d ingested, %d quarantined, %d excluded; per split %s; report %s%s",
             summary["listed"], summary["ingested"], summary["quarantined"], summary["excluded"],
-            json.dumps(summary["per_split"], sort_keys=True), report_path,
+            json.dumps(summary["per_split"], sort_keys=True), report_path, causes,
         )
         if summary["ingested"] == 0:
             raise RuntimeError(
                 f"MammoExampleGen: none of the {summary['listed']} listed records could be ingested; "
-                f"see the quarantine report {report_path}"
+                f"see the quarantine report {report_path}. Causes (records x reason):{causes}"
             )

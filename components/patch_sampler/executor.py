@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 from typing import Any, Iterator, Mapping
 
 import apache_beam as beam
@@ -25,6 +26,7 @@ from tfx import types
 from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
 
+from mammo_tfx.ingest.reasons import causes_block
 from mammo_tfx.patches import CLASS_NAMES, Patch, PatchSamplingOptions, is_malignant
 from mammo_tfx.patches import sample_scan_patches
 
@@ -37,6 +39,9 @@ PATCH_COUNTS_FILE = "patch_counts.json"
 METRICS_NAMESPACE = "patch_sampler"
 _TFRECORD_PREFIX = "data_tfrecord"
 _TALLY_TAG = "tally"
+_FAILURE_TAG = "failure"
+# Reasons start with "scan <image key>: "; the key moves to the row's file column so equal causes group together.
+_SCAN_PREFIX = re.compile(r"^scan (\S+): ")
 # Tally keys besides the class names.
 SCANS = "scans"
 FAILED_SCANS = "failed_scans"
@@ -142,6 +147,7 @@ class SampleScanPatches(beam.DoFn):
             logging.warning("PatchSampler split %s: skipped a scan: %s", self._split, error)
             self._failed.inc()
             yield beam.pvalue.TaggedOutput(_TALLY_TAG, (FAILED_SCANS, 1))
+            yield beam.pvalue.TaggedOutput(_FAILURE_TAG, failure_row(str(error)))
             return
         self._scans.inc()
         yield beam.pvalue.TaggedOutput(_TALLY_TAG, (SCANS, 1))
@@ -151,9 +157,20 @@ class SampleScanPatches(beam.DoFn):
             yield patch_example(patch, scan["image_key"], scan["dataset"]).SerializeToString()
 
 
-def _write_json(content: Mapping[str, Any], path: str) -> None:
+def failure_row(reason: str) -> dict[str, str]:
+    """A skipped scan as a row for `group_reasons` (status, reason, file = the scan's image key)."""
+    match = _SCAN_PREFIX.match(reason)
+    return {"status": "failed", "reason": reason[match.end():] if match else reason,
+            "file": match.group(1) if match else ""}
+
+
+def _write_json(content: Any, path: str) -> None:
     with tf.io.gfile.GFile(path, "w") as handle:
         handle.write(json.dumps(content, indent=2, sort_keys=True))
+
+
+def _failures_path(tally_dir: str, split: str) -> str:
+    return os.path.join(tally_dir, f"{split}_failures.json")
 
 
 def complete_tally(tally: Mapping[str, int]) -> dict[str, int]:
@@ -190,7 +207,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                          os.path.join(artifact_utils.get_split_uri([examples], split), "*"),
                          compression_type=beam.io.filesystem.CompressionTypes.GZIP))
             sampled = scans | f"Sample[{split}]" >> beam.ParDo(
-                SampleScanPatches(options, split)).with_outputs(_TALLY_TAG, main="patches")
+                SampleScanPatches(options, split)).with_outputs(_TALLY_TAG, _FAILURE_TAG, main="patches")
             _ = (sampled.patches
                  | f"Reshuffle[{split}]" >> beam.Reshuffle()
                  | f"Write[{split}]" >> beam.io.WriteToTFRecord(
@@ -202,6 +219,9 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                  | f"SumTally[{split}]" >> beam.CombinePerKey(sum)
                  | f"TallyDict[{split}]" >> beam.combiners.ToDict()
                  | f"WriteTally[{split}]" >> beam.Map(_write_json, tally_path))
+            _ = (sampled[_FAILURE_TAG]
+                 | f"CollectFailures[{split}]" >> beam.combiners.ToList()
+                 | f"WriteFailures[{split}]" >> beam.Map(_write_json, _failures_path(tally_dir, split)))
         pipeline.run().wait_until_finish()
 
         counts = {}
@@ -212,10 +232,13 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         for split, split_counts in counts.items():
             if split_counts[FAILED_SCANS] and not split_counts[SCANS]:
                 # Single bad scans are skipped, but a split where none decodes is a broken input
-                # (e.g. a changed example format), not something to train on silently.
+                # (e.g. a changed example format), not something to train on silently. The causes go into
+                # the message: the per-scan warnings are hidden from the console unless --verbose.
+                with tf.io.gfile.GFile(_failures_path(tally_dir, split)) as handle:
+                    causes = causes_block(json.load(handle))
                 raise RuntimeError(
                     f"PatchSampler: all {split_counts[FAILED_SCANS]} scans of split '{split}' in "
-                    f"{examples.uri} failed to decode or sample; see the warnings above")
+                    f"{examples.uri} failed to decode or sample (scans x reason):{causes}")
 
     @staticmethod
     def _publish(patches: types.Artifact, counts: Mapping[str, Mapping[str, int]]) -> None:
