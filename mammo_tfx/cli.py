@@ -63,8 +63,10 @@ def _describe(summary) -> str:
 def _cmd_synth(args: argparse.Namespace) -> int:
     from mammo_tfx import synth
 
+    if args.download_layout and args.layout != "cbis-ddsm":
+        raise SystemExit("--download-layout applies to --layout cbis-ddsm only")
     summary = synth.generate(args.layout, args.out, patients=args.patients, seed=args.seed,
-                             inject_faults=args.inject_faults, scale=args.scale)
+                             inject_faults=args.inject_faults, scale=args.scale, download_layout=args.download_layout)
     print(f"wrote {args.layout} phantoms to {os.path.abspath(args.out)}: {_describe(summary)}")
     return 0
 
@@ -98,7 +100,7 @@ def _print_evaluation(outputs, out_dir: str, model_name: str) -> None:
 
 
 def _run_and_report(config, sources, out_dir: str, orchestrator: str = "local") -> int:
-    from components.mammo_example_gen.executor import read_quarantine_rows
+    from components.mammo_example_gen.executor import describe_paths, read_quarantine_rows
     from mammo_tfx.ingest.reasons import format_reason_groups, group_reasons
     from pipeline.outputs import collect_outputs
     from pipeline.runners import run_local
@@ -112,6 +114,8 @@ def _run_and_report(config, sources, out_dir: str, orchestrator: str = "local") 
           f"{summary.get('quarantined')} quarantined, {summary.get('excluded')} excluded")
     for split, per_dataset in sorted(summary.get("per_split", {}).items()):
         print(f"  split {split}: " + ", ".join(f"{d} {n}" for d, n in sorted(per_dataset.items())))
+    for line in describe_paths(summary):
+        print(f"  {line}")
     print(f"  TFRecords:         {outputs.examples_uri}")
     print(f"  statistics:        {outputs.statistics_uri}")
     print(f"  anomalies:         {outputs.anomalies_uri}")
@@ -224,6 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
     synth_parser.add_argument("--scale", type=float, default=1.0, help="image size factor (MIAS stays 1024x1024)")
     synth_parser.add_argument("--inject-faults", action="store_true",
                               help="add broken files of each kind the ingestion must quarantine")
+    synth_parser.add_argument("--download-layout", choices=["csv", "classic", "descriptive"],
+                              help="cbis-ddsm: how TCIA's NBIA Data Retriever laid the files out: where the CSVs say "
+                                   "(csv, the default), UID folders with 1-1.dcm files (classic), or descriptive folder "
+                                   "names (descriptive, the retriever's default), both with its metadata.csv")
     synth_parser.set_defaults(func=_cmd_synth)
 
     def add_config_args(p: argparse.ArgumentParser) -> None:

@@ -19,8 +19,9 @@ from pipeline.sources import DataSource
 from tests.conftest import write_dicom_file
 from tests.test_example_gen import run_executor
 
-# cbis-ddsm joins these once its lister reads through mammo_tfx.storage.
-SYNTH_LAYOUTS = {"inbreast": 4, "mias": 2}
+SYNTH_LAYOUTS = {"cbis-ddsm": 4, "inbreast": 4, "mias": 2}
+# CBIS-DDSM as the retriever writes it by default, so the bucket copy goes through the path resolver too.
+DOWNLOAD_LAYOUTS = {"cbis-ddsm": "descriptive"}
 SPLITS = ("train", "eval", "test")
 
 
@@ -49,7 +50,8 @@ def write_folder_dataset(root: Path) -> None:
 def local_and_bucket(tmp_path_factory: pytest.TempPathFactory, gcs_emulator) -> dict[str, dict[str, str]]:
     data = tmp_path_factory.mktemp("data")
     for layout, patients in SYNTH_LAYOUTS.items():
-        synth.generate(layout, data / layout, patients=patients, seed=5, inject_faults=True, scale=0.1)
+        synth.generate(layout, data / layout, patients=patients, seed=5, inject_faults=True, scale=0.1,
+                       download_layout=DOWNLOAD_LAYOUTS.get(layout))
     write_folder_dataset(data / "folder")
     layouts = [*SYNTH_LAYOUTS, "folder"]
     return {

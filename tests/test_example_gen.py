@@ -1,6 +1,7 @@
 """MammoExampleGen end to end on Beam: every layout, faults, patient-grouped splits, counts and the quarantine report."""
 import csv
 import glob
+import json
 import os
 import re
 import shutil
@@ -13,8 +14,8 @@ from tfx.utils import proto_utils
 
 from components.mammo_example_gen.artifacts import QuarantineReport
 from components.mammo_example_gen.executor import (
-    QUARANTINE_FILE, REPORTS_DIR_KEY, Executor, assign_split, encode_custom_config, read_quarantine_rows,
-    split_of_patient)
+    QUARANTINE_FILE, REPORTS_DIR_KEY, SUMMARY_FILE, Executor, assign_split, encode_custom_config,
+    read_quarantine_rows, split_of_patient)
 from mammo_tfx import synth
 from mammo_tfx.ingest.options import IngestOptions
 from pipeline.config import BeamConfig, SplitConfig
@@ -61,8 +62,10 @@ def feature(example, key):
 @pytest.fixture(scope="module")
 def ingested(tmp_path_factory):
     root = tmp_path_factory.mktemp("datasets")
+    # CBIS-DDSM as the NBIA Data Retriever writes it by default: descriptive folder names and its metadata.csv.
     summaries = {
-        layout: synth.generate(layout, root / layout, patients=patients, seed=3, inject_faults=True, scale=0.25)
+        layout: synth.generate(layout, root / layout, patients=patients, seed=3, inject_faults=True, scale=0.25,
+                               download_layout="descriptive" if layout == "cbis-ddsm" else None)
         for layout, patients in (("cbis-ddsm", 10), ("inbreast", 6), ("mias", 6))
     }
     sources = [DataSource.parse(f"{layout}={root / layout}") for layout in summaries]
@@ -87,6 +90,26 @@ def test_every_listed_record_is_an_example_or_a_report_row(ingested):
     for summary in summaries.values():
         for fault in summary.faults:
             assert os.path.basename(fault.path) in reported_files, fault
+
+
+def test_summary_counts_how_the_cbis_ddsm_paths_were_found(ingested):
+    summaries, _, quarantine, _, _ = ingested
+    with open(os.path.join(quarantine.uri, SUMMARY_FILE)) as f:
+        summary = json.load(f)
+    cbis = summary["per_dataset"]["cbis-ddsm"]
+    root = summaries["cbis-ddsm"].out_dir
+    listed_paths = set()
+    for name in ("mass_case_description_train_set.csv", "mass_case_description_test_set.csv",
+                 "calc_case_description_train_set.csv", "calc_case_description_test_set.csv"):
+        with open(os.path.join(root, name), newline="") as f:
+            listed_paths |= {row[column].strip() for row in csv.DictReader(f)
+                             for column in ("image file path", "cropped image file path", "ROI mask file path")}
+    # The faults leave 4 paths unresolvable: the 3 files of a row never written, and one ROI mask.
+    assert cbis["paths"]["missing"] == len(cbis["missing_paths"]) == 4
+    assert set(cbis["missing_paths"]) <= listed_paths
+    assert set(cbis["paths"]) == {"metadata_csv", "headers", "missing"}
+    assert sum(cbis["paths"].values()) == len(listed_paths)
+    assert "paths" not in summary["per_dataset"]["mias"]  # MIAS names its files directly: nothing to resolve
 
 
 def test_excluded_records_follow_the_inbreast_birads_rule(ingested):

@@ -158,6 +158,9 @@ def test_cbis_ddsm_bad_rows_and_roots(tmp_path, small_options):
         writer.writerow(CALC_HEADER)
         writer.writerow(cbis_row("P_7", 2, "LEFT", "CC", 1, "calcification", "BENIGN", "Calc-Training_7/1.dcm",
                                  "c.dcm", "m.dcm"))
+    for image in ("Mass-Test_7/1.dcm", "Calc-Training_7/1.dcm"):  # listing finds the files; their content is not read
+        (tmp_path / image).parent.mkdir()
+        (tmp_path / image).write_bytes(b"")
     entries = {item.record if isinstance(item, QuarantineEntry) else item.record_id: item
                for item in LISTERS["cbis-ddsm"](str(tmp_path), small_options)}
     # One bad row quarantines its whole scan, so no scan is ingested with a lesion missing.

@@ -91,6 +91,10 @@ def test_generate_rejects_bad_arguments(tmp_path: Path) -> None:
         generate("mias", tmp_path, 0, 0)
     with pytest.raises(ValueError, match="seed"):
         generate("mias", tmp_path, 1, -1)
+    with pytest.raises(ValueError, match="cbis-ddsm only"):
+        generate("mias", tmp_path, 1, 0, download_layout="classic")
+    with pytest.raises(ValueError, match="unknown download layout 'flat'"):
+        generate("cbis-ddsm", tmp_path, 1, 0, download_layout="flat")
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -238,6 +242,55 @@ def test_cbis_ddsm_summary_labels_and_laterality(datasets: dict[str, SynthSummar
         assert first_copy.SOPInstanceUID == second_copy.SOPInstanceUID and first_copy.PatientID != second_copy.PatientID
         assert np.array_equal(first_copy.pixel_array, second_copy.pixel_array)
         assert {lesion.kind for lesion in image.lesions} == {"mass", "calcification"}
+
+
+DESCRIPTIVE_PATH = re.compile(
+    r"^manifest-\d+/CBIS-DDSM/(?P<subject>[^/]+)/(?P<date>\d\d-\d\d-\d{4})-DDSM(?P<na>-NA)?-(?P<study>\d{5})/"
+    r"(?P<number>\d\.000000)-(?P<description>full mammogram images|ROI mask images|cropped images)-(?P<series>\d{5})/"
+    r"1-[12]\.dcm$")
+CLASSIC_PATH = re.compile(r"^manifest-\d+/CBIS-DDSM/(?P<subject>[^/]+)/(?P<study>2\.25\.\d+)/(?P<series>2\.25\.\d+)/1-[12]\.dcm$")
+
+
+@pytest.mark.parametrize("mode", ["classic", "descriptive"])
+def test_cbis_ddsm_download_modes_look_like_the_retriever_wrote_them(tmp_path: Path, mode: str) -> None:
+    summary = generate("cbis-ddsm", tmp_path, 5, SEED, inject_faults=True, scale=0.1, download_layout=mode)
+    assert {fault.kind for fault in summary.faults} == EXPECTED_FAULT_KINDS["cbis-ddsm"]
+    files = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*.dcm"))
+    pattern = DESCRIPTIVE_PATH if mode == "descriptive" else CLASSIC_PATH
+    series_files: dict[str, list[str]] = {}
+    variants = set()
+    for relative in files:
+        match = pattern.match(relative)
+        assert match, relative
+        ds = pydicom.dcmread(tmp_path / relative, stop_before_pixels=True)
+        assert ds.PatientID == match["subject"] and ds.StudyID == "DDSM"
+        if mode == "descriptive":
+            assert ds.StudyInstanceUID[-5:] == match["study"] and ds.SeriesInstanceUID[-5:] == match["series"]
+            assert ds.SeriesDescription == match["description"] and f"{ds.SeriesNumber}.000000" == match["number"]
+            assert f"{ds.StudyDate[4:6]}-{ds.StudyDate[6:]}-{ds.StudyDate[:4]}" == match["date"]
+            variants.add(bool(match["na"]))
+        else:
+            assert (ds.StudyInstanceUID, ds.SeriesInstanceUID) == (match["study"], match["series"])
+        series_files.setdefault(str(Path(relative).parent), []).append(ds.SeriesDescription)
+    # Both ROI arrangements: mask and crop in one series, or the crop in a `cropped images` series of its own.
+    assert ["ROI mask images", "ROI mask images"] in series_files.values()
+    assert ["cropped images"] in series_files.values()
+    assert mode == "classic" or variants == {True, False}
+    # The CSVs keep the original UID paths with 000000.dcm/000001.dcm names.
+    rows = _cbis_rows(tmp_path)
+    assert all(row["image file path"].endswith("/000000.dcm") for row in rows)
+    (metadata,) = tmp_path.glob("manifest-*/metadata.csv")
+    with open(metadata, newline="", encoding="utf-8") as handle:
+        entries = list(csv.DictReader(handle))
+    assert {"Series UID", "Subject ID", "Study UID", "Series Description", "Number of Images", "File Location",
+            "Download Timestamp"} <= set(entries[0])
+    assert len(entries) == len(series_files)
+    for entry in entries:
+        folder = metadata.parent / entry["File Location"]
+        assert entry["File Location"].startswith("./CBIS-DDSM/" + entry["Subject ID"] + "/")
+        in_folder = sorted(folder.iterdir())
+        assert len(in_folder) == int(entry["Number of Images"])
+        assert pydicom.dcmread(in_folder[0], stop_before_pixels=True).SeriesInstanceUID == entry["Series UID"]
 
 
 # --------------------------------------------------------------------------------------------- INbreast

@@ -30,7 +30,7 @@ from mammo_tfx.ingest.options import IngestOptions
 from mammo_tfx.ingest.phi import salted_key
 from mammo_tfx.ingest.process import process_record
 from mammo_tfx.ingest.reasons import causes_block
-from mammo_tfx.ingest.records import QuarantineEntry, ScanRecord
+from mammo_tfx.ingest.records import PATH_RESOLUTIONS, QuarantineEntry, ScanRecord
 
 MANIFEST_FILE = "sources.json"
 QUARANTINE_FILE = "quarantine.csv"
@@ -43,6 +43,7 @@ _QUARANTINE_URI_KEY = "_quarantine_uri"
 # TFX removes the output artifacts of a failed execution, i.e. the report just when the user needs it most.
 REPORTS_DIR_KEY = "reports_dir"
 _METRICS_NAMESPACE = "mammo_example_gen"
+PATH_KEY_PREFIX = "path:"
 
 
 def encode_custom_config(options: IngestOptions) -> example_gen_pb2.CustomConfig:
@@ -161,19 +162,49 @@ def _write_text(path: str, text: str) -> None:
         f.write(text)
 
 
+def _path_count_keys(item: ScanRecord | QuarantineEntry) -> List[Tuple[str, str, str]]:
+    """A listed item's path resolutions as count keys; a missing path keeps its name so the summary lists it."""
+    return [(PATH_KEY_PREFIX + method, path if method == "missing" else "", item.dataset)
+            for method, path in item.path_resolutions]
+
+
 def _summarise(counts: List[Tuple[Tuple[str, str, str], int]]) -> Dict[str, Any]:
-    """Counts keyed by (status, split, dataset) -> the summary document written beside the quarantine report."""
+    """Counts keyed by (status, split, dataset) -> the summary document written beside the quarantine report.
+
+    Keys whose status is "path:<method>" count how the listed file paths were found (per dataset "paths", and
+    "missing_paths" naming the paths not found, whose split slot holds the path).
+    """
     summary: Dict[str, Any] = {"listed": 0, "ingested": 0, "quarantined": 0, "excluded": 0,
                                "per_split": {}, "per_dataset": {}}
     for (status, split, dataset), count in counts:
+        per_dataset = summary["per_dataset"].setdefault(dataset, {"ingested": 0, "quarantined": 0, "excluded": 0})
+        if status.startswith(PATH_KEY_PREFIX):
+            method = status[len(PATH_KEY_PREFIX):]
+            paths = per_dataset.setdefault("paths", {})
+            paths[method] = paths.get(method, 0) + count
+            if method == "missing":
+                per_dataset.setdefault("missing_paths", []).append(split)
+            continue
         summary["listed"] += count
         summary[status] += count
-        per_dataset = summary["per_dataset"].setdefault(dataset, {"ingested": 0, "quarantined": 0, "excluded": 0})
         per_dataset[status] += count
         if status == "ingested":
             per_split = summary["per_split"].setdefault(split, {})
             per_split[dataset] = per_split.get(dataset, 0) + count
+    for per_dataset in summary["per_dataset"].values():
+        per_dataset.get("missing_paths", []).sort()
     return summary
+
+
+def describe_paths(summary: Dict[str, Any]) -> List[str]:
+    """One line per dataset whose file paths needed finding: how many were found which way, how many are missing."""
+    lines = []
+    for dataset, per_dataset in sorted(summary.get("per_dataset", {}).items()):
+        paths = per_dataset.get("paths")
+        if paths:
+            lines.append(f"{dataset} file paths: " + ", ".join(
+                f"{paths[method]} {method}" for method in PATH_RESOLUTIONS if paths.get(method)))
+    return lines
 
 
 class Executor(BaseExampleGenExecutor):
@@ -254,8 +285,9 @@ class Executor(BaseExampleGenExecutor):
         )
         example_counts = examples | "ExampleCountKeys" >> beam.Map(lambda sde: ("ingested", sde[0], sde[1]))
         quarantine_counts = quarantine | "QuarantineCountKeys" >> beam.Map(lambda e: (e.status, "", e.dataset))
+        path_counts = listed | "PathCountKeys" >> beam.FlatMap(_path_count_keys)
         _ = (
-            (example_counts, quarantine_counts)
+            (example_counts, quarantine_counts, path_counts)
             | "AllCountKeys" >> beam.Flatten()
             | "Count" >> beam.combiners.Count.PerElement()
             | "CollectCounts" >> beam.combiners.ToList()
@@ -312,6 +344,8 @@ class Executor(BaseExampleGenExecutor):
             summary["listed"], summary["ingested"], summary["quarantined"], summary["excluded"],
             json.dumps(summary["per_split"], sort_keys=True), report_path, causes,
         )
+        for line in describe_paths(summary):
+            logging.info("MammoExampleGen: %s", line)
         if summary["ingested"] == 0:
             raise RuntimeError(
                 f"MammoExampleGen: none of the {summary['listed']} listed records could be ingested; "

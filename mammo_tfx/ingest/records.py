@@ -12,6 +12,9 @@ VIEWS = ("CC", "MLO", "UNKNOWN")
 SOURCE_SPLITS = ("train", "test", "none")
 QUARANTINE_STATUSES = ("quarantined", "excluded")
 QUARANTINE_COLUMNS = ("dataset", "record", "file", "status", "reason")
+# How a listed file path was found on disk (CBIS-DDSM: the CSV's path as written, through the retriever's
+# metadata.csv, or through the DICOM headers of the scan's folder), or that it was not.
+PATH_RESOLUTIONS = ("as_written", "metadata_csv", "headers", "missing", "ambiguous")
 
 
 class BadInputError(Exception):
@@ -65,6 +68,8 @@ class ScanRecord:
         the breast touches (MIAS).
     pixel_spacing_mm: (row, col) spacing known from the dataset; None = read it from the file, if any.
     has_annotations: False for datasets without lesion outlines; the (empty) mask is then incomplete.
+    path_resolutions: (method, listed path) for each file path the dataset's index names for this scan, with
+        method in PATH_RESOLUTIONS; counted per dataset in the run summary. Empty when paths need no resolving.
     """
 
     dataset: str
@@ -82,9 +87,11 @@ class ScanRecord:
     infer_laterality: bool = False
     pixel_spacing_mm: Optional[tuple[float, float]] = None
     has_annotations: bool = True
+    path_resolutions: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
-        problems = []
+        problems = [f"path resolution {method!r} not in {PATH_RESOLUTIONS}"
+                    for method, _ in self.path_resolutions if method not in PATH_RESOLUTIONS]
         if self.dataset not in DATASETS:
             problems.append(f"dataset {self.dataset!r} not in {DATASETS}")
         if self.label not in (0, 1):
@@ -110,6 +117,7 @@ class QuarantineEntry:
     file: str
     status: str
     reason: str
+    path_resolutions: tuple[tuple[str, str], ...] = ()  # as ScanRecord's, for a scan quarantined at listing
 
     def __post_init__(self) -> None:
         if self.status not in QUARANTINE_STATUSES:
@@ -120,9 +128,11 @@ class QuarantineEntry:
         return {column: str(getattr(self, column)) for column in QUARANTINE_COLUMNS}
 
 
-def quarantined(dataset: str, record: str, file: str, reason: str) -> QuarantineEntry:
+def quarantined(dataset: str, record: str, file: str, reason: str,
+                path_resolutions: tuple[tuple[str, str], ...] = ()) -> QuarantineEntry:
     """A bad-input entry."""
-    return QuarantineEntry(dataset=dataset, record=record, file=str(file), status="quarantined", reason=reason)
+    return QuarantineEntry(dataset=dataset, record=record, file=str(file), status="quarantined", reason=reason,
+                           path_resolutions=path_resolutions)
 
 
 def excluded(dataset: str, record: str, file: str, reason: str) -> QuarantineEntry:

@@ -31,12 +31,14 @@ def generate(
     seed: int,
     inject_faults: bool = False,
     scale: float = 1.0,
+    download_layout: str | None = None,
 ) -> SynthSummary:
     """Write a synthetic dataset of ``patients`` patients in ``layout``'s own folder layout under ``out_dir``.
 
     The same arguments always give the same bytes. ``inject_faults`` adds a few extra, deliberately broken
     records (listed in ``SynthSummary.faults``) without changing the others' pixels. ``scale`` shrinks the
-    image sizes (for tests); MIAS images stay 1024x1024 whatever the scale.
+    image sizes (for tests); MIAS images stay 1024x1024 whatever the scale. ``download_layout`` (CBIS-DDSM only)
+    is how TCIA's retriever laid the files out: "csv" (default: where the CSVs say), "classic" or "descriptive".
     """
     if layout not in _WRITERS:
         raise ValueError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
@@ -46,6 +48,10 @@ def generate(
         raise ValueError(f"seed must be >= 0, got {seed}")
     if not 0.05 <= scale <= 4.0:
         raise ValueError(f"scale must be in [0.05, 4], got {scale}")
+    if download_layout is not None and layout != "cbis-ddsm":
+        raise ValueError(f"download_layout applies to cbis-ddsm only, not {layout!r}")
     out = os.fspath(out_dir)
     os.makedirs(out, exist_ok=True)
+    if download_layout is not None:
+        return write_cbis_ddsm(out, patients, seed, inject_faults, scale, download_layout=download_layout)
     return _WRITERS[layout](out, patients, seed, inject_faults, scale)

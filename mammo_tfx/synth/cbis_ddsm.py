@@ -1,10 +1,19 @@
-"""Synthetic CBIS-DDSM: the DICOM tree of the TCIA download plus the four case-description CSVs.
+"""Synthetic CBIS-DDSM: the DICOM tree of a TCIA download plus the four case-description CSVs.
 
-Layout and quirks follow the real release (see docs/contracts.md and the seed notes, "Dataset formats"):
-one case folder per (lesion type, split, patient, side, view) holding the full image, one ROI folder per
-abnormality holding the binary mask and the cropped lesion, paths in the CSVs relative to the download folder,
-a trailing newline in every "ROI mask file path", a row whose mask/crop paths are swapped, a mask a few pixels
-off its image's size, and a few RLE-compressed full images.
+Layout and quirks follow the real release (see docs/contracts.md and /work/shared/notes, "CBIS-DDSM from TCIA"):
+one subject folder per (lesion type, split, patient, side, view) holding the full image, one per abnormality
+holding the binary mask and the cropped lesion; the CSVs (in the output folder) name every file as
+`<subject>/<study uid>/<series uid>/00000N.dcm`, with a trailing newline in every "ROI mask file path", a row
+whose mask/crop paths are swapped, a mask a few pixels off its image's size, and a few RLE-compressed full images.
+
+Where the files stand depends on the download mode (DOWNLOAD_LAYOUTS), as the NBIA Data Retriever writes them:
+  csv:         exactly where the CSVs say (the old retriever's layout);
+  classic:     manifest-NNNN/CBIS-DDSM/<subject>/<study uid>/<series uid>/1-1.dcm;
+  descriptive: manifest-NNNN/CBIS-DDSM/<subject>/<MM-DD-YYYY>-DDSM[-NA]-<last 5 of study uid>/
+               <series number>-<series description>-<last 5 of series uid>/1-1.dcm.
+In classic and descriptive downloads half of the ROIs keep mask and crop in one `ROI mask images` series
+(1-1.dcm, 1-2.dcm), the others have the crop in a `cropped images` series of its own (a series UID the CSVs do
+not know), and the retriever's metadata.csv (one row per series) stands beside the CBIS-DDSM folder.
 """
 from __future__ import annotations
 
@@ -18,7 +27,7 @@ from mammo_tfx.synth.dicom_io import SECONDARY_CAPTURE_STORAGE, DicomIdentity, b
 from mammo_tfx.synth.faults import truncate_file
 from mammo_tfx.synth.lesions import LesionShape
 from mammo_tfx.synth.phantom import LesionRequest, PhantomRequest, lesion_mask, quantize, render_phantom
-from mammo_tfx.synth.seeding import derive_uid, rng_for
+from mammo_tfx.synth.seeding import derive_hex, derive_uid, rng_for
 from mammo_tfx.synth.summary import SynthFault, SynthImage, SynthLesion, SynthSummary
 
 LAYOUT = "cbis-ddsm"
@@ -45,6 +54,16 @@ FOLDER_PREFIX = {
     ("calcification", "test"): "Calc-Test",
 }
 SIDE_NAMES = {"L": "LEFT", "R": "RIGHT"}
+DOWNLOAD_LAYOUTS = ("csv", "classic", "descriptive")
+METADATA_HEADERS = ("title", "snake", "none")
+COLLECTION = "CBIS-DDSM"
+METADATA_FILE = "metadata.csv"
+FULL_IMAGES, ROI_MASKS, CROPPED = "full mammogram images", "ROI mask images", "cropped images"
+# The retriever's metadata.csv columns (some versions spell them in snake case: series_uid, file_location).
+METADATA_COLUMNS = ("Series UID", "Collection", "3rd Party Analysis", "Data Description URI", "Subject ID",
+                    "Study UID", "Study Description", "Study Date", "Series Description", "Manufacturer", "Modality",
+                    "SOP Class Name", "SOP Class UID", "Number of Images", "File Size", "File Location",
+                    "Download Timestamp")
 
 # Radiologist descriptors consistent with how the lesion is drawn (benign, malignant).
 MASS_SHAPES = (("OVAL", "ROUND", "LOBULATED"), ("IRREGULAR", "LOBULATED", "IRREGULAR-ARCHITECTURAL_DISTORTION"))
@@ -136,35 +155,126 @@ def _scan_size(rng: np.random.Generator, scale: float) -> tuple[int, int]:
     return rows, max(int(round(rows * rng.uniform(0.58, 0.66))), 40)
 
 
+@dataclasses.dataclass(frozen=True)
+class _SeriesFile:
+    """One DICOM file as TCIA serves it: where the CSVs say it is, and the series it belongs to."""
+
+    csv_path: str
+    subject: str
+    study_uid: str
+    series_uid: str
+    series_number: int
+    description: str
+    instance: int  # 1-based position in its series
+
+
+def _study_date(seed: int, subject: str) -> str:
+    """YYYYMMDD (the DICOM StudyDate): the curation dates of CBIS-DDSM's subjects fall in 2016-2017."""
+    rng = rng_for(seed, LAYOUT, "study-date", subject)
+    return f"{int(rng.integers(2016, 2018))}{int(rng.integers(1, 13)):02d}{int(rng.integers(1, 29)):02d}"
+
+
+def _retriever_date(study_date: str) -> str:
+    """MM-DD-YYYY, as the retriever writes a study date in folder names and metadata.csv."""
+    return f"{study_date[4:6]}-{study_date[6:]}-{study_date[:4]}"
+
+
+class _Download:
+    """Where each file lands in one download mode, and the retriever's metadata.csv rows for what was written."""
+
+    def __init__(self, out_dir: str, seed: int, mode: str, metadata: str) -> None:
+        if mode not in DOWNLOAD_LAYOUTS:
+            raise ValueError(f"unknown download layout {mode!r}; choose one of {', '.join(DOWNLOAD_LAYOUTS)}")
+        if metadata not in METADATA_HEADERS:
+            raise ValueError(f"unknown metadata.csv header style {metadata!r}; choose one of {METADATA_HEADERS}")
+        self.out_dir, self.seed, self.mode, self.metadata = out_dir, seed, mode, metadata
+        # The retriever names its folder after the manifest file: manifest-<digits>.
+        self.base = "" if mode == "csv" else f"manifest-{int(derive_hex(seed, LAYOUT, 'manifest', length=10), 16)}"
+        self.series: dict[str, list] = {}  # series folder -> [first file, number of images, bytes]
+
+    def _folder(self, file: _SeriesFile) -> str:
+        if self.mode == "csv":
+            return os.path.dirname(file.csv_path)
+        if self.mode == "classic":
+            return f"{COLLECTION}/{file.subject}/{file.study_uid}/{file.series_uid}"
+        date = _retriever_date(_study_date(self.seed, file.subject))
+        study_id = "DDSM-NA" if rng_for(self.seed, LAYOUT, "study-folder", file.subject).random() < 0.5 else "DDSM"
+        return (f"{COLLECTION}/{file.subject}/{date}-{study_id}-{file.study_uid[-5:]}/"
+                f"{file.series_number:.6f}-{file.description}-{file.series_uid[-5:]}")
+
+    def path(self, file: _SeriesFile) -> str:
+        """The file's path relative to the output folder."""
+        if self.mode == "csv":
+            return file.csv_path
+        return f"{self.base}/{self._folder(file)}/1-{file.instance}.dcm"
+
+    def written(self, file: _SeriesFile, size: int) -> None:
+        entry = self.series.setdefault(self._folder(file), [file, 0, 0])
+        entry[1] += 1
+        entry[2] += size
+
+    def write_metadata(self) -> None:
+        """metadata.csv beside the CBIS-DDSM folder, one row per series downloaded."""
+        if self.mode == "csv" or self.metadata == "none":
+            return
+        header = [column if self.metadata == "title" else column.lower().replace(" ", "_")
+                  for column in METADATA_COLUMNS]
+        stamp = rng_for(self.seed, LAYOUT, "download-time").integers(0, 10, size=3)
+        timestamp = f"2024-0{stamp[0] + 1}-1{stamp[1]}T10:2{stamp[2]}:35.389"
+        rows = []
+        for folder, (file, images, size) in sorted(self.series.items()):
+            date = _retriever_date(_study_date(self.seed, file.subject))
+            rows.append([file.series_uid, COLLECTION, "NO", "https://doi.org/10.7937/K9/TCIA.2016.7O02S9CY",
+                         file.subject, file.study_uid, "", date, file.description,
+                         "", "MG", "Secondary Capture Image Storage", SECONDARY_CAPTURE_STORAGE, str(images),
+                         f"{size / 1e6:.2f} MB", f"./{folder}", timestamp])
+        with open(os.path.join(self.out_dir, self.base, METADATA_FILE), "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(header)
+            writer.writerows(rows)
+
+
 class _CbisWriter:
     """Writes scans one by one and collects CSV rows, summary records and faults."""
 
-    def __init__(self, out_dir: str, seed: int, scale: float) -> None:
-        self.out_dir, self.seed, self.scale = out_dir, seed, scale
+    def __init__(self, out_dir: str, seed: int, scale: float, download: _Download) -> None:
+        self.out_dir, self.seed, self.scale, self.download = out_dir, seed, scale, download
         self.rows: dict[tuple[str, str], list[list[str]]] = {key: [] for key in CSV_FILES}
         self.images: list[SynthImage] = []
         self.faults: list[SynthFault] = []
         self.roi_count = 0
+        self.roi_series_count = 0
         self.scan_count = 0
 
     def _abs(self, relative: str) -> str:
         return os.path.join(self.out_dir, relative)
 
-    def _identity(self, *keys: object) -> tuple[str, str, str]:
-        return (derive_uid(self.seed, LAYOUT, "study", *keys), derive_uid(self.seed, LAYOUT, "series", *keys),
-                derive_uid(self.seed, LAYOUT, "sop", *keys))
+    def _uids(self, folder: str) -> tuple[str, str]:
+        """(study, series) UIDs of a subject folder: every CBIS-DDSM subject is a study of its own."""
+        return derive_uid(self.seed, LAYOUT, "study", folder), derive_uid(self.seed, LAYOUT, "series", folder)
 
-    def _patient_tags(self, folder: str, scan: _Scan, description: str) -> dict[str, object]:
+    def _save(self, file: _SeriesFile, scan: _Scan, sop: str, body: np.ndarray | None, bits: int,
+              rle: bool = False) -> str:
+        """Write one file where the download mode puts it; its path relative to the output folder."""
         birth_rng = rng_for(self.seed, LAYOUT, "birth", scan.patient_id)
-        return {
-            "PatientID": folder,
-            "PatientName": folder,
+        tags = {
+            "PatientID": file.subject,
+            "PatientName": file.subject,
             "PatientBirthDate": f"19{int(birth_rng.integers(30, 75)):02d}0{int(birth_rng.integers(1, 10))}15",
             "Laterality": scan.side,
             "Modality": "MG",
             "BodyPartExamined": "BREAST",
-            "SeriesDescription": description,
+            "StudyDate": _study_date(self.seed, file.subject),
+            "StudyID": "DDSM",
+            "SeriesDescription": file.description,
+            "SeriesNumber": file.series_number,
+            "InstanceNumber": file.instance,
         }
+        identity = DicomIdentity(SECONDARY_CAPTURE_STORAGE, sop, file.study_uid, file.series_uid)
+        relative = self.download.path(file)
+        save_dicom(build_dicom(body, bits, identity, tags), self._abs(relative), rle=rle and body is not None)
+        self.download.written(file, os.path.getsize(self._abs(relative)))
+        return relative
 
     def write(self, scan: _Scan, swap_roi: int, mismatched_roi: int) -> None:
         rng = rng_for(self.seed, LAYOUT, "image", scan.image_id)
@@ -180,11 +290,11 @@ class _CbisWriter:
         mask_size_mismatch = False
         for abnormality, shape in zip(scan.abnormalities, phantom.lesions):
             folder = scan.folder(abnormality.kind)
-            study, series, _ = self._identity(folder)
-            image_path = f"{folder}/{study}/{series}/000000.dcm"
-            if image_path not in files:
-                files.append(image_path)
-                self._write_full_image(scan, folder, image_path, pixels, rle)
+            study, series = self._uids(folder)
+            image = _SeriesFile(f"{folder}/{study}/{series}/000000.dcm", folder, study, series, 1, FULL_IMAGES, 1)
+            if self.download.path(image) not in files:
+                files.append(self.download.path(image))
+                self._write_full_image(scan, image, pixels, rle)
             counters[abnormality.kind] += 1
             abn_id = counters[abnormality.kind]
             mismatched = self.roi_count == mismatched_roi and scan.fault is None
@@ -197,7 +307,7 @@ class _CbisWriter:
                 self.roi_count += 1
             row = [scan.patient_id, str(scan.density), SIDE_NAMES[scan.side], scan.view, str(abn_id), abnormality.kind,
                    *abnormality.descriptors, str(abnormality.assessment), abnormality.pathology,
-                   str(abnormality.subtlety), image_path, crop_path, mask_path + "\n"]
+                   str(abnormality.subtlety), image.csv_path, crop_path, mask_path + "\n"]
             self.rows[(abnormality.kind, scan.split)].append(row)
         self._apply_fault(scan, files)
         self.images.append(
@@ -218,50 +328,46 @@ class _CbisWriter:
             )
         )
 
-    def _write_full_image(self, scan: _Scan, folder: str, image_path: str, pixels: np.ndarray, rle: bool) -> None:
+    def _write_full_image(self, scan: _Scan, image: _SeriesFile, pixels: np.ndarray, rle: bool) -> None:
         if scan.fault == "row_points_nowhere":
             return  # the CSV row is written, the file never is
-        study, series, _ = self._identity(folder)
         # The same scan under a mass and a calc folder is one image: same SOP Instance UID, same pixels.
         sop = derive_uid(self.seed, LAYOUT, "sop", scan.image_id)
-        identity = DicomIdentity(SECONDARY_CAPTURE_STORAGE, sop, study, series)
-        tags = self._patient_tags(folder, scan, "full mammogram images")
         body = None if scan.fault == "non_image_dicom" else pixels
-        save_dicom(build_dicom(body, 16, identity, tags), self._abs(image_path), rle=rle and body is not None)
+        self._save(image, scan, sop, body, 16, rle=rle)
 
     def _write_roi(
         self, scan: _Scan, roi_folder: str, pixels: np.ndarray, shape: LesionShape, swapped: bool, mismatched: bool
     ) -> tuple[str, str]:
         """Write mask (000000.dcm) and crop (000001.dcm); return the (crop, mask) paths as the CSV states them."""
-        study, series, _ = self._identity(roi_folder)
-        mask_path = f"{roi_folder}/{study}/{series}/000000.dcm"
+        study, series = self._uids(roi_folder)
+        mask_file = _SeriesFile(f"{roi_folder}/{study}/{series}/000000.dcm", roi_folder, study, series, 1, ROI_MASKS, 1)
         crop_path = f"{roi_folder}/{study}/{series}/000001.dcm"
+        # TCIA serves some crops as a `cropped images` series of their own, under a series UID the CSVs never name.
+        if self.download.mode != "csv" and self.roi_series_count % 2 == 1:
+            crop_series = derive_uid(self.seed, LAYOUT, "crop-series", roi_folder)
+            crop_file = _SeriesFile(crop_path, roi_folder, study, crop_series, 2, CROPPED, 1)
+        else:
+            crop_file = _SeriesFile(crop_path, roi_folder, study, series, 1, ROI_MASKS, 2)
+        self.roi_series_count += 1
         if scan.fault == "row_points_nowhere":
-            return crop_path, mask_path
+            return crop_path, mask_file.csv_path
         mask = lesion_mask(shape, *pixels.shape)
         if mismatched:
             # Real masks are sometimes a few pixels off their image: 3 extra rows, 2 missing columns.
             mask = np.pad(mask, ((0, 3), (0, 0)))[:, :-2]
         # Masks come as 8-bit or 16-bit files (value 255 either way), alternating here.
         mask_pixels = mask.astype(np.uint8) * 255 if self.roi_count % 2 == 0 else mask.astype(np.uint16) * 255
-        crop = _crop_around(pixels, shape)
-        for name, body, bits, description in (
-            (mask_path, mask_pixels, mask_pixels.dtype.itemsize * 8, "ROI mask images"),
-            (crop_path, crop, 16, "cropped images"),
-        ):
-            if name == mask_path and scan.fault == "missing_mask":
+        for file, body, bits in ((mask_file, mask_pixels, mask_pixels.dtype.itemsize * 8),
+                                 (crop_file, _crop_around(pixels, shape), 16)):
+            if file is mask_file and scan.fault == "missing_mask":
+                self.faults.append(SynthFault(self._abs(self.download.path(file)), scan.fault))
                 continue
-            identity = DicomIdentity(SECONDARY_CAPTURE_STORAGE, derive_uid(self.seed, LAYOUT, "sop", name), study, series)
-            tags = self._patient_tags(roi_folder, scan, description)
-            save_dicom(build_dicom(body, bits, identity, tags), self._abs(name))
-        return (mask_path, crop_path) if swapped else (crop_path, mask_path)
+            self._save(file, scan, derive_uid(self.seed, LAYOUT, "sop", file.csv_path), body, bits)
+        return (mask_file.csv_path, crop_path) if swapped else (crop_path, mask_file.csv_path)
 
     def _apply_fault(self, scan: _Scan, files: list[str]) -> None:
-        if scan.fault is None:
-            return
-        if scan.fault == "missing_mask":
-            row = self.rows[(scan.abnormalities[0].kind, scan.split)][-1]
-            self.faults.append(SynthFault(self._abs(row[-1].strip()), scan.fault))
+        if scan.fault in (None, "missing_mask"):  # the missing mask is recorded where it is left out
             return
         if scan.fault == "truncated_dicom":
             truncate_file(self._abs(files[0]), 0.5)
@@ -285,8 +391,14 @@ def _crop_around(pixels: np.ndarray, shape: LesionShape) -> np.ndarray:
     return np.ascontiguousarray(pixels[top:bottom, left:right])
 
 
-def write_cbis_ddsm(out_dir: str, patients: int, seed: int, inject_faults: bool, scale: float) -> SynthSummary:
-    """Write ``patients`` synthetic CBIS-DDSM patients (about 20 % of them in the Test CSVs) into ``out_dir``."""
+def write_cbis_ddsm(out_dir: str, patients: int, seed: int, inject_faults: bool, scale: float,
+                    download_layout: str = "csv", metadata: str = "title") -> SynthSummary:
+    """Write ``patients`` synthetic CBIS-DDSM patients (about 20 % of them in the Test CSVs) into ``out_dir``.
+
+    ``download_layout`` is one of DOWNLOAD_LAYOUTS; ``metadata`` the header style of the retriever's metadata.csv
+    (`title`: `Series UID`, `snake`: `series_uid`, `none`: no metadata.csv) for the classic and descriptive modes.
+    """
+    download = _Download(out_dir, seed, download_layout, metadata)
     split_rng = rng_for(seed, LAYOUT, "split")
     test_count = max(1, int(round(0.2 * patients))) if patients >= 2 else 0
     test_numbers = set((split_rng.permutation(patients)[:test_count] + 1).tolist())
@@ -295,10 +407,11 @@ def write_cbis_ddsm(out_dir: str, patients: int, seed: int, inject_faults: bool,
     if inject_faults:
         scans += _plan_faults(seed, patients + 1)
 
-    writer = _CbisWriter(out_dir, seed, scale)
+    writer = _CbisWriter(out_dir, seed, scale, download)
     clean_rois = sum(len(scan.abnormalities) for scan in scans if scan.fault is None)
     swap_roi = 1 if clean_rois > 1 else 0
     for scan in scans:
         writer.write(scan, swap_roi=swap_roi, mismatched_roi=0)
     writer.write_csvs()
+    download.write_metadata()
     return SynthSummary(LAYOUT, out_dir, patients, writer.images, writer.faults)

@@ -1,22 +1,24 @@
 """CBIS-DDSM lister: the four case-description CSVs, one ScanRecord per full image.
 
 Mass and calc CSVs name some columns differently (`breast_density` vs `breast density`); headers are
-normalised (lower case, spaces -> underscores). Paths in the CSVs are relative to the folder holding
-them and may carry trailing whitespace or newlines.
+normalised (lower case, spaces -> underscores). Paths in the CSVs may carry trailing whitespace or newlines.
+The CSVs may stand anywhere under the root (the shallowest copy of each is read); the files they name are
+found wherever the NBIA Data Retriever put them (see cbis_download: as written, through metadata.csv, or
+through the DICOM headers of the scan's own folder), and each record says how its paths were found.
 
 Rows are grouped by scan: patient, breast side and view identify one DDSM scan, which CBIS-DDSM stores
 once per abnormality type (a Mass-... and a Calc-... folder holding the same image). So a scan with
 several abnormalities, mass and calc rows alike, becomes one record with several lesions; its first
-image file is decoded. If the rows of a scan disagree on the split (train/test), the record is marked
+image file found is decoded. If the rows of a scan disagree on the split (train/test), the record is marked
 "test" so no test image can leak into training.
 """
 from __future__ import annotations
 
-import csv
-import os
+import posixpath
 from dataclasses import dataclass, field
 from typing import Iterator, Optional, Union
 
+from mammo_tfx.ingest.layouts.cbis_download import ROLE_IMAGE, ROLE_ROI, DownloadIndex, Resolved, read_csv_rows
 from mammo_tfx.ingest.options import IngestOptions
 from mammo_tfx.ingest.records import BadInputError, LesionRef, QuarantineEntry, ScanRecord, quarantined
 
@@ -34,27 +36,28 @@ SIDES = {"LEFT": "L", "RIGHT": "R"}
 KINDS = {"mass": "mass", "calcification": "calcification", "calc": "calcification"}
 
 
+@dataclass(frozen=True)
+class _RoiRow:
+    """The lesion of one CSV row, before its files are found."""
+
+    kind: str
+    malignant: bool
+    paths: tuple[str, ...]  # mask column first: the usual holder of the mask; the content decides in the end
+    csv_folder: str  # relative to the root
+
+
 @dataclass
 class _ScanGroup:
     """Rows of one scan, in CSV order."""
 
-    image_paths: list[str] = field(default_factory=list)
+    image_paths: dict[str, str] = field(default_factory=dict)  # CSV path -> folder of its CSV (relative to root)
     splits: set[str] = field(default_factory=set)
     patient_id: str = ""
     laterality: str = "U"
     view: str = "UNKNOWN"
     density: int = 0
-    lesions: list[LesionRef] = field(default_factory=list)
+    rois: list[_RoiRow] = field(default_factory=list)
     problem: Optional[tuple[str, str]] = None  # (file, reason) of the first bad row
-
-
-def find_csv_folder(root: str) -> str:
-    """The folder holding the CSVs: root itself, or root/CBIS-DDSM."""
-    for folder in (root, os.path.join(root, "CBIS-DDSM")):
-        if any(os.path.isfile(os.path.join(folder, name)) for name, _, _ in CSV_NAMES):
-            return folder
-    raise BadInputError(root, "no CBIS-DDSM case-description CSV (e.g. mass_case_description_train_set.csv) "
-                              "here or in a CBIS-DDSM subfolder")
 
 
 def clean_path(raw: str) -> str:
@@ -62,15 +65,8 @@ def clean_path(raw: str) -> str:
     return raw.strip().replace("\\", "/").lstrip("/")
 
 
-def _read_csv(path: str) -> list[dict[str, str]]:
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            rows = [{(key or "").strip().lower().replace(" ", "_"): (value or "") for key, value in row.items()}
-                    for row in reader]
-            header = [(name or "").strip().lower().replace(" ", "_") for name in (reader.fieldnames or [])]
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise BadInputError(path, f"CSV cannot be read ({type(error).__name__}: {error})") from None
+def _read_case_csv(path: str) -> list[dict[str, str]]:
+    header, rows = read_csv_rows(path)
     missing = [column for column in REQUIRED_COLUMNS if column not in header]
     if missing:
         raise BadInputError(path, f"CSV lacks columns {missing}")
@@ -91,7 +87,7 @@ def _row_scan(row: dict[str, str]) -> tuple[str, str, str]:
     return patient_id, side, view
 
 
-def _row_lesion(row: dict[str, str], csv_kind: str, folder: str) -> tuple[LesionRef, int]:
+def _row_lesion(row: dict[str, str], csv_kind: str, folder: str) -> tuple[_RoiRow, int]:
     """(lesion, density) of one row; ValueError names what is wrong."""
     pathology = row["pathology"].strip().upper()
     if pathology not in PATHOLOGIES:
@@ -99,11 +95,9 @@ def _row_lesion(row: dict[str, str], csv_kind: str, folder: str) -> tuple[Lesion
     kind = KINDS.get(row.get("abnormality_type", "").strip().lower(), csv_kind)
     density_text = row.get("breast_density", "").strip()
     density = int(density_text) if density_text.isdigit() and 1 <= int(density_text) <= 4 else 0
-    # Mask column first: it is the usual holder of the mask; the content decides in the end.
-    files = tuple(os.path.join(folder, clean_path(row[column]))
-                  for column in ("roi_mask_file_path", "cropped_image_file_path") if clean_path(row[column]))
-    outline = "mask_files" if files else "none"
-    return LesionRef(kind=kind, malignant=PATHOLOGIES[pathology], outline=outline, mask_files=files), density
+    paths = tuple(clean_path(row[column]) for column in ("roi_mask_file_path", "cropped_image_file_path")
+                  if clean_path(row[column]))
+    return _RoiRow(kind, PATHOLOGIES[pathology], paths, folder), density
 
 
 def _split_of(relative_path: str, csv_split: str) -> str:
@@ -116,16 +110,23 @@ def _split_of(relative_path: str, csv_split: str) -> str:
 
 
 def list_cbis_ddsm(root: str, options: IngestOptions) -> Iterator[Union[ScanRecord, QuarantineEntry]]:
-    """One ScanRecord per scan of the CSVs found; a bad row quarantines its scan."""
+    """One ScanRecord per scan of the CSVs found; a bad row, or a file not found or ambiguous, quarantines its scan."""
     del options  # labels need no options here; kept for the common lister signature
-    folder = find_csv_folder(root)
+    index = DownloadIndex(root)
+    for file, reason in index.problems:
+        yield quarantined(DATASET, "<metadata.csv>", file, f"{reason}; paths resolved without it")
+    case_csvs = index.find([name for name, _, _ in CSV_NAMES])
+    if not case_csvs:
+        raise BadInputError(root, "no CBIS-DDSM case-description CSV (e.g. mass_case_description_train_set.csv) "
+                                  "here or in any folder below")
     groups: dict[str, _ScanGroup] = {}
     scan_of_path: dict[str, str] = {}
     for name, csv_kind, csv_split in CSV_NAMES:
-        csv_path = os.path.join(folder, name)
-        if not os.path.isfile(csv_path):
+        if name not in case_csvs:
             continue
-        for line, row in enumerate(_read_csv(csv_path), start=2):
+        csv_path = index.full_path(case_csvs[name])
+        folder = posixpath.dirname(case_csvs[name])  # relative to the root, as the index keys its files
+        for line, row in enumerate(_read_case_csv(csv_path), start=2):
             relative = clean_path(row["image_file_path"])
             where = f"{name} line {line}"
             if not relative:
@@ -143,23 +144,47 @@ def list_cbis_ddsm(root: str, options: IngestOptions) -> Iterator[Union[ScanReco
             if scan_of_path.setdefault(relative, scan) != scan:
                 group.problem = group.problem or (csv_path, f"{where}: image {relative} also belongs to scan "
                                                             f"{scan_of_path[relative]}")
-            if relative not in group.image_paths:
-                group.image_paths.append(relative)
+            group.image_paths.setdefault(relative, folder)
             group.splits.add(_split_of(relative, csv_split))
             try:
-                lesion, density = _row_lesion(row, csv_kind, folder)
+                roi, density = _row_lesion(row, csv_kind, folder)
             except ValueError as error:
                 group.problem = group.problem or (csv_path, f"{where}: {error}")
                 continue
             group.density = group.density or density
-            group.lesions.append(lesion)
+            group.rois.append(roi)
     for scan, group in groups.items():
         if group.problem is not None:
             yield quarantined(DATASET, scan, group.problem[0], group.problem[1])
-            continue
-        lesions = tuple(group.lesions)
-        yield ScanRecord(
-            dataset=DATASET, record_id=scan, image_path=os.path.join(folder, group.image_paths[0]),
-            patient_id=group.patient_id, image_id=scan, label=int(any(lesion.malignant for lesion in lesions)),
-            lesions=lesions, laterality=group.laterality, view=group.view, density=group.density,
-            source_split=group.splits.pop() if len(group.splits) == 1 else "test")
+        else:
+            yield _resolved_record(index, scan, group)
+
+
+def _resolved_record(index: DownloadIndex, scan: str, group: _ScanGroup) -> Union[ScanRecord, QuarantineEntry]:
+    """The scan's record with every CSV path resolved; quarantined if its image is missing or a path ambiguous."""
+    images = [resolved for path, folder in group.image_paths.items()
+              for resolved in index.resolve([path], ROLE_IMAGE, folder)]
+    rois = [index.resolve(roi.paths, ROLE_ROI, roi.csv_folder) for roi in group.rois]
+    everything: list[Resolved] = images + [resolved for row in rois for resolved in row]
+    resolutions = tuple(dict.fromkeys((resolved.method, resolved.csv_path) for resolved in everything))
+    ambiguous = [resolved for resolved in everything if resolved.method == "ambiguous"]
+    if ambiguous:
+        first = ambiguous[0]
+        return quarantined(DATASET, scan, first.candidates[0],
+                           f"ambiguous: {len(first.candidates)} files under {first.csv_path.split('/', 1)[0]}/ "
+                           f"could be the CSV's {first.csv_path}: {', '.join(first.candidates)}; not guessing "
+                           "(add the retriever's metadata.csv, or remove the extra series)", resolutions)
+    found = [resolved for resolved in images if resolved.method != "missing"]
+    if not found:
+        return quarantined(DATASET, scan, images[0].file,
+                           "file not found: missing from the download (not at the CSV path, not in a metadata.csv, "
+                           f"no full mammogram DICOM under {images[0].csv_path.split('/', 1)[0]}/)", resolutions)
+    lesions = tuple(
+        LesionRef(kind=roi.kind, malignant=roi.malignant, outline="mask_files" if files else "none",
+                  mask_files=tuple(resolved.file for resolved in files))
+        for roi, files in zip(group.rois, rois))
+    return ScanRecord(
+        dataset=DATASET, record_id=scan, image_path=found[0].file, patient_id=group.patient_id, image_id=scan,
+        label=int(any(lesion.malignant for lesion in lesions)), lesions=lesions, laterality=group.laterality,
+        view=group.view, density=group.density,
+        source_split=group.splits.pop() if len(group.splits) == 1 else "test", path_resolutions=resolutions)
