@@ -111,7 +111,7 @@ def test_scores(run_dir: str) -> Scores:
     """Feeds the run's test-split examples through the exported whole-image model's `serving_examples`."""
     import tensorflow as tf
 
-    from trainer_module.export import EXAMPLES_INPUT, SERVING_EXAMPLES
+    from mammo_tfx.serving.signatures import EXAMPLES_INPUT, EXAMPLES_SIGNATURE
 
     metadata_path = os.path.join(run_dir, "metadata.sqlite")
     model_dir, pushed = model_under_test(metadata_path)
@@ -119,7 +119,7 @@ def test_scores(run_dir: str) -> Scores:
     files = sorted(glob.glob(os.path.join(examples_uri, "Split-test", "*.gz")))
     if not files:
         raise RuntimeError(f"no test-split TFRecords under {examples_uri}")
-    serve = tf.saved_model.load(model_dir).signatures[SERVING_EXAMPLES]
+    serve = tf.saved_model.load(model_dir).signatures[EXAMPLES_SIGNATURE]
     labels: List[int] = []
     datasets: List[str] = []
     flip: List[float] = []

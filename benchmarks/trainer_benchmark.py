@@ -184,7 +184,8 @@ def production_png(rows: int, cols: int) -> bytes:
 
 
 def serving_latency(artifacts: RunArtifacts, calls: int) -> Tuple[Latency, Tuple[int, int]]:
-    from trainer_module.export import IMAGE_BYTES_INPUT, SERVING_DEFAULT, export_whole_image_model
+    from mammo_tfx.serving.signatures import DEFAULT_SIGNATURE, IMAGE_BYTES_INPUT
+    from trainer_module.export import export_whole_image_model
     from trainer_module.inputs import transform_images
     from trainer_module.preprocessing import IMAGE_PNG_KEY
     from trainer_module.whole_image_model import MALIGNANT_IMAGE_CLASS
@@ -199,7 +200,7 @@ def serving_latency(artifacts: RunArtifacts, calls: int) -> Tuple[Latency, Tuple
     png = production_png(rows, cols)
     with tempfile.TemporaryDirectory(prefix="trainer-bench-") as export_dir:
         export_whole_image_model(model, heatmap_patch_model, image, patch, tf_transform_output, export_dir)
-        serve = tf.saved_model.load(export_dir).signatures[SERVING_DEFAULT]
+        serve = tf.saved_model.load(export_dir).signatures[DEFAULT_SIGNATURE]
         request = tf.constant([png])
 
         # The bare model gets the input already decoded and normalised by the same Transform layer.

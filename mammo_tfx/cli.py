@@ -200,8 +200,13 @@ def _cmd_compile_kfp(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from mammo_tfx.serving.server import serve
+    from pipeline.config import load_config
 
-    return serve(args.model_dir, args.model_name, args.port, host=args.host, grpc_port=args.grpc_port)
+    shortcuts = [f"serving.{key}={value}" for key, value in
+                 (("max_in_flight", args.max_in_flight), ("request_timeout_s", args.request_timeout_s))
+                 if value is not None]
+    limits = load_config(args.profile, args.config, args.set + shortcuts).serving
+    return serve(args.model_dir, args.model_name, args.port, host=args.host, grpc_port=args.grpc_port, limits=limits)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -286,6 +291,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser.add_argument("--port", type=int, default=8501, help="REST port")
     serve_parser.add_argument("--grpc-port", type=int, default=8500, help="gRPC port (tensorflow_model_server only)")
     serve_parser.add_argument("--host", default="127.0.0.1", help="address of the built-in server")
+    serve_parser.add_argument("--profile", default="production", help="profile whose `serving` limits apply")
+    serve_parser.add_argument("--max-in-flight", type=int, help="predict requests worked on at once; more get 429 "
+                              "(= --set serving.max_in_flight=N)")
+    serve_parser.add_argument("--request-timeout-s", type=float, help="per-request deadline in seconds; later: 504 "
+                              "(= --set serving.request_timeout_s=S)")
+    add_config_args(serve_parser)
     serve_parser.set_defaults(func=_cmd_serve)
     return parser
 

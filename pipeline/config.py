@@ -15,6 +15,7 @@ import yaml
 
 from mammo_tfx.ingest.options import DEFAULT_PATIENT_SALT, IngestOptions
 from mammo_tfx.patches.options import PatchSamplingOptions
+from mammo_tfx.serving.limits import RequestLimits
 from pipeline.evaluation import EvaluationConfig
 from pipeline.paths import SETUP_FILE
 from trainer_module.hparams import ImageHParams, PatchHParams, image_hparams, patch_hparams
@@ -108,6 +109,9 @@ class PipelineConfig:
     patch_training: PatchHParams = field(default_factory=PatchHParams)
     image_training: ImageHParams = field(default_factory=ImageHParams)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    # Input limits: `serving.image` is enforced in the exported graph (and by the built-in server), the rest by the
+    # built-in server (`mammo-tfx serve`).
+    serving: RequestLimits = field(default_factory=RequestLimits)
     enable_cache: bool = True
 
     def __post_init__(self) -> None:

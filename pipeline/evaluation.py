@@ -21,7 +21,7 @@ from tfx import v1 as tfx
 
 from components.model_card.component import ModelCardWriter
 from components.model_gate import GateSettings, ModelGate
-from trainer_module.export import SERVING_EXAMPLES
+from mammo_tfx.serving.signatures import EXAMPLES_SIGNATURE
 
 LABEL_KEY = "label"
 # Flip-augmented (4-flip TTA) output: the one that is gated and served.
@@ -132,7 +132,7 @@ def build_eval_config(cfg: EvaluationConfig, with_baseline: bool) -> tfma.EvalCo
     """
     def model_spec(**extra: Any) -> tfma.ModelSpec:
         # model_type tf_generic: TFMA would otherwise load the SavedModel once more as Keras just to find its type.
-        return tfma.ModelSpec(signature_name=SERVING_EXAMPLES, label_key=LABEL_KEY, model_type=tfma.TF_GENERIC,
+        return tfma.ModelSpec(signature_name=EXAMPLES_SIGNATURE, label_key=LABEL_KEY, model_type=tfma.TF_GENERIC,
                               **extra)
 
     if with_baseline:

@@ -13,6 +13,7 @@ from components.patch_sampler.component import PatchSampler
 from pipeline.config import PipelineConfig, SplitConfig
 from pipeline.evaluation import create_evaluation_components
 from pipeline.paths import SCHEMA_FILE
+from trainer_module.hparams import IMAGE_LIMITS_CONFIG_KEY
 
 # Code runs from import paths of the installed project rather than `module_file`, which TFX would package and
 # upload at compile time (impossible without network, and unnecessary: the project is installed in the image).
@@ -69,7 +70,8 @@ def create_components(config: PipelineConfig, manifest_dir: str, pipeline_root: 
         transform_graph=transform.outputs["transform_graph"],
         train_args=tfx.proto.TrainArgs(splits=["train"]),
         eval_args=tfx.proto.EvalArgs(splits=["eval"]),
-        custom_config={"hparams": config.patch_training.to_dict()},
+        custom_config={"hparams": config.patch_training.to_dict(),
+                       IMAGE_LIMITS_CONFIG_KEY: config.serving.image.to_dict()},
     ).with_id(PATCH_TRAINER_ID)
     # Stage 2 takes stage 1's model as base_model, so a change to stage 2 re-uses the cached stage 1.
     image_trainer = tfx.components.Trainer(
@@ -79,7 +81,8 @@ def create_components(config: PipelineConfig, manifest_dir: str, pipeline_root: 
         base_model=patch_trainer.outputs["model"],
         train_args=tfx.proto.TrainArgs(splits=["train"]),
         eval_args=tfx.proto.EvalArgs(splits=["eval"]),
-        custom_config={"hparams": config.image_training.to_dict()},
+        custom_config={"hparams": config.image_training.to_dict(),
+                       IMAGE_LIMITS_CONFIG_KEY: config.serving.image.to_dict()},
     ).with_id(IMAGE_TRAINER_ID)
     # Only the whole-image model is evaluated and can be blessed, so only it can become the next run's baseline.
     evaluation = create_evaluation_components(

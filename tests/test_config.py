@@ -4,7 +4,7 @@ import json
 import pytest
 
 from pipeline.config import PATIENT_SALT_ENV, PROFILES, load_config, parse_set_overrides
-from pipeline.pipeline import create_pipeline
+from pipeline.pipeline import IMAGE_TRAINER_ID, PATCH_TRAINER_ID, create_pipeline
 
 
 def test_every_profile_builds_and_names_itself():
@@ -96,3 +96,20 @@ def test_schedule_and_enum_overrides_build_typed_steps(tmp_path):
     assert config.patch_training.distribution.value == "default"
     with pytest.raises(ValueError, match="expected one of"):
         load_config("demo", overrides=["patch_training.distribution=tpu"])
+
+
+def test_serving_limits_are_a_validated_section_that_reaches_both_trainers():
+    config = load_config("production", overrides=["serving.max_in_flight=8", "serving.request_timeout_s=12",
+                                                  "serving.image.max_pixels=30000000"])
+    assert (config.serving.max_in_flight, config.serving.request_timeout_s) == (8, 12.0)
+    assert config.serving.image.max_pixels == 30_000_000 and config.serving.image.max_side == 8192
+    trainers = {component.id: json.loads(component.exec_properties["custom_config"])
+                for component in create_pipeline(config, "gs://b/manifest", "gs://b/root").components
+                if component.id in (PATCH_TRAINER_ID, IMAGE_TRAINER_ID)}
+    assert len(trainers) == 2
+    assert all(custom["image_limits"] == config.serving.image.to_dict() for custom in trainers.values())
+    for invalid in ("serving.max_in_flight=0", "serving.image.max_bytes=-1", "serving.request_timeout_s=0"):
+        with pytest.raises(ValueError, match="positive"):
+            load_config("production", overrides=[invalid])
+    with pytest.raises(ValueError, match="integer"):
+        load_config("production", overrides=["serving.image.max_side=1.5"])

@@ -29,8 +29,11 @@ from components.model_card import ModelCard
 from components.model_card import executor as card_executor
 from components.model_gate import GateSettings
 from components.model_gate import executor as gate_executor
+from mammo_tfx.serving.limits import ImageLimits
 from mammo_tfx.serving.repository import list_complete_versions
 from pipeline.evaluation import EvaluationConfig, build_eval_config
+from trainer_module.hparams import patch_hparams
+from trainer_module.model_io import save_keras_copy
 
 SPLIT = "test"
 # (dataset, examples, fraction malignant): MIAS here has no malignant scan, so its slice is one-class.
@@ -401,3 +404,17 @@ def test_confidence_intervals_reach_the_gate_results(run):
         lower, upper = gates[name]["confidence_interval"]
         assert lower < gates[name]["value"] < upper
         assert upper - lower < 0.5
+
+
+def test_model_card_lists_the_input_limits_the_export_records(tmp_path):
+    model = _artifact(standard_artifacts.Model, str(tmp_path / "model"), 7)
+    assert card_executor.export_input_limits(model) is None  # a model trainer_module did not export
+    keras_model = tf.keras.Sequential([tf.keras.layers.Dense(1, input_shape=(2,))])
+    save_keras_copy(keras_model, os.path.join(model.uri, "Format-Serving"), patch_hparams("tiny"),
+                    ImageLimits(max_side=4096))
+    limits = card_executor.export_input_limits(model)
+    assert limits == {"max_bytes": 32 * 1024 * 1024, "max_pixels": 40_000_000, "max_side": 4096}
+    lines = card_executor.input_limits_lines(limits)
+    assert lines[0] == "## Input limits"
+    assert "| `serving.image.max_side` | 4096 |" in lines
+    assert "INVALID_ARGUMENT (HTTP 400)" in " ".join(lines)

@@ -4,7 +4,6 @@ package, PNG/JPEG files and broken files."""
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import os
 import shutil
@@ -24,41 +23,18 @@ from mammo_tfx.predict import (CSV_COLUMNS, OVERLAY_LONG_SIDE, exit_code, predic
                                read_model_geometry, run_predict, write_predictions_csv)
 from mammo_tfx.predict_overlay import HeatmapGeometry, heatmap_extent, write_heatmap_overlay
 from mammo_tfx.serving.tiny_model import export_tiny_model
-from tests.test_trainer_support import build_transform_output, encode_png16, whole_image_examples
-from trainer_module import hparams as hp
-from trainer_module.export import export_whole_image_model
-from trainer_module.patch_model import PATCH_HEAD_NAME, build_patch_model
-from trainer_module.whole_image_model import IMAGE_HEAD_NAME, build_whole_image_model
+from tests.test_trainer_support import encode_png16, export_untrained_whole_image_model
 
 WORKING_SIZE = (128, 96)  # rows, cols; a multiple of the tiny trunk's stride 8
 REAL_VERSION, OLD_VERSION, INCOMPLETE_VERSION = 2, 1, 3
-
-
-def _shrink_head(dense_layer) -> None:
-    """Untrained trunks on 0..255-scale pixels give logits in the hundreds, i.e. probabilities of exactly 0 or
-    1; a smaller output kernel keeps them inside (0, 1), so comparing predictions means something."""
-    kernel, bias = dense_layer.get_weights()
-    dense_layer.set_weights([kernel * 0.01, bias])
 
 
 @pytest.fixture(scope="module")
 def serving_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """<base>/mammo/{1: a different (tiny) model, 2: the real export, 3: incomplete, as mid-push}."""
     root = tmp_path_factory.mktemp("predict_model")
-    transform_dir = root / "transform_graph"
-    transform_dir.mkdir()
-    tf_transform_output = build_transform_output(str(transform_dir), whole_image_examples(8, 1, *WORKING_SIZE))
-    tf.random.set_seed(7)
-    patch_hparams = hp.patch_hparams("tiny")
-    image_hparams = dataclasses.replace(hp.image_hparams("tiny"), image_size=WORKING_SIZE)
-    trunk = build_patch_model(patch_hparams).get_layer("trunk")
-    whole_image_model = build_whole_image_model(trunk, image_hparams)
-    patch_model = build_patch_model(patch_hparams)
-    _shrink_head(whole_image_model.get_layer(IMAGE_HEAD_NAME))
-    _shrink_head(patch_model.get_layer(PATCH_HEAD_NAME))
     base = root / "serving" / "mammo"
-    export_whole_image_model(whole_image_model, patch_model, image_hparams, patch_hparams, tf_transform_output,
-                             str(base / str(REAL_VERSION)))
+    export_untrained_whole_image_model(str(root), str(base / str(REAL_VERSION)), WORKING_SIZE)
     export_tiny_model(str(base / str(OLD_VERSION)), gain=0.5)
     (base / str(INCOMPLETE_VERSION) / "variables").mkdir(parents=True)
     return base

@@ -11,12 +11,15 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from mammo_tfx.serving import ModelServer, RequestLimits  # noqa: E402
+from mammo_tfx.serving.limits import ImageLimits  # noqa: E402
 from mammo_tfx.serving.rest_client import RestClient, images_request, model_path  # noqa: E402
 from mammo_tfx.serving.tiny_model import export_tiny_model, synthetic_png  # noqa: E402
 
 MODEL = "mammo"
 VERSION = 1700000000
-LIMITS = RequestLimits(max_body_bytes=256 * 1024, max_image_bytes=64 * 1024, max_image_pixels=300 * 300)
+# max_in_flight admits the 8 concurrent clients of the concurrency test; beyond it see test_serving_admission.py.
+LIMITS = RequestLimits(max_body_bytes=256 * 1024, max_in_flight=8,
+                       image=ImageLimits(max_bytes=64 * 1024, max_pixels=300 * 300, max_side=400))
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +138,12 @@ def _png_of_size(height: int, width: int) -> bytes:
     return tf.io.encode_png(tf.zeros([height, width, 1], tf.uint8)).numpy()
 
 
+def _example_body(image: bytes) -> bytes:
+    example = tf.train.Example(features=tf.train.Features(feature={
+        "image_png": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image]))})).SerializeToString()
+    return json.dumps({"signature_name": "serving_examples", "instances": [b64(example)]}).encode()
+
+
 BAD_REQUESTS = [
     # (what is wrong, method, path, body, expected status, words the error message contains)
     ("malformed JSON", "POST", model_path(MODEL) + ":predict", b'{"instances": [', 400, "JSON"),
@@ -149,9 +158,22 @@ BAD_REQUESTS = [
     ("truncated PNG", "POST", model_path(MODEL) + ":predict",
      json.dumps({"instances": [b64(_png_of_size(40, 40)[:60])]}).encode(), 400, "Invalid PNG data"),
     ("image over the pixel limit", "POST", model_path(MODEL) + ":predict",
-     json.dumps({"instances": [b64(_png_of_size(400, 300))]}).encode(), 400, "pixels"),
+     json.dumps({"instances": [b64(_png_of_size(400, 300))]}).encode(), 400, "serving.image.max_pixels=90000"),
+    ("image over the side limit", "POST", model_path(MODEL) + ":predict",
+     json.dumps({"instances": [b64(_png_of_size(10, 500))]}).encode(), 400, "serving.image.max_side=400"),
     ("image over the byte limit", "POST", model_path(MODEL) + ":predict",
-     json.dumps({"instances": [b64(b"\x89PNG" + bytes(70 * 1024))]}).encode(), 400, "bytes"),
+     json.dumps({"instances": [b64(b"\x89PNG" + bytes(70 * 1024))]}).encode(), 400, "serving.image.max_bytes"),
+    ("empty image", "POST", model_path(MODEL) + ":predict", json.dumps({"instances": [b64(b"")]}).encode(), 400,
+     "empty"),
+    ("example image over the pixel limit", "POST", model_path(MODEL) + ":predict", _example_body(
+        _png_of_size(400, 300)), 400, "serving.image.max_pixels"),
+    ("example image not an image", "POST", model_path(MODEL) + ":predict", _example_body(b"GIF89a"), 400,
+     "decoded"),
+    ("example without an image", "POST", model_path(MODEL) + ":predict", json.dumps(
+        {"signature_name": "serving_examples", "instances": [b64(tf.train.Example().SerializeToString())]}).encode(),
+     400, "no 'image_png'"),
+    ("not a serialized example", "POST", model_path(MODEL) + ":predict", json.dumps(
+        {"signature_name": "serving_examples", "instances": [b64(b"\xff\xff\xff")]}).encode(), 400, "tf.Example"),
     ("invalid base64", "POST", model_path(MODEL) + ":predict",
      json.dumps({"instances": [{"b64": "***"}]}).encode(), 400, "base64"),
     ("number for a string input", "POST", model_path(MODEL) + ":predict",

@@ -117,7 +117,8 @@ def test_serve_runs_tensorflow_model_server_when_it_is_on_path(tmp_path, monkeyp
     assert serve(str(tmp_path / "serving" / "mammo"), "mammo", port=8501, grpc_port=8500) == 0
     assert recorded.read_text().splitlines() == [
         "--port=8500", "--rest_api_port=8501", "--model_name=mammo",
-        f"--model_base_path={tmp_path / 'serving' / 'mammo'}"]
+        f"--model_base_path={tmp_path / 'serving' / 'mammo'}", "--rest_api_num_threads=4",
+        "--rest_api_timeout_in_ms=30000"]
     with pytest.raises(ValueError, match="different ports"):
         serve(str(tmp_path / "serving"), "mammo", port=8500, grpc_port=8500)
 

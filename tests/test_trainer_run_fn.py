@@ -16,7 +16,8 @@ from tfx.utils import json_utils, proto_utils
 
 from tests.test_trainer_support import (IMAGE_COLS, IMAGE_ROWS, encode_png16, toy_data,  # noqa: F401
                                         toy_whole_image, whole_image_example)
-from trainer_module.export import EXAMPLES_INPUT, HEATMAP, IMAGE_BYTES_INPUT, SERVING_EXAMPLES, patch_heatmap
+from mammo_tfx.serving.signatures import EXAMPLES_INPUT, EXAMPLES_SIGNATURE, HEATMAP_SIGNATURE, IMAGE_BYTES_INPUT
+from trainer_module.export import patch_heatmap
 from trainer_module.inputs import transform_images
 from trainer_module.model_io import load_patch_model, load_whole_image_model
 from trainer_module.runtime import SUMMARY_FILE
@@ -104,7 +105,7 @@ def test_exported_signatures_agree_with_each_other_and_with_keras(trained):
     image_bytes = tf.constant([encode_png16(image) for image in images])
     examples = tf.constant([whole_image_example(image, 0).SerializeToString() for image in images])
     from_bytes = loaded.signatures["serving_default"](**{IMAGE_BYTES_INPUT: image_bytes})
-    from_examples = loaded.signatures[SERVING_EXAMPLES](**{EXAMPLES_INPUT: examples})
+    from_examples = loaded.signatures[EXAMPLES_SIGNATURE](**{EXAMPLES_INPUT: examples})
     for key in ("probability", "probability_single"):
         np.testing.assert_allclose(from_bytes[key].numpy(), from_examples[key].numpy(), rtol=1e-5, atol=1e-6)
         assert from_bytes[key].shape == (4,)
@@ -146,7 +147,7 @@ def test_serving_accepts_8_bit_png_and_jpeg_at_other_sizes(trained):
 def test_heatmap_uses_the_original_patch_classifier(trained):
     loaded = tf.saved_model.load(trained["image_dir"])
     image_bytes = tf.constant([encode_png16(image) for image in _toy_images(2, seed=14)])
-    heatmap = loaded.signatures[HEATMAP](**{IMAGE_BYTES_INPUT: image_bytes})["heatmap"].numpy()
+    heatmap = loaded.signatures[HEATMAP_SIGNATURE](**{IMAGE_BYTES_INPUT: image_bytes})["heatmap"].numpy()
     # Small trunk (stride 8): 64x48 -> 8x6 cells; a 32-pixel patch spans 4 cells -> 5x3 positions.
     assert heatmap.shape == (2, IMAGE_ROWS // 8 - 3, IMAGE_COLS // 8 - 3)
     assert np.all((heatmap >= 0) & (heatmap <= 1))

@@ -7,6 +7,7 @@ in a few optimiser steps by tiny models.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from typing import Iterable
@@ -18,7 +19,12 @@ import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
 
+from mammo_tfx.serving.limits import ImageLimits
+from trainer_module import hparams as hp
+from trainer_module.export import export_whole_image_model
+from trainer_module.patch_model import PATCH_HEAD_NAME, build_patch_model
 from trainer_module.preprocessing import preprocessing_fn
+from trainer_module.whole_image_model import IMAGE_HEAD_NAME, build_whole_image_model
 
 IMAGE_ROWS, IMAGE_COLS = 64, 48
 PATCH_SIZE = 32
@@ -112,6 +118,32 @@ def build_transform_output(output_dir: str, examples: list[tf.train.Example]) ->
     # The Transform component also records the raw schema next to the graph.
     metadata_io.write_metadata(metadata, os.path.join(output_dir, tft.TFTransformOutput.RAW_METADATA_DIR))
     return tft.TFTransformOutput(output_dir)
+
+
+def _shrink_head(dense_layer) -> None:
+    """Untrained trunks on 0..255-scale pixels give logits in the hundreds, i.e. probabilities of exactly 0 or
+    1; a smaller output kernel keeps them inside (0, 1), so comparing predictions means something."""
+    kernel, bias = dense_layer.get_weights()
+    dense_layer.set_weights([kernel * 0.01, bias])
+
+
+def export_untrained_whole_image_model(work_dir: str, export_dir: str, working_size: tuple[int, int],
+                                       image_limits: ImageLimits = ImageLimits()) -> None:
+    """trainer_module's real whole-image export of tiny untrained models over a real Transform graph (analysed on
+    8 toy images at `working_size`, a multiple of the tiny trunk's stride 8): the serving graph in seconds."""
+    transform_dir = os.path.join(work_dir, "transform_graph")
+    os.makedirs(transform_dir)
+    tf_transform_output = build_transform_output(transform_dir, whole_image_examples(8, 1, *working_size))
+    tf.random.set_seed(7)
+    patch_hparams = hp.patch_hparams("tiny")
+    image_hparams = dataclasses.replace(hp.image_hparams("tiny"), image_size=working_size)
+    trunk = build_patch_model(patch_hparams).get_layer("trunk")
+    whole_image_model = build_whole_image_model(trunk, image_hparams)
+    patch_model = build_patch_model(patch_hparams)
+    _shrink_head(whole_image_model.get_layer(IMAGE_HEAD_NAME))
+    _shrink_head(patch_model.get_layer(PATCH_HEAD_NAME))
+    export_whole_image_model(whole_image_model, patch_model, image_hparams, patch_hparams, tf_transform_output,
+                             export_dir, image_limits)
 
 
 @pytest.fixture(scope="session")

@@ -1,13 +1,15 @@
 """Serving exports (tf.saved_model.save) of both stages.
 
 Whole-image export (stage 2, what Evaluator and Pusher use):
-  * `serving_default`  image_bytes [B] string (PNG 8/16-bit or JPEG, any size) -> decoded to the
-    16-bit range, resized to the working size, re-encoded as 16-bit PNG and passed through the
+  * `serving_default`  image_bytes [B] string (PNG 8/16-bit or JPEG, any size within the export's
+    ImageLimits, checked from the headers before decoding) -> decoded to the 16-bit range, resized to the
+    working size, re-encoded as 16-bit PNG and passed through the
     Transform layer (the training graph), then the model on 4 flips (none, horizontal, vertical,
     both). Outputs `probability` [B] (mean malignant probability of the 4 flips) and
     `probability_single` [B] (no flip).
-  * `serving_examples` examples [B] serialized tf.Example (with `image_png` at the working size,
-    as ExampleGen writes it) -> the same outputs; for TFMA (`signature_name='serving_examples'`).
+  * `serving_examples` examples [B] serialized tf.Example with one `image_png` each -> that image goes
+    through exactly the path of `serving_default` (limits, resize to the working size), so the same
+    outputs; for TFMA (`signature_name='serving_examples'`).
   * `heatmap`          image_bytes -> `heatmap` [B, h, w] in [0, 1]: stage 1's ORIGINAL patch
     classifier run convolutionally (trunk over the whole image, the head's GAP replaced by a
     stride-1 average pool of patch_size/stride cells, the Dense applied at every cell);
@@ -15,7 +17,8 @@ Whole-image export (stage 2, what Evaluator and Pusher use):
     corner is at pixel (i, j) * stride; h = rows/stride - patch_size/stride + 1.
 Patch export (stage 1, needed by stage 2 and tests only):
   * `serving_default`  image_bytes of patches -> `probabilities` [B, 5], `probability` [B] malignant.
-Both carry a Keras copy (model_io.py) so that stage 2 / init_from can rebuild the models.
+Both carry a Keras copy (model_io.py) so that stage 2 / init_from can rebuild the models, and record the
+ImageLimits their graphs enforce in its model_info.json.
 """
 from __future__ import annotations
 
@@ -23,6 +26,9 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras
 
+from mammo_tfx.serving.limits import ImageLimits
+from mammo_tfx.serving.signatures import (DEFAULT_SIGNATURE, EXAMPLES_INPUT, EXAMPLES_SIGNATURE, HEATMAP_SIGNATURE,
+                                         IMAGE_BYTES_INPUT)
 from trainer_module.backbones import TRUNK_NAME, backbone_spec
 from trainer_module.hparams import ImageHParams, PatchHParams
 from trainer_module.image_decoding import as_raw_feature, batch_to_working_png
@@ -31,12 +37,6 @@ from trainer_module.model_io import save_keras_copy
 from trainer_module.patch_model import MALIGNANT_PATCH_CLASSES, PATCH_HEAD_NAME
 from trainer_module.preprocessing import IMAGE_PNG_KEY
 from trainer_module.whole_image_model import MALIGNANT_IMAGE_CLASS
-
-IMAGE_BYTES_INPUT = "image_bytes"
-EXAMPLES_INPUT = "examples"
-SERVING_DEFAULT = "serving_default"
-SERVING_EXAMPLES = "serving_examples"
-HEATMAP = "heatmap"
 
 
 def heatmap_window(patch_hparams: PatchHParams) -> int:
@@ -79,19 +79,23 @@ def patch_heatmap(patch_model: tf_keras.Model, images: tf.Tensor, window: int) -
 class _ServingModule(tf.Module):
     """Holds the models and the Transform layer so tf.saved_model.save tracks their variables."""
 
-    def __init__(self, tf_transform_output: tft.TFTransformOutput, rows: int, cols: int) -> None:
+    def __init__(self, tf_transform_output: tft.TFTransformOutput, rows: int, cols: int,
+                 image_limits: ImageLimits) -> None:
         super().__init__()
         self.tft_layer = tf_transform_output.transform_features_layer()
         self._image_png_spec = tf_transform_output.raw_feature_spec()[IMAGE_PNG_KEY]
         self._rows, self._cols = rows, cols
+        self._image_limits = image_limits
 
     def images_from_bytes(self, image_bytes: tf.Tensor) -> tf.Tensor:
-        pngs = batch_to_working_png(image_bytes, self._rows, self._cols)
+        pngs = batch_to_working_png(image_bytes, self._rows, self._cols, self._image_limits)
         return transform_images(self.tft_layer, as_raw_feature(pngs, self._image_png_spec))
 
     def images_from_examples(self, examples: tf.Tensor) -> tf.Tensor:
-        features = tf.io.parse_example(examples, {IMAGE_PNG_KEY: self._image_png_spec})
-        return transform_images(self.tft_layer, features[IMAGE_PNG_KEY])
+        # Exactly one image per example, then the path of encoded images: no example reaches the trunk unchecked or
+        # at another size than the working size.
+        features = tf.io.parse_example(examples, {IMAGE_PNG_KEY: tf.io.FixedLenFeature([], tf.string)})
+        return self.images_from_bytes(features[IMAGE_PNG_KEY])
 
 
 def _bytes_spec() -> tf.TensorSpec:
@@ -100,11 +104,11 @@ def _bytes_spec() -> tf.TensorSpec:
 
 def export_whole_image_model(model: tf_keras.Model, patch_model: tf_keras.Model, image_hparams: ImageHParams,
                              patch_hparams: PatchHParams, tf_transform_output: tft.TFTransformOutput,
-                             export_dir: str) -> None:
+                             export_dir: str, image_limits: ImageLimits = ImageLimits()) -> None:
     """Saves the stage-2 serving model; `patch_model` must hold the original stage-1 weights."""
     rows, cols = image_hparams.image_size
     window = heatmap_window(patch_hparams)
-    module = _ServingModule(tf_transform_output, rows, cols)
+    module = _ServingModule(tf_transform_output, rows, cols, image_limits)
     module.model, module.patch_model = model, patch_model
 
     @tf.function(input_signature=[_bytes_spec()])
@@ -119,16 +123,17 @@ def export_whole_image_model(model: tf_keras.Model, patch_model: tf_keras.Model,
     def serve_heatmap(image_bytes):
         return {"heatmap": patch_heatmap(module.patch_model, module.images_from_bytes(image_bytes), window)}
 
-    signatures = {SERVING_DEFAULT: serve_bytes, SERVING_EXAMPLES: serve_examples, HEATMAP: serve_heatmap}
+    signatures = {DEFAULT_SIGNATURE: serve_bytes, EXAMPLES_SIGNATURE: serve_examples, HEATMAP_SIGNATURE: serve_heatmap}
     tf.saved_model.save(module, export_dir, signatures=signatures)
-    save_keras_copy(model, export_dir, patch_hparams, image_hparams)
+    save_keras_copy(model, export_dir, patch_hparams, image_limits, image_hparams)
 
 
 def export_patch_model(patch_model: tf_keras.Model, patch_hparams: PatchHParams,
-                       tf_transform_output: tft.TFTransformOutput, export_dir: str) -> None:
+                       tf_transform_output: tft.TFTransformOutput, export_dir: str,
+                       image_limits: ImageLimits = ImageLimits()) -> None:
     """Saves the stage-1 export: patch classification of patch images, plus the Keras copy."""
     size = patch_hparams.patch_size
-    module = _ServingModule(tf_transform_output, size, size)
+    module = _ServingModule(tf_transform_output, size, size, image_limits)
     module.patch_model = patch_model
 
     @tf.function(input_signature=[_bytes_spec()])
@@ -137,5 +142,5 @@ def export_patch_model(patch_model: tf_keras.Model, patch_hparams: PatchHParams,
         malignant = tf.reduce_sum(tf.gather(probabilities, list(MALIGNANT_PATCH_CLASSES), axis=-1), axis=-1)
         return {"probabilities": probabilities, "probability": malignant}
 
-    tf.saved_model.save(module, export_dir, signatures={SERVING_DEFAULT: serve_patches})
-    save_keras_copy(patch_model, export_dir, patch_hparams)
+    tf.saved_model.save(module, export_dir, signatures={DEFAULT_SIGNATURE: serve_patches})
+    save_keras_copy(patch_model, export_dir, patch_hparams, image_limits)

@@ -15,9 +15,13 @@ import dataclasses
 import enum
 from typing import Any, Mapping, Optional, Type, TypeVar
 
+from mammo_tfx.serving.limits import ImageLimits
+
 # Keys of the Trainer's custom_config.
 HPARAMS_CONFIG_KEY = "hparams"
 PRESET_CONFIG_KEY = "preset"
+# ImageLimits fields the export's serving graph enforces (the configuration's `serving.image`).
+IMAGE_LIMITS_CONFIG_KEY = "image_limits"
 
 BACKBONES = ("resnet50", "vgg16", "small")
 PRESETS = ("production", "demo", "tiny")
@@ -411,10 +415,10 @@ def hparams_from_custom_config(cls: Type[_T], custom_config: Optional[Mapping[st
     replaced; a field named in 'hparams' replaces the preset's value as a whole.
     """
     config = dict(custom_config or {})
-    unknown = sorted(set(config) - {HPARAMS_CONFIG_KEY, PRESET_CONFIG_KEY})
+    known = (HPARAMS_CONFIG_KEY, PRESET_CONFIG_KEY, IMAGE_LIMITS_CONFIG_KEY)
+    unknown = sorted(set(config) - set(known))
     if unknown:
-        raise ValueError(f"Unknown custom_config keys {unknown} for {cls.__name__}; "
-                         f"expected {HPARAMS_CONFIG_KEY!r} and/or {PRESET_CONFIG_KEY!r}")
+        raise ValueError(f"Unknown custom_config keys {unknown} for {cls.__name__}; expected a subset of {known}")
     preset_name = config.get(PRESET_CONFIG_KEY, "production")
     factory = {PatchHParams: patch_hparams, ImageHParams: image_hparams}[cls]
     base = factory(preset_name).to_dict()
@@ -422,3 +426,10 @@ def hparams_from_custom_config(cls: Type[_T], custom_config: Optional[Mapping[st
     _check_keys(cls, overrides)
     base.update(overrides)
     return cls.from_dict(base)
+
+
+def image_limits_from_custom_config(custom_config: Optional[Mapping[str, Any]]) -> ImageLimits:
+    """The serving limits a Trainer's export enforces: `custom_config['image_limits']`, defaults for missing keys."""
+    values = (custom_config or {}).get(IMAGE_LIMITS_CONFIG_KEY) or {}
+    _check_keys(ImageLimits, values)
+    return ImageLimits(**values)

@@ -3,7 +3,8 @@
 Layout added to a SavedModel directory (TF ignores extra files; Pusher copies them along):
     <export_dir>/keras/weights.h5      Keras weights of the trained model
     <export_dir>/keras/model_info.json {"kind": "patch" | "whole_image", "patch_hparams": {...},
-                                        "image_hparams": {...} (whole image only)}
+                                        "image_hparams": {...} (whole image only),
+                                        "image_limits": {...} (what the serving graph refuses)}
 Models are rebuilt from the stored hparams with this package's builders and the weights loaded,
 so no custom Keras objects need to be deserialised. Stage 2 reads stage 1's copy from
 `fn_args.base_model`; `init_from` reads a whole-image copy (or a plain Keras .h5 file).
@@ -17,6 +18,7 @@ from typing import Optional
 import tensorflow as tf
 import tf_keras
 
+from mammo_tfx.serving.limits import ImageLimits
 from trainer_module.backbones import TRUNK_NAME
 from trainer_module.hparams import ImageHParams, PatchHParams
 from trainer_module.patch_model import build_patch_model
@@ -25,13 +27,15 @@ from trainer_module.whole_image_model import build_whole_image_model
 KERAS_DIR = "keras"
 WEIGHTS_FILE = "weights.h5"
 INFO_FILE = "model_info.json"
+IMAGE_LIMITS_INFO_KEY = "image_limits"
 PATCH_KIND = "patch"
 WHOLE_IMAGE_KIND = "whole_image"
 
 
-def save_keras_copy(model: tf_keras.Model, export_dir: str, patch_hparams: PatchHParams,
+def save_keras_copy(model: tf_keras.Model, export_dir: str, patch_hparams: PatchHParams, image_limits: ImageLimits,
                     image_hparams: Optional[ImageHParams] = None) -> str:
-    """Writes the model's weights and the hparams needed to rebuild it under <export_dir>/keras/."""
+    """Writes the model's weights and the hparams needed to rebuild it under <export_dir>/keras/, with the image
+    limits the export's signatures enforce (read by the model card)."""
     keras_dir = os.path.join(export_dir, KERAS_DIR)
     tf.io.gfile.makedirs(keras_dir)
     # The .h5 format lists a layer's trainable weights before its frozen ones, so a model saved with a frozen
@@ -40,7 +44,7 @@ def save_keras_copy(model: tf_keras.Model, export_dir: str, patch_hparams: Patch
     model.trainable = True
     model.save_weights(os.path.join(keras_dir, WEIGHTS_FILE))
     info = {"kind": PATCH_KIND if image_hparams is None else WHOLE_IMAGE_KIND,
-            "patch_hparams": patch_hparams.to_dict()}
+            "patch_hparams": patch_hparams.to_dict(), IMAGE_LIMITS_INFO_KEY: image_limits.to_dict()}
     if image_hparams is not None:
         info["image_hparams"] = image_hparams.to_dict()
     with tf.io.gfile.GFile(os.path.join(keras_dir, INFO_FILE), "w") as handle:

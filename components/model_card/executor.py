@@ -19,9 +19,12 @@ from tfx import types
 from tfx.components.evaluator import constants as evaluator_constants
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
+from tfx.utils import path_utils
 
 from components.model_gate.executor import (EvaluationMetrics, GateSettings, SliceKey, SliceMetrics,
                                             read_evaluation, read_gate_report, slice_name, slice_sufficiency)
+from mammo_tfx.serving.limits import IMAGE_SECTION
+from trainer_module.model_io import IMAGE_LIMITS_INFO_KEY, read_model_info
 
 MODEL_KEY = "model"
 EVALUATION_KEY = "evaluation"
@@ -65,6 +68,28 @@ def data_counts(examples: types.Artifact) -> Dict[str, Any]:
     for key in _INGEST_COUNTS:
         counts[key] = examples.get_int_custom_property(key) if examples.has_custom_property(key) else None
     return counts
+
+
+def export_input_limits(model: types.Artifact) -> Optional[Dict[str, int]]:
+    """The image limits the model's serving signatures enforce, as its export records them; None for a model that
+    trainer_module did not export."""
+    try:
+        info = read_model_info(path_utils.serving_model_path(model.uri))
+    except FileNotFoundError:
+        return None
+    return info.get(IMAGE_LIMITS_INFO_KEY)
+
+
+def input_limits_lines(limits: Optional[Mapping[str, int]]) -> List[str]:
+    """The model card's section on what the served model refuses."""
+    lines = ["## Input limits", ""]
+    if limits is None:
+        return lines + ["The export records no input limits.", ""]
+    lines += ["Every signature checks each image (and the image of each serialized example) before decoding its "
+              "pixels, from the PNG/JPEG header, and refuses it with INVALID_ARGUMENT (HTTP 400) beyond these "
+              f"limits (configuration `{IMAGE_SECTION}`):", ""]
+    lines += _table(["limit", "value"], [[f"`{IMAGE_SECTION}.{name}`", str(value)] for name, value in limits.items()])
+    return lines + [""]
 
 
 def slice_rows(metrics: EvaluationMetrics, output: str, settings: GateSettings) -> List[Dict[str, Any]]:
@@ -120,6 +145,7 @@ def build_card(model_name: str, split: str, profile: Mapping[str, Any], gate_rep
             "slices": [row for output in metrics.output_names() for row in slice_rows(metrics, output, settings)],
         },
         "data": data_counts(examples),
+        "input_limits": export_input_limits(model),
         "profile": dict(profile),
         "lineage": {
             "model": _artifact_ref(model),
@@ -200,7 +226,8 @@ def render_markdown(card: Mapping[str, Any]) -> str:
         [[row["output"], row["slice"]] + [_number(row["fall_out"].get(t)) for t in thresholds]
          + [_number(row["miss_rate"].get(t)) for t in thresholds] for row in evaluation["slices"]])
 
-    lines += ["", "## Lineage (ML Metadata artifact ids)", ""]
+    lines += [""] + input_limits_lines(card["input_limits"])
+    lines += ["## Lineage (ML Metadata artifact ids)", ""]
     lines += _table(["artifact", "id", "uri"],
                     [[name, str(ref["id"]), f"`{ref['uri']}`"] for name, ref in card["lineage"].items()
                      if ref is not None])

@@ -1,15 +1,18 @@
 """Request errors of the serving API, each carrying the HTTP status TF Serving uses for its error kind."""
 from __future__ import annotations
 
+from typing import Mapping, Optional
+
 
 class ServingError(Exception):
-    """A request failed; the message goes to the client as `{"error": message}`."""
+    """A request failed; the message goes to the client as `{"error": message}`, with `headers` added."""
 
     http_status = 500
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, headers: Optional[Mapping[str, str]] = None) -> None:
         super().__init__(message)
         self.message = message
+        self.headers: Mapping[str, str] = dict(headers or {})
 
 
 class InvalidArgument(ServingError):
@@ -34,6 +37,18 @@ class LengthRequired(ServingError):
     """A POST without Content-Length: the server does not read bodies of unknown size."""
 
     http_status = 411
+
+
+class TooManyRequests(ServingError):
+    """All in-flight slots are taken (TF Serving maps RESOURCE_EXHAUSTED to 429); send with Retry-After."""
+
+    http_status = 429
+
+
+class DeadlineExceeded(ServingError):
+    """The request was not answered within its deadline (DEADLINE_EXCEEDED -> 504)."""
+
+    http_status = 504
 
 
 class Internal(ServingError):

@@ -1,12 +1,14 @@
-"""HTTP transport for RestApi: body reading with limits, JSON responses, TF Serving's error envelope."""
+"""HTTP transport for RestApi: admission (requests in flight, deadline), body reading with limits, JSON responses,
+TF Serving's error envelope."""
 from __future__ import annotations
 
 import json
 import logging
 from http.server import BaseHTTPRequestHandler
-from typing import Any, Callable, Dict, Type
+from typing import Any, Callable, Dict, Mapping, Type
 
-from mammo_tfx.serving.errors import InvalidArgument, LengthRequired, PayloadTooLarge, ServingError
+from mammo_tfx.serving.admission import InFlightLimiter
+from mammo_tfx.serving.errors import InvalidArgument, LengthRequired, PayloadTooLarge, ServingError, TooManyRequests
 from mammo_tfx.serving.rest_api import RestApi
 
 logger = logging.getLogger(__name__)
@@ -17,8 +19,10 @@ _DRAIN_CHUNK_BYTES = 1 << 16
 _MAX_DRAIN_BYTES = 256 * 1024 * 1024
 
 
-def make_handler_class(api: RestApi) -> Type[BaseHTTPRequestHandler]:
-    """A request handler class bound to `api`, for http.server's (Threading)HTTPServer."""
+def make_handler_class(api: RestApi, limiter: InFlightLimiter) -> Type[BaseHTTPRequestHandler]:
+    """A request handler class bound to `api`, for http.server's (Threading)HTTPServer. POST requests (the ones
+    that run the model) go through `limiter`; GET requests (status, metadata) always answer, so probes work under
+    load."""
 
     class RestRequestHandler(BaseHTTPRequestHandler):
         # HTTP/1.1 keeps connections open between requests; every response carries Content-Length.
@@ -31,7 +35,21 @@ def make_handler_class(api: RestApi) -> Type[BaseHTTPRequestHandler]:
             self._answer(lambda: api.get(self.path))
 
         def do_POST(self) -> None:  # noqa: N802
-            self._answer(lambda: api.post(self.path, self._read_body()))
+            self._answer(self._admitted_post)
+
+        def _admitted_post(self) -> Dict[str, Any]:
+            try:
+                limiter.enter()
+            except TooManyRequests:
+                # Refused before reading: drain the body so the client reads the 429 instead of a reset.
+                self._discard_unread_body()
+                raise
+            try:
+                body = self._read_body()
+            except BaseException:
+                limiter.leave()
+                raise
+            return limiter.run(lambda: api.post(self.path, body))
 
         def _read_body(self) -> bytes:
             if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
@@ -48,8 +66,14 @@ def make_handler_class(api: RestApi) -> Type[BaseHTTPRequestHandler]:
             limit = api.limits.max_body_bytes
             if length > limit:
                 self._discard_body(length)
-                raise PayloadTooLarge(f"request body of {length} bytes exceeds the limit of {limit} bytes")
+                raise PayloadTooLarge(f"request body of {length} bytes exceeds serving.max_body_bytes={limit}")
             return self.rfile.read(length)
+
+        def _discard_unread_body(self) -> None:
+            try:
+                self._discard_body(int(self.headers.get("Content-Length", "")))
+            except ValueError:
+                self.close_connection = True
 
         def _discard_body(self, length: int) -> None:
             self.close_connection = True
@@ -63,23 +87,26 @@ def make_handler_class(api: RestApi) -> Type[BaseHTTPRequestHandler]:
                 remaining -= len(chunk)
 
         def _answer(self, action: Callable[[], Dict[str, Any]]) -> None:
+            headers: Mapping[str, str] = {}
             try:
                 status, document = 200, action()
             except ServingError as error:
-                status, document = error.http_status, {"error": error.message}
+                status, document, headers = error.http_status, {"error": error.message}, error.headers
                 logger.info("%s %s -> %d: %s", self.command, self.path, status, error.message)
             except Exception as error:  # noqa: BLE001 - one bad request must not take the server down
                 logger.exception("%s %s failed", self.command, self.path)
                 status, document = 500, {"error": f"{type(error).__name__}: {error}"}
-            self._send_json(status, document)
+            self._send_json(status, document, headers)
 
-        def _send_json(self, status: int, document: Dict[str, Any]) -> None:
+        def _send_json(self, status: int, document: Dict[str, Any], headers: Mapping[str, str]) -> None:
             # NaN and Infinity tokens are allowed, as in TF Serving's responses.
             body = json.dumps(document).encode("utf-8")
             try:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
+                for name, value in headers.items():
+                    self.send_header(name, value)
                 if self.close_connection:
                     self.send_header("Connection", "close")
                 self.end_headers()

@@ -18,8 +18,13 @@ import numpy as np
 import tensorflow as tf
 
 from mammo_tfx.serving.errors import InvalidArgument
-from mammo_tfx.serving.limits import RequestLimits, check_image
-from mammo_tfx.serving.signatures import check_input_keys
+from mammo_tfx.serving.limits import ImageLimits, check_example_images, check_image
+from mammo_tfx.serving.signatures import EXAMPLES_INPUT, IMAGE_BYTES_INPUT, check_input_keys
+
+# Inputs whose values are checked against the image limits before the model runs: encoded images, and serialized
+# tf.Examples whose image is checked the same way.
+_IMAGE_CHECKS: Dict[str, Callable[[bytes, ImageLimits], None]] = {
+    IMAGE_BYTES_INPUT: check_image, EXAMPLES_INPUT: check_example_images}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +69,7 @@ def _is_named(value: Any) -> bool:
 
 
 def decode_inputs(request: PredictJson, signature_name: str, dtypes: Mapping[str, tf.dtypes.DType],
-                  limits: RequestLimits) -> Dict[str, np.ndarray]:
+                  limits: ImageLimits) -> Dict[str, np.ndarray]:
     """Typed input arrays (batch first) for the signature whose input dtypes are `dtypes`."""
     if request.row_format:
         columns = _columns_from_instances(request.payload, dtypes)
@@ -97,7 +102,7 @@ def _columns_from_instances(instances: List[Any], dtypes: Mapping[str, tf.dtypes
     return {key: [instance[key] for instance in instances] for key in keys}
 
 
-def _to_array(value: Any, dtype: tf.dtypes.DType, key: str, limits: RequestLimits) -> np.ndarray:
+def _to_array(value: Any, dtype: tf.dtypes.DType, key: str, limits: ImageLimits) -> np.ndarray:
     if dtype == tf.string:
         return _to_string_array(value, key, limits)
     not_numbers = InvalidArgument(f"input '{key}' expects {dtype.name} numbers, got strings, objects or ragged lists")
@@ -123,7 +128,7 @@ def _contains_dict_or_str(value: Any) -> bool:
     return False
 
 
-def _to_string_array(value: Any, key: str, limits: RequestLimits) -> np.ndarray:
+def _to_string_array(value: Any, key: str, limits: ImageLimits) -> np.ndarray:
     leaves = _bytes_tree(value, key)
     try:
         array = np.array(leaves, dtype=object)
@@ -132,9 +137,10 @@ def _to_string_array(value: Any, key: str, limits: RequestLimits) -> np.ndarray:
     # With dtype=object numpy may also build an array of lists from ragged nesting instead of failing.
     if not all(isinstance(item, bytes) for item in array.flat):
         raise InvalidArgument(f"input '{key}' is a ragged list")
-    if key in limits.image_input_names:
+    check = _IMAGE_CHECKS.get(key)
+    if check is not None:
         for item in array.flat:
-            check_image(item, limits)
+            check(item, limits)
     return array
 
 

@@ -1,53 +1,116 @@
-"""Request limits and the image check that enforces them before an image reaches the model.
+"""Input limits of the served model, and the built-in server's checks that enforce them before TensorFlow runs.
 
-The model's own decoder would accept a tiny PNG that inflates to gigapixels, so image inputs are checked
-from their headers (PIL reads only the header here, not the pixels) against byte and pixel limits.
+`ImageLimits` bound one encoded image; the exported graph checks them itself (trainer_module/image_decoding.py),
+so they hold behind `tensorflow_model_server` too, and the built-in server checks them earlier, from the image
+headers (PIL reads only the header here, not the pixels), for image inputs and for the images inside serialized
+tf.Examples. `RequestLimits` add what only a server can bound: body size, requests in flight, a deadline.
+Both are the `serving` section of the pipeline configuration (pipeline/config.py).
 """
 from __future__ import annotations
 
 import dataclasses
 import io
 import warnings
-from typing import FrozenSet
 
+import tensorflow as tf
+from google.protobuf.message import DecodeError
 from PIL import Image
 
+from mammo_tfx.example_files import IMAGE_PNG_FEATURE
 from mammo_tfx.serving.errors import InvalidArgument
 
 ACCEPTED_IMAGE_FORMATS = frozenset({"PNG", "JPEG"})
+# Where the limits live in the pipeline configuration; error messages name the key to change.
+CONFIG_SECTION = "serving"
+IMAGE_SECTION = f"{CONFIG_SECTION}.image"
+
+
+def _require_positive(owner: object, *names: str) -> None:
+    for name in names:
+        value = getattr(owner, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError(f"{type(owner).__name__}.{name} must be a positive number, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageLimits:
+    """What one encoded image may be: at most `max_bytes` encoded, `max_pixels` decoded (rows x cols) and
+    `max_side` pixels on its longer side. The defaults fit full-field mammograms (a 16-bit 4096x3328 PNG is
+    ~25 MB; detectors go up to about 4700x5900) and refuse decompression bombs before any pixel is decoded."""
+
+    max_bytes: int = 32 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    max_side: int = 8192
+
+    def __post_init__(self) -> None:
+        _require_positive(self, "max_bytes", "max_pixels", "max_side")
+        for name in ("max_bytes", "max_pixels", "max_side"):
+            if not isinstance(getattr(self, name), int):
+                raise ValueError(f"ImageLimits.{name} must be an integer, got {getattr(self, name)!r}")
+
+    def to_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass(frozen=True)
 class RequestLimits:
-    """What one request may contain.
+    """What the built-in server accepts.
 
-    `max_body_bytes` bounds the whole HTTP body (413 beyond it, the body is not parsed). Inputs named in
-    `image_input_names` must be PNG or JPEG of at most `max_image_bytes` encoded and `max_image_pixels`
-    decoded (400 otherwise). The defaults fit full-field mammograms (a 16-bit 4096x3328 PNG is ~25 MB).
+    `max_body_bytes` bounds the HTTP body (413 beyond it, the body is not parsed). At most `max_in_flight` predict
+    requests are worked on at once; more get 429 with Retry-After. A predict request not answered within
+    `request_timeout_s` gets 504; the model call cannot be interrupted, so it runs to its end and keeps its
+    in-flight slot until then (abandoned work still counts against the cap, which bounds threads and memory).
+    `image` applies to `image_bytes` inputs and to the `image_png` of serialized examples (400 otherwise).
     """
 
     max_body_bytes: int = 64 * 1024 * 1024
-    max_image_bytes: int = 32 * 1024 * 1024
-    max_image_pixels: int = 40_000_000
-    image_input_names: FrozenSet[str] = frozenset({"image_bytes"})
+    max_in_flight: int = 4
+    request_timeout_s: float = 30.0
+    image: ImageLimits = dataclasses.field(default_factory=ImageLimits)
+
+    def __post_init__(self) -> None:
+        _require_positive(self, "max_body_bytes", "max_in_flight", "request_timeout_s")
 
 
-def check_image(data: bytes, limits: RequestLimits) -> None:
-    """Raise InvalidArgument unless `data` is a PNG/JPEG within the limits."""
-    if len(data) > limits.max_image_bytes:
-        raise InvalidArgument(f"image of {len(data)} bytes exceeds the limit of {limits.max_image_bytes} bytes")
+def limit_name(field: str) -> str:
+    """The configuration key of an ImageLimits field, as error messages name it."""
+    return f"{IMAGE_SECTION}.{field}"
+
+
+def check_image(data: bytes, limits: ImageLimits) -> None:
+    """Raise InvalidArgument unless `data` is a PNG/JPEG within the limits (the same rules as the graph's)."""
+    if not data:
+        raise InvalidArgument("image is empty")
+    if len(data) > limits.max_bytes:
+        raise InvalidArgument(f"image of {len(data)} bytes exceeds {limit_name('max_bytes')}={limits.max_bytes}")
     try:
         with warnings.catch_warnings():
-            # PIL warns (and past 2x its own limit raises) on huge images; the explicit pixel check below decides.
+            # PIL warns (and past 2x its own limit raises) on huge images; the explicit checks below decide.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as image:
                 image_format, (width, height) = image.format, image.size
     except Image.DecompressionBombError as error:
-        raise InvalidArgument(f"image exceeds the limit of {limits.max_image_pixels} pixels: {error}") from error
+        raise InvalidArgument(f"image exceeds {limit_name('max_pixels')}={limits.max_pixels}: {error}") from error
     except Exception as error:  # noqa: BLE001 - PIL raises many types for garbage input
         raise InvalidArgument(f"image cannot be decoded: {type(error).__name__}: {error}") from error
     if image_format not in ACCEPTED_IMAGE_FORMATS:
         raise InvalidArgument(f"image format {image_format} is not accepted (PNG or JPEG)")
-    if width * height > limits.max_image_pixels:
-        raise InvalidArgument(f"image of {height}x{width} pixels exceeds the limit of "
-                              f"{limits.max_image_pixels} pixels")
+    if max(width, height) > limits.max_side:
+        raise InvalidArgument(f"image of {height}x{width} pixels exceeds {limit_name('max_side')}={limits.max_side}")
+    if width * height > limits.max_pixels:
+        raise InvalidArgument(f"image of {height}x{width} pixels exceeds "
+                              f"{limit_name('max_pixels')}={limits.max_pixels}")
+
+
+def check_example_images(serialized: bytes, limits: ImageLimits) -> None:
+    """Raise InvalidArgument unless `serialized` is a tf.Example whose `image_png` values are within the limits."""
+    try:
+        example = tf.train.Example.FromString(serialized)
+    except DecodeError as error:
+        raise InvalidArgument(f"not a serialized tf.Example: {error}") from error
+    feature = example.features.feature.get(IMAGE_PNG_FEATURE)
+    if feature is None:
+        raise InvalidArgument(f"the tf.Example has no '{IMAGE_PNG_FEATURE}' feature")
+    for image in feature.bytes_list.value:
+        check_image(image, limits)
+

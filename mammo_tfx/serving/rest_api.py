@@ -80,7 +80,7 @@ class RestApi:
         # Take the model once: a newer version swapped in meanwhile must not serve half of this request.
         model = self._model(name, version)
         signature_name = request.signature_name or DEFAULT_SIGNATURE
-        inputs = decode_inputs(request, signature_name, model.input_dtypes(signature_name), self.limits)
+        inputs = decode_inputs(request, signature_name, model.input_dtypes(signature_name), self.limits.image)
         outputs = model.predict(signature_name, inputs)
         return encode_outputs(outputs, request.row_format)
 

@@ -11,6 +11,7 @@ import threading
 from http.server import ThreadingHTTPServer
 from typing import List, Optional
 
+from mammo_tfx.serving.admission import InFlightLimiter
 from mammo_tfx.serving.http_handler import make_handler_class
 from mammo_tfx.serving.limits import RequestLimits
 from mammo_tfx.serving.repository import ModelRepository, list_complete_versions
@@ -31,6 +32,7 @@ class ModelServer:
         self.model_name = model_name
         self.repository = ModelRepository(model_base_path, poll_interval_s=poll_interval_s)
         self.api = RestApi(model_name, self.repository, limits or RequestLimits())
+        self._limiter: Optional[InFlightLimiter] = None
         self._address = (host, port)
         self._httpd: Optional[ThreadingHTTPServer] = None
         self._thread: Optional[threading.Thread] = None
@@ -49,7 +51,8 @@ class ModelServer:
     def start(self) -> "ModelServer":
         # Load before listening, so a readiness probe never sees a half-started server.
         self.repository.start()
-        self._httpd = ThreadingHTTPServer(self._address, make_handler_class(self.api))
+        self._limiter = InFlightLimiter(self.api.limits.max_in_flight, self.api.limits.request_timeout_s)
+        self._httpd = ThreadingHTTPServer(self._address, make_handler_class(self.api, self._limiter))
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="rest-server", daemon=True)
@@ -67,6 +70,9 @@ class ModelServer:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        if self._limiter is not None:
+            self._limiter.shutdown()
+            self._limiter = None
         self.repository.stop()
 
     def __enter__(self) -> "ModelServer":
@@ -93,12 +99,18 @@ def find_model_server_binary() -> Optional[str]:
 
 
 def model_server_command(binary: str, model_base_path: str, model_name: str, rest_port: int,
-                         grpc_port: int = DEFAULT_GRPC_PORT) -> List[str]:
-    """The `tensorflow_model_server` command line for one model with REST and gRPC."""
+                         grpc_port: int = DEFAULT_GRPC_PORT, limits: RequestLimits = RequestLimits()) -> List[str]:
+    """The `tensorflow_model_server` command line for one model with REST and gRPC.
+
+    The REST deadline is `limits.request_timeout_s`, and REST requests are worked on by `limits.max_in_flight`
+    threads (TF Serving queues the others instead of answering 429). Image limits need no flag: the exported graph
+    enforces them.
+    """
     if rest_port == grpc_port:
         raise ValueError(f"REST and gRPC need different ports (both {rest_port})")
     return [binary, f"--port={grpc_port}", f"--rest_api_port={rest_port}", f"--model_name={model_name}",
-            f"--model_base_path={model_base_path}"]
+            f"--model_base_path={model_base_path}", f"--rest_api_num_threads={limits.max_in_flight}",
+            f"--rest_api_timeout_in_ms={round(limits.request_timeout_s * 1000)}"]
 
 
 def serve(model_dir: str, model_name: str, port: int, host: str = "127.0.0.1", *,
@@ -110,9 +122,10 @@ def serve(model_dir: str, model_name: str, port: int, host: str = "127.0.0.1", *
     with gRPC on `grpc_port`; it listens on all interfaces, so `host` applies only to the built-in server.
     """
     base_path = resolve_model_base_path(model_dir, model_name)
+    limits = limits or RequestLimits()
     binary = find_model_server_binary() if use_model_server_binary else None
     if binary is not None:
-        command = model_server_command(binary, base_path, model_name, port, grpc_port)
+        command = model_server_command(binary, base_path, model_name, port, grpc_port, limits)
         logger.info("running %s", " ".join(command))
         return subprocess.call(command)
     if not list_complete_versions(base_path):

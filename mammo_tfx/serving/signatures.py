@@ -12,7 +12,12 @@ from tensorflow_serving.apis import get_model_metadata_pb2
 from mammo_tfx.serving.errors import InvalidArgument
 
 SERVING_TAG = "serve"
+# The exported model's interface (docs/contracts.md): signature names and their input keys.
 DEFAULT_SIGNATURE = "serving_default"
+EXAMPLES_SIGNATURE = "serving_examples"
+HEATMAP_SIGNATURE = "heatmap"
+IMAGE_BYTES_INPUT = "image_bytes"
+EXAMPLES_INPUT = "examples"
 
 
 def read_signature_defs(saved_model_dir: str) -> Mapping[str, meta_graph_pb2.SignatureDef]:

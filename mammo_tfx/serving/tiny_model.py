@@ -9,6 +9,10 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from mammo_tfx.example_files import IMAGE_PNG_FEATURE
+from mammo_tfx.serving.signatures import (DEFAULT_SIGNATURE, EXAMPLES_INPUT, EXAMPLES_SIGNATURE, HEATMAP_SIGNATURE,
+                                          IMAGE_BYTES_INPUT)
+
 HEATMAP_STRIDE = 8
 
 
@@ -39,16 +43,16 @@ class _TinyScreeningModel(tf.Module):
         both = tf.map_fn(one_image, encoded_images, fn_output_signature=tf.TensorSpec([2], tf.float32))
         return {"probability": both[:, 0], "probability_single": both[:, 1]}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=IMAGE_BYTES_INPUT)])
     def serving_default(self, image_bytes: tf.Tensor) -> dict:
         return self._probabilities(image_bytes)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
     def serving_examples(self, examples: tf.Tensor) -> dict:
-        features = tf.io.parse_example(examples, {"image_png": tf.io.FixedLenFeature([], tf.string)})
-        return self._probabilities(features["image_png"])
+        features = tf.io.parse_example(examples, {IMAGE_PNG_FEATURE: tf.io.FixedLenFeature([], tf.string)})
+        return self._probabilities(features[IMAGE_PNG_FEATURE])
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=IMAGE_BYTES_INPUT)])
     def heatmap(self, image_bytes: tf.Tensor) -> dict:
         def one_image(encoded: tf.Tensor) -> tf.Tensor:
             image = self._decode(encoded)[tf.newaxis, :, :, tf.newaxis]
@@ -67,9 +71,9 @@ def export_tiny_model(export_dir: str, gain: float = 1.0) -> str:
     """
     module = _TinyScreeningModel(gain)
     signatures = {
-        "serving_default": module.serving_default,
-        "serving_examples": module.serving_examples,
-        "heatmap": module.heatmap,
+        DEFAULT_SIGNATURE: module.serving_default,
+        EXAMPLES_SIGNATURE: module.serving_examples,
+        HEATMAP_SIGNATURE: module.heatmap,
     }
     tf.saved_model.save(module, export_dir, signatures=signatures)
     return export_dir
