@@ -27,5 +27,6 @@ def test_a_run_where_every_record_is_broken_names_an_existing_report_and_shows_g
         rows = list(csv.DictReader(f))
     assert listed > 0 and len(rows) == listed
     assert {row["status"] for row in rows} == {"quarantined"}
-    assert f"\n  {listed} x file not found (e.g. " in console, console
+    # One group for all records: the listing finds every full image missing from the download.
+    assert f"\n  {listed} x file not found: missing from the download (" in console, console
     assert os.path.exists(os.path.join(os.path.dirname(report), "summary.json"))

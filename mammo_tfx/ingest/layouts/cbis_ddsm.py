@@ -177,8 +177,9 @@ def _resolved_record(index: DownloadIndex, scan: str, group: _ScanGroup) -> Unio
     found = [resolved for resolved in images if resolved.method != "missing"]
     if not found:
         return quarantined(DATASET, scan, images[0].file,
+                           # The row's record column names the scan: a reason without it groups with its kind.
                            "file not found: missing from the download (not at the CSV path, not in a metadata.csv, "
-                           f"no full mammogram DICOM under {images[0].csv_path.split('/', 1)[0]}/)", resolutions)
+                           "no full mammogram DICOM in the scan's subject folder)", resolutions)
     lesions = tuple(
         LesionRef(kind=roi.kind, malignant=roi.malignant, outline="mask_files" if files else "none",
                   mask_files=tuple(resolved.file for resolved in files))
