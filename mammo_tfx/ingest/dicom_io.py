@@ -68,7 +68,9 @@ def decode_stored_pixels(ds: Dataset, path: str, decoding_plugin: str = "pylibjp
     plugin = decoding_plugin if decoding_plugin in decoder.available_plugins else ""
     try:
         pixels = pixel_array(ds, decoding_plugin=plugin)
-    except Exception as error:
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as error:  # also PanicException, a BaseException, when a Rust decoder panics on bad data
         raise BadInputError(path, f"pixel data cannot be decoded, file truncated or corrupt "
                                   f"({type(error).__name__}: {error})") from None
     if pixels.ndim != 2:
@@ -110,7 +112,7 @@ def _check_native_length(ds: Dataset, path: str, header_bits: int) -> None:
     actual = len(ds.PixelData or b"")
     if actual < expected:
         raise BadInputError(path, f"PixelData holds {actual:,} bytes but the header needs {expected:,} "
-                                  "(Rows x Columns x BitsAllocated/8): truncated")
+                                  "(Rows x Columns x BitsAllocated/8): file truncated or corrupt")
     if actual > expected + expected % 2:
         raise BadInputError(path, f"PixelData holds {actual:,} bytes but the header needs {expected:,} "
                                   "(Rows x Columns x BitsAllocated/8): corrupt header or pixel data")

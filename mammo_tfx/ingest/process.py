@@ -45,7 +45,9 @@ def _outcome(record: ScanRecord, options: IngestOptions) -> Union[tf.train.Examp
         return _build(record, options)
     except BadInputError as error:
         return quarantined(record.dataset, record.record_id, error.file, f"BadInputError: {error.reason}")
-    except Exception as error:  # noqa: BLE001 - by contract, per-record failures are reported, not raised
+    except BaseException as error:  # noqa: BLE001 - by contract, per-record failures are reported, not raised
+        # BaseException: this is the top of the record's own thread (KeyboardInterrupt only reaches the main
+        # thread), and Rust extensions' panics (pyo3's PanicException) derive from BaseException.
         return quarantined(record.dataset, record.record_id, record.image_path, f"{type(error).__name__}: {error}")
 
 
