@@ -14,6 +14,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import numpy as np
 import portpicker
+import pydicom
 import pytest
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
@@ -48,6 +49,15 @@ def write_dicom_file(path: Path, pixels: np.ndarray, bits_stored: int | None = N
         setattr(ds, keyword, value)
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(str(path), enforce_file_format=True)
+    return path
+
+
+def rewrite_dicom_tags(path: Path, **tags: object) -> Path:
+    """Rewrite header elements of a saved DICOM by keyword, pixel data untouched (e.g. a header that lies)."""
+    ds = pydicom.dcmread(path)
+    for keyword, value in tags.items():
+        setattr(ds, keyword, value)
+    ds.save_as(path)
     return path
 
 

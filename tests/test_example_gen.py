@@ -1,11 +1,13 @@
 """MammoExampleGen end to end on Beam: every layout, faults, patient-grouped splits, counts and the quarantine report."""
 import csv
+import dataclasses
 import glob
 import json
 import os
 import re
 import shutil
 
+import numpy as np
 import pytest
 import tensorflow as tf
 from tfx.proto import example_gen_pb2
@@ -21,6 +23,7 @@ from mammo_tfx.ingest.options import IngestOptions
 from pipeline.config import BeamConfig, SplitConfig
 from pipeline.pipeline import output_config
 from pipeline.sources import DataSource, write_manifest
+from tests.conftest import rewrite_dicom_tags, write_dicom_file
 
 OPTIONS = IngestOptions(height=96, width=80, patient_salt="test-salt")
 SPLITS = SplitConfig(train=6, eval=2, test=2)
@@ -162,3 +165,26 @@ def test_a_run_where_every_record_fails_stops_with_a_clear_error(tmp_path):
     assert sorted(row["file"] for row in read_quarantine_rows(report)) == [
         str(folder / "a.dcm"), str(folder / "b.png")]
     assert message.count("\n  1 x ") == 2, message
+
+
+def test_an_oversize_header_and_a_slow_record_are_quarantined_and_the_others_ingested(tmp_path):
+    root = tmp_path / "folder"
+    for index, folder in enumerate(("neg", "neg", "pos", "pos")):
+        write_dicom_file(root / folder / f"small{index}.dcm", np.full((40, 30), 50 * index, np.uint16),
+                         PatientID=f"patient-{index}")
+    # 60000 x 60000 promised over 128 bytes of pixels: 7 GB if decoding allocated it.
+    rewrite_dicom_tags(write_dicom_file(root / "pos" / "oversize.dcm", np.zeros((8, 8), np.uint16)),
+                       Rows=60000, Columns=60000)
+    # Deliberately slow: 12 MP of ASCII PGM (a format the folder layout takes by content) parse in about 2 s, four
+    # times the limit below; the small DICOMs take milliseconds.
+    (root / "neg" / "slow").write_bytes(b"P2\n4000 3000\n255\n" + b"7 " * (4000 * 3000))
+    options = dataclasses.replace(OPTIONS, record_timeout_s=0.5)
+    examples, quarantine = run_executor([DataSource.parse(f"folder={root}")], str(tmp_path / "out"), options)
+    with open(os.path.join(quarantine.uri, QUARANTINE_FILE)) as f:
+        reasons = {row["record"]: row["reason"] for row in csv.DictReader(f)}
+    assert set(reasons) == {"pos/oversize.dcm", "neg/slow"}
+    oversize = reasons["pos/oversize.dcm"]
+    assert "60000x60000x1x1" in oversize and "ingest.max_source_pixels" in oversize
+    assert "RecordTimeout: not done within 0.5 s (ingest.record_timeout_s)" in reasons["neg/slow"]
+    assert quarantine.get_int_custom_property("ingested") == 4
+    assert sum(len(read_split(examples.uri, split)) for split in ("train", "eval", "test")) == 4

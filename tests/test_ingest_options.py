@@ -4,9 +4,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from tfx.utils import proto_utils
 
+from components.mammo_example_gen.executor import decode_custom_config, encode_custom_config
 from mammo_tfx.ingest.options import IngestOptions
 from mammo_tfx.ingest.phi import salted_key
+from pipeline.config import load_config
 
 
 def test_round_trip_through_json():
@@ -25,7 +28,8 @@ def test_unknown_keys_are_errors():
 
 @pytest.mark.parametrize("bad", [dict(resize_mode="crop"), dict(height=4), dict(png_compress_level=10),
                                  dict(patient_salt=""), dict(inbreast_negative_birads=("1", "4a")),
-                                 dict(inbreast_positive_birads="4a"), dict(point_lesion_radius_px=0)])
+                                 dict(inbreast_positive_birads="4a"), dict(point_lesion_radius_px=0),
+                                 dict(max_source_pixels=0), dict(record_timeout_s=0), dict(record_timeout_s=-1.0)])
 def test_invalid_values_are_rejected(bad):
     with pytest.raises(ValueError):
         IngestOptions(**bad)
@@ -39,3 +43,11 @@ def test_salted_key():
     assert salted_key("s", "ab", "c") != salted_key("s", "a", "bc")
     with pytest.raises(ValueError):
         salted_key("salt", "mias", "")
+
+
+def test_input_limits_come_from_the_config_and_reach_the_example_gen():
+    config = load_config("production", overrides=["ingest.max_source_pixels=80000000", "ingest.record_timeout_s=30"])
+    assert (config.ingest.max_source_pixels, config.ingest.record_timeout_s) == (80_000_000, 30.0)
+    assert load_config("demo").ingest.max_source_pixels == IngestOptions().max_source_pixels == 50_000_000
+    shipped = decode_custom_config(proto_utils.proto_to_json(encode_custom_config(config.ingest)))
+    assert shipped == config.ingest

@@ -6,6 +6,8 @@ from typing import Optional
 
 import numpy as np
 
+from mammo_tfx.ingest.records import BadInputError
+
 FULL_RANGE = 65535.0
 
 
@@ -48,3 +50,11 @@ def to_uint16(values: np.ndarray, scale: float, offset: float) -> np.ndarray:
     mapped = values.astype(np.float32, copy=False) * np.float32(scale) + np.float32(offset)
     np.clip(mapped, 0.0, FULL_RANGE, out=mapped)
     return np.rint(mapped).astype(np.uint16)
+
+
+def check_source_pixels(path: str, dimensions: str, pixels: int, max_pixels: int) -> None:
+    """BadInputError when a header promises more pixels than ingest.max_source_pixels; called before any decoder
+    allocates a buffer of that size, so one hostile header cannot exhaust a worker's memory."""
+    if pixels > max_pixels:
+        raise BadInputError(path, f"header promises {dimensions} = {pixels:,} pixels, more than the limit of "
+                                  f"{max_pixels:,} (ingest.max_source_pixels)")

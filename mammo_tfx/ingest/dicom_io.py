@@ -10,9 +10,11 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_modality_lut, apply_voi, get_decoder, pixel_array
+from pydicom.pixels.decoders.base import Decoder
 
-from mammo_tfx.ingest.decoded import DecodedImage, full_range_affine
+from mammo_tfx.ingest.decoded import DecodedImage, check_source_pixels, full_range_affine
 from mammo_tfx.ingest.input_files import open_input
+from mammo_tfx.ingest.options import DEFAULT_MAX_SOURCE_PIXELS
 from mammo_tfx.ingest.records import BadInputError
 
 _CC_VIEWS = {"CC", "XCC", "XCCL", "XCCM", "FB"}
@@ -38,32 +40,37 @@ def read_dataset(path: str) -> Dataset:
     return ds
 
 
-def decode_stored_pixels(ds: Dataset, path: str, decoding_plugin: str = "pylibjpeg") -> np.ndarray:
-    """The stored pixel values of a single-frame greyscale DICOM as a 2-D array."""
+def decode_stored_pixels(ds: Dataset, path: str, decoding_plugin: str = "pylibjpeg",
+                         max_pixels: int = DEFAULT_MAX_SOURCE_PIXELS) -> np.ndarray:
+    """The stored pixel values of a single-frame greyscale DICOM as a 2-D array.
+
+    The header is checked before pydicom allocates the pixel buffer: the pixel count against max_pixels, the
+    length of native pixel data against the header, and that a decoder plugin exists for a compressed syntax."""
     if "PixelData" not in ds:
         if "Rows" in ds and "Columns" in ds:
             # pydicom silently drops a pixel data element cut short by the end of the file.
             raise BadInputError(path, f"PixelData missing although the header describes a {ds.Rows}x{ds.Columns} "
                                       "image: file truncated or corrupt")
         raise BadInputError(path, "DICOM has no pixel data (PixelData element missing: not an image)")
+    rows, columns = _header_int(ds, path, "Rows"), _header_int(ds, path, "Columns")
+    frames = _header_int(ds, path, "NumberOfFrames", 1) or 1
+    samples = _header_int(ds, path, "SamplesPerPixel", 1) or 1
+    check_source_pixels(path, f"Rows x Columns x frames x samples {rows}x{columns}x{frames}x{samples}",
+                        rows * columns * frames * samples, max_pixels)
     photometric = str(ds.get("PhotometricInterpretation", "")).strip()
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise BadInputError(path, f"not a greyscale image (PhotometricInterpretation {photometric or 'missing'})")
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames != 1:
         raise BadInputError(path, f"multi-frame DICOM ({frames} frames) is not a 2-D mammogram")
-    file_meta = getattr(ds, "file_meta", None)
-    transfer_syntax = file_meta.get("TransferSyntaxUID") if file_meta is not None else None
-    plugin = ""
-    if decoding_plugin and transfer_syntax is not None:
-        try:
-            if decoding_plugin in get_decoder(transfer_syntax).available_plugins:
-                plugin = decoding_plugin
-        except NotImplementedError:
-            raise BadInputError(path, f"unsupported transfer syntax {transfer_syntax}") from None
+    decoder = _decoder(ds, path)
+    if decoder.is_native:
+        _check_native_length(ds, path, rows * columns * samples * _header_int(ds, path, "BitsAllocated"))
+    plugin = decoding_plugin if decoding_plugin in decoder.available_plugins else ""
     try:
         pixels = pixel_array(ds, decoding_plugin=plugin)
-    except Exception as error:
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as error:  # also PanicException, a BaseException, when a Rust decoder panics on bad data
         raise BadInputError(path, f"pixel data cannot be decoded, file truncated or corrupt "
                                   f"({type(error).__name__}: {error})") from None
     if pixels.ndim != 2:
@@ -71,10 +78,51 @@ def decode_stored_pixels(ds: Dataset, path: str, decoding_plugin: str = "pylibjp
     return pixels
 
 
-def read_dicom(path: str, decoding_plugin: str = "pylibjpeg") -> DecodedImage:
+def _header_int(ds: Dataset, path: str, keyword: str, default: Optional[int] = None) -> int:
+    """A non-negative integer header element; BadInputError when it is missing (without default) or unusable."""
+    try:
+        value = ds.get(keyword, default)
+        number = int(value) if value is not None else None
+    except Exception as error:  # a corrupt element fails in pydicom's lazy value conversion
+        raise BadInputError(path, f"header element {keyword} is unreadable ({type(error).__name__}: {error})") from None
+    if number is None or number < 0:
+        raise BadInputError(path, f"header element {keyword} is {'missing' if number is None else number}")
+    return number
+
+
+def _decoder(ds: Dataset, path: str) -> Decoder:
+    """pydicom's decoder of the file's transfer syntax; for a compressed one, with an installed plugin to run it."""
+    file_meta = getattr(ds, "file_meta", None)
+    transfer_syntax = file_meta.get("TransferSyntaxUID") if file_meta is not None else None
+    if not transfer_syntax:
+        raise BadInputError(path, "file meta has no Transfer Syntax UID: pixel data cannot be interpreted")
+    try:
+        decoder = get_decoder(transfer_syntax)
+    except NotImplementedError:
+        raise BadInputError(path, f"unsupported transfer syntax {transfer_syntax}") from None
+    if not decoder.is_available:  # a compressed syntax whose decoder plugins are all missing
+        raise BadInputError(path, f"no installed decoder plugin handles transfer syntax {transfer_syntax} "
+                                  f"({transfer_syntax.name}); plugins: {'; '.join(decoder.missing_dependencies)}")
+    return decoder
+
+
+def _check_native_length(ds: Dataset, path: str, header_bits: int) -> None:
+    """Uncompressed pixel data must be as long as the header says, plus at most the pad byte to an even length."""
+    expected = (header_bits + 7) // 8
+    actual = len(ds.PixelData or b"")
+    if actual < expected:
+        raise BadInputError(path, f"PixelData holds {actual:,} bytes but the header needs {expected:,} "
+                                  "(Rows x Columns x BitsAllocated/8): file truncated or corrupt")
+    if actual > expected + expected % 2:
+        raise BadInputError(path, f"PixelData holds {actual:,} bytes but the header needs {expected:,} "
+                                  "(Rows x Columns x BitsAllocated/8): corrupt header or pixel data")
+
+
+def read_dicom(path: str, decoding_plugin: str = "pylibjpeg",
+               max_pixels: int = DEFAULT_MAX_SOURCE_PIXELS) -> DecodedImage:
     """Decode a DICOM mammogram; the returned affine maps it to the full 16-bit range for display."""
     ds = read_dataset(path)
-    stored = decode_stored_pixels(ds, path, decoding_plugin)
+    stored = decode_stored_pixels(ds, path, decoding_plugin, max_pixels)
     bits_stored = int(ds.get("BitsStored", ds.get("BitsAllocated", 16)) or 16)
     try:
         pixels, unit_scale, unit_offset = _values_of_interest(ds, stored, bits_stored)

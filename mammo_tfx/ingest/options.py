@@ -10,6 +10,13 @@ RESIZE_MODES = ("stretch", "pad")
 # Not a secret: production runs must set their own salt so keys cannot be recomputed from public ids.
 DEFAULT_PATIENT_SALT = "mammo-tfx-default-salt-change-me"
 
+# 50 megapixels: 2.5x the largest real mammograms (about 5k x 4k = 20 MP), yet a decoded image stays near 100 MB
+# (uint16) plus its float32 intensity pass, so one hostile header cannot exhaust a worker's memory.
+DEFAULT_MAX_SOURCE_PIXELS = 50_000_000
+# A real record decodes and resizes in 1-3 s; 300 s tolerates a slow bucket read or a busy worker, while a record
+# that hangs costs at most 5 minutes of one worker thread.
+DEFAULT_RECORD_TIMEOUT_S = 300.0
+
 
 @dataclass(frozen=True)
 class IngestOptions:
@@ -28,6 +35,10 @@ class IngestOptions:
     dicom_decoding_plugin: preferred pydicom decoding plugin for compressed DICOM ("pylibjpeg" is ~2-3x
         faster than pydicom's own RLE decoder); "" lets pydicom choose. Falls back to pydicom's choice
         when the plugin cannot decode the transfer syntax.
+    max_source_pixels: largest source image (rows x columns x frames x samples, read from the DICOM/PNG/PGM
+        header, before any pixel buffer is allocated) that is decoded; larger images and ROI masks are quarantined.
+    record_timeout_s: wall-time limit of one record (decode, resize, masks, example); a record that exceeds it
+        is quarantined with the reason and the run goes on (see process.py for what happens to its work).
     """
 
     height: int = 1152
@@ -39,6 +50,8 @@ class IngestOptions:
     png_compress_level: int = 1
     point_lesion_radius_px: int = 3
     dicom_decoding_plugin: str = "pylibjpeg"
+    max_source_pixels: int = DEFAULT_MAX_SOURCE_PIXELS
+    record_timeout_s: float = DEFAULT_RECORD_TIMEOUT_S
 
     def __post_init__(self) -> None:
         # JSON turns tuples into lists; normalise so equality and hashing keep working after a round trip.
@@ -55,6 +68,10 @@ class IngestOptions:
             raise ValueError(f"IngestOptions.png_compress_level must be 0..9, got {self.png_compress_level}")
         if self.point_lesion_radius_px < 1:
             raise ValueError(f"IngestOptions.point_lesion_radius_px must be >= 1, got {self.point_lesion_radius_px}")
+        if self.max_source_pixels < 1:
+            raise ValueError(f"IngestOptions.max_source_pixels must be >= 1, got {self.max_source_pixels}")
+        if not self.record_timeout_s > 0:
+            raise ValueError(f"IngestOptions.record_timeout_s must be > 0 seconds, got {self.record_timeout_s}")
         if not self.patient_salt:
             raise ValueError("IngestOptions.patient_salt must not be empty")
         overlap = set(self.inbreast_negative_birads) & set(self.inbreast_positive_birads)

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from mammo_tfx.ingest.decoded import DecodedImage, full_range_affine
+from mammo_tfx.ingest.decoded import DecodedImage, check_source_pixels, full_range_affine
 from mammo_tfx.ingest.input_files import read_input
+from mammo_tfx.ingest.options import DEFAULT_MAX_SOURCE_PIXELS
 from mammo_tfx.ingest.records import BadInputError
 
 
@@ -29,8 +30,8 @@ def _header_tokens(data: bytes, path: str, count: int) -> tuple[list[bytes], int
     return tokens, position + 1
 
 
-def read_pgm(path: str) -> DecodedImage:
-    """Decode a PGM file; maxval is mapped to 65535."""
+def read_pgm(path: str, max_pixels: int = DEFAULT_MAX_SOURCE_PIXELS) -> DecodedImage:
+    """Decode a PGM file; maxval is mapped to 65535. The header's size is checked against max_pixels first."""
     data = read_input(path)
     magic = data[:2]
     if magic not in (b"P5", b"P2"):
@@ -42,6 +43,7 @@ def read_pgm(path: str) -> DecodedImage:
         raise BadInputError(path, f"PGM header has non-numeric size/maxval {tokens[1:4]!r}") from None
     if width < 1 or height < 1 or not 1 <= maxval <= 65535:
         raise BadInputError(path, f"PGM header invalid: {width}x{height}, maxval {maxval}")
+    check_source_pixels(path, f"PGM width x height {width}x{height}", width * height, max_pixels)
     if magic == b"P5":
         dtype = np.dtype(np.uint8) if maxval < 256 else np.dtype(">u2")  # 16-bit PGM is big-endian
         expected = width * height * dtype.itemsize

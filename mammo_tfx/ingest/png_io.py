@@ -2,17 +2,25 @@
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
+from PIL.PngImagePlugin import PngImageFile
 
-from mammo_tfx.ingest.decoded import DecodedImage, full_range_affine
+from mammo_tfx.ingest.decoded import DecodedImage, check_source_pixels, full_range_affine
 from mammo_tfx.ingest.input_files import open_input
+from mammo_tfx.ingest.options import DEFAULT_MAX_SOURCE_PIXELS
 from mammo_tfx.ingest.records import BadInputError
 
 
-def read_png(path: str) -> DecodedImage:
-    """Decode a greyscale PNG; 8-bit is mapped with x257, 16-bit as is. Colour PNGs must be grey in fact."""
+def read_png(path: str, max_pixels: int = DEFAULT_MAX_SOURCE_PIXELS) -> DecodedImage:
+    """Decode a greyscale PNG; 8-bit is mapped with x257, 16-bit as is. Colour PNGs must be grey in fact.
+
+    The size limit is ingest.max_source_pixels, checked on the IHDR before decoding. The PNG plugin is opened
+    directly because Image.open would apply Pillow's own decompression-bomb limit (a warning above 89 MP, an error
+    above 179 MP) instead of the configured one."""
     try:
-        with open_input(path) as handle, Image.open(handle) as image:
+        with open_input(path) as handle, PngImageFile(handle) as image:
+            width, height = image.size
+            check_source_pixels(path, f"PNG IHDR width x height {width}x{height}", width * height, max_pixels)
             image.load()
             mode = image.mode
             pixels = np.asarray(image)

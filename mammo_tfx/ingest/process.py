@@ -1,6 +1,7 @@
 """One record -> one tf.train.Example, or a QuarantineEntry; never raises for bad input."""
 from __future__ import annotations
 
+import threading
 from typing import Sequence, Union
 
 import tensorflow as tf
@@ -18,12 +19,35 @@ from mammo_tfx.ingest.scan_mask import build_scan_mask
 
 def process_record(record: ScanRecord, options: IngestOptions) -> Union[tf.train.Example, QuarantineEntry]:
     """Decode, resize and label one scan. Bad input of this record becomes a quarantine entry naming the
-    file; any unexpected error of this record too (so one bad scan never stops a pipeline)."""
+    file; any unexpected error of this record too (so one bad scan never stops a pipeline), and so does a record
+    that takes longer than options.record_timeout_s.
+
+    Why a watchdog thread: a Beam worker runs DoFns on threads of its own, where SIGALRM cannot be used, and a
+    subprocess per record would cost more than most records take. The record runs on a daemon thread; the caller
+    waits at most record_timeout_s for it. A thread cannot be killed, so a record that overruns keeps its thread
+    (CPU, and memory bounded by ingest.max_source_pixels) until its work ends, and that result is dropped; being a
+    daemon, it never keeps a worker process from exiting. The wait needs the GIL, so a C extension that holds it
+    for long delays the quarantine until it lets go."""
+    outcome: list[Union[tf.train.Example, QuarantineEntry]] = []
+    worker = threading.Thread(target=lambda: outcome.append(_outcome(record, options)), daemon=True,
+                              name=f"ingest {record.dataset} {record.record_id}")
+    worker.start()
+    worker.join(options.record_timeout_s)
+    if worker.is_alive():
+        return quarantined(record.dataset, record.record_id, record.image_path,
+                           f"RecordTimeout: not done within {options.record_timeout_s:g} s (ingest.record_timeout_s);"
+                           " its decoding was abandoned")
+    return outcome[0]
+
+
+def _outcome(record: ScanRecord, options: IngestOptions) -> Union[tf.train.Example, QuarantineEntry]:
     try:
         return _build(record, options)
     except BadInputError as error:
         return quarantined(record.dataset, record.record_id, error.file, f"BadInputError: {error.reason}")
-    except Exception as error:  # noqa: BLE001 - by contract, per-record failures are reported, not raised
+    except BaseException as error:  # noqa: BLE001 - by contract, per-record failures are reported, not raised
+        # BaseException: this is the top of the record's own thread (KeyboardInterrupt only reaches the main
+        # thread), and Rust extensions' panics (pyo3's PanicException) derive from BaseException.
         return quarantined(record.dataset, record.record_id, record.image_path, f"{type(error).__name__}: {error}")
 
 
@@ -43,7 +67,7 @@ def abnormality_type(lesions: Sequence[LesionRef]) -> str:
 
 
 def _build(record: ScanRecord, options: IngestOptions) -> tf.train.Example:
-    decoded = read_image(record.image_path, options.dicom_decoding_plugin)
+    decoded = read_image(record.image_path, options.dicom_decoding_plugin, options.max_source_pixels)
     working_shape = (options.height, options.width)
     size = content_size(decoded.shape, options.height, options.width, options.resize_mode)
     # Decode once, resize once: the intensity map is linear, so it runs on the small image.
@@ -51,7 +75,8 @@ def _build(record: ScanRecord, options: IngestOptions) -> tf.train.Example:
     side = breast_side(content)
     box = place_content(size, options.height, options.width, side)
     scan_mask = build_scan_mask(record.lesions, decoded.shape, box, working_shape,
-                                options.point_lesion_radius_px, options.dicom_decoding_plugin)
+                                options.point_lesion_radius_px, options.dicom_decoding_plugin,
+                                options.max_source_pixels)
     patient_id, laterality, view = _identity(record, decoded)
     if laterality == "U" and record.infer_laterality:
         laterality = side

@@ -10,6 +10,7 @@ from PIL import Image
 
 from mammo_tfx.ingest.dicom_io import decode_stored_pixels, read_dataset
 from mammo_tfx.ingest.image_io import sniff_format
+from mammo_tfx.ingest.options import DEFAULT_MAX_SOURCE_PIXELS
 from mammo_tfx.ingest.pgm_io import read_pgm
 from mammo_tfx.ingest.png_io import read_png
 from mammo_tfx.ingest.records import BadInputError
@@ -24,9 +25,10 @@ def is_binary_valued(pixels: np.ndarray) -> bool:
 class _Candidate:
     """One file of an ROI row, opened once: its size is known before its pixels are decoded."""
 
-    def __init__(self, path: str, decoding_plugin: str) -> None:
+    def __init__(self, path: str, decoding_plugin: str, max_pixels: int) -> None:
         self.path = path
         self._decoding_plugin = decoding_plugin
+        self._max_pixels = max_pixels
         self._dataset = None
         self._pixels: Optional[np.ndarray] = None
         image_format = sniff_format(path)
@@ -34,21 +36,23 @@ class _Candidate:
             self._dataset = read_dataset(path)  # the header gives the size; pixels stay encoded for now
             self.shape = (int(self._dataset.get("Rows", 0)), int(self._dataset.get("Columns", 0)))
         else:  # PNG/PGM masks are cheap to decode outright
-            self._pixels = (read_png(path) if image_format == "png" else read_pgm(path)).pixels
+            reader = read_png if image_format == "png" else read_pgm
+            self._pixels = reader(path, max_pixels).pixels
             self.shape = self._pixels.shape
 
     def pixels(self) -> np.ndarray:
         if self._pixels is None:
-            self._pixels = decode_stored_pixels(self._dataset, self.path, self._decoding_plugin)
+            self._pixels = decode_stored_pixels(self._dataset, self.path, self._decoding_plugin, self._max_pixels)
         return self._pixels
 
 
-def load_roi_mask(files: Sequence[str], image_shape: tuple[int, int],
-                  decoding_plugin: str = "pylibjpeg") -> tuple[np.ndarray, bool]:
+def load_roi_mask(files: Sequence[str], image_shape: tuple[int, int], decoding_plugin: str = "pylibjpeg",
+                  max_pixels: int = DEFAULT_MAX_SOURCE_PIXELS) -> tuple[np.ndarray, bool]:
     """The ROI mask among `files` as a boolean array of image_shape, and whether it had to be resized.
 
     Files are tried closest-in-size first, so normally only the mask itself is decoded. BadInputError
-    (naming the first file, and every file's problem in the reason) when none is a usable mask.
+    (naming the first file, and every file's problem in the reason) when none is a usable mask. A file whose
+    header promises more than max_pixels is one of those problems, found before it is decoded.
     """
     if not files:
         raise BadInputError("<no file>", "ROI row names no mask file")
@@ -56,7 +60,7 @@ def load_roi_mask(files: Sequence[str], image_shape: tuple[int, int],
     candidates: list[_Candidate] = []
     for path in dict.fromkeys(files):  # de-duplicated, order kept
         try:
-            candidates.append(_Candidate(path, decoding_plugin))
+            candidates.append(_Candidate(path, decoding_plugin, max_pixels))
         except BadInputError as error:
             problems.append(f"{path}: {error.reason}")
     image_area = image_shape[0] * image_shape[1]

@@ -7,6 +7,7 @@ from typing import Sequence
 import numpy as np
 
 from mammo_tfx.ingest.masks import class_code, draw_outlines, merge_class_layers
+from mammo_tfx.ingest.options import DEFAULT_MAX_SOURCE_PIXELS
 from mammo_tfx.ingest.records import LesionRef
 from mammo_tfx.ingest.resize import ContentBox, paste, resize_binary_mask
 from mammo_tfx.ingest.roi_files import load_roi_mask
@@ -22,8 +23,8 @@ class ScanMask:
 
 
 def build_scan_mask(lesions: Sequence[LesionRef], image_shape: tuple[int, int], box: ContentBox,
-                    working_shape: tuple[int, int], point_radius: float,
-                    decoding_plugin: str = "pylibjpeg") -> ScanMask:
+                    working_shape: tuple[int, int], point_radius: float, decoding_plugin: str = "pylibjpeg",
+                    max_pixels: int = DEFAULT_MAX_SOURCE_PIXELS) -> ScanMask:
     """Rasterise every lesion at source resolution, union per class, resize each class once, merge.
 
     Working per class (at most 4 resizes) instead of per lesion keeps scans with dozens of calcification
@@ -43,7 +44,7 @@ def build_scan_mask(lesions: Sequence[LesionRef], image_shape: tuple[int, int], 
         layer = draw_outlines(outlined, image_shape, point_radius) if outlined else np.zeros(image_shape, bool)
         for lesion in class_lesions:
             if lesion.outline == "mask_files":
-                roi, resized = load_roi_mask(lesion.mask_files, image_shape, decoding_plugin)
+                roi, resized = load_roi_mask(lesion.mask_files, image_shape, decoding_plugin, max_pixels)
                 mask_resized |= resized
                 # A mask without foreground locates nothing: the lesion is missing from the scan mask.
                 mask_complete &= bool(roi.any())
