@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -135,6 +136,8 @@ def test_executor_writes_patch_examples_and_counts(tmp_path, scans, caplog) -> N
     _write_split(examples.uri, "train", train)
     _write_split(examples.uri, "eval",
                  [_scan_example("scan-d", _png16(scans["scan-d"][0]), scans["scan-d"][1], 1)])
+    # The executor logs through absl, whose level a CLI run earlier in the same process may have raised to ERROR.
+    caplog.set_level(logging.WARNING, logger="absl")
     patches = _run_executor(tmp_path, examples, ["train", "eval"])
 
     expected = {
