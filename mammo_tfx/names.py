@@ -1,0 +1,71 @@
+"""The names parts of mammo-tfx agree on: example features, model outputs, signatures and artifact files.
+
+Every producer and consumer imports them from here (as the TFX template's `features.py` does); their meanings are in
+docs/contracts.md. Changing a value here changes a contract with stored data, served models or clients.
+"""
+from __future__ import annotations
+
+# Scan examples written by MammoExampleGen (one example = one scan).
+IMAGE_PNG = "image_png"
+MASK_PNG = "mask_png"
+LABEL = "label"
+ABNORMALITY_TYPE = "abnormality_type"
+PATHOLOGY = "pathology"
+DATASET = "dataset"
+DENSITY = "density"
+VIEW = "view"
+LATERALITY = "laterality"
+PATIENT_KEY = "patient_key"
+IMAGE_KEY = "image_key"
+SOURCE_SPLIT = "source_split"
+HEIGHT = "height"
+WIDTH = "width"
+ORIGINAL_HEIGHT = "original_height"
+ORIGINAL_WIDTH = "original_width"
+PIXEL_SPACING_MM = "pixel_spacing_mm"
+CONTENT_BOX = "content_box"
+RESIZE_MODE = "resize_mode"
+BITS_STORED = "bits_stored"
+MASK_RESIZED = "mask_resized"
+MASK_COMPLETE = "mask_complete"
+
+# Patch examples written by PatchSampler (besides IMAGE_PNG, LABEL and DATASET).
+PATCH_CLASS = "patch_class"
+SOURCE_IMAGE_KEY = "source_image_key"
+OVERLAP = "overlap"
+
+# The Transform output the models read (ragged float32 [B, (H), (W), 1]).
+TRANSFORMED_IMAGE = "image"
+
+# Evaluation slices, in the order the report shows their columns; crossed slices are (column, column) pairs.
+SLICE_FEATURES = (DATASET, DENSITY, VIEW, LATERALITY, ABNORMALITY_TYPE)
+CROSSED_SLICES = ((DENSITY, DATASET),)
+
+# Outputs of the exported whole-image model: the mean malignant probability over 4 flips (the gated one) and
+# the unflipped probability; the heatmap signature's output.
+PROBABILITY = "probability"
+PROBABILITY_SINGLE = "probability_single"
+MODEL_OUTPUTS = (PROBABILITY, PROBABILITY_SINGLE)
+HEATMAP = "heatmap"
+
+# Signatures of the exported model and their input keys.
+SERVING_TAG = "serve"
+DEFAULT_SIGNATURE = "serving_default"
+EXAMPLES_SIGNATURE = "serving_examples"
+HEATMAP_SIGNATURE = "heatmap"
+IMAGE_BYTES_INPUT = "image_bytes"
+EXAMPLES_INPUT = "examples"
+
+# Files inside artifacts and exports.
+SOURCES_MANIFEST_FILE = "sources.json"
+QUARANTINE_FILE = "quarantine.csv"
+INGEST_SUMMARY_FILE = "summary.json"
+PATCH_COUNTS_FILE = "patch_counts.json"
+TRAINING_SUMMARY_FILE = "training_summary.json"
+KERAS_DIR = "keras"
+MODEL_INFO_FILE = "model_info.json"
+SERVING_EXTRAS_DIR = "assets.extra"
+WARMUP_FILE = "tf_serving_warmup_requests"
+GATE_RESULTS_FILE = "gate_results.json"
+MODEL_CARD_MARKDOWN = "model_card.md"
+MODEL_CARD_JSON = "model_card.json"
