@@ -8,7 +8,7 @@ SETUP_NEEDS_GB := 5
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup test demo clean-demo
+.PHONY: setup test test-fast demo clean-demo
 
 setup: $(STAMP)
 
@@ -29,6 +29,10 @@ $(STAMP): requirements/stack.txt requirements/tfx.txt setup.py
 test: setup
 	sh scripts/ensure_chromium.sh
 	$(BIN)/pytest -q tests
+
+# The unit tests only, without the end-to-end ones (pytest.ini's e2e marker): for the edit-test loop.
+test-fast: setup
+	$(BIN)/pytest -q -m "not e2e" tests
 
 demo: setup
 	$(BIN)/mammo-tfx demo --out demo_out

@@ -19,6 +19,8 @@ from pipeline.sources import DataSource
 from tests.conftest import write_dicom_file
 from tests.test_example_gen import run_executor
 
+pytestmark = pytest.mark.e2e  # MammoExampleGen on Beam reading a GCS emulator
+
 SYNTH_LAYOUTS = {"cbis-ddsm": 4, "inbreast": 4, "mias": 2}
 # CBIS-DDSM as the retriever writes it by default, so the bucket copy goes through the path resolver too.
 DOWNLOAD_LAYOUTS = {"cbis-ddsm": "descriptive"}

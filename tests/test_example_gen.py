@@ -79,6 +79,7 @@ def ingested(tmp_path_factory):
     return summaries, examples, quarantine, splits, report
 
 
+@pytest.mark.e2e
 def test_every_listed_record_is_an_example_or_a_report_row(ingested):
     summaries, examples, quarantine, splits, report = ingested
     n_examples = sum(len(s) for s in splits.values())
@@ -95,6 +96,7 @@ def test_every_listed_record_is_an_example_or_a_report_row(ingested):
             assert os.path.basename(fault.path) in reported_files, fault
 
 
+@pytest.mark.e2e
 def test_summary_counts_how_the_cbis_ddsm_paths_were_found(ingested):
     summaries, _, quarantine, _, _ = ingested
     with open(os.path.join(quarantine.uri, SUMMARY_FILE)) as f:
@@ -115,6 +117,7 @@ def test_summary_counts_how_the_cbis_ddsm_paths_were_found(ingested):
     assert "paths" not in summary["per_dataset"]["mias"]  # MIAS names its files directly: nothing to resolve
 
 
+@pytest.mark.e2e
 def test_excluded_records_follow_the_inbreast_birads_rule(ingested):
     summaries, _, _, _, report = ingested
     expected = sum(1 for image in summaries["inbreast"].clean_images if image.label is None)
@@ -123,6 +126,7 @@ def test_excluded_records_follow_the_inbreast_birads_rule(ingested):
     assert all(r["dataset"] == "inbreast" for r in excluded)
 
 
+@pytest.mark.e2e
 def test_splits_are_grouped_by_patient_and_keep_the_dataset_test_split(ingested):
     _, _, _, splits, _ = ingested
     patients = {split: {feature(e, "patient_key") for e in examples} for split, examples in splits.items()}
@@ -149,6 +153,7 @@ def test_split_assignment_is_deterministic_and_weighted():
     assert all(split_of_patient(k, (), {k}, buckets) != "test" for k in keys[:200])
 
 
+@pytest.mark.e2e
 def test_a_run_where_every_record_fails_stops_with_a_clear_error(tmp_path):
     folder = tmp_path / "broken" / "neg"
     folder.mkdir(parents=True)
@@ -167,6 +172,7 @@ def test_a_run_where_every_record_fails_stops_with_a_clear_error(tmp_path):
     assert message.count("\n  1 x ") == 2, message
 
 
+@pytest.mark.e2e
 def test_an_oversize_header_and_a_slow_record_are_quarantined_and_the_others_ingested(tmp_path):
     root = tmp_path / "folder"
     for index, folder in enumerate(("neg", "neg", "pos", "pos")):

@@ -184,6 +184,7 @@ def _gates(blessing) -> Dict[str, dict]:
     return {gate["name"]: gate for gate in gate_executor.read_gate_report(blessing.uri)["gates"]}
 
 
+@pytest.mark.e2e
 def test_good_model_is_blessed_the_tfx_way_and_the_standard_pusher_pushes_it(run, tmp_path):
     blessing = run.gate("good", "good", tag="_pushed")
     report = gate_executor.read_gate_report(blessing.uri)
@@ -213,6 +214,7 @@ def test_good_model_is_blessed_the_tfx_way_and_the_standard_pusher_pushes_it(run
     assert list_complete_versions(base_directory) == [int(version)]
 
 
+@pytest.mark.e2e
 def test_inverted_model_is_refused_with_the_reason_and_not_pushed(run, tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="absl"):
         blessing = run.gate("inverted", "inverted")
@@ -238,6 +240,7 @@ def test_inverted_model_is_refused_with_the_reason_and_not_pushed(run, tmp_path,
     assert list_complete_versions(base_directory) == []
 
 
+@pytest.mark.e2e
 def test_one_class_slice_is_insufficient_not_failed_and_blocks_only_when_configured(run):
     with_mias = dataclasses.replace(SETTINGS, min_dataset_auc={**SETTINGS.min_dataset_auc, "mias": 0.7})
     blessing = run.gate("good", "good", settings=with_mias, tag="_mias_blocking")
@@ -257,6 +260,7 @@ def test_one_class_slice_is_insufficient_not_failed_and_blocks_only_when_configu
     assert gate_executor.read_gate_report(blessing.uri)["blessed"]
 
 
+@pytest.mark.e2e
 def test_too_small_slice_is_insufficient_and_an_insufficient_overall_slice_always_blocks(run):
     strict = dataclasses.replace(SETTINGS, min_slice_size=100, insufficient_blocks_blessing=False)
     gates = _gates(run.gate("good", "good", settings=strict, tag="_small"))
@@ -271,6 +275,7 @@ def test_too_small_slice_is_insufficient_and_an_insufficient_overall_slice_alway
     assert not gate_executor.read_gate_report(blessing.uri)["blessed"]
 
 
+@pytest.mark.e2e
 def test_gate_on_a_dataset_absent_from_the_run_is_skipped_and_says_so(run):
     with_folder = dataclasses.replace(SETTINGS, min_dataset_auc={**SETTINGS.min_dataset_auc, "folder": 0.99})
     blessing = run.gate("good", "good", settings=with_folder, tag="_folder")
@@ -280,6 +285,7 @@ def test_gate_on_a_dataset_absent_from_the_run_is_skipped_and_says_so(run):
     assert gate_executor.read_gate_report(blessing.uri)["blessed"]
 
 
+@pytest.mark.e2e
 def test_worse_model_is_refused_for_its_drop_against_the_blessed_baseline(run):
     blessing = run.gate("worse_vs_good", "worse", baseline="good")
     gates = _gates(blessing)
@@ -303,11 +309,13 @@ def test_worse_model_is_refused_for_its_drop_against_the_blessed_baseline(run):
         run.gate("worse_vs_good", "worse", settings=tolerant, baseline="good", tag="_tolerant").uri)["blessed"]
 
 
+@pytest.mark.e2e
 def test_gate_refuses_an_evaluation_that_disagrees_with_its_baseline_input(run):
     with pytest.raises(ValueError, match="baseline"):
         run.gate("worse_vs_good", "worse", tag="_no_baseline_input")
 
 
+@pytest.mark.e2e
 def test_latest_blessed_model_strategy_picks_the_model_the_gate_blessed(run):
     blessings = [run.gate("good", "good", tag="_resolver"), run.gate("inverted", "inverted", tag="_resolver")]
     strategy = tfx.dsl.experimental.LatestBlessedModelStrategy()
@@ -328,6 +336,7 @@ def _write_card(run: Run, evaluation: str, model: str, blessing, pushed) -> Mode
     return card
 
 
+@pytest.mark.e2e
 def test_model_card_goes_beside_the_pushed_version_without_disturbing_the_serving_layout(run, tmp_path):
     blessing = run.gate("good", "good", tag="_card")
     base_directory = str(tmp_path / "serving" / "mammo")
@@ -372,6 +381,7 @@ def test_model_card_goes_beside_the_pushed_version_without_disturbing_the_servin
     assert "| probability | dataset=mias | 40 | 0 | 40 | (0.000) |" in markdown
 
 
+@pytest.mark.e2e
 def test_model_card_of_a_refused_model_records_why_and_stays_in_its_artifact(run, tmp_path):
     blessing = run.gate("inverted", "inverted", tag="_card")
     pushed = run.push("inverted", blessing, str(tmp_path / "serving" / "mammo"))
@@ -386,6 +396,7 @@ def test_model_card_of_a_refused_model_records_why_and_stays_in_its_artifact(run
         assert "**NOT BLESSED**, not pushed." in handle.read()
 
 
+@pytest.mark.e2e
 def test_confidence_intervals_reach_the_gate_results(run):
     """A trimmed config (gated output, AUC and counts, overall and dataset slices): jackknife over the full metric
     set takes minutes."""

@@ -123,6 +123,7 @@ def fixture_scans() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     }
 
 
+@pytest.mark.e2e
 def test_executor_writes_patch_examples_and_counts(tmp_path, scans, caplog) -> None:
     examples = standard_artifacts.Examples()
     examples.uri = str(tmp_path / "examples")
@@ -196,6 +197,7 @@ def test_component_serialises_its_parameters() -> None:
         PatchSampler(examples=examples, splits="train")
 
 
+@pytest.mark.e2e
 def test_missing_split_or_an_all_failing_split_stops_the_run(tmp_path) -> None:
     examples = standard_artifacts.Examples()
     examples.uri = str(tmp_path / "examples")
@@ -210,6 +212,7 @@ def test_missing_split_or_an_all_failing_split_stops_the_run(tmp_path) -> None:
         _run_executor(tmp_path, examples, ["train"])
 
 
+@pytest.mark.e2e
 def test_progress_line_flags_a_split_without_lesion_patches(tmp_path) -> None:
     counts = {split: patch_executor.complete_tally({"background": 4, "scans": 2}) for split in ("train", "eval")}
     counts["eval"]["mass_benign"] = 3

@@ -16,6 +16,8 @@ from pipeline.paths import SCHEMA_FILE
 from pipeline.runners import run_local
 from pipeline.sources import DataSource
 
+pytestmark = pytest.mark.e2e  # the whole pipeline on the BeamDagRunner
+
 
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory):

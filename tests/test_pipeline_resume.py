@@ -16,6 +16,8 @@ from pipeline.outputs import collect_outputs
 from pipeline.runners import run_local
 from pipeline.sources import DataSource
 
+pytestmark = pytest.mark.e2e  # the pipeline run several times on the LocalDagRunner
+
 KILL_WHEN = "Trainer_patch: started"
 
 

@@ -93,6 +93,7 @@ def mixed_run(serving_base: Path, real_dicoms: list[Path], tmp_path_factory: pyt
     return {"files": files, "predictions": predictions, "overlays": overlays}
 
 
+@pytest.mark.e2e
 def test_predictions_equal_the_newest_export_on_the_bytes_sent(mixed_run, real_export, serving_base):
     files, predictions = mixed_run["files"], mixed_run["predictions"]
     assert [prediction.file for prediction in predictions] == files
@@ -111,6 +112,7 @@ def test_predictions_equal_the_newest_export_on_the_bytes_sent(mixed_run, real_e
         assert prepare_model_input(path, geometry[0]).image_bytes == Path(path).read_bytes()
 
 
+@pytest.mark.e2e
 def test_broken_file_gets_an_error_row_and_the_rest_go_on(mixed_run):
     broken = mixed_run["predictions"][4]
     assert broken.probability is None and broken.probability_single is None and broken.heatmap is None
@@ -118,6 +120,7 @@ def test_broken_file_gets_an_error_row_and_the_rest_go_on(mixed_run):
     assert exit_code(mixed_run["predictions"]) == 0
 
 
+@pytest.mark.e2e
 def test_csv_rows_hold_the_predictions(mixed_run, tmp_path):
     predictions = mixed_run["predictions"]
     stream = io.StringIO()
@@ -136,6 +139,7 @@ def test_csv_rows_hold_the_predictions(mixed_run, tmp_path):
     assert "truncated or corrupt" in rows[4]["error"]
 
 
+@pytest.mark.e2e
 def test_heatmap_overlays_have_the_image_aspect_and_show_the_heatmap(mixed_run, real_dicoms):
     predictions = mixed_run["predictions"]
     source_shapes = [read_dicom(str(dicom)).shape for dicom in real_dicoms] + [(300, 200), (160, 120)]
@@ -154,6 +158,7 @@ def test_heatmap_overlays_have_the_image_aspect_and_show_the_heatmap(mixed_run, 
         assert _colourful_fraction(centre) > 0.9
 
 
+@pytest.mark.e2e
 def test_dicom_request_is_the_image_ingestion_writes(real_dicoms, serving_base, tmp_path):
     """The DICOM sent to the model is pixel for pixel the `image_png` ingestion makes at the working size."""
     working_size, _ = read_model_geometry(str(serving_base / str(REAL_VERSION)))
@@ -172,6 +177,7 @@ def test_dicom_request_is_the_image_ingestion_writes(real_dicoms, serving_base, 
         np.testing.assert_array_equal(decoded.numpy(), ingested.numpy())
 
 
+@pytest.mark.e2e
 def test_every_file_failing_gives_a_non_zero_exit_code(serving_base, tmp_path, capsys):
     not_an_image = tmp_path / "notes.txt"
     not_an_image.write_text("not a mammogram")
@@ -187,6 +193,7 @@ def test_every_file_failing_gives_a_non_zero_exit_code(serving_base, tmp_path, c
     assert "notes.txt: unrecognised image format" in capsys.readouterr().err
 
 
+@pytest.mark.e2e
 def test_saved_model_dir_directly_and_csv_to_stdout_without_out(serving_base, mixed_run, capsys):
     png = mixed_run["files"][2]
     assert run_predict(str(serving_base / str(REAL_VERSION)), [png]) == 0
@@ -196,6 +203,7 @@ def test_saved_model_dir_directly_and_csv_to_stdout_without_out(serving_base, mi
     assert rows[0]["heatmap"] == "" and rows[0]["error"] == ""
 
 
+@pytest.mark.e2e
 def test_repeated_file_names_get_distinct_overlays(serving_base, mixed_run, tmp_path):
     png = Path(mixed_run["files"][2])
     copies = []
@@ -235,6 +243,7 @@ def test_heatmap_cells_are_drawn_over_their_patches(tmp_path):
     assert _colourful_fraction(rgb[:90, :90]) == 0.0
 
 
+@pytest.mark.e2e
 def test_export_without_model_info_gets_full_size_dicoms(serving_base, write_dicom, tmp_path):
     """A SavedModel that does not record its working size (here the serving test model) gets the whole
     decoded image; MONOCHROME1 and the 12-bit depth are normalised as ingestion does."""

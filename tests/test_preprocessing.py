@@ -80,6 +80,7 @@ def test_options_round_trip_and_validation() -> None:
         preprocessing.TransformOptions(equalize_hist="yes")
 
 
+@pytest.mark.e2e
 def test_mean_comes_from_data_and_layer_applies_to_other_sizes(tmp_path) -> None:
     scans = _random_scans(count=5, height=12, width=10, seed=3)
     transformed, output_dir = _analyze_and_transform(

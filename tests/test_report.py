@@ -27,6 +27,8 @@ from mammo_tfx.report import (GATE_RESULTS_FILE, ReportFiles, format_console_sum
 from mammo_tfx.report.evaluation import roc_from_calibration_histogram
 from mammo_tfx.report.html import FAIRNESS_TABLE_ID, GATE_TABLE_ID, METRIC_TABLE_ID
 
+pytestmark = pytest.mark.e2e  # every test reads a TFMA evaluation run on Beam
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 THRESHOLDS = (0.25, 0.5, 0.75)

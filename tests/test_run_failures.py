@@ -5,7 +5,11 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from mammo_tfx import synth
+
+pytestmark = pytest.mark.e2e  # the CLI's pipeline run in a child process
 
 
 def test_a_run_where_every_record_is_broken_names_an_existing_report_and_shows_grouped_causes(tmp_path) -> None:

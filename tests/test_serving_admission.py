@@ -97,6 +97,7 @@ def _status(url: str) -> int:
         connection.close()
 
 
+@pytest.mark.e2e
 def test_a_request_beyond_max_in_flight_gets_429_with_retry_after_and_the_admitted_one_completes(gated_base):
     base, gate = gated_base
     limits = RequestLimits(max_in_flight=1, request_timeout_s=WAIT_S)
@@ -118,6 +119,7 @@ def test_a_request_beyond_max_in_flight_gets_429_with_retry_after_and_the_admitt
         assert _post(server.url, UNGATED)[0] == 200  # the slot is free again
 
 
+@pytest.mark.e2e
 def test_a_request_past_its_deadline_gets_504_and_keeps_its_slot_until_the_model_returns(gated_base):
     base, gate = gated_base
     limits = RequestLimits(max_in_flight=1, request_timeout_s=0.5)

@@ -23,6 +23,8 @@ from trainer_module.inputs import transform_images
 from trainer_module.model_io import IMAGE_LIMITS_INFO_KEY, read_model_info
 from trainer_module.preprocessing import IMAGE_PNG_KEY
 
+pytestmark = pytest.mark.e2e  # every test calls a SavedModel exported by trainer_module
+
 WORKING_SIZE = (64, 48)
 LIMITS = ImageLimits()  # the production defaults: what a pushed model enforces unless configured otherwise
 BOMB_SIDE = 15000  # the request: 15000x15000 zeros, a [4, 15000, 15000, 16] float tensor in the trunk

@@ -15,6 +15,8 @@ from mammo_tfx.serving.limits import ImageLimits  # noqa: E402
 from mammo_tfx.serving.rest_client import RestClient, images_request, model_path  # noqa: E402
 from mammo_tfx.serving.tiny_model import export_tiny_model, synthetic_png  # noqa: E402
 
+pytestmark = pytest.mark.e2e  # every test calls a served SavedModel
+
 MODEL = "mammo"
 VERSION = 1700000000
 # max_in_flight admits the 8 concurrent clients of the concurrency test; beyond it see test_serving_admission.py.

@@ -164,6 +164,7 @@ def server_process(tmp_path):
             process.wait()
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_soak_mixed_requests_from_several_clients(server_process):
     process, url, export_dir = server_process

@@ -67,6 +67,7 @@ class _SavedModelPredictionService(prediction_service_pb2_grpc.PredictionService
         return response
 
 
+@pytest.mark.e2e
 def test_grpc_client_predicts_against_a_grpc_prediction_service(tiny_export):
     client = load_grpc_example()
     server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=2))
@@ -123,6 +124,7 @@ def test_serve_runs_tensorflow_model_server_when_it_is_on_path(tmp_path, monkeyp
         serve(str(tmp_path / "serving"), "mammo", port=8500, grpc_port=8500)
 
 
+@pytest.mark.e2e
 def test_serve_without_the_binary_runs_the_built_in_server_until_sigterm(tmp_path, tiny_export):
     os.symlink(os.path.dirname(tiny_export), tmp_path / "mammo")
     script = ("from mammo_tfx.serving import serve; import sys; "

@@ -18,6 +18,8 @@ from mammo_tfx.serving.server import resolve_model_base_path  # noqa: E402
 from mammo_tfx.serving.tiny_model import export_tiny_model, synthetic_png  # noqa: E402
 from mammo_tfx.serving.warmup import read_warmup_requests, warmup_path  # noqa: E402
 
+pytestmark = pytest.mark.e2e  # every test serves exported SavedModels
+
 MODEL = "mammo"
 
 

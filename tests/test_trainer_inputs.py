@@ -40,6 +40,7 @@ class _DataAccessor:
         self.tf_dataset_factory = _data_accessor_factory(examples_uri)
 
 
+@pytest.mark.e2e
 def test_training_batches_are_transformed_augmented_and_balanced(toy_data):  # noqa: F811
     output = tft.TFTransformOutput(toy_data["transform_graph"])
     hparams = patch_hparams("tiny")
@@ -52,6 +53,7 @@ def test_training_batches_are_transformed_augmented_and_balanced(toy_data):  # n
     np.testing.assert_allclose(float(tf.reduce_mean(weights)), 1.0, rtol=1e-5)
 
 
+@pytest.mark.e2e
 def test_tfx_and_tfrecord_sources_give_the_same_evaluation_batches(toy_data):  # noqa: F811
     output = tft.TFTransformOutput(toy_data["transform_graph"])
     hparams = image_hparams("tiny")
@@ -68,6 +70,7 @@ def test_tfx_and_tfrecord_sources_give_the_same_evaluation_batches(toy_data):  #
     assert len(list(limited)) == 2
 
 
+@pytest.mark.e2e
 def test_wrong_image_size_and_label_range_are_clear_errors(toy_data):  # noqa: F811
     output = tft.TFTransformOutput(toy_data["transform_graph"])
     hparams = image_hparams("tiny")
@@ -112,6 +115,7 @@ def test_batch_balance_weights_are_inverse_class_frequency_with_mean_one():
     np.testing.assert_allclose(batch_balance_weights(tf.one_hot([4, 4], 5)).numpy(), [1.0, 1.0])
 
 
+@pytest.mark.e2e
 def test_loss_goes_down_on_the_toy_patch_problem(toy_data):  # noqa: F811
     tf.random.set_seed(7)
     output = tft.TFTransformOutput(toy_data["transform_graph"])

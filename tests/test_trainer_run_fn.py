@@ -22,6 +22,8 @@ from trainer_module.inputs import transform_images
 from trainer_module.model_io import load_patch_model, load_whole_image_model
 from trainer_module.runtime import SUMMARY_FILE
 
+pytestmark = pytest.mark.e2e  # both models trained and exported through TFX's Trainer executor
+
 
 def _artifact(artifact_type, uri: str, splits=None):
     artifact = artifact_type()

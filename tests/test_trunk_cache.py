@@ -67,6 +67,7 @@ def test_features_are_the_trunk_output_of_every_image_in_every_flip():
     np.testing.assert_allclose(features[6:8], expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.e2e
 def test_a_cached_new_layers_step_trains_the_head_and_leaves_the_trunk(toy_data):  # noqa: F811
     tf.random.set_seed(3)
     model, hparams = _tiny_model(cache_trunk_features=True, batch_size=8)
