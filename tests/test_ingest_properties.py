@@ -174,6 +174,7 @@ def real_pairs(tmp_path_factory) -> list[Path]:
     return roots
 
 
+@pytest.mark.e2e
 @CASES
 @given(index=st.integers(0, len(REAL_DICOMS) - 1),
        mutation=st.one_of(truncations(), byte_flips(), size_edits(), wrong_transfer_syntaxes()))
@@ -211,6 +212,7 @@ def dropped_column() -> st.SearchStrategy[Mutation]:
     return st.integers(0, 13).map(drop)
 
 
+@pytest.mark.e2e
 @CASES
 @given(which=st.integers(0, 3), mutation=st.one_of(text_mutations(), dropped_column()))
 def test_mutated_cbis_ddsm_csvs_end_as_examples_or_reasons(generated, which, mutation):

@@ -52,6 +52,7 @@ def test_flip_variants_follow_the_augmentation():
                             augmentation=AugmentationConfig(zoom_range=(0.9, 1.1)))
 
 
+@pytest.mark.e2e
 def test_features_are_the_trunk_output_of_every_image_in_every_flip():
     model, _ = _tiny_model()
     trunk = model.get_layer(TRUNK_NAME)
