@@ -16,8 +16,7 @@ from pydicom.uid import RLELossless
 from components.mammo_example_gen.executor import QUARANTINE_FILE
 from mammo_tfx import cli, synth
 from pipeline.sources import DataSource
-from tests.conftest import write_dicom_file
-from tests.test_example_gen import run_executor
+from tests.conftest import run_executor, write_dicom_file
 
 pytestmark = pytest.mark.e2e  # MammoExampleGen on Beam reading a GCS emulator
 

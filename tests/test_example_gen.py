@@ -10,45 +10,13 @@ import shutil
 import numpy as np
 import pytest
 import tensorflow as tf
-from tfx.proto import example_gen_pb2
-from tfx.types import standard_artifacts
-from tfx.utils import proto_utils
 
-from components.mammo_example_gen.artifacts import QuarantineReport
 from components.mammo_example_gen.executor import (
-    QUARANTINE_FILE, REPORTS_DIR_KEY, SUMMARY_FILE, Executor, assign_split, encode_custom_config,
-    read_quarantine_rows, split_of_patient)
+    QUARANTINE_FILE, SUMMARY_FILE, assign_split, read_quarantine_rows, split_of_patient)
 from mammo_tfx import synth
-from mammo_tfx.ingest.options import IngestOptions
-from pipeline.config import BeamConfig, SplitConfig
-from pipeline.pipeline import output_config
-from pipeline.sources import DataSource, write_manifest
-from tests.conftest import rewrite_dicom_tags, write_dicom_file
-
-OPTIONS = IngestOptions(height=96, width=80, patient_salt="test-salt")
-SPLITS = SplitConfig(train=6, eval=2, test=2)
-
-
-def run_executor(sources, out_dir, options=OPTIONS, splits=SPLITS, reports_dir=None):
-    manifest_dir = os.path.join(out_dir, "manifest")
-    write_manifest(sources, manifest_dir)
-    examples, quarantine = standard_artifacts.Examples(), QuarantineReport()
-    examples.uri, quarantine.uri = os.path.join(out_dir, "examples"), os.path.join(out_dir, "quarantine")
-    os.makedirs(quarantine.uri)
-    exec_properties = {
-        "input_base": manifest_dir,
-        "input_config": proto_utils.proto_to_json(example_gen_pb2.Input(
-            splits=[example_gen_pb2.Input.Split(name="all", pattern="sources.json")])),
-        "output_config": proto_utils.proto_to_json(output_config(splits)),
-        "custom_config": proto_utils.proto_to_json(encode_custom_config(options)),
-        "output_data_format": example_gen_pb2.FORMAT_TF_EXAMPLE,
-        "output_file_format": example_gen_pb2.FORMAT_TFRECORDS_GZIP,
-        REPORTS_DIR_KEY: reports_dir,
-    }
-    beam_args = BeamConfig(direct_running_mode="in_memory", direct_num_workers=1).pipeline_args()
-    Executor(Executor.Context(beam_pipeline_args=beam_args, tmp_dir=os.path.join(out_dir, "tmp"))).Do(
-        {}, {"examples": [examples], "quarantine": [quarantine]}, exec_properties)
-    return examples, quarantine
+from pipeline.sources import DataSource
+from tests.conftest import (EXAMPLE_GEN_OPTIONS, EXAMPLE_GEN_SPLITS, rewrite_dicom_tags, run_executor,
+                            write_dicom_file)
 
 
 def read_split(examples_uri, split):
@@ -143,7 +111,7 @@ def test_splits_are_grouped_by_patient_and_keep_the_dataset_test_split(ingested)
 
 
 def test_split_assignment_is_deterministic_and_weighted():
-    buckets = SPLITS.buckets()
+    buckets = EXAMPLE_GEN_SPLITS.buckets()
     keys = [f"patient-{i}" for i in range(2000)]
     first = [assign_split(k, buckets) for k in keys]
     assert first == [assign_split(k, buckets) for k in keys]
@@ -184,7 +152,7 @@ def test_an_oversize_header_and_a_slow_record_are_quarantined_and_the_others_ing
     # Deliberately slow: 12 MP of ASCII PGM (a format the folder layout takes by content) parse in about 2 s, four
     # times the limit below; the small DICOMs take milliseconds.
     (root / "neg" / "slow").write_bytes(b"P2\n4000 3000\n255\n" + b"7 " * (4000 * 3000))
-    options = dataclasses.replace(OPTIONS, record_timeout_s=0.5)
+    options = dataclasses.replace(EXAMPLE_GEN_OPTIONS, record_timeout_s=0.5)
     examples, quarantine = run_executor([DataSource.parse(f"folder={root}")], str(tmp_path / "out"), options)
     with open(os.path.join(quarantine.uri, QUARANTINE_FILE)) as f:
         reasons = {row["record"]: row["reason"] for row in csv.DictReader(f)}

@@ -23,7 +23,7 @@ from mammo_tfx.predict import (CSV_COLUMNS, OVERLAY_LONG_SIDE, exit_code, predic
                                read_model_geometry, run_predict, write_predictions_csv)
 from mammo_tfx.predict_overlay import HeatmapGeometry, heatmap_extent, write_heatmap_overlay
 from mammo_tfx.serving.tiny_model import export_tiny_model
-from tests.test_trainer_support import encode_png16, export_untrained_whole_image_model
+from tests.conftest import encode_png16, export_untrained_whole_image_model
 
 WORKING_SIZE = (128, 96)  # rows, cols; a multiple of the tiny trunk's stride 8
 REAL_VERSION, OLD_VERSION, INCOMPLETE_VERSION = 2, 1, 3

@@ -18,7 +18,7 @@ import tensorflow as tf
 from mammo_tfx.serving.limits import ImageLimits
 from mammo_tfx.serving.signatures import (DEFAULT_SIGNATURE, EXAMPLES_INPUT, EXAMPLES_SIGNATURE, HEATMAP_SIGNATURE,
                                           IMAGE_BYTES_INPUT)
-from tests.test_trainer_support import encode_png16, export_untrained_whole_image_model, toy_whole_image
+from tests.conftest import encode_png16, export_untrained_whole_image_model, toy_whole_image
 from trainer_module.inputs import transform_images
 from trainer_module.model_io import IMAGE_LIMITS_INFO_KEY, read_model_info
 from trainer_module.preprocessing import IMAGE_PNG_KEY

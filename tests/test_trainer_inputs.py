@@ -12,7 +12,6 @@ import tensorflow_transform as tft
 from tfx.components.util import tfxio_utils
 from tfx.types import artifact_utils, standard_artifacts
 
-from tests.test_trainer_support import toy_data  # noqa: F401
 from trainer_module import inputs
 from trainer_module.augmentation import augment_images, batch_balance_weights
 from trainer_module.backbones import backbone_spec
@@ -41,7 +40,7 @@ class _DataAccessor:
 
 
 @pytest.mark.e2e
-def test_training_batches_are_transformed_augmented_and_balanced(toy_data):  # noqa: F811
+def test_training_batches_are_transformed_augmented_and_balanced(toy_data):
     output = tft.TFTransformOutput(toy_data["transform_graph"])
     hparams = patch_hparams("tiny")
     dataset = inputs.tfrecord_input_fn(_split(toy_data["patches"], "train"), output,
@@ -54,7 +53,7 @@ def test_training_batches_are_transformed_augmented_and_balanced(toy_data):  # n
 
 
 @pytest.mark.e2e
-def test_tfx_and_tfrecord_sources_give_the_same_evaluation_batches(toy_data):  # noqa: F811
+def test_tfx_and_tfrecord_sources_give_the_same_evaluation_batches(toy_data):
     output = tft.TFTransformOutput(toy_data["transform_graph"])
     hparams = image_hparams("tiny")
     spec = inputs.whole_image_example_spec(hparams.image_size)
@@ -71,7 +70,7 @@ def test_tfx_and_tfrecord_sources_give_the_same_evaluation_batches(toy_data):  #
 
 
 @pytest.mark.e2e
-def test_wrong_image_size_and_label_range_are_clear_errors(toy_data):  # noqa: F811
+def test_wrong_image_size_and_label_range_are_clear_errors(toy_data):
     output = tft.TFTransformOutput(toy_data["transform_graph"])
     hparams = image_hparams("tiny")
     files = _split(toy_data["images"], "eval")
@@ -116,7 +115,7 @@ def test_batch_balance_weights_are_inverse_class_frequency_with_mean_one():
 
 
 @pytest.mark.e2e
-def test_loss_goes_down_on_the_toy_patch_problem(toy_data):  # noqa: F811
+def test_loss_goes_down_on_the_toy_patch_problem(toy_data):
     tf.random.set_seed(7)
     output = tft.TFTransformOutput(toy_data["transform_graph"])
     hparams = dataclasses.replace(patch_hparams("tiny"), augmentation=AugmentationConfig())

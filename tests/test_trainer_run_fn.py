@@ -14,8 +14,7 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.types import standard_component_specs as specs
 from tfx.utils import json_utils, proto_utils
 
-from tests.test_trainer_support import (IMAGE_COLS, IMAGE_ROWS, encode_png16, toy_data,  # noqa: F401
-                                        toy_whole_image, whole_image_example)
+from tests.conftest import IMAGE_COLS, IMAGE_ROWS, encode_png16, toy_whole_image, whole_image_example
 from mammo_tfx.serving.signatures import EXAMPLES_INPUT, EXAMPLES_SIGNATURE, HEATMAP_SIGNATURE, IMAGE_BYTES_INPUT
 from trainer_module.export import patch_heatmap
 from trainer_module.inputs import transform_images
@@ -56,7 +55,7 @@ def run_trainer(run_fn: str, examples_uri: str, transform_dir: str, output_dir: 
 
 
 @pytest.fixture(scope="module")
-def trained(toy_data, tmp_path_factory):  # noqa: F811
+def trained(toy_data, tmp_path_factory):
     root = str(tmp_path_factory.mktemp("trainer_runs"))
     patch_dir, patch_run = run_trainer(
         "trainer_module.patch_trainer.run_fn", toy_data["patches"], toy_data["transform_graph"],
@@ -164,7 +163,7 @@ def test_heatmap_uses_the_original_patch_classifier(trained):
     assert not any(id(variable) in whole_image_variables for variable in loaded.patch_model.variables)
 
 
-def test_init_from_a_previous_export_fine_tunes_that_model(trained, toy_data):  # noqa: F811
+def test_init_from_a_previous_export_fine_tunes_that_model(trained, toy_data):
     no_training = [{"scope": "new_layers", "learning_rate": 1e-3, "epochs": 0}]
     image_dir, _ = run_trainer(
         "trainer_module.image_trainer.run_fn", toy_data["images"], toy_data["transform_graph"],
@@ -177,7 +176,7 @@ def test_init_from_a_previous_export_fine_tunes_that_model(trained, toy_data):  
     np.testing.assert_allclose(after["probability"].numpy(), before["probability"].numpy(), rtol=1e-5)
 
 
-def test_image_run_fn_trains_the_new_layers_on_cached_trunk_features(trained, toy_data):  # noqa: F811
+def test_image_run_fn_trains_the_new_layers_on_cached_trunk_features(trained, toy_data):
     cached_step = [{"scope": "new_layers", "learning_rate": 1e-2, "epochs": 2, "steps_per_epoch": 5}]
     image_dir, image_run = run_trainer(
         "trainer_module.image_trainer.run_fn", toy_data["images"], toy_data["transform_graph"],
@@ -199,7 +198,7 @@ def test_image_run_fn_trains_the_new_layers_on_cached_trunk_features(trained, to
     assert np.all((outputs["probability"].numpy() >= 0) & (outputs["probability"].numpy() <= 1))
 
 
-def test_whole_image_trainer_requires_the_patch_model(toy_data, tmp_path):  # noqa: F811
+def test_whole_image_trainer_requires_the_patch_model(toy_data, tmp_path):
     with pytest.raises(ValueError, match="base_model"):
         run_trainer("trainer_module.image_trainer.run_fn", toy_data["images"], toy_data["transform_graph"],
                     str(tmp_path), {"preset": "tiny"})

@@ -10,7 +10,6 @@ import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from tests.test_trainer_support import toy_data  # noqa: F401
 from trainer_module import inputs
 from trainer_module.backbones import TRUNK_NAME, backbone_spec
 from trainer_module.hparams import AugmentationConfig, TrainingStep, TrainScope, image_hparams, patch_hparams
@@ -69,7 +68,7 @@ def test_features_are_the_trunk_output_of_every_image_in_every_flip():
 
 
 @pytest.mark.e2e
-def test_a_cached_new_layers_step_trains_the_head_and_leaves_the_trunk(toy_data):  # noqa: F811
+def test_a_cached_new_layers_step_trains_the_head_and_leaves_the_trunk(toy_data):
     tf.random.set_seed(3)
     model, hparams = _tiny_model(cache_trunk_features=True, batch_size=8)
     output = tft.TFTransformOutput(toy_data["transform_graph"])
