@@ -53,6 +53,7 @@ def run_example_gen(folder: str, out_dir: str, workers: int, height: int, width:
 
     from components.mammo_example_gen.artifacts import QuarantineReport
     from components.mammo_example_gen.executor import Executor, encode_custom_config
+    from mammo_tfx import names
     from mammo_tfx.ingest.options import IngestOptions
     from pipeline.config import BeamConfig, SplitConfig
     from pipeline.pipeline import output_config
@@ -69,7 +70,7 @@ def run_example_gen(folder: str, out_dir: str, workers: int, height: int, width:
     exec_properties = {
         "input_base": manifest_dir,
         "input_config": proto_utils.proto_to_json(example_gen_pb2.Input(
-            splits=[example_gen_pb2.Input.Split(name="all", pattern="sources.json")])),
+            splits=[example_gen_pb2.Input.Split(name="all", pattern=names.SOURCES_MANIFEST_FILE)])),
         "output_config": proto_utils.proto_to_json(output_config(SplitConfig())),
         "custom_config": proto_utils.proto_to_json(encode_custom_config(IngestOptions(height=height, width=width))),
         "output_data_format": example_gen_pb2.FORMAT_TF_EXAMPLE,

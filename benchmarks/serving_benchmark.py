@@ -27,6 +27,7 @@ from typing import Callable, List, Sequence  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from mammo_tfx import names  # noqa: E402
 from mammo_tfx.serving import ModelServer  # noqa: E402
 from mammo_tfx.serving.repository import list_complete_versions  # noqa: E402
 from mammo_tfx.serving.rest_client import RestClient, images_request  # noqa: E402
@@ -92,7 +93,7 @@ def measure(mode: str, clients: int, total_requests: int, make_caller: Callable[
 def run(base_path: str, model_name: str, images: Sequence[bytes], total_requests: int,
         concurrency_levels: Sequence[int], warmup_requests: int) -> List[Measurement]:
     version = list_complete_versions(base_path)[-1]
-    signature = tf.saved_model.load(os.path.join(base_path, str(version))).signatures["serving_default"]
+    signature = tf.saved_model.load(os.path.join(base_path, str(version))).signatures[names.DEFAULT_SIGNATURE]
     image_tensors = [tf.constant([image]) for image in images]
     bodies = [images_request([image]) for image in images]
     measurements = []

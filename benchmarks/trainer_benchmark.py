@@ -41,8 +41,10 @@ import tf_keras  # noqa: E402
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
+from mammo_tfx import names  # noqa: E402
 from pipeline.outputs import latest_output_uri, open_store  # noqa: E402
 from trainer_module import inputs  # noqa: E402
+from trainer_module.backbones import TRUNK_NAME  # noqa: E402
 from trainer_module.hparams import TrainingStep, TrainScope, image_hparams, patch_hparams  # noqa: E402
 from trainer_module.patch_model import build_patch_model  # noqa: E402
 from trainer_module.schedule import compile_for_step  # noqa: E402
@@ -142,7 +144,7 @@ def training_throughput(artifacts: RunArtifacts, steps: int, repeats: int) -> Li
     patch = patch_hparams("demo")
     patch_model = build_patch_model(patch)
     image = image_hparams("demo")
-    image_model = build_whole_image_model(patch_model.get_layer("trunk"), image)
+    image_model = build_whole_image_model(patch_model.get_layer(TRUNK_NAME), image)
     return [
         _train_split_throughput("1 (patches, demo)", "patches/s", patch_model, artifacts.patches,
                                 inputs.patch_example_spec(patch.patch_size), patch, tf_transform_output, steps,
@@ -184,10 +186,8 @@ def production_png(rows: int, cols: int) -> bytes:
 
 
 def serving_latency(artifacts: RunArtifacts, calls: int) -> Tuple[Latency, Tuple[int, int]]:
-    from mammo_tfx.serving.signatures import DEFAULT_SIGNATURE, IMAGE_BYTES_INPUT
     from trainer_module.export import export_whole_image_model
     from trainer_module.inputs import transform_images
-    from trainer_module.preprocessing import IMAGE_PNG_KEY
     from trainer_module.whole_image_model import MALIGNANT_IMAGE_CLASS
 
     patch = patch_hparams("production")
@@ -195,27 +195,27 @@ def serving_latency(artifacts: RunArtifacts, calls: int) -> Tuple[Latency, Tuple
     rows, cols = image.image_size
     tf_transform_output = tft.TFTransformOutput(artifacts.transform_graph)
     patch_model = build_patch_model(patch)
-    model = build_whole_image_model(patch_model.get_layer("trunk"), image)
+    model = build_whole_image_model(patch_model.get_layer(TRUNK_NAME), image)
     heatmap_patch_model = build_patch_model(patch)
     png = production_png(rows, cols)
     with tempfile.TemporaryDirectory(prefix="trainer-bench-") as export_dir:
         export_whole_image_model(model, heatmap_patch_model, image, patch, tf_transform_output, export_dir)
-        serve = tf.saved_model.load(export_dir).signatures[DEFAULT_SIGNATURE]
+        serve = tf.saved_model.load(export_dir).signatures[names.DEFAULT_SIGNATURE]
         request = tf.constant([png])
 
         # The bare model gets the input already decoded and normalised by the same Transform layer.
         tft_layer = tf_transform_output.transform_features_layer()
-        raw_spec = tf_transform_output.raw_feature_spec()[IMAGE_PNG_KEY]
+        raw_spec = tf_transform_output.raw_feature_spec()[names.IMAGE_PNG]
         raw = tf.constant([[png]]) if list(getattr(raw_spec, "shape", [])) == [1] else tf.constant([png])
         normalised = transform_images(tft_layer, raw)
         flips = tf.concat([normalised, tf.reverse(normalised, [2]), tf.reverse(normalised, [1]),
                            tf.reverse(normalised, [1, 2])], axis=0)
         forward = tf.function(lambda batch: model(batch, training=False))
 
-        served = serve(**{IMAGE_BYTES_INPUT: request})
+        served = serve(**{names.IMAGE_BYTES_INPUT: request})
         bare = tf.reduce_mean(forward(flips)[:, MALIGNANT_IMAGE_CLASS])
-        difference = abs(float(served["probability"][0]) - float(bare))
-        serving_s = _timed_calls(lambda: serve(**{IMAGE_BYTES_INPUT: request})["probability"].numpy(), calls)
+        difference = abs(float(served[names.PROBABILITY][0]) - float(bare))
+        serving_s = _timed_calls(lambda: serve(**{names.IMAGE_BYTES_INPUT: request})[names.PROBABILITY].numpy(), calls)
         bare_s = _timed_calls(lambda: forward(flips).numpy(), calls)
     return Latency(serving_s, bare_s, difference), (rows, cols)
 

@@ -5,7 +5,7 @@ from typing import Sequence
 
 import tensorflow as tf
 
-IMAGE_PNG_FEATURE = "image_png"
+from mammo_tfx import names
 
 
 def first_image_png(file_patterns: Sequence[str]) -> bytes:
@@ -13,5 +13,5 @@ def first_image_png(file_patterns: Sequence[str]) -> bytes:
     warm-up request or a sample to query a served model with)."""
     files = sorted(f for pattern in file_patterns for f in tf.io.gfile.glob(pattern))
     for record in tf.data.TFRecordDataset(files, compression_type="GZIP").take(1):
-        return tf.train.Example.FromString(record.numpy()).features.feature[IMAGE_PNG_FEATURE].bytes_list.value[0]
+        return tf.train.Example.FromString(record.numpy()).features.feature[names.IMAGE_PNG].bytes_list.value[0]
     raise ValueError(f"no example in the files {list(file_patterns)}")

@@ -38,6 +38,7 @@ from pipeline.config import BeamConfig, SplitConfig
 from pipeline.pipeline import output_config
 from pipeline.sources import DataSource, write_manifest
 from trainer_module import hparams as hp
+from trainer_module.backbones import TRUNK_NAME
 from trainer_module.export import export_whole_image_model
 from trainer_module.patch_model import PATCH_HEAD_NAME, build_patch_model
 from trainer_module.preprocessing import preprocessing_fn
@@ -283,7 +284,7 @@ def export_untrained_whole_image_model(work_dir: str, export_dir: str, working_s
     tf.random.set_seed(7)
     patch_hparams = hp.patch_hparams("tiny")
     image_hparams = dataclasses.replace(hp.image_hparams("tiny"), image_size=working_size)
-    trunk = build_patch_model(patch_hparams).get_layer("trunk")
+    trunk = build_patch_model(patch_hparams).get_layer(TRUNK_NAME)
     whole_image_model = build_whole_image_model(trunk, image_hparams)
     patch_model = build_patch_model(patch_hparams)
     _shrink_head(whole_image_model.get_layer(IMAGE_HEAD_NAME))

@@ -17,6 +17,7 @@ from tfx.types import artifact_utils, standard_artifacts
 
 from components.patch_sampler import PatchSampler
 from components.patch_sampler import executor as patch_executor
+from mammo_tfx import names
 from mammo_tfx.patches import PatchSamplingOptions
 from mammo_tfx.patches.box_sums import pad_for_patches
 from mammo_tfx.patches.classes import (BACKGROUND, CALC_BENIGN, CALC_MALIGNANT, CLASS_NAMES,
@@ -148,7 +149,7 @@ def test_executor_writes_patch_examples_and_counts(tmp_path, scans, caplog) -> N
                  "mass_benign": 0, "scans": 1, "failed_scans": 0},
     }
     assert "scan scan-c: image_png is not a readable PNG" in caplog.text
-    with open(os.path.join(patches.uri, patch_executor.PATCH_COUNTS_FILE)) as handle:
+    with open(os.path.join(patches.uri, names.PATCH_COUNTS_FILE)) as handle:
         assert json.load(handle) == expected
     assert artifact_utils.decode_split_names(patches.split_names) == ["train", "eval"]
     assert patches.get_int_custom_property("train_mass_benign") == 3
@@ -216,7 +217,7 @@ def test_missing_split_or_an_all_failing_split_stops_the_run(tmp_path) -> None:
 def test_progress_line_flags_a_split_without_lesion_patches(tmp_path) -> None:
     counts = {split: patch_executor.complete_tally({"background": 4, "scans": 2}) for split in ("train", "eval")}
     counts["eval"]["mass_benign"] = 3
-    with open(tmp_path / patch_executor.PATCH_COUNTS_FILE, "w") as handle:
+    with open(tmp_path / names.PATCH_COUNTS_FILE, "w") as handle:
         json.dump(counts, handle)
     line = SUMMARISERS["PatchSampler"]({"patches": metadata_store_pb2.Artifact(uri=str(tmp_path))})
     assert line.startswith("train: background 4 calc_malignant 0")

@@ -26,6 +26,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras
 
+from mammo_tfx import names
 from mammo_tfx.serving.limits import ImageLimits
 from mammo_tfx.serving.signatures import (DEFAULT_SIGNATURE, EXAMPLES_INPUT, EXAMPLES_SIGNATURE, HEATMAP_SIGNATURE,
                                          IMAGE_BYTES_INPUT)
@@ -35,7 +36,6 @@ from trainer_module.image_decoding import as_raw_feature, batch_to_working_png
 from trainer_module.inputs import transform_images
 from trainer_module.model_io import save_keras_copy
 from trainer_module.patch_model import MALIGNANT_PATCH_CLASSES, PATCH_HEAD_NAME
-from trainer_module.preprocessing import IMAGE_PNG_KEY
 from trainer_module.whole_image_model import MALIGNANT_IMAGE_CLASS
 
 
@@ -83,7 +83,7 @@ class _ServingModule(tf.Module):
                  image_limits: ImageLimits) -> None:
         super().__init__()
         self.tft_layer = tf_transform_output.transform_features_layer()
-        self._image_png_spec = tf_transform_output.raw_feature_spec()[IMAGE_PNG_KEY]
+        self._image_png_spec = tf_transform_output.raw_feature_spec()[names.IMAGE_PNG]
         self._rows, self._cols = rows, cols
         self._image_limits = image_limits
 
@@ -94,8 +94,8 @@ class _ServingModule(tf.Module):
     def images_from_examples(self, examples: tf.Tensor) -> tf.Tensor:
         # Exactly one image per example, then the path of encoded images: no example reaches the trunk unchecked or
         # at another size than the working size.
-        features = tf.io.parse_example(examples, {IMAGE_PNG_KEY: tf.io.FixedLenFeature([], tf.string)})
-        return self.images_from_bytes(features[IMAGE_PNG_KEY])
+        features = tf.io.parse_example(examples, {names.IMAGE_PNG: tf.io.FixedLenFeature([], tf.string)})
+        return self.images_from_bytes(features[names.IMAGE_PNG])
 
 
 def _bytes_spec() -> tf.TensorSpec:

@@ -19,13 +19,11 @@ import tensorflow_transform as tft
 from tensorflow_transform.tf_metadata import schema_utils
 from tfx_bsl.public import tfxio
 
+from mammo_tfx import names
 from trainer_module import runtime
 from trainer_module.augmentation import augment_images, batch_balance_weights
 from trainer_module.hparams import TrainingConfig
-from trainer_module.preprocessing import IMAGE_PNG_KEY, dense_image
-
-WHOLE_IMAGE_LABEL_KEY = "label"
-PATCH_LABEL_KEY = "patch_class"
+from trainer_module.preprocessing import dense_image
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,30 +36,30 @@ class ExampleSpec:
 
 
 def patch_example_spec(patch_size: int) -> ExampleSpec:
-    return ExampleSpec(PATCH_LABEL_KEY, 5, (patch_size, patch_size))
+    return ExampleSpec(names.PATCH_CLASS, 5, (patch_size, patch_size))
 
 
 def whole_image_example_spec(image_size: Sequence[int]) -> ExampleSpec:
-    return ExampleSpec(WHOLE_IMAGE_LABEL_KEY, 2, (int(image_size[0]), int(image_size[1])))
+    return ExampleSpec(names.LABEL, 2, (int(image_size[0]), int(image_size[1])))
 
 
 def raw_feature_spec(tf_transform_output: tft.TFTransformOutput, label_key: str) -> dict[str, Any]:
     """Parsing spec: `image_png` exactly as the Transform graph expects it, plus the int64 label."""
     transform_spec = tf_transform_output.raw_feature_spec()
-    if IMAGE_PNG_KEY not in transform_spec:
-        raise ValueError(f"the Transform graph has no raw feature {IMAGE_PNG_KEY!r}; it has {sorted(transform_spec)}")
-    return {IMAGE_PNG_KEY: transform_spec[IMAGE_PNG_KEY], label_key: tf.io.FixedLenFeature([], tf.int64)}
+    if names.IMAGE_PNG not in transform_spec:
+        raise ValueError(f"the Transform graph has no raw feature {names.IMAGE_PNG!r}; it has {sorted(transform_spec)}")
+    return {names.IMAGE_PNG: transform_spec[names.IMAGE_PNG], label_key: tf.io.FixedLenFeature([], tf.int64)}
 
 
 def transform_images(tft_layer: Callable, image_png: Any) -> tf.Tensor:
     """Runs the Transform layer on raw `image_png` values (shaped as the raw spec says) and returns
     the dense float32 [B, H, W, 1] images."""
-    return dense_image(tft_layer({IMAGE_PNG_KEY: image_png}))
+    return dense_image(tft_layer({names.IMAGE_PNG: image_png}))
 
 
 def _model_batch(features: dict, labels: tf.Tensor, tft_layer: Callable, spec: ExampleSpec,
                  source: str) -> tuple[tf.Tensor, tf.Tensor]:
-    images = transform_images(tft_layer, features[IMAGE_PNG_KEY])
+    images = transform_images(tft_layer, features[names.IMAGE_PNG])
     rows, cols = spec.image_size
     size_ok = tf.debugging.assert_equal(
         tf.shape(images)[1:3], tf.constant([rows, cols]),

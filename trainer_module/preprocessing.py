@@ -23,8 +23,7 @@ from typing import Any, Mapping, Optional, Union
 import tensorflow as tf
 import tensorflow_transform as tft
 
-IMAGE_PNG_KEY = "image_png"
-IMAGE_KEY = "image"
+from mammo_tfx import names
 
 # 16-bit full range -> 0-255, the seed's x0.003891.
 DEFAULT_RESCALE = 255.0 / 65535.0
@@ -85,7 +84,7 @@ def _png_bytes_vector(image_png: TensorLike) -> tf.Tensor:
     if rank == 2 and image_png.shape[1] in (1, None):
         return image_png[:, 0]
     raise ValueError(
-        f"'{IMAGE_PNG_KEY}' must be a [batch] or [batch, 1] string feature, got shape "
+        f"'{names.IMAGE_PNG}' must be a [batch] or [batch, 1] string feature, got shape "
         f"{image_png.shape}")
 
 
@@ -140,20 +139,20 @@ def preprocessing_fn(
 
     Returns {'image': RaggedTensor float32 of logical shape [B, H, W, 1]} (see module docstring).
     """
-    if IMAGE_PNG_KEY not in inputs:
+    if names.IMAGE_PNG not in inputs:
         raise KeyError(
-            f"preprocessing_fn needs the '{IMAGE_PNG_KEY}' feature; got {sorted(inputs)}")
+            f"preprocessing_fn needs the '{names.IMAGE_PNG}' feature; got {sorted(inputs)}")
     options = TransformOptions.from_dict(custom_config)
-    images = scaled_images(inputs[IMAGE_PNG_KEY], options)
+    images = scaled_images(inputs[names.IMAGE_PNG], options)
     featurewise_mean = tft.mean(images, name="featurewise_pixel_mean")
     centred = images - featurewise_mean
-    return {IMAGE_KEY: tf.RaggedTensor.from_tensor(centred, ragged_rank=2)}
+    return {names.TRANSFORMED_IMAGE: tf.RaggedTensor.from_tensor(centred, ragged_rank=2)}
 
 
 def dense_image(transformed: Mapping[str, TensorLike]) -> tf.Tensor:
     """The transformed image as a dense float32 [B, H, W, 1] tensor (from the TFT layer's output
     or from materialized transformed examples)."""
-    image = transformed[IMAGE_KEY]
+    image = transformed[names.TRANSFORMED_IMAGE]
     if isinstance(image, tf.RaggedTensor):
         image = image.to_tensor()
     return tf.ensure_shape(image, [None, None, None, 1])

@@ -26,6 +26,7 @@ from tfx import types
 from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
 
+from mammo_tfx import names
 from mammo_tfx.ingest.reasons import causes_block
 from mammo_tfx.patches import CLASS_NAMES, Patch, PatchSamplingOptions, is_malignant
 from mammo_tfx.patches import sample_scan_patches
@@ -35,7 +36,6 @@ PATCHES_KEY = "patches"
 SAMPLING_OPTIONS_KEY = "sampling_options"
 SPLITS_KEY = "splits"
 
-PATCH_COUNTS_FILE = "patch_counts.json"
 METRICS_NAMESPACE = "patch_sampler"
 _TFRECORD_PREFIX = "data_tfrecord"
 _TALLY_TAG = "tally"
@@ -85,20 +85,20 @@ def _decode_png(data: bytes, allowed_modes: tuple[str, ...], dtype: type, what: 
 def decode_scan(serialized: bytes) -> dict[str, Any]:
     """Scan example -> {'image', 'mask', 'image_key', 'dataset', 'mask_complete'}."""
     example = tf.train.Example.FromString(serialized)
-    image_key = _bytes_feature(example, "image_key", "<unknown>").decode("utf-8")
-    image = _decode_png(_bytes_feature(example, "image_png", image_key), _SIXTEEN_BIT_MODES,
-                        np.uint16, "image_png", image_key)
-    mask = _decode_png(_bytes_feature(example, "mask_png", image_key), ("L",), np.uint8,
-                       "mask_png", image_key)
+    image_key = _bytes_feature(example, names.IMAGE_KEY, "<unknown>").decode("utf-8")
+    image = _decode_png(_bytes_feature(example, names.IMAGE_PNG, image_key), _SIXTEEN_BIT_MODES,
+                        np.uint16, names.IMAGE_PNG, image_key)
+    mask = _decode_png(_bytes_feature(example, names.MASK_PNG, image_key), ("L",), np.uint8,
+                       names.MASK_PNG, image_key)
     if image.shape != mask.shape:
         raise ScanDecodeError(
-            f"scan {image_key}: image_png {image.shape} and mask_png {mask.shape} differ in size")
+            f"scan {image_key}: {names.IMAGE_PNG} {image.shape} and {names.MASK_PNG} {mask.shape} differ in size")
     return {
         "image": image,
         "mask": mask,
         "image_key": image_key,
-        "dataset": _bytes_feature(example, "dataset", image_key),
-        "mask_complete": _int_feature(example, "mask_complete", image_key) != 0,
+        "dataset": _bytes_feature(example, names.DATASET, image_key),
+        "mask_complete": _int_feature(example, names.MASK_COMPLETE, image_key) != 0,
     }
 
 
@@ -117,12 +117,12 @@ def patch_example(patch: Patch, image_key: str, dataset: bytes) -> tf.train.Exam
         return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
 
     return tf.train.Example(features=tf.train.Features(feature={
-        "image_png": bytes_feature(encode_png16(patch.pixels)),
-        "patch_class": int_feature(patch.patch_class),
-        "label": int_feature(int(is_malignant(patch.patch_class))),
-        "source_image_key": bytes_feature(image_key.encode("utf-8")),
-        "dataset": bytes_feature(dataset),
-        "overlap": tf.train.Feature(float_list=tf.train.FloatList(value=[patch.overlap])),
+        names.IMAGE_PNG: bytes_feature(encode_png16(patch.pixels)),
+        names.PATCH_CLASS: int_feature(patch.patch_class),
+        names.LABEL: int_feature(int(is_malignant(patch.patch_class))),
+        names.SOURCE_IMAGE_KEY: bytes_feature(image_key.encode("utf-8")),
+        names.DATASET: bytes_feature(dataset),
+        names.OVERLAP: tf.train.Feature(float_list=tf.train.FloatList(value=[patch.overlap])),
     }))
 
 
@@ -242,7 +242,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
 
     @staticmethod
     def _publish(patches: types.Artifact, counts: Mapping[str, Mapping[str, int]]) -> None:
-        _write_json(counts, os.path.join(patches.uri, PATCH_COUNTS_FILE))
+        _write_json(counts, os.path.join(patches.uri, names.PATCH_COUNTS_FILE))
         for split, split_counts in counts.items():
             for name, count in split_counts.items():
                 patches.set_int_custom_property(f"{split}_{name}", count)

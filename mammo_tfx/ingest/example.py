@@ -1,4 +1,4 @@
-"""tf.train.Example builder for one scan (feature keys and meanings: docs/contracts.md)."""
+"""tf.train.Example builder for one scan (feature keys: mammo_tfx/names.py; meanings: docs/contracts.md)."""
 from __future__ import annotations
 
 import io
@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 from PIL import Image
+
+from mammo_tfx import names
 
 
 @dataclass(frozen=True)
@@ -62,27 +64,27 @@ def build_example(scan: ScanFeatures, compress_level: int = 1) -> tf.train.Examp
         raise ValueError(f"image {scan.image.shape} and mask {scan.mask.shape} sizes differ")
     height, width = scan.image.shape
     features = {
-        "image_png": _bytes(encode_png(scan.image, compress_level)),
-        "mask_png": _bytes(encode_png(scan.mask, compress_level)),
-        "label": _ints(scan.label),
-        "abnormality_type": _bytes(scan.abnormality_type),
-        "pathology": _bytes(scan.pathology),
-        "dataset": _bytes(scan.dataset),
-        "density": _ints(scan.density),
-        "view": _bytes(scan.view),
-        "laterality": _bytes(scan.laterality),
-        "patient_key": _bytes(scan.patient_key),
-        "image_key": _bytes(scan.image_key),
-        "source_split": _bytes(scan.source_split),
-        "height": _ints(height),
-        "width": _ints(width),
-        "original_height": _ints(scan.original_shape[0]),
-        "original_width": _ints(scan.original_shape[1]),
-        "pixel_spacing_mm": _floats(*scan.pixel_spacing_mm),
-        "content_box": _ints(*scan.content_box),
-        "resize_mode": _bytes(scan.resize_mode),
-        "bits_stored": _ints(scan.bits_stored),
-        "mask_resized": _ints(scan.mask_resized),
-        "mask_complete": _ints(scan.mask_complete),
+        names.IMAGE_PNG: _bytes(encode_png(scan.image, compress_level)),
+        names.MASK_PNG: _bytes(encode_png(scan.mask, compress_level)),
+        names.LABEL: _ints(scan.label),
+        names.ABNORMALITY_TYPE: _bytes(scan.abnormality_type),
+        names.PATHOLOGY: _bytes(scan.pathology),
+        names.DATASET: _bytes(scan.dataset),
+        names.DENSITY: _ints(scan.density),
+        names.VIEW: _bytes(scan.view),
+        names.LATERALITY: _bytes(scan.laterality),
+        names.PATIENT_KEY: _bytes(scan.patient_key),
+        names.IMAGE_KEY: _bytes(scan.image_key),
+        names.SOURCE_SPLIT: _bytes(scan.source_split),
+        names.HEIGHT: _ints(height),
+        names.WIDTH: _ints(width),
+        names.ORIGINAL_HEIGHT: _ints(scan.original_shape[0]),
+        names.ORIGINAL_WIDTH: _ints(scan.original_shape[1]),
+        names.PIXEL_SPACING_MM: _floats(*scan.pixel_spacing_mm),
+        names.CONTENT_BOX: _ints(*scan.content_box),
+        names.RESIZE_MODE: _bytes(scan.resize_mode),
+        names.BITS_STORED: _ints(scan.bits_stored),
+        names.MASK_RESIZED: _ints(scan.mask_resized),
+        names.MASK_COMPLETE: _ints(scan.mask_complete),
     }
     return tf.train.Example(features=tf.train.Features(feature=features))

@@ -16,7 +16,7 @@ import tensorflow as tf
 from google.protobuf.message import DecodeError
 from PIL import Image
 
-from mammo_tfx.example_files import IMAGE_PNG_FEATURE
+from mammo_tfx import names
 from mammo_tfx.serving.errors import InvalidArgument
 
 ACCEPTED_IMAGE_FORMATS = frozenset({"PNG", "JPEG"})
@@ -108,9 +108,9 @@ def check_example_images(serialized: bytes, limits: ImageLimits) -> None:
         example = tf.train.Example.FromString(serialized)
     except DecodeError as error:
         raise InvalidArgument(f"not a serialized tf.Example: {error}") from error
-    feature = example.features.feature.get(IMAGE_PNG_FEATURE)
+    feature = example.features.feature.get(names.IMAGE_PNG)
     if feature is None:
-        raise InvalidArgument(f"the tf.Example has no '{IMAGE_PNG_FEATURE}' feature")
+        raise InvalidArgument(f"the tf.Example has no '{names.IMAGE_PNG}' feature")
     for image in feature.bytes_list.value:
         check_image(image, limits)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from mammo_tfx.example_files import IMAGE_PNG_FEATURE
+from mammo_tfx import names
 from mammo_tfx.serving.signatures import (DEFAULT_SIGNATURE, EXAMPLES_INPUT, EXAMPLES_SIGNATURE, HEATMAP_SIGNATURE,
                                           IMAGE_BYTES_INPUT)
 
@@ -49,8 +49,8 @@ class _TinyScreeningModel(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
     def serving_examples(self, examples: tf.Tensor) -> dict:
-        features = tf.io.parse_example(examples, {IMAGE_PNG_FEATURE: tf.io.FixedLenFeature([], tf.string)})
-        return self._probabilities(features[IMAGE_PNG_FEATURE])
+        features = tf.io.parse_example(examples, {names.IMAGE_PNG: tf.io.FixedLenFeature([], tf.string)})
+        return self._probabilities(features[names.IMAGE_PNG])
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=IMAGE_BYTES_INPUT)])
     def heatmap(self, image_bytes: tf.Tensor) -> dict:
