@@ -175,8 +175,8 @@ def _failures_path(tally_dir: str, split: str) -> str:
 
 def complete_tally(tally: Mapping[str, int]) -> dict[str, int]:
     """Every class and scan counter present (zeros for classes without patches)."""
-    names = [*CLASS_NAMES.values(), SCANS, FAILED_SCANS]
-    return {name: int(tally.get(name, 0)) for name in names}
+    counters = [*CLASS_NAMES.values(), SCANS, FAILED_SCANS]
+    return {name: int(tally.get(name, 0)) for name in counters}
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):
