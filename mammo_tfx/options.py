@@ -50,7 +50,7 @@ class Options:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values: nested options as dicts, tuples as lists, enums as their values."""
-        return {field.name: _json_value(getattr(self, field.name)) for field in dataclasses.fields(self)}
+        return _json_value(self)
 
     @classmethod
     def from_dict(cls: Type[_T], values: Mapping[str, Any]) -> _T:

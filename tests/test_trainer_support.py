@@ -20,7 +20,7 @@ import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
 
 from mammo_tfx.serving.limits import ImageLimits
-from trainer_module import hparams as hp
+from pipeline.config import load_config
 from trainer_module.export import export_whole_image_model
 from trainer_module.patch_model import PATCH_HEAD_NAME, build_patch_model
 from trainer_module.preprocessing import preprocessing_fn
@@ -135,8 +135,8 @@ def export_untrained_whole_image_model(work_dir: str, export_dir: str, working_s
     os.makedirs(transform_dir)
     tf_transform_output = build_transform_output(transform_dir, whole_image_examples(8, 1, *working_size))
     tf.random.set_seed(7)
-    patch_hparams = hp.patch_hparams("tiny")
-    image_hparams = dataclasses.replace(hp.image_hparams("tiny"), image_size=working_size)
+    patch_hparams = load_config("test").patch_training
+    image_hparams = dataclasses.replace(load_config("test").image_training, image_size=working_size)
     trunk = build_patch_model(patch_hparams).get_layer("trunk")
     whole_image_model = build_whole_image_model(trunk, image_hparams)
     patch_model = build_patch_model(patch_hparams)
