@@ -34,7 +34,7 @@ class LocalRunLayout:
 
 
 def _beam_dag_runner() -> Any:
-    from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner
+    from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner  # loaded only for runs that choose it
 
     return BeamDagRunner()
 

@@ -31,7 +31,7 @@ class PatchSamplingOptions(Options):
     patch_size: int = 224
     n_lesion_patches: int = 10
     n_background_patches: int = 10
-    n_hard_negatives: int = 5  # half the background patches, as the seed's S30 (the S10 value is undocumented)
+    n_hard_negatives: int = 5  # half the background patches, as the seed's default 15 of 30 (S10's is undocumented)
     pos_cutoff: float = 0.9
     pos_cutoff_step: float = 0.05
     min_pos_cutoff: float = 0.5
