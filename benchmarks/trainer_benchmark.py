@@ -42,10 +42,11 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
 from mammo_tfx import names  # noqa: E402
+from pipeline.config import load_config  # noqa: E402
 from pipeline.outputs import latest_output_uri, open_store  # noqa: E402
 from trainer_module import inputs  # noqa: E402
 from trainer_module.backbones import TRUNK_NAME  # noqa: E402
-from trainer_module.hparams import TrainingStep, TrainScope, image_hparams, patch_hparams  # noqa: E402
+from trainer_module.hparams import ImageHParams, PatchHParams, TrainingStep, TrainScope  # noqa: E402
 from trainer_module.patch_model import build_patch_model  # noqa: E402
 from trainer_module.schedule import compile_for_step  # noqa: E402
 from trainer_module.whole_image_model import build_whole_image_model  # noqa: E402
@@ -141,9 +142,9 @@ def _train_split_throughput(stage: str, unit: str, model, examples_uri: str, spe
 
 def training_throughput(artifacts: RunArtifacts, steps: int, repeats: int) -> List[Throughput]:
     tf_transform_output = tft.TFTransformOutput(artifacts.transform_graph)
-    patch = patch_hparams("demo")
+    patch = load_config("demo").patch_training
     patch_model = build_patch_model(patch)
-    image = image_hparams("demo")
+    image = load_config("demo").image_training
     image_model = build_whole_image_model(patch_model.get_layer(TRUNK_NAME), image)
     return [
         _train_split_throughput("1 (patches, demo)", "patches/s", patch_model, artifacts.patches,
@@ -190,8 +191,8 @@ def serving_latency(artifacts: RunArtifacts, calls: int) -> Tuple[Latency, Tuple
     from trainer_module.inputs import transform_images
     from trainer_module.whole_image_model import MALIGNANT_IMAGE_CLASS
 
-    patch = patch_hparams("production")
-    image = image_hparams("production")
+    patch = PatchHParams()
+    image = ImageHParams()
     rows, cols = image.image_size
     tf_transform_output = tft.TFTransformOutput(artifacts.transform_graph)
     patch_model = build_patch_model(patch)

@@ -99,6 +99,15 @@ def _print_evaluation(outputs, out_dir: str, model_name: str) -> None:
         print("  pushed model:      none (the model was not blessed; see the gate results above)")
 
 
+def _local_orchestrator(name: str) -> str:
+    """argparse type of --orchestrator: a name of pipeline/runners.py's LOCAL_ORCHESTRATORS."""
+    from pipeline.runners import LOCAL_ORCHESTRATORS  # here, not at the top: it loads TFX
+
+    if name not in LOCAL_ORCHESTRATORS:
+        raise argparse.ArgumentTypeError(f"choose one of {sorted(LOCAL_ORCHESTRATORS)}")
+    return name
+
+
 def _run_and_report(config, sources, out_dir: str, orchestrator: str = "local") -> int:
     from components.mammo_example_gen.executor import describe_paths, read_quarantine_rows
     from mammo_tfx.ingest.reasons import format_reason_groups, group_reasons
@@ -248,8 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser.add_argument("--profile", default="demo")
     run_parser.add_argument("--data", action="append", required=True, metavar="LAYOUT=ROOT", help=DATA_HELP)
     run_parser.add_argument("--out", required=True, help="output folder (pipeline root, metadata, manifest)")
-    run_parser.add_argument("--orchestrator", choices=["local", "beam"], default="local",
-                            help="LocalDagRunner (default) or BeamDagRunner; for Kubeflow use compile-kfp")
+    run_parser.add_argument("--orchestrator", type=_local_orchestrator, default="local",
+                            help="local (LocalDagRunner, the default) or beam (BeamDagRunner); for Kubeflow use "
+                                 "compile-kfp")
     add_config_args(run_parser)
     run_parser.set_defaults(func=_cmd_run)
 

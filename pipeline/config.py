@@ -1,12 +1,13 @@
 """One typed configuration for the whole pipeline, with named profiles.
 
 A profile is a complete `PipelineConfig`; users change it with a YAML file and/or `--set section.key=value`
-overrides. Unknown keys are errors, values are checked against the field types.
+overrides (the rule of mammo_tfx/options.py: unknown keys are errors, values are checked against the field
+types). The profiles below hold every value in which a profile differs from the defaults, which are the seed
+method's values (production); docs/training.md says why the demo and test values are what they are.
 """
 from __future__ import annotations
 
 import dataclasses
-import enum
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
@@ -14,11 +15,12 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 import yaml
 
 from mammo_tfx.ingest.options import DEFAULT_PATIENT_SALT, IngestOptions
+from mammo_tfx.options import override
 from mammo_tfx.patches.options import PatchSamplingOptions
 from mammo_tfx.serving.limits import RequestLimits
 from pipeline.evaluation import EvaluationConfig
 from pipeline.paths import SETUP_FILE
-from trainer_module.hparams import ImageHParams, PatchHParams, image_hparams, patch_hparams
+from trainer_module.hparams import ImageHParams, PatchHParams, TopBlockSpec, TrainingStep, TrainScope
 from trainer_module.preprocessing import TransformOptions
 
 PATIENT_SALT_ENV = "MAMMO_TFX_PATIENT_SALT"
@@ -105,7 +107,7 @@ class PipelineConfig:
     beam: BeamConfig = field(default_factory=BeamConfig)
     kubeflow: KubeflowConfig = field(default_factory=KubeflowConfig)
     transform: TransformOptions = field(default_factory=TransformOptions)
-    patches: PatchSamplingOptions = field(default_factory=lambda: PatchSamplingOptions.preset("S10"))
+    patches: PatchSamplingOptions = field(default_factory=PatchSamplingOptions)
     patch_training: PatchHParams = field(default_factory=PatchHParams)
     image_training: ImageHParams = field(default_factory=ImageHParams)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
@@ -135,40 +137,66 @@ class PipelineConfig:
 
 
 def _demo() -> PipelineConfig:
-    # 288x224 is the seed's geometry at 1/4 scale (56-pixel patches); the small backbone keeps it to minutes on CPU.
+    # 288x224 is the seed's geometry at 1/4 scale (56-pixel patches); the small backbone keeps it to minutes on CPU
+    # (docs/training.md, "Demo profile").
     return PipelineConfig(
         profile="demo",
         ingest=IngestOptions(height=288, width=224),
         splits=SplitConfig(train=6, eval=2, test=2),
-        patches=PatchSamplingOptions.preset("S10", patch_size=56),
-        patch_training=patch_hparams("demo"),
-        image_training=image_hparams("demo"),
+        patches=PatchSamplingOptions(patch_size=56),
+        # A random-init trunk: every step trains all layers, the rate falls so BatchNorm statistics catch up.
+        patch_training=PatchHParams(
+            backbone="small", small_backbone_widths=(16, 32, 64),
+            head_border_cells=2,  # pool only the 3x3 cells that see no padding (heatmap AUC 0.75 -> 0.91)
+            schedule=(TrainingStep(TrainScope.ALL, 1e-3, 12),
+                      TrainingStep(TrainScope.ALL, 3e-4, 4),
+                      TrainingStep(TrainScope.ALL, 1e-4, 2)),
+            steps_per_epoch=30, shuffle_buffer=512),
+        # Narrow top blocks need thousands of updates: the frozen-trunk step trains on cached trunk features.
+        image_training=ImageHParams(
+            batch_size=8, weight_decay=1e-4,
+            top_block=TopBlockSpec(depths=(32, 32), repetitions=(1, 1)),
+            schedule=(TrainingStep(TrainScope.NEW_LAYERS, 1e-3, 30, steps_per_epoch=130),
+                      TrainingStep(TrainScope.ALL, 1e-4, 3)),
+            steps_per_epoch=20, shuffle_buffer=64, cache_trunk_features=True),
         # Demo test splits are small: no bootstrap intervals (minutes of TFMA time), smaller slices still count.
         evaluation=EvaluationConfig(compute_confidence_intervals=False, min_slice_size=10, min_examples_per_class=3),
     )
 
 
 def _production() -> PipelineConfig:
-    # Seed hyper-parameters (trainer_module/hparams.py). Steps per epoch cover a CBIS-DDSM-sized training split
-    # (about 2,500 scans: ~55,000 S10 patches at batch 32; 2,500 scans at batch 4); set them to your data.
+    # The defaults are the seed's hyper-parameters. Steps per epoch cover a CBIS-DDSM-sized training split (about
+    # 2,500 scans: ~55,000 S10 patches at batch 32; 2,500 scans at batch 4); set them to your data.
     return PipelineConfig(
         profile="production",
         ingest=IngestOptions(height=1152, width=896),
         kubeflow=KubeflowConfig(trainer_gpu_count=1, trainer_cpu_limit=8.0, trainer_memory_limit_gb=32.0),
-        patch_training=dataclasses.replace(patch_hparams("production"), steps_per_epoch=1700, mixed_precision=True),
-        image_training=dataclasses.replace(image_hparams("production"), steps_per_epoch=600, mixed_precision=True),
+        patch_training=PatchHParams(steps_per_epoch=1700, mixed_precision=True),
+        image_training=ImageHParams(steps_per_epoch=600, mixed_precision=True),
     )
 
 
 def _test() -> PipelineConfig:
+    # A few steps of tiny models on 64x48 scans and 32-pixel patches: the test profile checks mechanics.
     return PipelineConfig(
         profile="test",
         ingest=IngestOptions(height=64, width=48),
         splits=SplitConfig(train=6, eval=2, test=2),
         beam=BeamConfig(direct_running_mode="in_memory", direct_num_workers=1),
-        patches=PatchSamplingOptions.preset("S1", patch_size=32, n_background_patches=2),
-        patch_training=patch_hparams("tiny"),
-        image_training=image_hparams("tiny"),
+        # The seed's S1 set (one centred patch per lesion), with two background patches.
+        patches=PatchSamplingOptions(patch_size=32, n_lesion_patches=1, n_background_patches=2, n_hard_negatives=0,
+                                     centre_first_lesion_patch=True),
+        patch_training=PatchHParams(
+            backbone="small", small_backbone_widths=(4, 8, 8), batch_size=8,
+            schedule=(TrainingStep(TrainScope.NEW_LAYERS, 1e-2, 1),
+                      TrainingStep(TrainScope.TOP_OF_TRUNK, 1e-2, 1),
+                      TrainingStep(TrainScope.ALL, 1e-3, 1)),
+            steps_per_epoch=2, shuffle_buffer=16),
+        image_training=ImageHParams(
+            top_block=TopBlockSpec(depths=(8, 8), repetitions=(1, 1)),
+            schedule=(TrainingStep(TrainScope.NEW_LAYERS, 1e-2, 1),
+                      TrainingStep(TrainScope.ALL, 1e-3, 1)),
+            steps_per_epoch=2, early_stopping_patience=None, shuffle_buffer=16),
         # The tiny model learns little in a few steps; the test profile checks mechanics, and the gate tests check
         # blessing with models of known quality.
         evaluation=EvaluationConfig(compute_confidence_intervals=False, min_overall_auc=0.0, min_dataset_auc={},
@@ -178,71 +206,12 @@ def _test() -> PipelineConfig:
 
 # Keys that follow other keys; overriding them directly is an error that names the key to set instead.
 DERIVED_KEYS = {
+    "profile": "the profile chosen (load_config's profile, the CLI's --profile)",
     "image_training.image_size": "ingest.height / ingest.width",
     "patch_training.patch_size": "patches.patch_size",
 }
 
 PROFILES: Dict[str, Callable[[], PipelineConfig]] = {"demo": _demo, "production": _production, "test": _test}
-
-
-def _coerce(value: Any, current: Any, path: str) -> Any:
-    """Checks/converts an override value to the type of the field it replaces."""
-    if isinstance(current, enum.Enum):
-        try:
-            return type(current)(value)
-        except ValueError:
-            raise ValueError(f"{path}: expected one of {[e.value for e in type(current)]}, got {value!r}") from None
-    if isinstance(current, bool):
-        if isinstance(value, bool):
-            return value
-        raise ValueError(f"{path}: expected true/false, got {value!r}")
-    if isinstance(current, int):
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ValueError(f"{path}: expected an integer, got {value!r}")
-    if isinstance(current, float):
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ValueError(f"{path}: expected a number, got {value!r}")
-    if isinstance(current, str):
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise ValueError(f"{path}: expected a string, got {value!r}")
-    if isinstance(current, dict):
-        if not isinstance(value, Mapping):
-            raise ValueError(f"{path}: expected a mapping, got {value!r}")
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()):
-            raise ValueError(f"{path}: expected numbers as values, got {value!r}")
-        return {str(k): float(v) for k, v in value.items()}
-    if isinstance(current, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{path}: expected a list, got {value!r}")
-        if current and hasattr(current[0], "from_dict"):  # e.g. a training schedule: a list of step mappings
-            return tuple(type(current[0]).from_dict(item) for item in value)
-        return tuple(value)
-    if current is None:
-        # Optional fields (e.g. init_from, steps_per_epoch) take the value as given; the dataclass validates it.
-        return value
-    raise ValueError(f"{path}: cannot override a value of type {type(current).__name__}")
-
-
-def _apply(obj: Any, changes: Mapping[str, Any], prefix: str = "") -> Any:
-    names = {f.name for f in dataclasses.fields(obj)}
-    updates = {}
-    for key, value in changes.items():
-        path = f"{prefix}{key}"
-        if key not in names or key == "profile":
-            raise KeyError(f"unknown configuration key {path!r}; known: {sorted(n for n in names if n != 'profile')}")
-        if path in DERIVED_KEYS:
-            raise KeyError(f"configuration key {path!r} follows {DERIVED_KEYS[path]}; set that instead")
-        current = getattr(obj, key)
-        if dataclasses.is_dataclass(current):
-            if not isinstance(value, Mapping):
-                raise ValueError(f"{path}: expected a mapping of its keys, got {value!r}")
-            updates[key] = _apply(current, value, path + ".")
-        else:
-            updates[key] = _coerce(value, current, path)
-    return dataclasses.replace(obj, **updates)
 
 
 def parse_set_overrides(assignments: List[str]) -> Dict[str, Any]:
@@ -272,9 +241,9 @@ def load_config(
             from_file = yaml.safe_load(f) or {}
         if not isinstance(from_file, Mapping):
             raise ValueError(f"{config_file}: expected a mapping of configuration sections")
-        config = _apply(config, from_file)
+        config = override(config, from_file, DERIVED_KEYS)
     if overrides:
-        config = _apply(config, parse_set_overrides(overrides))
+        config = override(config, parse_set_overrides(overrides), DERIVED_KEYS)
     salt = os.environ.get(PATIENT_SALT_ENV)
     if salt:
         # The salt is a secret: it comes from the environment rather than a file checked into a repository.

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
-from typing import Sequence, Tuple
+from typing import Any, Callable, Dict, Sequence, Tuple
 
 from tfx import v1 as tfx
 
@@ -33,19 +33,24 @@ class LocalRunLayout:
         return os.path.join(self.out_dir, "metadata.sqlite")
 
 
+def _beam_dag_runner() -> Any:
+    from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner  # loaded only for runs that choose it
+
+    return BeamDagRunner()
+
+
 # Orchestrators that run the pipeline on this machine (Kubeflow compiles it instead: pipeline/kubeflow.py).
 # "local" runs components one after another in this process; "beam" schedules them as a Beam pipeline.
-LOCAL_ORCHESTRATORS = ("local", "beam")
+LOCAL_ORCHESTRATORS: Dict[str, Callable[[], Any]] = {
+    "local": tfx.orchestration.LocalDagRunner,
+    "beam": _beam_dag_runner,
+}
 
 
-def _orchestrator(name: str):
-    if name == "local":
-        return tfx.orchestration.LocalDagRunner()
-    if name == "beam":
-        from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner
-
-        return BeamDagRunner()
-    raise ValueError(f"unknown orchestrator {name!r}; choose one of {LOCAL_ORCHESTRATORS}")
+def _orchestrator(name: str) -> Any:
+    if name not in LOCAL_ORCHESTRATORS:
+        raise ValueError(f"unknown orchestrator {name!r}; choose one of {sorted(LOCAL_ORCHESTRATORS)}")
+    return LOCAL_ORCHESTRATORS[name]()
 
 
 def run_local(
@@ -56,13 +61,14 @@ def run_local(
 
     Prints a line per component start/end unless `show_progress` is False; returns the per-component record
     either way (also when a component fails, through the exception's `progress` attribute)."""
+    runner = _orchestrator(orchestrator)  # an unknown name fails before anything is written
     layout = LocalRunLayout(os.path.abspath(out_dir))
     write_manifest(sources, layout.manifest_dir)
     stream = sys.stdout if show_progress else open(os.devnull, "w")
     watcher = ProgressWatcher(layout.metadata_path, stream=stream)
     try:
         with watcher:
-            _orchestrator(orchestrator).run(
+            runner.run(
                 create_pipeline(config, layout.manifest_dir, layout.pipeline_root, layout.metadata_path))
     except Exception as error:
         error.progress = watcher.progress  # type: ignore[attr-defined]

@@ -34,10 +34,9 @@ from components.mammo_example_gen.artifacts import QuarantineReport
 from mammo_tfx import names
 from mammo_tfx.ingest.options import IngestOptions
 from mammo_tfx.serving.limits import ImageLimits
-from pipeline.config import BeamConfig, SplitConfig
+from pipeline.config import BeamConfig, SplitConfig, load_config
 from pipeline.pipeline import output_config
 from pipeline.sources import DataSource, write_manifest
-from trainer_module import hparams as hp
 from trainer_module.backbones import TRUNK_NAME
 from trainer_module.export import export_whole_image_model
 from trainer_module.patch_model import PATCH_HEAD_NAME, build_patch_model
@@ -282,8 +281,8 @@ def export_untrained_whole_image_model(work_dir: str, export_dir: str, working_s
     os.makedirs(transform_dir)
     tf_transform_output = build_transform_output(transform_dir, whole_image_examples(8, 1, *working_size))
     tf.random.set_seed(7)
-    patch_hparams = hp.patch_hparams("tiny")
-    image_hparams = dataclasses.replace(hp.image_hparams("tiny"), image_size=working_size)
+    patch_hparams = load_config("test").patch_training
+    image_hparams = dataclasses.replace(load_config("test").image_training, image_size=working_size)
     trunk = build_patch_model(patch_hparams).get_layer(TRUNK_NAME)
     whole_image_model = build_whole_image_model(trunk, image_hparams)
     patch_model = build_patch_model(patch_hparams)

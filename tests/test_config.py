@@ -1,5 +1,6 @@
 """The typed configuration: profiles, YAML and --set overrides, strict keys and types."""
 import json
+import re
 
 import pytest
 
@@ -37,10 +38,16 @@ def test_yaml_file_then_set_overrides(tmp_path):
     assert config.splits.train == 3
 
 
-@pytest.mark.parametrize("override", ["ingest.heigth=10", "nosuchsection.x=1", "profile=production"])
-def test_unknown_keys_are_errors(override):
-    with pytest.raises(KeyError, match="unknown configuration key"):
+@pytest.mark.parametrize("override, key", [("ingest.heigth=10", "ingest.heigth"),
+                                           ("nosuchsection.x=1", "nosuchsection")])
+def test_unknown_keys_are_errors(override, key):
+    with pytest.raises(KeyError, match=rf"Unknown \w+ keys \[{re.escape(repr(key))}\]; expected a subset of"):
         load_config("demo", overrides=[override])
+
+
+def test_the_profile_name_is_not_a_key_to_set():
+    with pytest.raises(KeyError, match="configuration key 'profile' follows the profile chosen"):
+        load_config("demo", overrides=["profile=production"])
 
 
 @pytest.mark.parametrize("override", ["ingest.height=tall", "enable_cache=3", "splits=4"])

@@ -31,8 +31,8 @@ from components.model_gate import GateSettings
 from components.model_gate import executor as gate_executor
 from mammo_tfx.serving.limits import ImageLimits
 from mammo_tfx.serving.repository import list_complete_versions
+from pipeline.config import load_config
 from pipeline.evaluation import EvaluationConfig, build_eval_config
-from trainer_module.hparams import patch_hparams
 from trainer_module.model_io import save_keras_copy
 
 SPLIT = "test"
@@ -421,7 +421,7 @@ def test_model_card_lists_the_input_limits_the_export_records(tmp_path):
     model = _artifact(standard_artifacts.Model, str(tmp_path / "model"), 7)
     assert card_executor.export_input_limits(model) is None  # a model trainer_module did not export
     keras_model = tf.keras.Sequential([tf.keras.layers.Dense(1, input_shape=(2,))])
-    save_keras_copy(keras_model, os.path.join(model.uri, "Format-Serving"), patch_hparams("tiny"),
+    save_keras_copy(keras_model, os.path.join(model.uri, "Format-Serving"), load_config("test").patch_training,
                     ImageLimits(max_side=4096))
     limits = card_executor.export_input_limits(model)
     assert limits == {"max_bytes": 32 * 1024 * 1024, "max_pixels": 40_000_000, "max_side": 4096}

@@ -187,7 +187,7 @@ def test_executor_writes_patch_examples_and_counts(tmp_path, scans, caplog) -> N
 
 def test_component_serialises_its_parameters() -> None:
     examples = types.Channel(type=standard_artifacts.Examples)
-    options = PatchSamplingOptions.preset("S10", patch_size=56)
+    options = PatchSamplingOptions(patch_size=56)
     sampler = PatchSampler(examples=examples, sampling_options=options, splits=["train"])
     assert PatchSamplingOptions.from_json(sampler.exec_properties["sampling_options"]) == options
     assert json.loads(sampler.exec_properties["splits"]) == ["train"]

@@ -25,19 +25,15 @@ def _ellipse_scan(height: int, width: int, seed: int = 0) -> np.ndarray:
     return np.where(inside, 20000 + texture, 0).clip(0, 65535).astype(np.uint16)
 
 
-def test_presets_and_options_round_trip() -> None:
-    s10 = PatchSamplingOptions.preset("S10")
+def test_defaults_are_the_seed_s10_set_and_options_round_trip() -> None:
+    s10 = PatchSamplingOptions()
     assert (s10.patch_size, s10.n_lesion_patches, s10.n_background_patches) == (224, 10, 10)
+    assert (s10.n_hard_negatives, s10.centre_first_lesion_patch) == (5, False)
     assert (s10.pos_cutoff, s10.neg_cutoff) == (0.9, 0.35)
-    s1 = PatchSamplingOptions.preset("S1")
-    assert (s1.n_lesion_patches, s1.n_background_patches, s1.centre_first_lesion_patch) == (1, 1, True)
-    s30 = PatchSamplingOptions.preset("S30", patch_size=56)
-    assert (s30.n_lesion_patches, s30.patch_size) == (30, 56)
+    s30 = PatchSamplingOptions(patch_size=56, n_lesion_patches=30, n_background_patches=30, n_hard_negatives=15)
     assert PatchSamplingOptions.from_json(s30.to_json()) == s30
     assert PatchSamplingOptions.from_dict(s10.to_dict()) == s10
-    with pytest.raises(ValueError, match="Unknown patch preset"):
-        PatchSamplingOptions.preset("S5")
-    with pytest.raises(ValueError, match="Unknown PatchSamplingOptions keys"):
+    with pytest.raises(ValueError, match=r"Unknown PatchSamplingOptions keys \['patchsize'\]"):
         PatchSamplingOptions.from_dict({"patchsize": 3})
     with pytest.raises(ValueError, match="n_hard_negatives"):
         PatchSamplingOptions(n_background_patches=2, n_hard_negatives=3)
@@ -174,7 +170,8 @@ def test_s1_centres_the_lesion_patch_on_the_centroid() -> None:
     image = _ellipse_scan(64, 48)
     mask = np.zeros(image.shape, np.uint8)
     mask[20:25, 10:17] = MASS_BENIGN
-    options = PatchSamplingOptions.preset("S1", patch_size=12)
+    options = PatchSamplingOptions(patch_size=12, n_lesion_patches=1, n_background_patches=1, n_hard_negatives=0,
+                                   centre_first_lesion_patch=True)  # the seed's S1 set
     lesion_patches = [p for p in sample_scan_patches(image, mask, "s1", options) if p.kind == LESION]
     assert [patch.centre for patch in lesion_patches] == [(22, 13)]
 

@@ -12,13 +12,14 @@ import tensorflow_transform as tft
 from tfx.components.util import tfxio_utils
 from tfx.types import artifact_utils, standard_artifacts
 
+from pipeline.config import load_config
 from trainer_module import inputs
 from trainer_module.augmentation import augment_images, batch_balance_weights
 from trainer_module.backbones import backbone_spec
-from trainer_module.hparams import AugmentationConfig, TrainingStep, TrainScope, image_hparams, patch_hparams
+from trainer_module.hparams import AugmentationConfig, TrainingStep, TrainScope
 from trainer_module.patch_model import build_patch_model
 from trainer_module.patch_trainer import patch_metrics
-from trainer_module.schedule import compile_for_step, run_schedule
+from trainer_module.schedule import FitTarget, compile_for_step, run_schedule
 
 
 def _split(uri: str, split: str) -> list[str]:
@@ -42,7 +43,7 @@ class _DataAccessor:
 @pytest.mark.e2e
 def test_training_batches_are_transformed_augmented_and_balanced(toy_data):
     output = tft.TFTransformOutput(toy_data["transform_graph"])
-    hparams = patch_hparams("tiny")
+    hparams = load_config("test").patch_training
     dataset = inputs.tfrecord_input_fn(_split(toy_data["patches"], "train"), output,
                                        inputs.patch_example_spec(32), hparams, training=True)
     images, labels, weights = next(iter(dataset))
@@ -55,7 +56,7 @@ def test_training_batches_are_transformed_augmented_and_balanced(toy_data):
 @pytest.mark.e2e
 def test_tfx_and_tfrecord_sources_give_the_same_evaluation_batches(toy_data):
     output = tft.TFTransformOutput(toy_data["transform_graph"])
-    hparams = image_hparams("tiny")
+    hparams = load_config("test").image_training
     spec = inputs.whole_image_example_spec(hparams.image_size)
     files = _split(toy_data["images"], "eval")
     from_tfx = list(inputs.tfx_input_fn(files, _DataAccessor(toy_data["images"]), output, spec, hparams,
@@ -72,7 +73,7 @@ def test_tfx_and_tfrecord_sources_give_the_same_evaluation_batches(toy_data):
 @pytest.mark.e2e
 def test_wrong_image_size_and_label_range_are_clear_errors(toy_data):
     output = tft.TFTransformOutput(toy_data["transform_graph"])
-    hparams = image_hparams("tiny")
+    hparams = load_config("test").image_training
     files = _split(toy_data["images"], "eval")
     wrong_size = inputs.tfrecord_input_fn(files, output, inputs.whole_image_example_spec((60, 48)), hparams, False)
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"Split-eval.*expected 60x48"):
@@ -118,7 +119,7 @@ def test_batch_balance_weights_are_inverse_class_frequency_with_mean_one():
 def test_loss_goes_down_on_the_toy_patch_problem(toy_data):
     tf.random.set_seed(7)
     output = tft.TFTransformOutput(toy_data["transform_graph"])
-    hparams = dataclasses.replace(patch_hparams("tiny"), augmentation=AugmentationConfig())
+    hparams = dataclasses.replace(load_config("test").patch_training, augmentation=AugmentationConfig())
     spec = inputs.patch_example_spec(32)
     train = inputs.tfrecord_input_fn(_split(toy_data["patches"], "train"), output, spec, hparams, training=True)
     evaluation = inputs.tfrecord_input_fn(_split(toy_data["patches"], "eval"), output, spec, hparams,
@@ -127,9 +128,9 @@ def test_loss_goes_down_on_the_toy_patch_problem(toy_data):
     steps = (TrainingStep(TrainScope.ALL, 3e-3, 4),)
     compile_for_step(model, steps[0], patch_metrics)
     loss_before = model.evaluate(evaluation, verbose=0, return_dict=True)["loss"]
-    results = run_schedule(model, backbone_spec("small", hparams.small_backbone_widths), steps,
-                           hparams.weight_decay, train, evaluation, steps_per_epoch=5,
-                           metrics_factory=patch_metrics, best_model_monitor="val_accuracy")
+    results = run_schedule(FitTarget(model, train, evaluation), backbone_spec("small", hparams.small_backbone_widths),
+                           dataclasses.replace(hparams, schedule=steps), steps_per_epoch=5,
+                           metrics_factory=patch_metrics)
     assert results[0].epochs_run == 4
     assert min(results[0].history["val_loss"]) < loss_before
     assert results[0].history["loss"][-1] < results[0].history["loss"][0]

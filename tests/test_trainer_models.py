@@ -4,16 +4,17 @@ import dataclasses
 import numpy as np
 import pytest
 
+from pipeline.config import load_config
 from trainer_module.backbones import backbone_spec, build_trunk
 from trainer_module.export import heatmap_window, patch_heatmap
-from trainer_module.hparams import TopBlockSpec, TrainScope, image_hparams, patch_hparams
+from trainer_module.hparams import ImageHParams, PatchHParams, TopBlockSpec, TrainScope
 from trainer_module.patch_model import PATCH_HEAD_NAME, build_patch_model
 from trainer_module.schedule import set_trainable_scope, set_weight_decay, trainable_layer_names
 from trainer_module.whole_image_model import IMAGE_HEAD_NAME, build_whole_image_model
 
 
 def tiny_patch_model(dropout: float = 0.0):
-    return build_patch_model(dataclasses.replace(patch_hparams("tiny"), dropout=dropout))
+    return build_patch_model(dataclasses.replace(load_config("test").patch_training, dropout=dropout))
 
 
 def test_patch_and_whole_image_models_have_the_expected_outputs():
@@ -23,7 +24,7 @@ def test_patch_and_whole_image_models_have_the_expected_outputs():
     assert probabilities.shape == (3, 5)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
 
-    image_model = build_whole_image_model(patch_model.get_layer("trunk"), image_hparams("tiny"))
+    image_model = build_whole_image_model(patch_model.get_layer("trunk"), load_config("test").image_training)
     images = np.random.default_rng(1).normal(size=(2, 64, 48, 1)).astype("float32")
     assert image_model(images).shape == (2, 2)
     # Small trunk of stride 8: 64x48 -> 8x6, then each resnet top stage halves.
@@ -36,7 +37,7 @@ def test_patch_and_whole_image_models_have_the_expected_outputs():
 def test_paper_geometry_resnet50_top_blocks_at_1152x896():
     trunk = build_trunk("resnet50")
     assert trunk.output_shape == (None, None, None, 2048)
-    model = build_whole_image_model(trunk, image_hparams("production"))
+    model = build_whole_image_model(trunk, ImageHParams())
     assert model.get_layer("top1_unit2_out").output_shape == (None, 18, 14, 1024)
     assert model.get_layer("top2_unit2_out").output_shape == (None, 9, 7, 1024)
     assert model.get_layer("top1_unit1_0_conv").strides == (2, 2)  # projection shortcut, stride 2
@@ -44,7 +45,7 @@ def test_paper_geometry_resnet50_top_blocks_at_1152x896():
 
 
 def test_vgg16_trunk_with_vgg_512x1_top():
-    hparams = dataclasses.replace(image_hparams("production"), image_size=(128, 96),
+    hparams = dataclasses.replace(ImageHParams(), image_size=(128, 96),
                                   top_block=TopBlockSpec("vgg", (512, 512), (1, 1)))
     model = build_whole_image_model(build_trunk("vgg16"), hparams)
     assert model.get_layer("trunk").output_shape[-1] == 512
@@ -67,7 +68,7 @@ def test_patch_schedule_trains_head_then_top_of_trunk_then_all_by_name():
 
 
 def test_resnet50_top_of_trunk_starts_at_conv5_block1():
-    model = build_patch_model(patch_hparams("production"))
+    model = build_patch_model(PatchHParams())
     set_trainable_scope(model, TrainScope.TOP_OF_TRUNK, backbone_spec("resnet50"))
     trunk_names = trainable_layer_names(model) - {PATCH_HEAD_NAME}
     assert "conv5_block1_1_conv" in trunk_names and "conv5_block3_3_bn" in trunk_names
@@ -77,7 +78,7 @@ def test_resnet50_top_of_trunk_starts_at_conv5_block1():
 
 def test_whole_image_new_layers_step_freezes_the_trunk():
     patch_model = tiny_patch_model()
-    model = build_whole_image_model(patch_model.get_layer("trunk"), image_hparams("tiny"))
+    model = build_whole_image_model(patch_model.get_layer("trunk"), load_config("test").image_training)
     spec = backbone_spec("small", (4, 8, 8))
     set_trainable_scope(model, TrainScope.NEW_LAYERS, spec)
     names = trainable_layer_names(model)
@@ -100,7 +101,7 @@ def test_frozen_batch_norm_runs_in_inference_mode():
 def test_weight_decay_is_reset_on_the_new_layers_only():
     model = tiny_patch_model()
     before = float(sum(model.losses))
-    set_weight_decay(model, 10 * patch_hparams("tiny").weight_decay)
+    set_weight_decay(model, 10 * load_config("test").patch_training.weight_decay)
     assert float(sum(model.losses)) == pytest.approx(10 * before, rel=1e-5)
     assert all(layer.kernel_regularizer is None for layer in model.get_layer("trunk").layers
                if hasattr(layer, "kernel_regularizer"))
@@ -114,12 +115,12 @@ def test_missing_local_weights_file_is_a_clear_error(tmp_path):
         build_trunk("vgg16", "imagenet")
 
 
-def test_demo_preset_keeps_the_paper_geometry_at_quarter_scale():
-    patch = patch_hparams("demo")
-    assert heatmap_window(patch_hparams("production")) == 7
+def test_demo_profile_keeps_the_paper_geometry_at_quarter_scale():
+    patch = load_config("demo").patch_training
+    assert heatmap_window(PatchHParams()) == 7
     # The demo head pools the central 3x3 of the 7x7 cells of a 56-px patch (see head_border_cells).
     assert heatmap_window(patch) == 3 and patch.head_border_cells == 2
-    model = build_whole_image_model(build_patch_model(patch).get_layer("trunk"), image_hparams("demo"))
+    model = build_whole_image_model(build_patch_model(patch).get_layer("trunk"), load_config("demo").image_training)
     assert model.get_layer("trunk").output_shape == (None, None, None, 64)
     assert model.get_layer("top1_unit1_out").output_shape == (None, 18, 14, 64)
     assert model.get_layer("top2_unit1_out").output_shape == (None, 9, 7, 64)
@@ -131,7 +132,7 @@ def test_with_the_head_border_cut_the_heatmap_equals_the_patch_classifier_on_eac
     # The small trunk's receptive field is 36 px at stride 8: with 2 border cells cut from the 7x7 cells of a
     # 56-px patch, the head sees no zero padding, so running it convolutionally over a whole image (the heatmap,
     # stage 2's trunk) computes exactly what it computed on the patch crops it was trained on.
-    hparams = dataclasses.replace(patch_hparams("tiny"), patch_size=56, head_border_cells=2)
+    hparams = dataclasses.replace(load_config("test").patch_training, patch_size=56, head_border_cells=2)
     model = build_patch_model(hparams)
     assert model.get_layer("patch_centre").output_shape == (None, 3, 3, 8)
     image = np.random.default_rng(3).normal(size=(1, 96, 80, 1)).astype("float32")
@@ -156,6 +157,6 @@ def test_with_the_head_border_cut_the_heatmap_equals_the_patch_classifier_on_eac
 
 def test_a_head_border_that_leaves_no_cell_is_refused():
     with pytest.raises(ValueError, match="leaves no cell"):
-        heatmap_window(dataclasses.replace(patch_hparams("demo"), head_border_cells=4))
+        heatmap_window(dataclasses.replace(load_config("demo").patch_training, head_border_cells=4))
     with pytest.raises(ValueError, match="head_border_cells must be >= 0"):
-        dataclasses.replace(patch_hparams("demo"), head_border_cells=-1)
+        dataclasses.replace(load_config("demo").patch_training, head_border_cells=-1)

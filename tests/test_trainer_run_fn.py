@@ -16,6 +16,7 @@ from tfx.utils import json_utils, proto_utils
 
 from tests.conftest import IMAGE_COLS, IMAGE_ROWS, encode_png16, toy_whole_image, whole_image_example
 from mammo_tfx.serving.signatures import EXAMPLES_INPUT, EXAMPLES_SIGNATURE, HEATMAP_SIGNATURE, IMAGE_BYTES_INPUT
+from pipeline.config import load_config
 from trainer_module.export import patch_heatmap
 from trainer_module.inputs import transform_images
 from trainer_module.model_io import load_patch_model, load_whole_image_model
@@ -54,15 +55,23 @@ def run_trainer(run_fn: str, examples_uri: str, transform_dir: str, output_dir: 
     return os.path.join(model_uri, "Format-Serving"), run_uri
 
 
+TEST_PROFILE = load_config("test")
+
+
+def _custom_config(hparams, **changes) -> dict:
+    """A Trainer's custom_config as the pipeline writes it: the test profile's hparams, with `changes`."""
+    return {"hparams": {**hparams.to_dict(), **changes}}
+
+
 @pytest.fixture(scope="module")
 def trained(toy_data, tmp_path_factory):
     root = str(tmp_path_factory.mktemp("trainer_runs"))
     patch_dir, patch_run = run_trainer(
         "trainer_module.patch_trainer.run_fn", toy_data["patches"], toy_data["transform_graph"],
-        os.path.join(root, "patch"), {"preset": "tiny"})
+        os.path.join(root, "patch"), _custom_config(TEST_PROFILE.patch_training))
     image_dir, image_run = run_trainer(
         "trainer_module.image_trainer.run_fn", toy_data["images"], toy_data["transform_graph"],
-        os.path.join(root, "image"), {"preset": "tiny", "hparams": {"steps_per_epoch": None}},
+        os.path.join(root, "image"), _custom_config(TEST_PROFILE.image_training, steps_per_epoch=None),
         base_model_uri=os.path.dirname(patch_dir))
     return {"patch_dir": patch_dir, "patch_run": patch_run, "image_dir": image_dir, "image_run": image_run,
             "root": root}
@@ -168,7 +177,7 @@ def test_init_from_a_previous_export_fine_tunes_that_model(trained, toy_data):
     image_dir, _ = run_trainer(
         "trainer_module.image_trainer.run_fn", toy_data["images"], toy_data["transform_graph"],
         os.path.join(trained["root"], "image_again"),
-        {"preset": "tiny", "hparams": {"init_from": trained["image_dir"], "schedule": no_training}},
+        _custom_config(TEST_PROFILE.image_training, init_from=trained["image_dir"], schedule=no_training),
         base_model_uri=os.path.dirname(trained["patch_dir"]))
     image_bytes = tf.constant([encode_png16(image) for image in _toy_images(3, seed=15)])
     before = tf.saved_model.load(trained["image_dir"]).signatures["serving_default"](image_bytes=image_bytes)
@@ -181,7 +190,7 @@ def test_image_run_fn_trains_the_new_layers_on_cached_trunk_features(trained, to
     image_dir, image_run = run_trainer(
         "trainer_module.image_trainer.run_fn", toy_data["images"], toy_data["transform_graph"],
         os.path.join(trained["root"], "image_cached"),
-        {"preset": "tiny", "hparams": {"cache_trunk_features": True, "schedule": cached_step}},
+        _custom_config(TEST_PROFILE.image_training, cache_trunk_features=True, schedule=cached_step),
         base_model_uri=os.path.dirname(trained["patch_dir"]))
     summary = _summary(image_run)
     assert [(step["scope"], step["epochs_run"]) for step in summary["steps"]] == [("new_layers", 2)]
@@ -201,7 +210,7 @@ def test_image_run_fn_trains_the_new_layers_on_cached_trunk_features(trained, to
 def test_whole_image_trainer_requires_the_patch_model(toy_data, tmp_path):
     with pytest.raises(ValueError, match="base_model"):
         run_trainer("trainer_module.image_trainer.run_fn", toy_data["images"], toy_data["transform_graph"],
-                    str(tmp_path), {"preset": "tiny"})
+                    str(tmp_path), _custom_config(TEST_PROFILE.image_training))
 
 
 def test_patch_heatmap_of_a_patch_sized_image_is_the_patch_classifier(trained):

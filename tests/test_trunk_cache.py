@@ -10,21 +10,22 @@ import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
 
+from pipeline.config import load_config
 from trainer_module import inputs
 from trainer_module.backbones import TRUNK_NAME, backbone_spec
-from trainer_module.hparams import AugmentationConfig, TrainingStep, TrainScope, image_hparams, patch_hparams
+from trainer_module.hparams import AugmentationConfig, TrainingStep, TrainScope
 from trainer_module.image_trainer import image_metrics
 from trainer_module.patch_model import build_patch_model
-from trainer_module.schedule import run_schedule, set_trainable_scope
+from trainer_module.schedule import FitTarget, run_schedule, set_trainable_scope
 from trainer_module.trunk_cache import CachedTrunkFeatures, compute_trunk_features, flip_variants
 from trainer_module.whole_image_model import build_whole_image_model, head_on_trunk_features
 
-SPEC = backbone_spec("small", patch_hparams("tiny").small_backbone_widths)
+SPEC = backbone_spec("small", load_config("test").patch_training.small_backbone_widths)
 
 
 def _tiny_model(**image_changes):
-    hparams = dataclasses.replace(image_hparams("tiny"), **image_changes)
-    trunk = build_patch_model(patch_hparams("tiny")).get_layer(TRUNK_NAME)
+    hparams = dataclasses.replace(load_config("test").image_training, **image_changes)
+    trunk = build_patch_model(load_config("test").patch_training).get_layer(TRUNK_NAME)
     return build_whole_image_model(trunk, hparams), hparams
 
 
@@ -47,7 +48,7 @@ def test_flip_variants_follow_the_augmentation():
     with pytest.raises(ValueError, match="flip-only"):
         flip_variants(AugmentationConfig(rotation_degrees=10.0))
     with pytest.raises(ValueError, match="flip-only"):
-        dataclasses.replace(image_hparams("tiny"), cache_trunk_features=True,
+        dataclasses.replace(load_config("test").image_training, cache_trunk_features=True,
                             augmentation=AugmentationConfig(zoom_range=(0.9, 1.1)))
 
 
@@ -85,8 +86,8 @@ def test_a_cached_new_layers_step_trains_the_head_and_leaves_the_trunk(toy_data)
     head_before = model.get_layer("image_classes").get_weights()[0].copy()
 
     steps = (TrainingStep(TrainScope.NEW_LAYERS, 1e-2, 4, steps_per_epoch=12),)
-    results = run_schedule(model, SPEC, steps, hparams.weight_decay, train, validation, steps_per_epoch=1,
-                           metrics_factory=image_metrics, best_model_monitor="val_auc",
+    results = run_schedule(FitTarget(model, train, validation), SPEC, dataclasses.replace(hparams, schedule=steps),
+                           steps_per_epoch=1, metrics_factory=image_metrics,
                            new_layers_target=cache.fit_target(head_on_trunk_features(model, hparams), hparams))
     assert results[0].epochs_run == 4 and results[0].scope == "new_layers"
     assert results[0].history["loss"][-1] < results[0].history["loss"][0]

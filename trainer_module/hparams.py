@@ -1,13 +1,9 @@
 """Typed hyperparameters of the two Trainer stages (patch classifier, whole-image classifier).
 
-They travel through the Trainer's `custom_config` as plain JSON, so every dataclass has `to_dict()`
-and `from_dict()`; `from_dict` fills missing keys with defaults and rejects unknown keys, so a typo
-in a pipeline config fails at the start of training instead of silently using a default.
-
-Production defaults are the paper's values (Shen et al. 2019, seed-methods.md 1.2-1.3). `tiny`
-configures a few-step run on 64x48 images / 32x32 patches for tests; `demo` a small backbone at
-288x224 / 56x56 that trains in minutes on two CPU cores (same geometry as 1152x896 / 224 at 1/4
-scale: the demo trunk has stride 8 instead of 32, so 288x224 -> 36x28 -> 18x14 -> 9x7 as in the paper).
+They travel through the Trainer's `custom_config` as plain JSON (`to_dict()` / `from_dict()`, the rule of
+mammo_tfx/options.py), so a typo in a pipeline config fails at the start of training instead of silently using a
+default. The defaults are the paper's values (Shen et al. 2019); the profiles of pipeline/config.py state how the
+demo and test runs differ, and docs/training.md says why.
 """
 from __future__ import annotations
 
@@ -15,16 +11,15 @@ import dataclasses
 import enum
 from typing import Any, Mapping, Optional, Type, TypeVar
 
+from mammo_tfx.options import Options, check_known_keys
 from mammo_tfx.serving.limits import ImageLimits
 
 # Keys of the Trainer's custom_config.
 HPARAMS_CONFIG_KEY = "hparams"
-PRESET_CONFIG_KEY = "preset"
 # ImageLimits fields the export's serving graph enforces (the configuration's `serving.image`).
 IMAGE_LIMITS_CONFIG_KEY = "image_limits"
 
 BACKBONES = ("resnet50", "vgg16", "small")
-PRESETS = ("production", "demo", "tiny")
 
 
 class TrainScope(str, enum.Enum):
@@ -44,23 +39,13 @@ class Distribution(str, enum.Enum):
 _T = TypeVar("_T")
 
 
-def _check_keys(cls: type, values: Mapping[str, Any]) -> None:
-    if not isinstance(values, Mapping):
-        raise TypeError(f"{cls.__name__} expects a dict, got {type(values).__name__}: {values!r}")
-    known = {field.name for field in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(
-            f"Unknown {cls.__name__} keys {unknown}; expected a subset of {sorted(known)}")
-
-
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ValueError(message)
 
 
 @dataclasses.dataclass(frozen=True)
-class AugmentationConfig:
+class AugmentationConfig(Options):
     """Train-time augmentation, applied in the tf.data pipeline (Keras ImageDataGenerator style)."""
 
     horizontal_flip: bool = False
@@ -79,22 +64,9 @@ class AugmentationConfig:
     def has_affine(self) -> bool:
         return self.rotation_degrees > 0 or self.shear_radians > 0 or self.zoom_range != (1.0, 1.0)
 
-    def to_dict(self) -> dict[str, Any]:
-        values = dataclasses.asdict(self)
-        values["zoom_range"] = list(self.zoom_range)
-        return values
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "AugmentationConfig":
-        _check_keys(cls, values)
-        values = dict(values)
-        if "zoom_range" in values:
-            values["zoom_range"] = tuple(float(v) for v in values["zoom_range"])
-        return cls(**values)
-
 
 @dataclasses.dataclass(frozen=True)
-class TrainingStep:
+class TrainingStep(Options):
     """One step of a layer-wise schedule: recompiled with its own learning rate and weight decay."""
 
     scope: TrainScope
@@ -115,18 +87,9 @@ class TrainingStep:
         _require(self.steps_per_epoch is None or self.steps_per_epoch > 0,
                  f"steps_per_epoch must be > 0, got {self.steps_per_epoch}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"scope": self.scope.value, "learning_rate": self.learning_rate,
-                "epochs": self.epochs, "weight_decay": self.weight_decay, "steps_per_epoch": self.steps_per_epoch}
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "TrainingStep":
-        _check_keys(cls, values)
-        return cls(**values)
-
 
 @dataclasses.dataclass(frozen=True)
-class TopBlockSpec:
+class TopBlockSpec(Options):
     """Conv blocks added on top of the patch trunk for the whole-image model.
 
     kind 'resnet': per stage, `repetitions` bottleneck units 1x1 d / 3x3 d / 1x1 d*expansion, the
@@ -148,22 +111,9 @@ class TopBlockSpec:
                  f"depths and repetitions must be positive, got {self.depths} / {self.repetitions}")
         _require(self.bottleneck_expansion > 0, f"bottleneck_expansion must be > 0, got {self.bottleneck_expansion}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "depths": list(self.depths), "repetitions": list(self.repetitions),
-                "bottleneck_expansion": self.bottleneck_expansion}
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "TopBlockSpec":
-        _check_keys(cls, values)
-        values = dict(values)
-        for key in ("depths", "repetitions"):
-            if key in values:
-                values[key] = tuple(int(v) for v in values[key])
-        return cls(**values)
-
 
 @dataclasses.dataclass(frozen=True)
-class TrainingConfig:
+class TrainingConfig(Options):
     """What both stages share: optimisation loop, data pipeline and runtime switches."""
 
     schedule: tuple[TrainingStep, ...]
@@ -199,41 +149,6 @@ class TrainingConfig:
     @property
     def total_epochs(self) -> int:
         return sum(step.epochs for step in self.schedule)
-
-
-def _training_from_dict(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Converts the JSON forms of the shared fields back into their types."""
-    values = dict(values)
-    if "schedule" in values:
-        values["schedule"] = tuple(TrainingStep.from_dict(step) for step in values["schedule"])
-    if "augmentation" in values:
-        values["augmentation"] = AugmentationConfig.from_dict(values["augmentation"])
-    if "distribution" in values:
-        values["distribution"] = Distribution(values["distribution"])
-    return values
-
-
-def _to_json_dict(instance: Any) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for field in dataclasses.fields(instance):
-        value = getattr(instance, field.name)
-        if hasattr(value, "to_dict"):
-            value = value.to_dict()
-        elif isinstance(value, enum.Enum):
-            value = value.value
-        elif isinstance(value, tuple):
-            value = [item.to_dict() if hasattr(item, "to_dict") else item for item in value]
-        values[field.name] = value
-    return values
-
-
-def _from_json_dict(cls: Type[_T], values: Mapping[str, Any], extra: Mapping[str, Any]) -> _T:
-    _check_keys(cls, values)
-    converted = _training_from_dict(values)
-    for key, convert in extra.items():
-        if key in converted:
-            converted[key] = convert(converted[key])
-    return cls(**converted)
 
 
 def _patch_schedule() -> tuple[TrainingStep, ...]:
@@ -284,13 +199,6 @@ class PatchHParams(TrainingConfig):
         _require(self.num_classes == 5,
                  f"num_classes must be 5 (background, calc mal, calc ben, mass mal, mass ben), got {self.num_classes}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return _to_json_dict(self)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "PatchHParams":
-        return _from_json_dict(cls, values, {"small_backbone_widths": lambda v: tuple(int(x) for x in v)})
-
 
 def _image_schedule() -> tuple[TrainingStep, ...]:
     # Paper: Adam, new layers at 1e-4 (weight decay 1e-3) for 30 epochs, then all layers at 1e-5 for 20.
@@ -340,96 +248,14 @@ class ImageHParams(TrainingConfig):
                  "cache_trunk_features needs flip-only augmentation: rotation, shear or zoom would have to run "
                  "through the trunk every step")
 
-    def to_dict(self) -> dict[str, Any]:
-        return _to_json_dict(self)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "ImageHParams":
-        return _from_json_dict(cls, values, {
-            "image_size": lambda v: tuple(int(x) for x in v),
-            "top_block": TopBlockSpec.from_dict,
-        })
-
-
-def patch_hparams(preset: str = "production") -> PatchHParams:
-    """Stage-1 hyperparameters of a named preset ('production', 'demo', 'tiny')."""
-    if preset == "production":
-        return PatchHParams()
-    if preset == "demo":
-        # The small backbone starts from random weights, so every step trains all layers: a head-only step on a
-        # random frozen trunk (whose BatchNorm runs on its initial statistics) only blows the loss up. A high rate
-        # first, then lower ones so that BatchNorm's moving statistics catch up with the weights before the best
-        # epoch is picked (at 30 steps per epoch they lag the weights by a few epochs).
-        return PatchHParams(
-            backbone="small", small_backbone_widths=(16, 32, 64), patch_size=56, batch_size=32,
-            # Receptive field 36 px at stride 8: of the 7x7 cells of a 56-px patch only the central 3x3 see no
-            # padding. Measured on the demo data (seed 0): the heatmap's max over an image separated malignant
-            # from other test images with AUC 0.75 with all cells pooled, 0.91 with the border cut.
-            head_border_cells=2,
-            schedule=(TrainingStep(TrainScope.ALL, 1e-3, 12),
-                      TrainingStep(TrainScope.ALL, 3e-4, 4),
-                      TrainingStep(TrainScope.ALL, 1e-4, 2)),
-            steps_per_epoch=30, shuffle_buffer=512)
-    if preset == "tiny":
-        return PatchHParams(
-            backbone="small", small_backbone_widths=(4, 8, 8), patch_size=32, batch_size=8,
-            schedule=(TrainingStep(TrainScope.NEW_LAYERS, 1e-2, 1),
-                      TrainingStep(TrainScope.TOP_OF_TRUNK, 1e-2, 1),
-                      TrainingStep(TrainScope.ALL, 1e-3, 1)),
-            steps_per_epoch=2, shuffle_buffer=16)
-    raise ValueError(f"Unknown preset {preset!r}; expected one of {PRESETS}")
-
-
-def image_hparams(preset: str = "production") -> ImageHParams:
-    """Stage-2 hyperparameters of a named preset ('production', 'demo', 'tiny')."""
-    if preset == "production":
-        return ImageHParams()
-    if preset == "demo":
-        # The seed's order: new layers on the frozen trunk, then all layers. The new top blocks start from random
-        # weights and need thousands of updates (measured: ~260 updates through the trunk left the training loss
-        # at 0.6-0.7 and the test AUC below a plain max over the patch heatmap), so the frozen-trunk step trains on
-        # cached trunk features: ~30 passes over the 4 flips of every training image in about a minute. Weight
-        # decay 1e-4 instead of the paper's 1e-3: the demo's top blocks are narrow and the data small. Early
-        # stopping only on a clear plateau: the validation split is small and its loss noisy; the best epoch by
-        # val_auc is restored anyway.
-        return ImageHParams(
-            image_size=(288, 224), batch_size=8, weight_decay=1e-4,
-            top_block=TopBlockSpec(kind="resnet", depths=(32, 32), repetitions=(1, 1), bottleneck_expansion=2),
-            schedule=(TrainingStep(TrainScope.NEW_LAYERS, 1e-3, 30, steps_per_epoch=130),
-                      TrainingStep(TrainScope.ALL, 1e-4, 3)),
-            steps_per_epoch=20, early_stopping_patience=10, shuffle_buffer=64, cache_trunk_features=True)
-    if preset == "tiny":
-        return ImageHParams(
-            image_size=(64, 48), batch_size=4,
-            top_block=TopBlockSpec(kind="resnet", depths=(8, 8), repetitions=(1, 1), bottleneck_expansion=2),
-            schedule=(TrainingStep(TrainScope.NEW_LAYERS, 1e-2, 1),
-                      TrainingStep(TrainScope.ALL, 1e-3, 1)),
-            steps_per_epoch=2, early_stopping_patience=None, shuffle_buffer=16)
-    raise ValueError(f"Unknown preset {preset!r}; expected one of {PRESETS}")
-
 
 def hparams_from_custom_config(cls: Type[_T], custom_config: Optional[Mapping[str, Any]]) -> _T:
-    """Reads a stage's hparams from a Trainer custom_config.
-
-    `{'preset': name, 'hparams': {...}}`: the preset (default 'production') with the given fields
-    replaced; a field named in 'hparams' replaces the preset's value as a whole.
-    """
-    config = dict(custom_config or {})
-    known = (HPARAMS_CONFIG_KEY, PRESET_CONFIG_KEY, IMAGE_LIMITS_CONFIG_KEY)
-    unknown = sorted(set(config) - set(known))
-    if unknown:
-        raise ValueError(f"Unknown custom_config keys {unknown} for {cls.__name__}; expected a subset of {known}")
-    preset_name = config.get(PRESET_CONFIG_KEY, "production")
-    factory = {PatchHParams: patch_hparams, ImageHParams: image_hparams}[cls]
-    base = factory(preset_name).to_dict()
-    overrides = config.get(HPARAMS_CONFIG_KEY) or {}
-    _check_keys(cls, overrides)
-    base.update(overrides)
-    return cls.from_dict(base)
+    """A stage's hparams from a Trainer custom_config: `custom_config['hparams']`, defaults for missing keys."""
+    config = custom_config or {}
+    check_known_keys("custom_config", config, (HPARAMS_CONFIG_KEY, IMAGE_LIMITS_CONFIG_KEY))
+    return cls.from_dict(config.get(HPARAMS_CONFIG_KEY) or {})
 
 
 def image_limits_from_custom_config(custom_config: Optional[Mapping[str, Any]]) -> ImageLimits:
     """The serving limits a Trainer's export enforces: `custom_config['image_limits']`, defaults for missing keys."""
-    values = (custom_config or {}).get(IMAGE_LIMITS_CONFIG_KEY) or {}
-    _check_keys(ImageLimits, values)
-    return ImageLimits(**values)
+    return ImageLimits.from_dict((custom_config or {}).get(IMAGE_LIMITS_CONFIG_KEY) or {})

@@ -2,16 +2,13 @@
 
 `fn_args.base_model` is stage 1's export (Trainer `base_model=patch_trainer.outputs['model']`):
 its trunk is fine-tuned here, and a second, untouched copy of the patch classifier goes into the
-export for the `heatmap` signature. custom_config: {'preset': ..., 'hparams': ImageHParams fields,
+export for the `heatmap` signature. custom_config: {'hparams': ImageHParams fields (defaults for missing ones),
 'image_limits': ImageLimits fields the export's graph enforces};
 `init_from` fine-tunes an existing whole-image model (export dir or Keras .h5) of the same architecture.
 """
 from __future__ import annotations
 
 import logging
-
-import tensorflow as tf
-import tensorflow_transform as tft
 
 from mammo_tfx.example_files import first_image_png
 from mammo_tfx.serving.warmup import write_warmup_file
@@ -22,8 +19,8 @@ from trainer_module.hparams import (ImageHParams, TrainScope, hparams_from_custo
                                     image_limits_from_custom_config)
 from trainer_module.metrics import MalignantAUC
 from trainer_module.model_io import load_patch_model, load_whole_image_weights
-from trainer_module.patch_trainer import transform_graph_dir
-from trainer_module.schedule import run_schedule
+from trainer_module.patch_trainer import open_stage_data
+from trainer_module.schedule import FitTarget, run_schedule
 from trainer_module.trunk_cache import CachedTrunkFeatures
 from trainer_module.whole_image_model import MALIGNANT_IMAGE_CLASS, build_whole_image_model, head_on_trunk_features
 
@@ -45,10 +42,8 @@ def run_fn(fn_args) -> None:
     image_limits = image_limits_from_custom_config(fn_args.custom_config)
     if not fn_args.base_model:
         raise ValueError("the whole-image Trainer needs base_model = the patch Trainer's model output")
-    tf.random.set_seed(hparams.seed)
-    tf_transform_output = tft.TFTransformOutput(transform_graph_dir(fn_args))
     spec = inputs.whole_image_example_spec(hparams.image_size)
-    train_dataset, validation_dataset = inputs.tfx_train_and_validation(fn_args, tf_transform_output, spec, hparams)
+    tf_transform_output, train_dataset, validation_dataset = open_stage_data(fn_args, hparams, spec)
     with runtime.precision_policy(hparams.mixed_precision):
         with runtime.select_strategy(hparams.distribution).scope():
             patch_hparams, patch_model = load_patch_model(fn_args.base_model)
@@ -68,11 +63,10 @@ def run_fn(fn_args) -> None:
                 validation_dataset, hparams.augmentation)
             new_layers_target = cache.fit_target(head, hparams)
         results = run_schedule(
-            model, backbone_spec(patch_hparams.backbone, patch_hparams.small_backbone_widths), hparams.schedule,
-            hparams.weight_decay, train_dataset, validation_dataset,
-            runtime.steps_per_epoch(hparams, fn_args.train_steps), image_metrics, hparams.best_model_monitor,
-            hparams.early_stopping_patience, runtime.tensorboard_callbacks(fn_args.model_run_dir),
-            new_layers_target)
+            FitTarget(model, train_dataset, validation_dataset),
+            backbone_spec(patch_hparams.backbone, patch_hparams.small_backbone_widths), hparams,
+            runtime.steps_per_epoch(hparams, fn_args.train_steps), image_metrics,
+            runtime.tensorboard_callbacks(fn_args.model_run_dir), new_layers_target)
         export_whole_image_model(model, original_patch_model, hparams, patch_hparams, tf_transform_output,
                                  fn_args.serving_model_dir, image_limits)
     # TF Serving replays this at load so the first real request does not pay for graph tracing; the Pusher copies

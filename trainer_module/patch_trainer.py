@@ -1,7 +1,7 @@
 """TFX Trainer `run_fn` of stage 1: the 5-class patch classifier on PatchSampler examples.
 
-custom_config: {'preset': 'production'|'demo'|'tiny', 'hparams': PatchHParams fields to override,
-'image_limits': ImageLimits fields the export's graph enforces}.
+custom_config: {'hparams': PatchHParams fields (defaults for missing ones), 'image_limits': ImageLimits fields
+the export's graph enforces}.
 Inputs: `fn_args.train_files` / `eval_files` (patch Examples), `transform_graph_path` (Transform
 output, applied as a layer), `train_steps` / `eval_steps`. Output: the patch export in
 `serving_model_dir` (export.py), TensorBoard logs and training_summary.json in `model_run_dir`.
@@ -16,10 +16,11 @@ import tensorflow_transform as tft
 from trainer_module import inputs, runtime
 from trainer_module.backbones import backbone_spec
 from trainer_module.export import export_patch_model, heatmap_window
-from trainer_module.hparams import PatchHParams, hparams_from_custom_config, image_limits_from_custom_config
+from trainer_module.hparams import (PatchHParams, TrainingConfig, hparams_from_custom_config,
+                                    image_limits_from_custom_config)
 from trainer_module.metrics import MalignantAUC
 from trainer_module.patch_model import MALIGNANT_PATCH_CLASSES, build_patch_model
-from trainer_module.schedule import run_schedule
+from trainer_module.schedule import FitTarget, run_schedule
 
 logger = logging.getLogger(__name__)
 
@@ -35,23 +36,30 @@ def transform_graph_dir(fn_args) -> str:
     return path
 
 
+def open_stage_data(fn_args, hparams: TrainingConfig, spec: inputs.ExampleSpec
+                    ) -> tuple[tft.TFTransformOutput, tf.data.Dataset, tf.data.Dataset]:
+    """Seeds TensorFlow and opens a stage's Transform graph and its training and validation datasets."""
+    tf.random.set_seed(hparams.seed)
+    tf_transform_output = tft.TFTransformOutput(transform_graph_dir(fn_args))
+    train_dataset, validation_dataset = inputs.tfx_train_and_validation(fn_args, tf_transform_output, spec, hparams)
+    return tf_transform_output, train_dataset, validation_dataset
+
+
 def run_fn(fn_args) -> None:
     """Trains the patch classifier through its 3-step schedule and exports it."""
     hparams = hparams_from_custom_config(PatchHParams, fn_args.custom_config)
     image_limits = image_limits_from_custom_config(fn_args.custom_config)
     heatmap_window(hparams)  # fail before training if the heatmap geometry cannot work
-    tf.random.set_seed(hparams.seed)
-    tf_transform_output = tft.TFTransformOutput(transform_graph_dir(fn_args))
-    spec = inputs.patch_example_spec(hparams.patch_size)
-    train_dataset, validation_dataset = inputs.tfx_train_and_validation(fn_args, tf_transform_output, spec, hparams)
+    tf_transform_output, train_dataset, validation_dataset = open_stage_data(
+        fn_args, hparams, inputs.patch_example_spec(hparams.patch_size))
     with runtime.precision_policy(hparams.mixed_precision):
         with runtime.select_strategy(hparams.distribution).scope():
             model = build_patch_model(hparams)
         results = run_schedule(
-            model, backbone_spec(hparams.backbone, hparams.small_backbone_widths), hparams.schedule,
-            hparams.weight_decay, train_dataset, validation_dataset,
-            runtime.steps_per_epoch(hparams, fn_args.train_steps), patch_metrics, hparams.best_model_monitor,
-            hparams.early_stopping_patience, runtime.tensorboard_callbacks(fn_args.model_run_dir))
+            FitTarget(model, train_dataset, validation_dataset),
+            backbone_spec(hparams.backbone, hparams.small_backbone_widths), hparams,
+            runtime.steps_per_epoch(hparams, fn_args.train_steps), patch_metrics,
+            runtime.tensorboard_callbacks(fn_args.model_run_dir))
         export_patch_model(model, hparams, tf_transform_output, fn_args.serving_model_dir, image_limits)
     runtime.write_training_summary(fn_args.model_run_dir, "patch", results, {"hparams": hparams.to_dict()})
     logger.info("patch classifier exported to %s", fn_args.serving_model_dir)

@@ -1,6 +1,6 @@
 """Transform `preprocessing_fn`: 16-bit PNG bytes -> featurewise mean-centred float image.
 
-Follows Shen et al.'s whole-image normalisation (seed-methods.md 1.4): pixels x `rescale`
+Follows Shen et al.'s whole-image normalisation (docs/training.md): pixels x `rescale`
 (default 255/65535 = 0.003891), optional histogram equalisation on the 0-255 scale, minus the
 featurewise mean. The mean is a `tft.mean` analyzer over the analysed split, so the seeds' 52.18
 (DDSM) / 44.33 (INbreast) come out of the data instead of being typed in.
@@ -24,6 +24,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from mammo_tfx import names
+from mammo_tfx.options import Options, from_mapping
 
 # 16-bit full range -> 0-255, the seed's x0.003891.
 DEFAULT_RESCALE = 255.0 / 65535.0
@@ -35,7 +36,7 @@ TensorLike = Union[tf.Tensor, tf.SparseTensor, tf.RaggedTensor]
 
 
 @dataclasses.dataclass(frozen=True)
-class TransformOptions:
+class TransformOptions(Options):
     """Normalisation settings passed to Transform as `custom_config` (use `to_dict()`).
 
     rescale: factor applied to the 16-bit pixel values (default maps 0..65535 to 0..255).
@@ -55,20 +56,10 @@ class TransformOptions:
             raise TypeError(
                 f"TransformOptions.equalize_hist must be a bool, got {self.equalize_hist!r}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"rescale": float(self.rescale), "equalize_hist": bool(self.equalize_hist)}
-
     @classmethod
     def from_dict(cls, values: Optional[Mapping[str, Any]]) -> "TransformOptions":
-        """Builds options from a `custom_config` dict; missing keys take defaults, unknown keys fail."""
-        if not values:
-            return cls()
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(
-                f"Unknown TransformOptions keys {unknown}; expected a subset of {sorted(known)}")
-        return cls(**dict(values))
+        """Options from a Transform `custom_config` (None: the defaults)."""
+        return from_mapping(cls, values or {})
 
 
 def _png_bytes_vector(image_png: TensorLike) -> tf.Tensor:

@@ -4,7 +4,7 @@ Patch classifier (3 steps): new layers (the head) only; + top of trunk; all laye
 Whole-image classifier (2 steps): new layers (top blocks + head) with the trunk frozen; all layers.
 Layers are chosen by name (backbones.BackboneSpec). In TF2, a BatchNormalization layer with
 trainable=False runs in inference mode, so frozen BN keeps its moving statistics (the Keras 2.0
-seed still updated them; seed-methods.md 1.8).
+seed still updated them; docs/training.md).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import tf_keras
 
 from trainer_module.backbones import TRUNK_NAME, BackboneSpec, is_top_of_trunk
 from trainer_module.callbacks import BestWeightsKeeper
-from trainer_module.hparams import TrainingStep, TrainScope
+from trainer_module.hparams import TrainingConfig, TrainingStep, TrainScope
 
 logger = logging.getLogger(__name__)
 
@@ -90,46 +90,43 @@ class StepResult:
 
 
 def run_schedule(
-    model: tf_keras.Model,
+    images: FitTarget,
     spec: BackboneSpec,
-    steps: Sequence[TrainingStep],
-    default_weight_decay: float,
-    train_dataset: tf.data.Dataset,
-    validation_dataset: tf.data.Dataset,
+    hparams: TrainingConfig,
     steps_per_epoch: int,
     metrics_factory: Callable[[], list],
-    best_model_monitor: str,
-    early_stopping_patience: Optional[int] = None,
     extra_callbacks: Sequence[tf_keras.callbacks.Callback] = (),
     new_layers_target: Optional[FitTarget] = None,
 ) -> list[StepResult]:
-    """Trains `model` through `steps`, then restores the best epoch's weights (by `best_model_monitor`).
+    """Trains `images.model` through `hparams.schedule`, then restores the best epoch's weights.
 
-    Epoch numbers continue across steps (TensorBoard shows one curve). Early stopping, when set,
-    watches val_loss within each step. `new_layers_target`, when given, is what 'new_layers' steps fit
-    instead of `model` on images: the new layers as a model on cached trunk features (trunk_cache.py).
-    A step's own steps_per_epoch, when set, replaces `steps_per_epoch`.
+    The best epoch is the one with the highest `hparams.best_model_monitor`. Epoch numbers continue across steps
+    (TensorBoard shows one curve). Early stopping, when `hparams.early_stopping_patience` is set, watches val_loss
+    within each step. `new_layers_target`, when given, is what 'new_layers' steps fit instead of the model on
+    images: the new layers as a model on cached trunk features (trunk_cache.py). A step's own steps_per_epoch and
+    weight_decay, when set, replace `steps_per_epoch` and `hparams.weight_decay`.
     """
-    keeper = BestWeightsKeeper(best_model_monitor, weights_of=model)
-    images_target = FitTarget(model, train_dataset, validation_dataset)
+    model, steps = images.model, hparams.schedule
+    keeper = BestWeightsKeeper(hparams.best_model_monitor, weights_of=model)
     results: list[StepResult] = []
     epoch = 0
     for index, step in enumerate(steps, start=1):
-        weight_decay = default_weight_decay if step.weight_decay is None else step.weight_decay
+        weight_decay = hparams.weight_decay if step.weight_decay is None else step.weight_decay
         if step.epochs == 0:
             logger.info("step %d (%s): 0 epochs, skipped", index, step.scope.value)
             continue
         set_trainable_scope(model, step.scope, spec)
         set_weight_decay(model, weight_decay)
-        target = new_layers_target if (step.scope == TrainScope.NEW_LAYERS and new_layers_target) else images_target
+        target = new_layers_target if (step.scope == TrainScope.NEW_LAYERS and new_layers_target) else images
         compile_for_step(target.model, step, metrics_factory)
         callbacks: list[tf_keras.callbacks.Callback] = [keeper, *extra_callbacks]
-        if early_stopping_patience:
-            callbacks.append(tf_keras.callbacks.EarlyStopping(monitor="val_loss", patience=early_stopping_patience))
+        if hparams.early_stopping_patience:
+            callbacks.append(tf_keras.callbacks.EarlyStopping(monitor="val_loss",
+                                                              patience=hparams.early_stopping_patience))
         logger.info("step %d/%d: scope=%s lr=%g weight_decay=%g epochs=%d trainable weights=%d%s",
                     index, len(steps), step.scope.value, step.learning_rate, weight_decay, step.epochs,
                     len(target.model.trainable_weights),
-                    " (on cached trunk features)" if target is not images_target else "")
+                    " (on cached trunk features)" if target is not images else "")
         history = target.model.fit(target.train_dataset, validation_data=target.validation_dataset,
                                    initial_epoch=epoch, epochs=epoch + step.epochs,
                                    steps_per_epoch=step.steps_per_epoch or steps_per_epoch,
@@ -140,8 +137,8 @@ def run_schedule(
         results.append(StepResult(index, step.scope.value, step.learning_rate, weight_decay,
                                   step.epochs, epochs_run, record))
         logger.info("step %d done after %d epochs: loss=%s val_loss=%s %s=%s", index, epochs_run,
-                    _last(record, "loss"), _last(record, "val_loss"), best_model_monitor,
-                    _last(record, best_model_monitor))
+                    _last(record, "loss"), _last(record, "val_loss"), hparams.best_model_monitor,
+                    _last(record, hparams.best_model_monitor))
     keeper.restore()
     return results
 

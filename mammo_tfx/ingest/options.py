@@ -1,9 +1,9 @@
 """Ingestion options: one frozen dataclass that travels as JSON in the ExampleGen's custom config."""
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any, Mapping
+
+from mammo_tfx.options import Options
 
 RESIZE_MODES = ("stretch", "pad")
 
@@ -19,7 +19,7 @@ DEFAULT_RECORD_TIMEOUT_S = 300.0
 
 
 @dataclass(frozen=True)
-class IngestOptions:
+class IngestOptions(Options):
     """How records are decoded, resized, labelled and keyed.
 
     height/width: working size (rows x cols) of image_png and mask_png.
@@ -77,17 +77,3 @@ class IngestOptions:
         overlap = set(self.inbreast_negative_birads) & set(self.inbreast_positive_birads)
         if overlap:
             raise ValueError(f"BI-RADS values {sorted(overlap)} are both negative and positive in IngestOptions")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict (tuples become lists)."""
-        return {f.name: (list(v) if isinstance(v, tuple) else v)
-                for f in dataclasses.fields(self) for v in [getattr(self, f.name)]}
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "IngestOptions":
-        """Inverse of to_dict; missing keys take their defaults, unknown keys are an error."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown IngestOptions keys {unknown}; known keys are {sorted(known)}")
-        return cls(**dict(values))

@@ -17,6 +17,7 @@ from google.protobuf.message import DecodeError
 from PIL import Image
 
 from mammo_tfx import names
+from mammo_tfx.options import Options
 from mammo_tfx.serving.errors import InvalidArgument
 
 ACCEPTED_IMAGE_FORMATS = frozenset({"PNG", "JPEG"})
@@ -33,7 +34,7 @@ def _require_positive(owner: object, *names: str) -> None:
 
 
 @dataclasses.dataclass(frozen=True)
-class ImageLimits:
+class ImageLimits(Options):
     """What one encoded image may be: at most `max_bytes` encoded, `max_pixels` decoded (rows x cols) and
     `max_side` pixels on its longer side. The defaults fit full-field mammograms (a 16-bit 4096x3328 PNG is
     ~25 MB; detectors go up to about 4700x5900) and refuse decompression bombs before any pixel is decoded."""
@@ -48,12 +49,9 @@ class ImageLimits:
             if not isinstance(getattr(self, name), int):
                 raise ValueError(f"ImageLimits.{name} must be an integer, got {getattr(self, name)!r}")
 
-    def to_dict(self) -> dict[str, int]:
-        return dataclasses.asdict(self)
-
 
 @dataclasses.dataclass(frozen=True)
-class RequestLimits:
+class RequestLimits(Options):
     """What the built-in server accepts.
 
     `max_body_bytes` bounds the HTTP body (413 beyond it, the body is not parsed). At most `max_in_flight` predict
