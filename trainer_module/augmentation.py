@@ -1,6 +1,6 @@
 """Train-time augmentation and per-batch class balancing, vectorised over a batch for tf.data.
 
-Augmentation follows Keras' ImageDataGenerator as the seed used it (seed-methods.md 1.2): random
+Augmentation follows Keras' ImageDataGenerator as the seed used it (docs/training.md): random
 horizontal/vertical flips, rotation, shear and independent x/y zoom about the image centre, with
 'nearest' fill. It runs after the Transform's mean-centring, which is equivalent to the seed's
 order (augment, then subtract the mean): flips and bilinear resampling with edge replication

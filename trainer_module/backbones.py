@@ -2,7 +2,7 @@
 
 The trunk is a fully convolutional `tf_keras.Model` named `trunk` taking a 3-channel image of any
 size. Layers are found by NAME, never by index: Keras-2.0-era layer indices (the seed's 162 / 15)
-do not survive into TF2's applications (seed-methods.md 1.8).
+do not survive into TF2's applications (docs/training.md).
 - trunk output: ResNet50 `conv5_block3_out` (TF2 has no 7x7 avg_pool there), VGG16 `block5_pool`,
   small `block<n>_pool`;
 - "top of trunk" (trained in the middle patch step): layers whose name starts with `conv5_`
