@@ -7,6 +7,7 @@ the base directory stays a clean list of versions and the card travels with the 
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import math
@@ -21,8 +22,11 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
-from components.model_gate.executor import (EvaluationMetrics, GateSettings, SliceKey, SliceMetrics,
-                                            read_evaluation, read_gate_report, slice_name, slice_sufficiency)
+from mammo_tfx import names
+from mammo_tfx.evaluation.documents import json_safe
+from mammo_tfx.evaluation.gates import GateReport, read_gate_report
+from mammo_tfx.evaluation.sufficiency import SufficiencyRule
+from mammo_tfx.evaluation.tfma_results import EvaluationMetrics, SliceKey, SliceMetrics, read_evaluation, slice_name
 from mammo_tfx.serving.limits import IMAGE_SECTION
 from trainer_module.model_io import IMAGE_LIMITS_INFO_KEY, read_model_info
 
@@ -36,9 +40,6 @@ PROFILE_KEY = "profile"
 MODEL_NAME_KEY = "model_name"
 SPLIT_KEY = "split"
 
-CARD_MARKDOWN = "model_card.md"
-CARD_JSON = "model_card.json"
-SERVING_EXTRAS_DIR = "assets.extra"
 # Properties the Pusher sets on its PushedModel (tfx/components/pusher/executor.py).
 _PUSHED = "pushed"
 _PUSHED_DESTINATION = "pushed_destination"
@@ -92,7 +93,7 @@ def input_limits_lines(limits: Optional[Mapping[str, int]]) -> List[str]:
     return lines + [""]
 
 
-def slice_rows(metrics: EvaluationMetrics, output: str, settings: GateSettings) -> List[Dict[str, Any]]:
+def slice_rows(metrics: EvaluationMetrics, output: str, rule: SufficiencyRule) -> List[Dict[str, Any]]:
     """One row per slice of `output`: counts, whether the slice is large enough to judge, and its metrics."""
     thresholds = {name: metrics.metric_thresholds(class_name) for name, class_name in _THRESHOLDED_METRICS.items()}
     rows = []
@@ -100,8 +101,8 @@ def slice_rows(metrics: EvaluationMetrics, output: str, settings: GateSettings) 
     # Overall first, then single features, then crosses; values in sorted order inside each.
     for slice_key in sorted(slices, key=lambda key: (len(key), [(c, str(v)) for c, v in key])):
         slice_metrics = slices[slice_key]
-        sufficient, _ = slice_sufficiency(slice_metrics, settings)
         positives, negatives = slice_metrics.class_counts()
+        sufficient = rule.insufficient_reason(slice_metrics.example_count, positives, negatives) is None
         row: Dict[str, Any] = {"slice": slice_name(slice_key), "output": output,
                                "example_count": slice_metrics.example_count, "positives": positives,
                                "negatives": negatives, "sufficient": sufficient}
@@ -115,11 +116,10 @@ def slice_rows(metrics: EvaluationMetrics, output: str, settings: GateSettings) 
     return rows
 
 
-def build_card(model_name: str, split: str, profile: Mapping[str, Any], gate_report: Mapping[str, Any],
+def build_card(model_name: str, split: str, profile: Mapping[str, Any], gate_report: GateReport,
                metrics: EvaluationMetrics, examples: types.Artifact, model: types.Artifact,
                evaluation: types.Artifact, blessing: types.Artifact, pushed_model: types.Artifact) -> Dict[str, Any]:
     """The model card as a JSON-able dict (the Markdown is rendered from it)."""
-    settings = GateSettings(**gate_report["settings"])
     pushed = pushed_model.has_custom_property(_PUSHED) and pushed_model.get_int_custom_property(_PUSHED) == 1
     baseline_id = (blessing.get_int_custom_property(evaluator_constants.ARTIFACT_PROPERTY_BASELINE_MODEL_ID_KEY)
                    if blessing.has_custom_property(evaluator_constants.ARTIFACT_PROPERTY_BASELINE_MODEL_ID_KEY)
@@ -131,18 +131,18 @@ def build_card(model_name: str, split: str, profile: Mapping[str, Any], gate_rep
         "generated_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "description": MODEL_DESCRIPTION,
         "decision": {
-            "blessed": bool(gate_report["blessed"]),
-            "reasons": list(gate_report["reasons"]),
+            "blessed": gate_report.blessed,
+            "reasons": gate_report.reasons,
             "pushed": pushed,
             "version": pushed_model.get_string_custom_property(_PUSHED_VERSION) if pushed else None,
             "serving_path": pushed_model.get_string_custom_property(_PUSHED_DESTINATION) if pushed else None,
         },
-        "gates": list(gate_report["gates"]),
-        "gate_settings": dict(gate_report["settings"]),
+        "gates": [dataclasses.asdict(gate) for gate in gate_report.gates],
+        "gate_settings": dict(gate_report.settings),
         "evaluation": {
             "split": split,
             "baseline_evaluated": metrics.baseline_model_name is not None,
-            "slices": [row for output in metrics.output_names() for row in slice_rows(metrics, output, settings)],
+            "slices": [row for output in metrics.output_names() for row in slice_rows(metrics, output, gate_report.sufficiency_rule())],
         },
         "data": data_counts(examples),
         "input_limits": export_input_limits(model),
@@ -236,22 +236,11 @@ def render_markdown(card: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _json_safe(value: Any) -> Any:
-    # Strict JSON has no NaN/Infinity (a one-class slice has NaN rates); they become null.
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(key): _json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(item) for item in value]
-    return value
-
-
 def write_card(card: Mapping[str, Any], directory: str) -> None:
     tf.io.gfile.makedirs(directory)
-    with tf.io.gfile.GFile(os.path.join(directory, CARD_JSON), "w") as handle:
-        handle.write(json.dumps(_json_safe(card), indent=2, sort_keys=True, default=str, allow_nan=False))
-    with tf.io.gfile.GFile(os.path.join(directory, CARD_MARKDOWN), "w") as handle:
+    with tf.io.gfile.GFile(os.path.join(directory, names.MODEL_CARD_JSON), "w") as handle:
+        handle.write(json.dumps(json_safe(card), indent=2, sort_keys=True, default=str, allow_nan=False))
+    with tf.io.gfile.GFile(os.path.join(directory, names.MODEL_CARD_MARKDOWN), "w") as handle:
         handle.write(render_markdown(card))
 
 
@@ -277,7 +266,7 @@ class Executor(base_executor.BaseExecutor):
         model_card.set_int_custom_property("blessed", int(card["decision"]["blessed"]))
         model_card.set_int_custom_property("pushed", int(card["decision"]["pushed"]))
         if card["decision"]["pushed"]:
-            serving_copy = os.path.join(card["decision"]["serving_path"], SERVING_EXTRAS_DIR)
+            serving_copy = os.path.join(card["decision"]["serving_path"], names.SERVING_EXTRAS_DIR)
             write_card(card, serving_copy)
             model_card.set_string_custom_property("serving_copy", serving_copy)
             logging.info("ModelCardWriter: card written to %s and %s", model_card.uri, serving_copy)
