@@ -25,7 +25,8 @@ EXAMPLE_COUNT_METRIC = "example_count"
 
 
 def slice_name(slice_key: SliceKey) -> str:
-    """How gate results and the model card name a slice: `Overall`, `dataset=inbreast`, `dataset=inbreast, density=2`."""
+    """How gate results and the model card name a slice: `Overall`, `dataset=inbreast`,
+    `dataset=inbreast, density=2`."""
     if not slice_key:
         return OVERALL_SLICE_NAME
     return _SLICE_PAIR_SEPARATOR.join(f"{column}={value}" for column, value in slice_key)
@@ -176,19 +177,16 @@ class EvaluationMetrics:
                     return [float(t) for t in json.loads("{" + metric.config + "}").get("thresholds", [])]
         return []
 
-    def slices(self, output_name: str, baseline: bool = False,
-               model_name: Optional[str] = None) -> Dict[SliceKey, SliceMetrics]:
-        """Slices of one output of `model_name`, by default of the candidate (or the baseline) model."""
+    def slices(self, output_name: str, baseline: bool = False) -> Dict[SliceKey, SliceMetrics]:
+        """Slices of one output of the candidate (or the baseline) model."""
+        model_name = self.baseline_model_name if baseline else self.candidate_model_name
         if model_name is None:
-            model_name = self.baseline_model_name if baseline else self.candidate_model_name
-            if model_name is None:
-                raise ValueError(f"evaluation {self.uri} has no baseline model")
+            raise ValueError(f"evaluation {self.uri} has no baseline model")
         return self.by_model_output.get((model_name, output_name), {})
 
-    def output_names(self, model_name: Optional[str] = None) -> List[str]:
-        """Outputs of `model_name`, by default of the candidate model."""
-        model_name = self.candidate_model_name if model_name is None else model_name
-        return sorted({output for model, output in self.by_model_output if model == model_name})
+    def output_names(self) -> List[str]:
+        """Outputs of the candidate model."""
+        return sorted({output for model, output in self.by_model_output if model == self.candidate_model_name})
 
 
 def _load_eval_config(evaluation_uri: str) -> Optional[tfma.EvalConfig]:
