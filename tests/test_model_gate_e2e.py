@@ -233,7 +233,7 @@ def test_inverted_model_is_refused_with_the_reason_and_not_pushed(run, tmp_path,
     # One log line per gate, with the shortfall.
     gate_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("ModelGate gate ")]
     assert len(gate_lines) == len(report.gates)
-    assert any("overall_auc" in line and f"FAILED by {0.8 - overall['value']:.4f}" in line for line in gate_lines)
+    assert any("overall_auc" in line and f"FAILED by {0.8 - overall.value:.4f}" in line for line in gate_lines)
 
     base_directory = str(tmp_path / "serving" / "mammo")
     pushed = run.push("inverted", blessing, base_directory)
