@@ -6,6 +6,7 @@ from typing import Sequence
 
 import pandas as pd
 
+from mammo_tfx import names
 from mammo_tfx.evaluation.gates import GateResult
 from mammo_tfx.evaluation.tfma_results import EXAMPLE_COUNT_METRIC
 from mammo_tfx.report.evaluation import EvaluationTables, rows_of_slice
@@ -67,7 +68,7 @@ def _rate_cell(rate: float, numerator: float, denominator: float) -> str:
     return f"{format_number(rate)} ({numerator:g}/{denominator:g})"
 
 
-def fairness_table(tables: EvaluationTables, column: str = "density") -> pd.DataFrame:
+def fairness_table(tables: EvaluationTables, column: str = names.DENSITY) -> pd.DataFrame:
     """FPR and FNR (with counts) per group of one slicing feature, per threshold and output."""
     keys = [info.slice_key for info in tables.slices.itertuples(index=False) if info.columns == (column,)]
     rows = []
