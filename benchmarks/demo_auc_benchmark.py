@@ -29,7 +29,7 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-from typing import Dict, List, Optional, Sequence  # noqa: E402
+from typing import List, Optional, Sequence  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -111,7 +111,7 @@ def test_scores(run_dir: str) -> Scores:
     """Feeds the run's test-split examples through the exported whole-image model's `serving_examples`."""
     import tensorflow as tf
 
-    from mammo_tfx.serving.signatures import EXAMPLES_INPUT, EXAMPLES_SIGNATURE
+    from mammo_tfx import names
 
     metadata_path = os.path.join(run_dir, "metadata.sqlite")
     model_dir, pushed = model_under_test(metadata_path)
@@ -119,7 +119,7 @@ def test_scores(run_dir: str) -> Scores:
     files = sorted(glob.glob(os.path.join(examples_uri, "Split-test", "*.gz")))
     if not files:
         raise RuntimeError(f"no test-split TFRecords under {examples_uri}")
-    serve = tf.saved_model.load(model_dir).signatures[EXAMPLES_SIGNATURE]
+    serve = tf.saved_model.load(model_dir).signatures[names.EXAMPLES_SIGNATURE]
     labels: List[int] = []
     datasets: List[str] = []
     flip: List[float] = []
@@ -127,11 +127,11 @@ def test_scores(run_dir: str) -> Scores:
     for batch in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(EXAMPLES_PER_CALL):
         for serialized in batch.numpy():
             features = tf.train.Example.FromString(serialized).features.feature
-            labels.append(int(features["label"].int64_list.value[0]))
-            datasets.append(features["dataset"].bytes_list.value[0].decode())
-        outputs = serve(**{EXAMPLES_INPUT: batch})
-        flip.extend(outputs["probability"].numpy().tolist())
-        single.extend(outputs["probability_single"].numpy().tolist())
+            labels.append(int(features[names.LABEL].int64_list.value[0]))
+            datasets.append(features[names.DATASET].bytes_list.value[0].decode())
+        outputs = serve(**{names.EXAMPLES_INPUT: batch})
+        flip.extend(outputs[names.PROBABILITY].numpy().tolist())
+        single.extend(outputs[names.PROBABILITY_SINGLE].numpy().tolist())
     return Scores(np.array(labels), np.array(datasets), np.array(flip), np.array(single), pushed)
 
 

@@ -18,7 +18,7 @@ from mammo_tfx.ingest.options import DEFAULT_PATIENT_SALT, IngestOptions
 from mammo_tfx.options import override
 from mammo_tfx.patches.options import PatchSamplingOptions
 from mammo_tfx.serving.limits import RequestLimits
-from pipeline.evaluation import EvaluationConfig
+from mammo_tfx.evaluation.config import EvaluationConfig
 from pipeline.paths import SETUP_FILE
 from trainer_module.hparams import ImageHParams, PatchHParams, TopBlockSpec, TrainingStep, TrainScope
 from trainer_module.preprocessing import TransformOptions

@@ -12,24 +12,16 @@ blessing anything else (e.g. the patch model) would make it the next baseline.
 """
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, List, Mapping, Optional, Tuple
 
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
 from components.model_card.component import ModelCardWriter
-from components.model_gate import GateSettings, ModelGate
-from mammo_tfx.serving.signatures import EXAMPLES_SIGNATURE
+from components.model_gate import ModelGate
+from mammo_tfx import names
+from mammo_tfx.evaluation.config import EvaluationConfig
 
-LABEL_KEY = "label"
-# Flip-augmented (4-flip TTA) output: the one that is gated and served.
-GATED_OUTPUT = "probability"
-SINGLE_VIEW_OUTPUT = "probability_single"
-MODEL_OUTPUTS = (GATED_OUTPUT, SINGLE_VIEW_OUTPUT)
-SLICE_FEATURES = ("dataset", "density", "view", "laterality", "abnormality_type")
-CROSSED_SLICES = (("density", "dataset"),)
 # Operating points of the screening literature: sensitivity at 90% specificity and the converse.
 OPERATING_POINT = 0.9
 CANDIDATE_MODEL_NAME = tfma.CANDIDATE_KEY
@@ -39,59 +31,6 @@ EVALUATOR_ID = "Evaluator"
 GATE_ID = "ModelGate"
 PUSHER_ID = "Pusher"
 MODEL_CARD_ID = "ModelCardWriter"
-
-
-@dataclass(frozen=True)
-class EvaluationConfig:
-    """What the whole-image model must achieve to be blessed and pushed, and where it goes.
-
-    AUC bounds apply to the flip-augmented output `probability` on `split`. A slice counts only with at least
-    `min_slice_size` examples and `min_examples_per_class` of each class; a gate on a smaller slice is
-    `insufficient`, and blocks blessing when `insufficient_blocks_blessing` (a gate that cannot be checked is not a
-    pass). The overall gate blocks when insufficient regardless: without it there is no evidence at all.
-    `serving_dir` empty means `<pipeline_root>/serving`; models are pushed to `<serving_dir>/<model_name>/<version>`.
-    """
-
-    split: str = "test"
-    min_overall_auc: float = 0.80
-    # Datasets without an entry (e.g. MIAS, too few malignant test scans for a stable AUC) are reported, not gated.
-    min_dataset_auc: Dict[str, float] = field(default_factory=lambda: {"cbis-ddsm": 0.80, "inbreast": 0.80})
-    max_auc_drop: float = 0.01
-    min_slice_size: int = 30
-    min_examples_per_class: int = 5
-    insufficient_blocks_blessing: bool = True
-    fairness_thresholds: Tuple[float, ...] = (0.25, 0.5, 0.75)
-    compute_confidence_intervals: bool = True
-    serving_dir: str = ""
-    model_name: str = "mammo"
-
-    def __post_init__(self) -> None:
-        bounds = {"min_overall_auc": self.min_overall_auc, "max_auc_drop": self.max_auc_drop,
-                  **{f"min_dataset_auc[{name}]": bound for name, bound in self.min_dataset_auc.items()}}
-        for name, bound in bounds.items():
-            if not 0.0 <= bound <= 1.0:
-                raise ValueError(f"evaluation.{name} must be within [0, 1], got {bound}")
-        if not self.fairness_thresholds or any(not 0.0 < t < 1.0 for t in self.fairness_thresholds):
-            raise ValueError(f"evaluation.fairness_thresholds must be non-empty, each in (0, 1): "
-                             f"{self.fairness_thresholds}")
-        if self.min_slice_size < 1 or self.min_examples_per_class < 1:
-            raise ValueError("evaluation.min_slice_size and min_examples_per_class must be at least 1")
-        if not self.split or not self.model_name:
-            raise ValueError("evaluation.split and evaluation.model_name must not be empty")
-
-    def gate_settings(self) -> GateSettings:
-        return GateSettings(
-            gated_output=GATED_OUTPUT,
-            min_overall_auc=self.min_overall_auc,
-            min_dataset_auc=dict(self.min_dataset_auc),
-            max_auc_drop=self.max_auc_drop,
-            min_slice_size=self.min_slice_size,
-            min_examples_per_class=self.min_examples_per_class,
-            insufficient_blocks_blessing=self.insufficient_blocks_blessing,
-        )
-
-    def push_base_directory(self, pipeline_root: str) -> str:
-        return os.path.join(self.serving_dir or os.path.join(pipeline_root, "serving"), self.model_name)
 
 
 def _thresholds_config(thresholds: Tuple[float, ...]) -> str:
@@ -120,8 +59,8 @@ def metric_configs(cfg: EvaluationConfig) -> List[tfma.MetricConfig]:
 
 def slicing_specs() -> List[tfma.SlicingSpec]:
     return ([tfma.SlicingSpec()]
-            + [tfma.SlicingSpec(feature_keys=[feature]) for feature in SLICE_FEATURES]
-            + [tfma.SlicingSpec(feature_keys=list(cross)) for cross in CROSSED_SLICES])
+            + [tfma.SlicingSpec(feature_keys=[feature]) for feature in names.SLICE_FEATURES]
+            + [tfma.SlicingSpec(feature_keys=list(cross)) for cross in names.CROSSED_SLICES])
 
 
 def build_eval_config(cfg: EvaluationConfig, with_baseline: bool) -> tfma.EvalConfig:
@@ -132,8 +71,8 @@ def build_eval_config(cfg: EvaluationConfig, with_baseline: bool) -> tfma.EvalCo
     """
     def model_spec(**extra: Any) -> tfma.ModelSpec:
         # model_type tf_generic: TFMA would otherwise load the SavedModel once more as Keras just to find its type.
-        return tfma.ModelSpec(signature_name=EXAMPLES_SIGNATURE, label_key=LABEL_KEY, model_type=tfma.TF_GENERIC,
-                              **extra)
+        return tfma.ModelSpec(signature_name=names.EXAMPLES_SIGNATURE, label_key=names.LABEL,
+                              model_type=tfma.TF_GENERIC, **extra)
 
     if with_baseline:
         model_specs = [model_spec(name=CANDIDATE_MODEL_NAME),
@@ -147,7 +86,7 @@ def build_eval_config(cfg: EvaluationConfig, with_baseline: bool) -> tfma.EvalCo
     return tfma.EvalConfig(
         model_specs=model_specs,
         slicing_specs=slicing_specs(),
-        metrics_specs=[tfma.MetricsSpec(output_names=list(MODEL_OUTPUTS), metrics=metric_configs(cfg))],
+        metrics_specs=[tfma.MetricsSpec(output_names=list(names.MODEL_OUTPUTS), metrics=metric_configs(cfg))],
         options=options,
     )
 
@@ -183,7 +122,7 @@ def create_evaluation_components(
         evaluation=evaluator.outputs["evaluation"],
         model=model_channel,
         baseline_model=resolver.outputs["model"],
-        settings=config.gate_settings(),
+        config=config,
     ).with_id(GATE_ID)
     pusher = tfx.components.Pusher(
         model=model_channel,

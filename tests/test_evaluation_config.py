@@ -12,9 +12,10 @@ from tfx import v1 as tfx
 from tfx.proto import pusher_pb2
 from tfx.utils import proto_utils
 
-from components.model_gate import GateSettings, ModelGate
-from pipeline.evaluation import (CROSSED_SLICES, GATED_OUTPUT, MODEL_OUTPUTS, SLICE_FEATURES, EvaluationConfig,
-                                 build_eval_config, create_evaluation_components)
+from components.model_gate import ModelGate
+from mammo_tfx.evaluation.config import GATED_OUTPUT, EvaluationConfig
+from mammo_tfx.names import CROSSED_SLICES, MODEL_OUTPUTS, SLICE_FEATURES
+from pipeline.evaluation import build_eval_config, create_evaluation_components
 
 
 def _metric(config: tfma.EvalConfig, class_name: str) -> tfma.MetricConfig:
@@ -72,16 +73,17 @@ def test_invalid_evaluation_settings_are_refused_when_the_config_is_built(change
         EvaluationConfig(**changes)
 
 
-def test_gate_settings_carry_the_bounds_and_round_trip_through_json():
+def test_gate_settings_carry_the_bounds_and_the_config_round_trips_through_json():
     config = EvaluationConfig(min_overall_auc=0.85, min_dataset_auc={"inbreast": 0.75}, max_auc_drop=0.02,
-                              min_slice_size=50, min_examples_per_class=7, insufficient_blocks_blessing=False)
-    settings = config.gate_settings()
-    assert settings == GateSettings(gated_output=GATED_OUTPUT, min_overall_auc=0.85,
-                                    min_dataset_auc={"inbreast": 0.75}, max_auc_drop=0.02, min_slice_size=50,
-                                    min_examples_per_class=7, insufficient_blocks_blessing=False)
-    assert GateSettings.from_json(settings.to_json()) == settings
-    with pytest.raises(ValueError, match="unknown keys"):
-        GateSettings.from_json('{"min_auc": 0.9}')
+                              min_slice_size=50, min_examples_per_class=7, insufficient_blocks_blessing=False,
+                              fairness_thresholds=(0.3, 0.6))
+    assert config.gate_settings() == {
+        "gated_output": GATED_OUTPUT, "min_overall_auc": 0.85, "min_dataset_auc": {"inbreast": 0.75},
+        "max_auc_drop": 0.02, "min_slice_size": 50, "min_examples_per_class": 7,
+        "insufficient_blocks_blessing": False}
+    assert EvaluationConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(ValueError, match=r"Unknown EvaluationConfig keys \[.min_auc.\]"):
+        EvaluationConfig.from_dict({"min_auc": 0.9})
 
 
 def test_components_are_wired_resolver_evaluator_gate_pusher_card(tmp_path):
@@ -99,7 +101,7 @@ def test_components_are_wired_resolver_evaluator_gate_pusher_card(tmp_path):
     assert isinstance(gate, ModelGate)
     assert gate.inputs["evaluation"] is evaluator.outputs["evaluation"]
     assert gate.inputs["baseline_model"] is resolver.outputs["model"]
-    assert GateSettings.from_json(gate.exec_properties["settings"]) == config.gate_settings()
+    assert EvaluationConfig.from_dict(json.loads(gate.exec_properties["evaluation_config"])) == config
     # The Pusher obeys the gate, never the Evaluator's (threshold-less, never blessed) blessing.
     assert pusher.inputs["model_blessing"] is gate.outputs["blessing"]
     destination = pusher_pb2.PushDestination()

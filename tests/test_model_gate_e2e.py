@@ -11,7 +11,7 @@ import dataclasses
 import json
 import logging
 import os
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
@@ -27,12 +27,14 @@ from tfx.utils import proto_utils
 
 from components.model_card import ModelCard
 from components.model_card import executor as card_executor
-from components.model_gate import GateSettings
 from components.model_gate import executor as gate_executor
+from mammo_tfx.evaluation.config import GATED_OUTPUT, EvaluationConfig
+from mammo_tfx.evaluation.gates import GateResult, read_gate_report
+from mammo_tfx.evaluation.model_card import input_limits_lines
 from mammo_tfx.serving.limits import ImageLimits
 from mammo_tfx.serving.repository import list_complete_versions
 from pipeline.config import load_config
-from pipeline.evaluation import EvaluationConfig, build_eval_config
+from pipeline.evaluation import build_eval_config
 from trainer_module.model_io import save_keras_copy
 
 SPLIT = "test"
@@ -40,8 +42,8 @@ SPLIT = "test"
 DATASETS = (("cbis-ddsm", 120, 0.4), ("inbreast", 90, 0.4), ("mias", 40, 0.0))
 MODELS = {"good": (1.0, 0.0), "inverted": (-1.0, 0.0), "worse": (1.0, 1.0)}  # weights of (signal, nuisance)
 MODEL_IDS = {"good": 11, "inverted": 12, "worse": 13}
-SETTINGS = GateSettings(min_overall_auc=0.8, min_dataset_auc={"cbis-ddsm": 0.75, "inbreast": 0.75},
-                        max_auc_drop=0.01, min_slice_size=30, min_examples_per_class=5)
+CONFIG = EvaluationConfig(min_overall_auc=0.8, min_dataset_auc={"cbis-ddsm": 0.75, "inbreast": 0.75},
+                          max_auc_drop=0.01, min_slice_size=30, min_examples_per_class=5)
 SPLIT_COUNTS = {"train": {"cbis-ddsm": 900, "inbreast": 300, "mias": 250}, "eval": {"cbis-ddsm": 120},
                 "test": {"cbis-ddsm": 120, "inbreast": 90, "mias": 40}}
 
@@ -156,13 +158,14 @@ class Run:
             {"eval_config": proto_utils.proto_to_json(eval_config), "example_splits": json.dumps([SPLIT])})
         return evaluation
 
-    def gate(self, evaluation: str, model: str, settings: GateSettings = SETTINGS, baseline: Optional[str] = None,
+    def gate(self, evaluation: str, model: str, config: EvaluationConfig = CONFIG, baseline: Optional[str] = None,
              tag: str = "") -> standard_artifacts.ModelBlessing:
         blessing = _artifact(standard_artifacts.ModelBlessing,
                              os.path.join(self.root, "blessings", f"{evaluation}{tag}"), 200 + MODEL_IDS[model])
         inputs = {"evaluation": [self.evaluations[evaluation]], "model": [self.models[model]],
                   "baseline_model": [self.models[baseline]] if baseline else []}
-        gate_executor.Executor().Do(inputs, {"blessing": [blessing]}, {"settings": settings.to_json()})
+        gate_executor.Executor().Do(inputs, {"blessing": [blessing]},
+                                    {gate_executor.EVALUATION_CONFIG_KEY: json.dumps(config.to_dict())})
         return blessing
 
     def push(self, model: str, blessing: standard_artifacts.ModelBlessing, base_directory: str):
@@ -180,26 +183,26 @@ def run(tmp_path_factory) -> Run:
     return Run(str(tmp_path_factory.mktemp("gate_e2e")))
 
 
-def _gates(blessing) -> Dict[str, dict]:
-    return {gate["name"]: gate for gate in gate_executor.read_gate_report(blessing.uri)["gates"]}
+def _gates(blessing) -> Dict[str, GateResult]:
+    return {gate.name: gate for gate in read_gate_report(blessing.uri).gates}
 
 
 @pytest.mark.e2e
 def test_good_model_is_blessed_the_tfx_way_and_the_standard_pusher_pushes_it(run, tmp_path):
     blessing = run.gate("good", "good", tag="_pushed")
-    report = gate_executor.read_gate_report(blessing.uri)
-    assert report["blessed"] and report["reasons"] == []
+    report = read_gate_report(blessing.uri)
+    assert report.blessed and report.reasons == []
     gates = _gates(blessing)
-    assert gates["overall_auc"]["status"] == "passed"
-    assert gates["overall_auc"]["value"] == pytest.approx(expected_auc(run.columns, "good"), abs=0.005)
-    assert gates["overall_auc"]["margin"] == pytest.approx(gates["overall_auc"]["value"] - 0.8)
-    assert (gates["overall_auc"]["example_count"], gates["overall_auc"]["positives"]) == (250, 84)
+    assert gates["overall_auc"].status == "passed"
+    assert gates["overall_auc"].value == pytest.approx(expected_auc(run.columns, "good"), abs=0.005)
+    assert gates["overall_auc"].margin == pytest.approx(gates["overall_auc"].value - 0.8)
+    assert (gates["overall_auc"].example_count, gates["overall_auc"].positives) == (250, 84)
     for dataset in ("cbis-ddsm", "inbreast"):
         gate = gates[f"dataset_auc[{dataset}]"]
-        assert gate["status"] == "passed"
-        assert gate["value"] == pytest.approx(expected_auc(run.columns, "good", dataset), abs=0.005)
-    assert gates["auc_drop_vs_baseline"]["status"] == "skipped"
-    assert "no blessed baseline" in gates["auc_drop_vs_baseline"]["detail"]
+        assert gate.status == "passed"
+        assert gate.value == pytest.approx(expected_auc(run.columns, "good", dataset), abs=0.005)
+    assert gates["auc_drop_vs_baseline"].status == "skipped"
+    assert "no blessed baseline" in gates["auc_drop_vs_baseline"].detail
     # TFX's conventions, as the Evaluator writes them.
     assert os.path.exists(os.path.join(blessing.uri, "BLESSED"))
     assert not os.path.exists(os.path.join(blessing.uri, "NOT_BLESSED"))
@@ -218,21 +221,21 @@ def test_good_model_is_blessed_the_tfx_way_and_the_standard_pusher_pushes_it(run
 def test_inverted_model_is_refused_with_the_reason_and_not_pushed(run, tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="absl"):
         blessing = run.gate("inverted", "inverted")
-    report = gate_executor.read_gate_report(blessing.uri)
-    assert not report["blessed"]
+    report = read_gate_report(blessing.uri)
+    assert not report.blessed
     overall = _gates(blessing)["overall_auc"]
-    assert overall["status"] == "failed" and overall["blocks_blessing"]
-    assert overall["value"] == pytest.approx(expected_auc(run.columns, "inverted"), abs=0.005)
-    assert overall["value"] < 0.2
-    assert overall["margin"] == pytest.approx(overall["value"] - 0.8)
-    assert any(reason.startswith("overall_auc: failed") for reason in report["reasons"])
+    assert overall.status == "failed" and overall.blocks_blessing
+    assert overall.value == pytest.approx(expected_auc(run.columns, "inverted"), abs=0.005)
+    assert overall.value < 0.2
+    assert overall.margin == pytest.approx(overall.value - 0.8)
+    assert any(reason.startswith("overall_auc: failed") for reason in report.reasons)
     assert os.path.exists(os.path.join(blessing.uri, "NOT_BLESSED"))
     assert blessing.get_int_custom_property("blessed") == 0
     assert "overall_auc" in blessing.get_string_custom_property("blessing_message")
     # One log line per gate, with the shortfall.
     gate_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("ModelGate gate ")]
-    assert len(gate_lines) == len(report["gates"])
-    assert any("overall_auc" in line and f"FAILED by {0.8 - overall['value']:.4f}" in line for line in gate_lines)
+    assert len(gate_lines) == len(report.gates)
+    assert any("overall_auc" in line and f"FAILED by {0.8 - overall.value:.4f}" in line for line in gate_lines)
 
     base_directory = str(tmp_path / "serving" / "mammo")
     pushed = run.push("inverted", blessing, base_directory)
@@ -242,47 +245,47 @@ def test_inverted_model_is_refused_with_the_reason_and_not_pushed(run, tmp_path,
 
 @pytest.mark.e2e
 def test_one_class_slice_is_insufficient_not_failed_and_blocks_only_when_configured(run):
-    with_mias = dataclasses.replace(SETTINGS, min_dataset_auc={**SETTINGS.min_dataset_auc, "mias": 0.7})
-    blessing = run.gate("good", "good", settings=with_mias, tag="_mias_blocking")
+    with_mias = dataclasses.replace(CONFIG, min_dataset_auc={**CONFIG.min_dataset_auc, "mias": 0.7})
+    blessing = run.gate("good", "good", config=with_mias, tag="_mias_blocking")
     mias = _gates(blessing)["dataset_auc[mias]"]
     # TFMA reports AUC 0.0 for the one-class slice; the gate does not judge it.
-    assert mias["value"] == 0.0
-    assert mias["status"] == "insufficient" and mias["margin"] is None
-    assert (mias["example_count"], mias["positives"], mias["negatives"]) == (40, 0, 40)
-    assert "0 positive" in mias["detail"]
-    assert mias["blocks_blessing"]
-    assert not gate_executor.read_gate_report(blessing.uri)["blessed"]
+    assert mias.value == 0.0
+    assert mias.status == "insufficient" and mias.margin is None
+    assert (mias.example_count, mias.positives, mias.negatives) == (40, 0, 40)
+    assert "0 positive" in mias.detail
+    assert mias.blocks_blessing
+    assert not read_gate_report(blessing.uri).blessed
 
     lenient = dataclasses.replace(with_mias, insufficient_blocks_blessing=False)
-    blessing = run.gate("good", "good", settings=lenient, tag="_mias_lenient")
+    blessing = run.gate("good", "good", config=lenient, tag="_mias_lenient")
     mias = _gates(blessing)["dataset_auc[mias]"]
-    assert mias["status"] == "insufficient" and not mias["blocks_blessing"]
-    assert gate_executor.read_gate_report(blessing.uri)["blessed"]
+    assert mias.status == "insufficient" and not mias.blocks_blessing
+    assert read_gate_report(blessing.uri).blessed
 
 
 @pytest.mark.e2e
 def test_too_small_slice_is_insufficient_and_an_insufficient_overall_slice_always_blocks(run):
-    strict = dataclasses.replace(SETTINGS, min_slice_size=100, insufficient_blocks_blessing=False)
-    gates = _gates(run.gate("good", "good", settings=strict, tag="_small"))
-    assert gates["dataset_auc[inbreast]"]["status"] == "insufficient"
-    assert "90 examples" in gates["dataset_auc[inbreast]"]["detail"]
-    assert gates["dataset_auc[cbis-ddsm]"]["status"] == "passed"
+    strict = dataclasses.replace(CONFIG, min_slice_size=100, insufficient_blocks_blessing=False)
+    gates = _gates(run.gate("good", "good", config=strict, tag="_small"))
+    assert gates["dataset_auc[inbreast]"].status == "insufficient"
+    assert "90 examples" in gates["dataset_auc[inbreast]"].detail
+    assert gates["dataset_auc[cbis-ddsm]"].status == "passed"
 
     impossible = dataclasses.replace(strict, min_slice_size=1000)
-    blessing = run.gate("good", "good", settings=impossible, tag="_overall_small")
+    blessing = run.gate("good", "good", config=impossible, tag="_overall_small")
     overall = _gates(blessing)["overall_auc"]
-    assert overall["status"] == "insufficient" and overall["blocks_blessing"]
-    assert not gate_executor.read_gate_report(blessing.uri)["blessed"]
+    assert overall.status == "insufficient" and overall.blocks_blessing
+    assert not read_gate_report(blessing.uri).blessed
 
 
 @pytest.mark.e2e
 def test_gate_on_a_dataset_absent_from_the_run_is_skipped_and_says_so(run):
-    with_folder = dataclasses.replace(SETTINGS, min_dataset_auc={**SETTINGS.min_dataset_auc, "folder": 0.99})
-    blessing = run.gate("good", "good", settings=with_folder, tag="_folder")
+    with_folder = dataclasses.replace(CONFIG, min_dataset_auc={**CONFIG.min_dataset_auc, "folder": 0.99})
+    blessing = run.gate("good", "good", config=with_folder, tag="_folder")
     folder = _gates(blessing)["dataset_auc[folder]"]
-    assert folder["status"] == "skipped" and not folder["blocks_blessing"]
-    assert "no examples of dataset 'folder'" in folder["detail"]
-    assert gate_executor.read_gate_report(blessing.uri)["blessed"]
+    assert folder.status == "skipped" and not folder.blocks_blessing
+    assert "no examples of dataset 'folder'" in folder.detail
+    assert read_gate_report(blessing.uri).blessed
 
 
 @pytest.mark.e2e
@@ -292,21 +295,21 @@ def test_worse_model_is_refused_for_its_drop_against_the_blessed_baseline(run):
     worse_auc, good_auc = expected_auc(run.columns, "worse"), expected_auc(run.columns, "good")
     assert good_auc - worse_auc > 0.02
     # Good enough on its own bounds, but worse than what is in production.
-    assert gates["overall_auc"]["status"] == "passed"
+    assert gates["overall_auc"].status == "passed"
     drop = gates["auc_drop_vs_baseline"]
-    assert drop["status"] == "failed" and drop["blocks_blessing"]
-    assert drop["value"] == pytest.approx(worse_auc - good_auc, abs=0.005)
-    assert drop["bound"] == -0.01
-    assert drop["margin"] == pytest.approx(drop["value"] + 0.01)
-    report = gate_executor.read_gate_report(blessing.uri)
-    assert not report["blessed"] and report["baseline_evaluated"]
-    assert [reason.split(":")[0] for reason in report["reasons"]] == ["auc_drop_vs_baseline"]
+    assert drop.status == "failed" and drop.blocks_blessing
+    assert drop.value == pytest.approx(worse_auc - good_auc, abs=0.005)
+    assert drop.bound == -0.01
+    assert drop.margin == pytest.approx(drop.value + 0.01)
+    report = read_gate_report(blessing.uri)
+    assert not report.blessed and report.baseline_evaluated
+    assert [reason.split(":")[0] for reason in report.reasons] == ["auc_drop_vs_baseline"]
     assert blessing.get_int_custom_property("baseline_model_id") == MODEL_IDS["good"]
     assert blessing.get_int_custom_property("current_model_id") == MODEL_IDS["worse"]
 
-    tolerant = dataclasses.replace(SETTINGS, max_auc_drop=0.2)
-    assert gate_executor.read_gate_report(
-        run.gate("worse_vs_good", "worse", settings=tolerant, baseline="good", tag="_tolerant").uri)["blessed"]
+    tolerant = dataclasses.replace(CONFIG, max_auc_drop=0.2)
+    assert read_gate_report(
+        run.gate("worse_vs_good", "worse", config=tolerant, baseline="good", tag="_tolerant").uri).blessed
 
 
 @pytest.mark.e2e
@@ -408,12 +411,12 @@ def test_confidence_intervals_reach_the_gate_results(run):
                                                                            "ConfusionMatrixAtThresholds")]
     del trimmed.metrics_specs[0].metrics[:]
     trimmed.metrics_specs[0].metrics.extend(kept)
-    trimmed.metrics_specs[0].output_names[:] = [SETTINGS.gated_output]
+    trimmed.metrics_specs[0].output_names[:] = [GATED_OUTPUT]
     run.evaluations["good_ci"] = run.evaluate("good", eval_config=trimmed)
     gates = _gates(run.gate("good_ci", "good", tag="_ci"))
     for name in ("overall_auc", "dataset_auc[cbis-ddsm]"):
-        lower, upper = gates[name]["confidence_interval"]
-        assert lower < gates[name]["value"] < upper
+        lower, upper = gates[name].confidence_interval
+        assert lower < gates[name].value < upper
         assert upper - lower < 0.5
 
 
@@ -425,7 +428,7 @@ def test_model_card_lists_the_input_limits_the_export_records(tmp_path):
                     ImageLimits(max_side=4096))
     limits = card_executor.export_input_limits(model)
     assert limits == {"max_bytes": 32 * 1024 * 1024, "max_pixels": 40_000_000, "max_side": 4096}
-    lines = card_executor.input_limits_lines(limits)
+    lines = input_limits_lines(limits)
     assert lines[0] == "## Input limits"
     assert "| `serving.image.max_side` | 4096 |" in lines
     assert "INVALID_ARGUMENT (HTTP 400)" in " ".join(lines)

@@ -5,7 +5,6 @@ The model's `serving_examples` signature returns two features of the example as 
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from dataclasses import dataclass
@@ -22,9 +21,11 @@ import tensorflow_model_analysis as tfma
 from google.protobuf import text_format
 from PIL import Image
 
-from mammo_tfx.report import (GATE_RESULTS_FILE, ReportFiles, format_console_summary, write_report,
-                              write_report_from_artifacts)
-from mammo_tfx.report.evaluation import roc_from_calibration_histogram
+from mammo_tfx import names
+from mammo_tfx.evaluation.config import EvaluationConfig
+from mammo_tfx.evaluation.gates import GateReport, GateResult, write_gate_report
+from mammo_tfx.evaluation.tfma_results import roc_from_calibration_histogram, slice_name
+from mammo_tfx.report import ReportFiles, format_console_summary, write_report, write_report_from_artifacts
 from mammo_tfx.report.html import FAIRNESS_TABLE_ID, GATE_TABLE_ID, METRIC_TABLE_ID
 
 pytestmark = pytest.mark.e2e  # every test reads a TFMA evaluation run on Beam
@@ -64,32 +65,25 @@ options {
 }
 """
 
-GATE_SLICE_RULE = {"min_slice_size": 20, "min_examples_per_class": 2}
+GATE_CONFIG = EvaluationConfig(min_slice_size=20, min_examples_per_class=2, min_overall_auc=0.75)
 
 
-def _gate(name: str, slice_: str, value: float | None, bound: float, status: str, blocks: bool, detail: str) -> dict:
-    # The fields the ModelGate writes for every gate (components/model_gate/executor.py GateResult).
-    return {"name": name, "output": "probability", "slice": slice_, "metric": "auc", "value": value,
-            "bound": bound, "status": status, "blocks_blessing": blocks, "detail": detail,
-            "confidence_interval": None, "margin": None if value is None else value - bound,
-            "example_count": None, "positives": None, "negatives": None}
+def _gate(name: str, slice_key: tuple, value: float | None, bound: float, status: str, blocks: bool,
+          detail: str) -> GateResult:
+    return GateResult(name=name, output=names.PROBABILITY, slice=slice_name(slice_key), metric="auc", value=value,
+                      bound=bound, status=status, blocks_blessing=blocks, detail=detail,
+                      margin=None if value is None else value - bound)
 
 
-GATE_DOCUMENT = {
-    "blessed": False,
-    "reasons": ["dataset_auc[inbreast]: failed - AUC below bound"],
-    "settings": {**GATE_SLICE_RULE, "gated_output": "probability", "min_overall_auc": 0.75},
-    "evaluation_uri": "unused-by-the-report",
-    "baseline_evaluated": False,
-    "gates": [
-        _gate("overall_auc", "Overall", 0.8, 0.75, "passed", False, "AUC above bound"),
-        _gate("dataset_auc[inbreast]", "dataset=inbreast", 0.7, 0.9, "failed", True, "AUC below bound"),
-        _gate("dataset_auc[mias]", "dataset=mias", None, 0.7, "insufficient", False, "one class only"),
-        _gate("cross_auc", "density=2, dataset=inbreast", 0.95, 0.5, "passed", False, ""),
-    ],
-}
-GATES = GATE_DOCUMENT["gates"]
-MIN_EXAMPLES = GATE_SLICE_RULE["min_slice_size"]
+GATES = [
+    _gate("overall_auc", (), 0.8, 0.75, "passed", False, "AUC above bound"),
+    _gate("dataset_auc[inbreast]", (("dataset", "inbreast"),), 0.7, 0.9, "failed", True, "AUC below bound"),
+    _gate("dataset_auc[mias]", (("dataset", "mias"),), None, 0.7, "insufficient", False, "one class only"),
+    _gate("cross_auc", (("dataset", "inbreast"), ("density", 2)), 0.95, 0.5, "passed", False, ""),
+]
+GATE_REPORT = GateReport(blessed=False, gates=GATES, settings=GATE_CONFIG.gate_settings(),
+                         evaluation_uri="unused-by-the-report", baseline_evaluated=False)
+MIN_EXAMPLES = GATE_CONFIG.min_slice_size
 
 
 @dataclass(frozen=True)
@@ -170,9 +164,8 @@ def evaluation(tmp_path_factory: pytest.TempPathFactory) -> Evaluation:
 
 @pytest.fixture(scope="session")
 def gate_results_path(tmp_path_factory: pytest.TempPathFactory) -> str:
-    blessing = tmp_path_factory.mktemp("blessing")
-    (blessing / GATE_RESULTS_FILE).write_text(json.dumps(GATE_DOCUMENT, indent=2))
-    return str(blessing / GATE_RESULTS_FILE)
+    # Written by the ModelGate's own writer, as in a blessing artifact.
+    return write_gate_report(GATE_REPORT, str(tmp_path_factory.mktemp("blessing")))
 
 
 @pytest.fixture(scope="session")
@@ -322,7 +315,7 @@ def test_fairness_rates_per_density_match_counts_from_the_scores(report: ReportF
 def test_gate_results_are_listed_and_summarised_per_slice(report: ReportFiles) -> None:
     page = _parse_page(report.html)
     gates = _table_rows(page, GATE_TABLE_ID)
-    assert [(gate["Gate"], gate["Status"]) for gate in gates] == [(g["name"], g["status"]) for g in GATES]
+    assert [(gate["Gate"], gate["Status"]) for gate in gates] == [(g.name, g.status) for g in GATES]
     assert gates[1] == {"Gate": "dataset_auc[inbreast]", "Output": "probability", "Slice": "dataset=inbreast",
                         "Metric": "auc", "Value": "0.700", "Bound": "0.900", "Status": "failed",
                         "Blocks blessing": "yes", "Reason": "AUC below bound"}
@@ -332,7 +325,7 @@ def test_gate_results_are_listed_and_summarised_per_slice(report: ReportFiles) -
     assert metric_rows["Overall"]["Gate"] == "passed"
     assert metric_rows["dataset=inbreast"]["Gate"] == "failed"
     assert metric_rows["dataset=mias"]["Gate"] == "insufficient"
-    assert metric_rows["dataset=inbreast & density=2"]["Gate"] == "passed"  # gate wrote "density=2, dataset=..."
+    assert metric_rows["dataset=inbreast & density=2"]["Gate"] == "passed"  # gate wrote "dataset=inbreast, density=2"
     assert metric_rows["dataset=cbis-ddsm"]["Gate"] == ""
 
 
@@ -357,7 +350,7 @@ def test_report_from_artifacts_reads_gates_from_the_blessing(evaluation: Evaluat
                                                              tmp_path: Path) -> None:
     files = write_report_from_artifacts(evaluation.uri, str(tmp_path / "with_gates"),
                                         blessing_uri=str(Path(gate_results_path).parent))
-    assert [gate.status for gate in files.gates] == [gate["status"] for gate in GATES]
+    assert [gate.status for gate in files.gates] == [gate.status for gate in GATES]
     without = write_report_from_artifacts(evaluation.uri, str(tmp_path / "without_gates"),
                                           blessing_uri=str(tmp_path))  # a blessing without gate_results.json
     assert without.gates == () and without.blessed is None

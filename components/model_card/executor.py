@@ -7,13 +7,12 @@ the base directory stays a clean list of versions and the card travels with the 
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
-import math
 import os
 from typing import Any, Dict, List, Mapping, Optional
 
-import tensorflow as tf
 from absl import logging
 from tfx import types
 from tfx.components.evaluator import constants as evaluator_constants
@@ -21,9 +20,10 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
-from components.model_gate.executor import (EvaluationMetrics, GateSettings, SliceKey, SliceMetrics,
-                                            read_evaluation, read_gate_report, slice_name, slice_sufficiency)
-from mammo_tfx.serving.limits import IMAGE_SECTION
+from mammo_tfx import names
+from mammo_tfx.evaluation.gates import GateReport, read_gate_report
+from mammo_tfx.evaluation.model_card import INGEST_COUNTS, MODEL_DESCRIPTION, slice_rows, write_card
+from mammo_tfx.evaluation.tfma_results import EvaluationMetrics, read_evaluation
 from trainer_module.model_io import IMAGE_LIMITS_INFO_KEY, read_model_info
 
 MODEL_KEY = "model"
@@ -36,26 +36,10 @@ PROFILE_KEY = "profile"
 MODEL_NAME_KEY = "model_name"
 SPLIT_KEY = "split"
 
-CARD_MARKDOWN = "model_card.md"
-CARD_JSON = "model_card.json"
-SERVING_EXTRAS_DIR = "assets.extra"
 # Properties the Pusher sets on its PushedModel (tfx/components/pusher/executor.py).
 _PUSHED = "pushed"
 _PUSHED_DESTINATION = "pushed_destination"
 _PUSHED_VERSION = "pushed_version"
-_INGEST_COUNTS = ("ingested", "quarantined", "excluded")
-# Scalar metrics shown per slice, in table order; thresholded ones follow their thresholds.
-_SCALAR_METRICS = ("auc", "auc_precision_recall", "sensitivity_at_specificity", "specificity_at_sensitivity",
-                   "calibration")
-_THRESHOLDED_METRICS = {"fall_out": "FallOut", "miss_rate": "MissRate"}
-
-MODEL_DESCRIPTION = (
-    "Whole-image breast-cancer classifier after Shen et al.: a patch classifier trained on lesion and background "
-    "patches, converted into a whole-image classifier and fine-tuned on whole mammograms. The served `probability` "
-    "is the mean malignancy probability over 4 flips of the image (test-time augmentation); "
-    "`probability_single` is the unflipped prediction. Gates apply to `probability`.")
-
-
 def _artifact_ref(artifact: Optional[types.Artifact]) -> Optional[Dict[str, Any]]:
     return None if artifact is None else {"id": artifact.id, "uri": artifact.uri, "type": artifact.type_name}
 
@@ -65,7 +49,7 @@ def data_counts(examples: types.Artifact) -> Dict[str, Any]:
     split_counts_text = (examples.get_string_custom_property("split_counts")
                          if examples.has_custom_property("split_counts") else "")
     counts: Dict[str, Any] = {"split_counts": json.loads(split_counts_text) if split_counts_text else {}}
-    for key in _INGEST_COUNTS:
+    for key in INGEST_COUNTS:
         counts[key] = examples.get_int_custom_property(key) if examples.has_custom_property(key) else None
     return counts
 
@@ -80,46 +64,10 @@ def export_input_limits(model: types.Artifact) -> Optional[Dict[str, int]]:
     return info.get(IMAGE_LIMITS_INFO_KEY)
 
 
-def input_limits_lines(limits: Optional[Mapping[str, int]]) -> List[str]:
-    """The model card's section on what the served model refuses."""
-    lines = ["## Input limits", ""]
-    if limits is None:
-        return lines + ["The export records no input limits.", ""]
-    lines += ["Every signature checks each image (and the image of each serialized example) before decoding its "
-              "pixels, from the PNG/JPEG header, and refuses it with INVALID_ARGUMENT (HTTP 400) beyond these "
-              f"limits (configuration `{IMAGE_SECTION}`):", ""]
-    lines += _table(["limit", "value"], [[f"`{IMAGE_SECTION}.{name}`", str(value)] for name, value in limits.items()])
-    return lines + [""]
-
-
-def slice_rows(metrics: EvaluationMetrics, output: str, settings: GateSettings) -> List[Dict[str, Any]]:
-    """One row per slice of `output`: counts, whether the slice is large enough to judge, and its metrics."""
-    thresholds = {name: metrics.metric_thresholds(class_name) for name, class_name in _THRESHOLDED_METRICS.items()}
-    rows = []
-    slices: Dict[SliceKey, SliceMetrics] = metrics.slices(output)
-    # Overall first, then single features, then crosses; values in sorted order inside each.
-    for slice_key in sorted(slices, key=lambda key: (len(key), [(c, str(v)) for c, v in key])):
-        slice_metrics = slices[slice_key]
-        sufficient, _ = slice_sufficiency(slice_metrics, settings)
-        positives, negatives = slice_metrics.class_counts()
-        row: Dict[str, Any] = {"slice": slice_name(slice_key), "output": output,
-                               "example_count": slice_metrics.example_count, "positives": positives,
-                               "negatives": negatives, "sufficient": sufficient}
-        for name in _SCALAR_METRICS:
-            row[name] = slice_metrics.values.get(name)
-        row["auc_confidence_interval"] = slice_metrics.confidence_intervals.get("auc")
-        for name, metric_thresholds in thresholds.items():
-            values = slice_metrics.values.get(name) or []
-            row[name] = {f"{t:g}": v for t, v in zip(metric_thresholds, values)}
-        rows.append(row)
-    return rows
-
-
-def build_card(model_name: str, split: str, profile: Mapping[str, Any], gate_report: Mapping[str, Any],
+def build_card(model_name: str, split: str, profile: Mapping[str, Any], gate_report: GateReport,
                metrics: EvaluationMetrics, examples: types.Artifact, model: types.Artifact,
                evaluation: types.Artifact, blessing: types.Artifact, pushed_model: types.Artifact) -> Dict[str, Any]:
     """The model card as a JSON-able dict (the Markdown is rendered from it)."""
-    settings = GateSettings(**gate_report["settings"])
     pushed = pushed_model.has_custom_property(_PUSHED) and pushed_model.get_int_custom_property(_PUSHED) == 1
     baseline_id = (blessing.get_int_custom_property(evaluator_constants.ARTIFACT_PROPERTY_BASELINE_MODEL_ID_KEY)
                    if blessing.has_custom_property(evaluator_constants.ARTIFACT_PROPERTY_BASELINE_MODEL_ID_KEY)
@@ -131,18 +79,19 @@ def build_card(model_name: str, split: str, profile: Mapping[str, Any], gate_rep
         "generated_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "description": MODEL_DESCRIPTION,
         "decision": {
-            "blessed": bool(gate_report["blessed"]),
-            "reasons": list(gate_report["reasons"]),
+            "blessed": gate_report.blessed,
+            "reasons": gate_report.reasons,
             "pushed": pushed,
             "version": pushed_model.get_string_custom_property(_PUSHED_VERSION) if pushed else None,
             "serving_path": pushed_model.get_string_custom_property(_PUSHED_DESTINATION) if pushed else None,
         },
-        "gates": list(gate_report["gates"]),
-        "gate_settings": dict(gate_report["settings"]),
+        "gates": [dataclasses.asdict(gate) for gate in gate_report.gates],
+        "gate_settings": dict(gate_report.settings),
         "evaluation": {
             "split": split,
             "baseline_evaluated": metrics.baseline_model_name is not None,
-            "slices": [row for output in metrics.output_names() for row in slice_rows(metrics, output, settings)],
+            "slices": [row for output in metrics.output_names()
+                       for row in slice_rows(metrics, output, gate_report.sufficiency_rule())],
         },
         "data": data_counts(examples),
         "input_limits": export_input_limits(model),
@@ -156,103 +105,6 @@ def build_card(model_name: str, split: str, profile: Mapping[str, Any], gate_rep
             "baseline_model": None if baseline_id is None else {"id": baseline_id, "uri": baseline_uri},
         },
     }
-
-
-def _number(value: Any, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def _table(header: List[str], rows: List[List[str]]) -> List[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
-    return lines
-
-
-def render_markdown(card: Mapping[str, Any]) -> str:
-    decision = card["decision"]
-    status = "BLESSED" if decision["blessed"] else "NOT BLESSED"
-    pushed = (f"pushed as version {decision['version']} to `{decision['serving_path']}`" if decision["pushed"]
-              else "not pushed")
-    lines = [f"# Model card: {card['model_name']}", "", card["description"], "",
-             f"Generated {card['generated_at']}.", "", "## Decision", "", f"**{status}**, {pushed}.", ""]
-    lines += [f"- {reason}" for reason in decision["reasons"]] + ([""] if decision["reasons"] else [])
-
-    lines += ["## Gates", ""]
-    lines += _table(
-        ["gate", "output", "slice", "metric", "value", "95% CI", "bound", "status", "detail"],
-        [[gate["name"], gate["output"], gate["slice"], gate["metric"], _number(gate["value"], 4),
-          "n/a" if not gate["confidence_interval"] else
-          f"{gate['confidence_interval'][0]:.4f}-{gate['confidence_interval'][1]:.4f}",
-          f">= {gate['bound']:.4f}",
-          gate["status"] + (" (blocks)" if gate["blocks_blessing"] and gate["status"] != "failed" else ""),
-          gate["detail"]] for gate in card["gates"]])
-
-    data = card["data"]
-    lines += ["", "## Data", "",
-              "Ingestion: " + ", ".join(f"{key} {_number(data[key])}" for key in _INGEST_COUNTS) + ".", ""]
-    datasets = sorted({name for per_split in data["split_counts"].values() for name in per_split})
-    splits = sorted(data["split_counts"])
-    lines += _table(["dataset"] + splits,
-                    [[name] + [str(data["split_counts"][split].get(name, 0)) for split in splits]
-                     for name in datasets])
-
-    evaluation = card["evaluation"]
-    settings = card["gate_settings"]
-    lines += ["", f"## Evaluation on split `{evaluation['split']}`", "",
-              f"Slices with fewer than {settings['min_slice_size']} examples or fewer than "
-              f"{settings['min_examples_per_class']} of a class are marked insufficient: their metrics are shown but "
-              "mean little (TFMA reports AUC 0.0 for a one-class slice); their AUC is in parentheses.", ""]
-    lines += _table(
-        ["output", "slice", "n", "pos", "neg", "AUC", "AUC 95% CI", "AUC-PR", "sens@spec0.9", "spec@sens0.9",
-         "calibration", "judged"],
-        [[row["output"], row["slice"], str(row["example_count"]), str(row["positives"]), str(row["negatives"]),
-          # Parentheses: the AUC of a slice too small or one-class is shown but not to be read as a result.
-          _number(row["auc"]) if row["sufficient"] else f"({_number(row['auc'])})",
-          "n/a" if not row["auc_confidence_interval"] else
-          f"{row['auc_confidence_interval'][0]:.3f}-{row['auc_confidence_interval'][1]:.3f}",
-          _number(row["auc_precision_recall"]), _number(row["sensitivity_at_specificity"]),
-          _number(row["specificity_at_sensitivity"]), _number(row["calibration"]),
-          "yes" if row["sufficient"] else "insufficient"] for row in evaluation["slices"]])
-
-    lines += ["", "### Error rates at fixed thresholds (fairness)", "",
-              "FPR = false positive rate (fall-out), FNR = false negative rate (miss rate).", ""]
-    thresholds = sorted({t for row in evaluation["slices"] for t in row["fall_out"]}, key=float)
-    lines += _table(
-        ["output", "slice"] + [f"FPR@{t}" for t in thresholds] + [f"FNR@{t}" for t in thresholds],
-        [[row["output"], row["slice"]] + [_number(row["fall_out"].get(t)) for t in thresholds]
-         + [_number(row["miss_rate"].get(t)) for t in thresholds] for row in evaluation["slices"]])
-
-    lines += [""] + input_limits_lines(card["input_limits"])
-    lines += ["## Lineage (ML Metadata artifact ids)", ""]
-    lines += _table(["artifact", "id", "uri"],
-                    [[name, str(ref["id"]), f"`{ref['uri']}`"] for name, ref in card["lineage"].items()
-                     if ref is not None])
-    lines += ["", "## Configuration profile", "", "```json", json.dumps(card["profile"], indent=2, sort_keys=True,
-                                                                        default=str), "```", ""]
-    return "\n".join(lines)
-
-
-def _json_safe(value: Any) -> Any:
-    # Strict JSON has no NaN/Infinity (a one-class slice has NaN rates); they become null.
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(key): _json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(item) for item in value]
-    return value
-
-
-def write_card(card: Mapping[str, Any], directory: str) -> None:
-    tf.io.gfile.makedirs(directory)
-    with tf.io.gfile.GFile(os.path.join(directory, CARD_JSON), "w") as handle:
-        handle.write(json.dumps(_json_safe(card), indent=2, sort_keys=True, default=str, allow_nan=False))
-    with tf.io.gfile.GFile(os.path.join(directory, CARD_MARKDOWN), "w") as handle:
-        handle.write(render_markdown(card))
 
 
 class Executor(base_executor.BaseExecutor):
@@ -277,7 +129,7 @@ class Executor(base_executor.BaseExecutor):
         model_card.set_int_custom_property("blessed", int(card["decision"]["blessed"]))
         model_card.set_int_custom_property("pushed", int(card["decision"]["pushed"]))
         if card["decision"]["pushed"]:
-            serving_copy = os.path.join(card["decision"]["serving_path"], SERVING_EXTRAS_DIR)
+            serving_copy = os.path.join(card["decision"]["serving_path"], names.SERVING_EXTRAS_DIR)
             write_card(card, serving_copy)
             model_card.set_string_custom_property("serving_copy", serving_copy)
             logging.info("ModelCardWriter: card written to %s and %s", model_card.uri, serving_copy)

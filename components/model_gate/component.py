@@ -1,6 +1,7 @@
 """ModelGate: a TFX component that blesses (or refuses) a model from its TFMA evaluation."""
 from __future__ import annotations
 
+import json
 from typing import Optional
 
 from tfx import types
@@ -9,13 +10,13 @@ from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
 from components.model_gate import executor
-from components.model_gate.executor import GateSettings
+from mammo_tfx.evaluation.config import EvaluationConfig
 
 
 class ModelGateSpec(ComponentSpec):
-    """`settings`: GateSettings as JSON."""
+    """`evaluation_config`: the EvaluationConfig as JSON (EvaluationConfig.to_dict())."""
 
-    PARAMETERS = {executor.SETTINGS_KEY: ExecutionParameter(type=str)}
+    PARAMETERS = {executor.EVALUATION_CONFIG_KEY: ExecutionParameter(type=str)}
     INPUTS = {
         executor.EVALUATION_KEY: ChannelParameter(type=standard_artifacts.ModelEvaluation),
         executor.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
@@ -26,7 +27,7 @@ class ModelGateSpec(ComponentSpec):
 
 
 class ModelGate(base_component.BaseComponent):
-    """Applies the AUC gates of `settings` to an Evaluator's output and writes a standard ModelBlessing.
+    """Applies the AUC gates of `config` to an Evaluator's output and writes a standard ModelBlessing.
 
     The blessing carries TFX's markers (BLESSED/NOT_BLESSED file, `blessed` custom property, `current_model_id`),
     so the standard Pusher and LatestBlessedModelStrategy obey it, and `gate_results.json` with every gate's value,
@@ -37,13 +38,13 @@ class ModelGate(base_component.BaseComponent):
     SPEC_CLASS = ModelGateSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
-    def __init__(self, evaluation: types.BaseChannel, model: types.BaseChannel, settings: GateSettings,
+    def __init__(self, evaluation: types.BaseChannel, model: types.BaseChannel, config: EvaluationConfig,
                  baseline_model: Optional[types.BaseChannel] = None) -> None:
         spec = ModelGateSpec(
             evaluation=evaluation,
             model=model,
             baseline_model=baseline_model,
-            settings=settings.to_json(),
+            evaluation_config=json.dumps(config.to_dict(), sort_keys=True),
             blessing=types.Channel(type=standard_artifacts.ModelBlessing),
         )
         super().__init__(spec=spec)

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+from mammo_tfx import names
+from mammo_tfx.evaluation.gates import GateResult
 from mammo_tfx.report.evaluation import EvaluationTables
-from mammo_tfx.report.gates import GateResult, gate_status_for_slice
+from mammo_tfx.report.gates import gate_status_for_slice
 from mammo_tfx.report.naming import INSUFFICIENT, format_count, format_number, output_label
-
-CONSOLE_OUTPUTS = ("probability", "probability_single")
 
 
 def _auc_cell(auc_by_key: dict, key: tuple, output: str, insufficient: bool) -> str:
@@ -23,7 +23,7 @@ def format_console_summary(tables: EvaluationTables, gates: Sequence[GateResult]
 
     With `blessed` (ReportFiles.blessed) a last line states the gate's verdict.
     """
-    outputs = [output for output in CONSOLE_OUTPUTS if output in tables.outputs] or list(tables.outputs[:2])
+    outputs = [output for output in names.MODEL_OUTPUTS if output in tables.outputs] or list(tables.outputs[:2])
     auc_by_key = {(row.slice_key, row.output): row.value
                   for row in tables.metrics.itertuples(index=False) if row.metric == "auc"}
     header = ["slice", "n"] + [f"AUC {output_label(output)}" for output in outputs] + ["gate"]

@@ -4,7 +4,9 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-OUTPUT_LABELS = {"probability": "flip (TTA)", "probability_single": "single", "": "prediction"}
+from mammo_tfx import names
+
+OUTPUT_LABELS = {names.PROBABILITY: "flip (TTA)", names.PROBABILITY_SINGLE: "single", "": "prediction"}
 # TFMA metric key names (the default names of the configured MetricConfigs) in the order the table shows them.
 METRIC_LABELS = {
     "auc": "AUC",

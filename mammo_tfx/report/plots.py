@@ -10,6 +10,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from mammo_tfx import names
 from mammo_tfx.report.evaluation import EvaluationTables, rows_of_slice
 from mammo_tfx.report.naming import INSUFFICIENT, format_count, output_label
 from mammo_tfx.report.slices import SliceKey, slice_sort_key
@@ -43,7 +44,7 @@ def roc_by_dataset_png(tables: EvaluationTables) -> Optional[bytes]:
     """ROC curve of the overall slice and of each dataset slice, one panel per output; None without plot data."""
     if tables.roc.empty:
         return None
-    keys = [()] + _single_feature_slices(tables, "dataset")
+    keys = [()] + _single_feature_slices(tables, names.DATASET)
     figure = Figure(figsize=(5.2 * len(tables.outputs), 5.0))
     for index, output in enumerate(tables.outputs):
         axes = figure.add_subplot(1, len(tables.outputs), index + 1)
@@ -118,7 +119,7 @@ def auc_by_slice_png(tables: EvaluationTables) -> Optional[bytes]:
 
 def fairness_by_density_png(tables: EvaluationTables) -> Optional[bytes]:
     """FPR and FNR at each ConfusionMatrixAtThresholds threshold per density group (primary output)."""
-    keys = _single_feature_slices(tables, "density")
+    keys = _single_feature_slices(tables, names.DENSITY)
     output = tables.primary_output
     wanted = set(keys)
     rates = tables.rates[(tables.rates["output"] == output)

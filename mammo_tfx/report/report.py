@@ -8,8 +8,11 @@ from typing import Callable, Optional
 import tensorflow as tf
 
 from mammo_tfx.report import plots
-from mammo_tfx.report.evaluation import EvaluationTables, SufficiencyRule, load_evaluation
-from mammo_tfx.report.gates import GATE_RESULTS_FILE, GateReport, GateResult, load_gate_results
+from mammo_tfx import names
+from mammo_tfx.evaluation.config import EvaluationConfig
+from mammo_tfx.evaluation.gates import GateReport, GateResult, read_gate_report
+from mammo_tfx.evaluation.sufficiency import SufficiencyRule
+from mammo_tfx.report.evaluation import EvaluationTables, load_evaluation
 from mammo_tfx.report.html import render_report_html
 from mammo_tfx.report.summary import fairness_table, gate_table, slice_metric_table
 
@@ -43,13 +46,11 @@ def _write_bytes(path: str, data: bytes) -> None:
 
 def _sufficiency_rule(gate_report: Optional[GateReport], min_examples: Optional[int],
                       min_per_class: Optional[int]) -> SufficiencyRule:
-    """Explicit values first, then the gate's own settings, then the defaults (which equal the gate's)."""
-    defaults = SufficiencyRule()
-    gate_examples = gate_report.min_examples if gate_report else None
-    gate_per_class = gate_report.min_per_class if gate_report else None
+    """Explicit values first, then the gate's own rule, then EvaluationConfig's defaults (the gate's defaults)."""
+    rule = gate_report.sufficiency_rule() if gate_report else EvaluationConfig().sufficiency_rule()
     return SufficiencyRule(
-        min_examples=next(v for v in (min_examples, gate_examples, defaults.min_examples) if v is not None),
-        min_per_class=next(v for v in (min_per_class, gate_per_class, defaults.min_per_class) if v is not None),
+        min_slice_size=rule.min_slice_size if min_examples is None else min_examples,
+        min_examples_per_class=rule.min_examples_per_class if min_per_class is None else min_per_class,
     )
 
 
@@ -63,10 +64,10 @@ def write_report(evaluation_uri: str, out_dir: str, gate_results_path: Optional[
     min_examples / min_per_class: when a slice reads "insufficient"; by default the gate's settings.
     model_name: only needed when the evaluation holds several non-baseline models.
     """
-    gate_report = load_gate_results(gate_results_path) if gate_results_path else None
+    gate_report = read_gate_report(gate_results_path) if gate_results_path else None
     rule = _sufficiency_rule(gate_report, min_examples, min_per_class)
     tables = load_evaluation(evaluation_uri, model_name=model_name, rule=rule)
-    gates = gate_report.gates if gate_report else ()
+    gates = tuple(gate_report.gates) if gate_report else ()
     tf.io.gfile.makedirs(out_dir)
     written: dict[str, str] = {}
     figures = []
@@ -85,8 +86,8 @@ def write_report(evaluation_uri: str, out_dir: str, gate_results_path: Optional[
         metric_table=slice_metric_table(tables, gates),
         fairness_table=fairness_table(tables),
         figures=figures,
-        min_examples=rule.min_examples,
-        min_per_class=rule.min_per_class,
+        min_examples=rule.min_slice_size,
+        min_per_class=rule.min_examples_per_class,
         blessed=gate_report.blessed if gate_report else None,
     )
     html_path = os.path.join(out_dir, REPORT_HTML)
@@ -104,6 +105,6 @@ def write_report_from_artifacts(evaluation_uri: str, out_dir: str,
     """
     gate_path = None
     if blessing_uri:
-        candidate = os.path.join(blessing_uri, GATE_RESULTS_FILE)
+        candidate = os.path.join(blessing_uri, names.GATE_RESULTS_FILE)
         gate_path = candidate if tf.io.gfile.exists(candidate) else None
     return write_report(evaluation_uri, out_dir, gate_path)

@@ -6,8 +6,11 @@ from typing import Sequence
 
 import pandas as pd
 
-from mammo_tfx.report.evaluation import EXAMPLE_COUNT_METRIC, EvaluationTables, rows_of_slice
-from mammo_tfx.report.gates import GateResult, gate_status_for_slice
+from mammo_tfx import names
+from mammo_tfx.evaluation.gates import GateResult
+from mammo_tfx.evaluation.tfma_results import EXAMPLE_COUNT_METRIC
+from mammo_tfx.report.evaluation import EvaluationTables, rows_of_slice
+from mammo_tfx.report.gates import gate_status_for_slice
 from mammo_tfx.report.naming import (INSUFFICIENT, format_count, format_number, format_with_interval, metric_label,
                                      metric_order, output_label)
 
@@ -65,7 +68,7 @@ def _rate_cell(rate: float, numerator: float, denominator: float) -> str:
     return f"{format_number(rate)} ({numerator:g}/{denominator:g})"
 
 
-def fairness_table(tables: EvaluationTables, column: str = "density") -> pd.DataFrame:
+def fairness_table(tables: EvaluationTables, column: str = names.DENSITY) -> pd.DataFrame:
     """FPR and FNR (with counts) per group of one slicing feature, per threshold and output."""
     keys = [info.slice_key for info in tables.slices.itertuples(index=False) if info.columns == (column,)]
     rows = []
@@ -86,12 +89,9 @@ def fairness_table(tables: EvaluationTables, column: str = "density") -> pd.Data
 
 
 def gate_table(gates: Sequence[GateResult]) -> pd.DataFrame:
-    def blocks(gate: GateResult) -> str:
-        return "" if gate.blocks_blessing is None else ("yes" if gate.blocks_blessing else "no")
-
     return pd.DataFrame([
-        {"Gate": gate.gate, "Output": gate.output, SLICE_COLUMN: gate.slice, "Metric": gate.metric,
+        {"Gate": gate.name, "Output": gate.output, SLICE_COLUMN: gate.slice, "Metric": gate.metric,
          "Value": format_number(gate.value), "Bound": format_number(gate.bound), "Status": gate.status,
-         "Blocks blessing": blocks(gate), "Reason": gate.reason}
+         "Blocks blessing": "yes" if gate.blocks_blessing else "no", "Reason": gate.detail}
         for gate in gates
     ], columns=["Gate", "Output", SLICE_COLUMN, "Metric", "Value", "Bound", "Status", "Blocks blessing", "Reason"])
