@@ -16,9 +16,9 @@ from tfx.utils import proto_utils
 
 from components.mammo_example_gen.artifacts import QuarantineReport
 from components.mammo_example_gen.executor import (
-    QUARANTINE_FILE, REPORTS_DIR_KEY, SUMMARY_FILE, Executor, assign_split, encode_custom_config,
-    read_quarantine_rows, split_of_patient)
+    REPORTS_DIR_KEY, Executor, assign_split, encode_custom_config, read_quarantine_rows, split_of_patient)
 from mammo_tfx import synth
+from mammo_tfx.names import INGEST_SUMMARY_FILE, QUARANTINE_FILE
 from mammo_tfx.ingest.options import IngestOptions
 from pipeline.config import BeamConfig, SplitConfig
 from pipeline.pipeline import output_config
@@ -97,7 +97,7 @@ def test_every_listed_record_is_an_example_or_a_report_row(ingested):
 
 def test_summary_counts_how_the_cbis_ddsm_paths_were_found(ingested):
     summaries, _, quarantine, _, _ = ingested
-    with open(os.path.join(quarantine.uri, SUMMARY_FILE)) as f:
+    with open(os.path.join(quarantine.uri, INGEST_SUMMARY_FILE)) as f:
         summary = json.load(f)
     cbis = summary["per_dataset"]["cbis-ddsm"]
     root = summaries["cbis-ddsm"].out_dir
