@@ -32,9 +32,9 @@ from mammo_tfx.ingest.example import encode_png
 from mammo_tfx.ingest.image_io import read_image, sniff_format
 from mammo_tfx.ingest.records import BadInputError
 from mammo_tfx.ingest.resize import resize_image
-from mammo_tfx.predict_overlay import HeatmapGeometry, write_heatmap_overlay
 from mammo_tfx.names import (DEFAULT_SIGNATURE, HEATMAP, HEATMAP_SIGNATURE, IMAGE_BYTES_INPUT, PROBABILITY,
                              PROBABILITY_SINGLE)
+from mammo_tfx.predict_overlay import HeatmapGeometry, write_heatmap_overlay
 from mammo_tfx.serving.errors import ServingError
 from mammo_tfx.serving.model import LoadedModel, load_model
 from mammo_tfx.serving.model_info import read_serving_geometry

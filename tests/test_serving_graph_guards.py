@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mammo_tfx.names import (DEFAULT_SIGNATURE, EXAMPLES_INPUT, EXAMPLES_SIGNATURE, HEATMAP_SIGNATURE, IMAGE_BYTES_INPUT,
-                             IMAGE_PNG)
+from mammo_tfx.names import (DEFAULT_SIGNATURE, EXAMPLES_INPUT, EXAMPLES_SIGNATURE, HEATMAP_SIGNATURE,
+                             IMAGE_BYTES_INPUT, IMAGE_PNG)
 from mammo_tfx.serving.limits import ImageLimits
 from tests.test_trainer_support import encode_png16, export_untrained_whole_image_model, toy_whole_image
 from trainer_module.inputs import transform_images

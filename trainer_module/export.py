@@ -18,7 +18,8 @@ Whole-image export (stage 2, what Evaluator and Pusher use):
 Patch export (stage 1, needed by stage 2 and tests only):
   * `serving_default`  image_bytes of patches -> `probabilities` [B, 5], `probability` [B] malignant.
 Both carry a Keras copy (model_io.py) so that stage 2 / init_from can rebuild the models, and record the
-ImageLimits their graphs enforce in its model_info.json.
+ImageLimits their graphs enforce in its model_info.json; the whole-image export also records its working size
+and heatmap cell grid there, for `mammo-tfx predict`.
 """
 from __future__ import annotations
 
@@ -130,8 +131,8 @@ def export_whole_image_model(model: tf_keras.Model, patch_model: tf_keras.Model,
 
     signatures = {DEFAULT_SIGNATURE: serve_bytes, EXAMPLES_SIGNATURE: serve_examples, HEATMAP_SIGNATURE: serve_heatmap}
     tf.saved_model.save(module, export_dir, signatures=signatures)
-    save_keras_copy(model, export_dir, patch_hparams, image_limits, image_hparams,
-                    ServingGeometry(working_size=(rows, cols), heatmap_stride=stride, heatmap_pooled_size=window * stride))
+    geometry = ServingGeometry(working_size=(rows, cols), heatmap_stride=stride, heatmap_pooled_size=window * stride)
+    save_keras_copy(model, export_dir, patch_hparams, image_limits, image_hparams, geometry)
 
 
 def export_patch_model(patch_model: tf_keras.Model, patch_hparams: PatchHParams,

@@ -61,7 +61,8 @@ def load_patch_model(export_dir: str) -> tuple[PatchHParams, tf_keras.Model]:
     """Rebuilds stage 1's patch classifier from its export (e.g. `fn_args.base_model`)."""
     info = read_model_info(export_dir)
     if info.get(KIND_INFO_KEY) != PATCH_KIND:
-        raise ValueError(f"{export_dir!r} holds a {info.get(KIND_INFO_KEY)!r} model, expected a patch classifier export")
+        raise ValueError(f"{export_dir!r} holds a {info.get(KIND_INFO_KEY)!r} model, "
+                         "expected a patch classifier export")
     hparams = PatchHParams.from_dict(info["patch_hparams"])
     # The exported weights replace any backbone init, so no weights file is needed to rebuild.
     model = build_patch_model(PatchHParams.from_dict({**hparams.to_dict(), "backbone_weights": None}))
@@ -75,7 +76,8 @@ def load_whole_image_weights(model: tf_keras.Model, init_from: str) -> None:
     if tf.io.gfile.isdir(init_from):
         info = read_model_info(init_from)
         if info.get(KIND_INFO_KEY) != WHOLE_IMAGE_KIND:
-            raise ValueError(f"init_from {init_from!r} holds a {info.get(KIND_INFO_KEY)!r} model, expected a whole-image one")
+            raise ValueError(f"init_from {init_from!r} holds a {info.get(KIND_INFO_KEY)!r} model, "
+                             "expected a whole-image one")
         path = os.path.join(init_from, KERAS_DIR, WEIGHTS_FILE)
     else:
         path = init_from
