@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from mammo_tfx import names  # noqa: E402
-from mammo_tfx.serving import ModelServer  # noqa: E402
+from mammo_tfx.serving.server import ModelServer  # noqa: E402
 from mammo_tfx.serving.repository import list_complete_versions  # noqa: E402
 from mammo_tfx.serving.rest_client import RestClient, images_request  # noqa: E402
 from mammo_tfx.serving.tiny_model import export_tiny_model, synthetic_png  # noqa: E402

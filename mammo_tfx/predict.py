@@ -32,17 +32,18 @@ from mammo_tfx.ingest.example import encode_png
 from mammo_tfx.ingest.image_io import read_image, sniff_format
 from mammo_tfx.ingest.records import BadInputError
 from mammo_tfx.ingest.resize import resize_image
+from mammo_tfx.names import (DEFAULT_SIGNATURE, HEATMAP, HEATMAP_SIGNATURE, IMAGE_BYTES_INPUT, PROBABILITY,
+                             PROBABILITY_SINGLE)
 from mammo_tfx.predict_overlay import HeatmapGeometry, write_heatmap_overlay
 from mammo_tfx.serving.errors import ServingError
 from mammo_tfx.serving.model import LoadedModel, load_model
+from mammo_tfx.serving.model_info import read_serving_geometry
 from mammo_tfx.serving.repository import ModelRepository
 
 logger = logging.getLogger(__name__)
 
-CSV_COLUMNS = ("file", "probability", "probability_single", "heatmap", "error")
-PROBABILITY_SIGNATURE = "serving_default"
-HEATMAP_SIGNATURE = "heatmap"
-IMAGE_BYTES_INPUT = "image_bytes"
+# The model's outputs keep their names; `heatmap` is the overlay file's path.
+CSV_COLUMNS = ("file", PROBABILITY, PROBABILITY_SINGLE, HEATMAP, "error")
 # Longer side of the overlay PNGs: enough to see a lesion, small enough to open anywhere.
 OVERLAY_LONG_SIDE = 1024
 # Fast PNG compression: the request is decoded once in-process, its size barely matters.
@@ -108,25 +109,13 @@ def resolve_saved_model(model_dir: str) -> LoadedModel:
 
 
 def read_model_geometry(saved_model_dir: str) -> tuple[Optional[tuple[int, int]], Optional[HeatmapGeometry]]:
-    """(working size, heatmap geometry) from the export's keras/model_info.json; (None, None) if it has none."""
-    # trainer_module is imported here so that reading a non-trainer export does not need it.
-    from trainer_module.backbones import backbone_spec
-    from trainer_module.export import heatmap_window
-    from trainer_module.hparams import ImageHParams, PatchHParams
-    from trainer_module.model_io import WHOLE_IMAGE_KIND, read_model_info
-
-    try:
-        info = read_model_info(saved_model_dir)
-    except FileNotFoundError:
+    """(working size, heatmap geometry) the export recorded in its keras/model_info.json; (None, None) if it has
+    none. Raises ValueError for an export whose model info lacks them."""
+    geometry = read_serving_geometry(saved_model_dir)
+    if geometry is None:
         return None, None
-    if info.get("kind") != WHOLE_IMAGE_KIND:
-        raise ValueError(f"{saved_model_dir} holds a {info.get('kind')!r} model, expected a whole-image export")
-    # Same overrides as model_io: weight files named in the hparams are training inputs, not needed here.
-    image_hparams = ImageHParams.from_dict({**info["image_hparams"], "init_from": None})
-    patch_hparams = PatchHParams.from_dict({**info["patch_hparams"], "backbone_weights": None})
-    rows, cols = image_hparams.image_size
-    stride = backbone_spec(patch_hparams.backbone, patch_hparams.small_backbone_widths).stride
-    return (rows, cols), HeatmapGeometry(rows, cols, stride, heatmap_window(patch_hparams) * stride)
+    rows, cols = geometry.working_size
+    return (rows, cols), HeatmapGeometry(rows, cols, geometry.heatmap_stride, geometry.heatmap_pooled_size)
 
 
 def load_prediction_model(model_dir: str) -> PredictionModel:
@@ -210,12 +199,12 @@ def run_predict(model_dir: str, files: Sequence[str], out: Optional[str] = None,
 def _predict_one(model: PredictionModel, path: str, overlay_names: Optional["_OverlayNames"]) -> Prediction:
     model_input = prepare_model_input(path, model.working_size)
     request = {IMAGE_BYTES_INPUT: np.array([model_input.image_bytes], dtype=object)}
-    outputs = model.loaded.predict(PROBABILITY_SIGNATURE, request)
-    probability = float(outputs["probability"][0])
-    probability_single = float(outputs["probability_single"][0])
+    outputs = model.loaded.predict(DEFAULT_SIGNATURE, request)
+    probability = float(outputs[PROBABILITY][0])
+    probability_single = float(outputs[PROBABILITY_SINGLE][0])
     overlay_path = None
     if overlay_names is not None:
-        heatmap = model.loaded.predict(HEATMAP_SIGNATURE, request)["heatmap"][0]
+        heatmap = model.loaded.predict(HEATMAP_SIGNATURE, request)[HEATMAP][0]
         overlay_path = write_heatmap_overlay(model_input.display_image, heatmap, overlay_names.next_path(path),
                                              model.heatmap_geometry, caption=f"whole image: {probability:.3f}")
     return Prediction(file=path, probability=probability, probability_single=probability_single,

@@ -11,7 +11,8 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 
-from components.mammo_example_gen.executor import QUARANTINE_FILE, REPORTS_DIR_KEY, SUMMARY_FILE
+from components.mammo_example_gen.executor import REPORTS_DIR_KEY
+from mammo_tfx.names import INGEST_SUMMARY_FILE, QUARANTINE_FILE
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ def collect_outputs(metadata_path: str) -> RunOutputs:
     anomalies_uri = latest_output_uri(store, "ExampleValidator", "anomalies")
     summary: Dict[str, object] = {}
     if quarantine_uri:
-        with tf.io.gfile.GFile(os.path.join(quarantine_uri, SUMMARY_FILE)) as f:
+        with tf.io.gfile.GFile(os.path.join(quarantine_uri, INGEST_SUMMARY_FILE)) as f:
             summary = json.load(f)
     pushed = _latest_pushed_destination(store)
     return RunOutputs(

@@ -18,6 +18,7 @@ import tensorflow as tf
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from mammo_tfx.names import PATCH_COUNTS_FILE, TRAINING_SUMMARY_FILE
 from pipeline.outputs import open_store, read_anomalies
 
 @dataclass
@@ -87,7 +88,7 @@ def _example_gen(outputs: Dict[str, metadata_store_pb2.Artifact]) -> str:
 
 def _patch_sampler(outputs: Dict[str, metadata_store_pb2.Artifact]) -> str:
     patches = outputs.get("patches")
-    counts = _read_json(os.path.join(patches.uri, "patch_counts.json")) if patches else None
+    counts = _read_json(os.path.join(patches.uri, PATCH_COUNTS_FILE)) if patches else None
     if not counts:
         return ""
     parts = []
@@ -101,7 +102,7 @@ def _patch_sampler(outputs: Dict[str, metadata_store_pb2.Artifact]) -> str:
 
 def _trainer(outputs: Dict[str, metadata_store_pb2.Artifact]) -> str:
     model_run = outputs.get("model_run")
-    summary = _read_json(os.path.join(model_run.uri, "training_summary.json")) if model_run else None
+    summary = _read_json(os.path.join(model_run.uri, TRAINING_SUMMARY_FILE)) if model_run else None
     if not summary:
         return ""
     epochs = sum(step.get("epochs_run", 0) for step in summary["steps"])

@@ -15,8 +15,7 @@ from typing import Dict, List, Sequence
 
 from mammo_tfx import storage
 from mammo_tfx.ingest.layouts import LISTERS
-
-MANIFEST_FILE = "sources.json"
+from mammo_tfx.names import SOURCES_MANIFEST_FILE
 
 
 @dataclass(frozen=True)
@@ -65,7 +64,7 @@ def write_manifest(sources: Sequence[DataSource], manifest_dir: str) -> str:
         {"dataset": s.dataset, "path": s.path, **fingerprint_tree(s.path)} for s in sources
     ]
     text = json.dumps({"sources": entries}, indent=2, sort_keys=True) + "\n"
-    path = storage.join(manifest_dir, MANIFEST_FILE)
+    path = storage.join(manifest_dir, SOURCES_MANIFEST_FILE)
     if storage.is_file(path) and storage.read_text(path) == text:
         return path
     storage.write_text(path, text)

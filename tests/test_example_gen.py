@@ -12,8 +12,9 @@ import pytest
 import tensorflow as tf
 
 from components.mammo_example_gen.executor import (
-    QUARANTINE_FILE, SUMMARY_FILE, assign_split, read_quarantine_rows, split_of_patient)
+    assign_split, read_quarantine_rows, split_of_patient)
 from mammo_tfx import synth
+from mammo_tfx.names import INGEST_SUMMARY_FILE, QUARANTINE_FILE
 from pipeline.sources import DataSource
 from tests.conftest import (EXAMPLE_GEN_OPTIONS, EXAMPLE_GEN_SPLITS, rewrite_dicom_tags, run_executor,
                             write_dicom_file)
@@ -67,7 +68,7 @@ def test_every_listed_record_is_an_example_or_a_report_row(ingested):
 @pytest.mark.e2e
 def test_summary_counts_how_the_cbis_ddsm_paths_were_found(ingested):
     summaries, _, quarantine, _, _ = ingested
-    with open(os.path.join(quarantine.uri, SUMMARY_FILE)) as f:
+    with open(os.path.join(quarantine.uri, INGEST_SUMMARY_FILE)) as f:
         summary = json.load(f)
     cbis = summary["per_dataset"]["cbis-ddsm"]
     root = summaries["cbis-ddsm"].out_dir

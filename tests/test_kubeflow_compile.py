@@ -7,7 +7,7 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Mapping, Tuple
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
@@ -18,7 +18,7 @@ from kfp import components as kfp_components
 from kfp.pipeline_spec import pipeline_spec_pb2
 from tfx import v1 as tfx
 
-from pipeline import kubeflow
+from pipeline import kubeflow, kubeflow_checks
 from pipeline.config import PipelineConfig, load_config
 from pipeline.paths import REPO_ROOT, SETUP_FILE
 from pipeline.pipeline import create_pipeline
@@ -63,6 +63,32 @@ def compiled(tmp_path_factory: pytest.TempPathFactory, offline: None) -> Compile
     return Compiled(config, out_dir / "pipeline.json", out_dir / "pipeline.yaml", json_job, out_dir, working_dir)
 
 
+def _task_names(pipeline_job: Mapping[str, Any]) -> List[str]:
+    return sorted(pipeline_job["pipelineSpec"]["root"]["dag"]["tasks"])
+
+
+def _task_dependencies(pipeline_job: Mapping[str, Any]) -> Dict[str, Tuple[str, ...]]:
+    """Task name -> names of the tasks it waits for, as compiled."""
+    tasks = pipeline_job["pipelineSpec"]["root"]["dag"]["tasks"]
+    return {name: tuple(sorted(task.get("dependentTasks", []))) for name, task in tasks.items()}
+
+
+def _executor(pipeline_job: Mapping[str, Any], task_name: str) -> Dict[str, Any]:
+    spec = pipeline_job["pipelineSpec"]
+    component_name = spec["root"]["dag"]["tasks"][task_name]["componentRef"]["name"]
+    return spec["deploymentSpec"]["executors"][spec["components"][component_name]["executorLabel"]]
+
+
+def _container_task_names(pipeline_job: Mapping[str, Any]) -> List[str]:
+    """Tasks that run a container (resolver tasks, which only query metadata, do not)."""
+    return [name for name in _task_names(pipeline_job) if "container" in _executor(pipeline_job, name)]
+
+
+def _task_container(pipeline_job: Mapping[str, Any], task_name: str) -> Dict[str, Any]:
+    """The container spec (image, command, args, resources) that runs `task_name`."""
+    return _executor(pipeline_job, task_name)["container"]
+
+
 def _expected_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
     return create_pipeline(config, MANIFEST_DIR, PIPELINE_ROOT)
 
@@ -89,7 +115,7 @@ def test_yaml_is_the_strictly_valid_pipeline_spec_and_kfp_loads_it(compiled: Com
 
     component = kfp_components.load_component_from_file(str(compiled.yaml_path))
     assert component.name == compiled.config.pipeline_name
-    assert sorted(component.pipeline_spec.root.dag.tasks) == kubeflow.task_names(compiled.json_job)
+    assert sorted(component.pipeline_spec.root.dag.tasks) == _task_names(compiled.json_job)
 
 
 def _node_of_task(task: str, node_ids: List[str]) -> str:
@@ -103,7 +129,7 @@ def test_every_component_is_a_task_waiting_for_its_upstream_components(compiled:
     node_ids = [c.id for c in pipeline.components]
     expected = {c.id: set(u.id for u in c.upstream_nodes) for c in pipeline.components}
     compiled_graph: Dict[str, set] = {}
-    for task, dependencies in kubeflow.task_dependencies(compiled.json_job).items():
+    for task, dependencies in _task_dependencies(compiled.json_job).items():
         compiled_graph.setdefault(_node_of_task(task, node_ids), set()).update(
             _node_of_task(d, node_ids) for d in dependencies)
     assert sorted(compiled_graph) == sorted(expected)
@@ -117,8 +143,8 @@ def test_every_step_runs_the_given_image_with_the_configured_beam_args(compiled:
     beam_args = [image_setup_file if arg == f"--setup_file={SETUP_FILE}" else arg
                  for arg in compiled.config.beam.pipeline_args()]
     assert image_setup_file in beam_args
-    for name in kubeflow.container_task_names(compiled.json_job):
-        container = kubeflow.task_container(compiled.json_job, name)
+    for name in _container_task_names(compiled.json_job):
+        container = _task_container(compiled.json_job, name)
         assert container["image"] == IMAGE, name
         assert container["args"][-len(beam_args):] == beam_args, name
 
@@ -160,7 +186,7 @@ def test_every_path_is_in_the_bucket_or_the_image(compiled: Compiled) -> None:
     paths = list(_path_like_strings(compiled.json_job))
     assert paths, "the compiled job should carry the pipeline root and manifest dir"
     assert [p for p in paths if not p.startswith(allowed)] == []
-    assert kubeflow.find_machine_paths(compiled.json_job) == []
+    assert kubeflow_checks.find_machine_paths(compiled.json_job, kubeflow.IMAGE_REPO_DIR) == []
 
 
 def test_compiling_writes_only_the_package(compiled: Compiled) -> None:
@@ -172,8 +198,8 @@ def test_resources_follow_the_configured_kubeflow_section(compiled: Compiled) ->
     """Trainer tasks carry resources exactly when the configuration asks for them; no other task does."""
     configured = compiled.config.kubeflow
     requested = kubeflow.trainer_resources(configured)
-    for name in kubeflow.container_task_names(compiled.json_job):
-        resources = kubeflow.task_container(compiled.json_job, name).get("resources")
+    for name in _container_task_names(compiled.json_job):
+        resources = _task_container(compiled.json_job, name).get("resources")
         if name.startswith(kubeflow.TRAINER_ID_PREFIX) and not requested.is_empty():
             assert resources == json_format.MessageToDict(requested.to_resource_spec()), name
         else:
@@ -187,10 +213,10 @@ def test_trainer_tasks_request_the_configured_gpus(tmp_path: Path, offline: None
     job = kubeflow.compile_pipeline(_expected_pipeline(config), IMAGE, str(tmp_path / "pipeline.json"), kubeflow=settings)
     _strictly_parsed_job(job)
 
-    trainers = [n for n in kubeflow.task_names(job) if n.startswith(kubeflow.TRAINER_ID_PREFIX)]
+    trainers = [n for n in _task_names(job) if n.startswith(kubeflow.TRAINER_ID_PREFIX)]
     assert trainers
-    for name in kubeflow.container_task_names(job):
-        resources = kubeflow.task_container(job, name).get("resources")
+    for name in _container_task_names(job):
+        resources = _task_container(job, name).get("resources")
         if name in trainers:
             assert resources == {"cpuLimit": 8.0, "memoryLimit": 30.0,
                                  "accelerator": {"type": "NVIDIA_TESLA_T4", "count": "2"}}, name
@@ -211,10 +237,10 @@ def test_any_component_can_request_resources_including_the_example_gen(tmp_path:
     job = kubeflow.compile_pipeline(pipeline, IMAGE, str(tmp_path / "pipeline.yaml"))
     json_format.ParseDict(yaml.safe_load((tmp_path / "pipeline.yaml").read_text()), pipeline_spec_pb2.PipelineSpec(),
                           ignore_unknown_fields=False)
-    assert kubeflow.task_container(job, "MammoExampleGen")["resources"] == {"cpuLimit": 4.0, "memoryLimit": 26.0}
-    assert kubeflow.task_container(job, "StatisticsGen")["resources"] == {"memoryLimit": 12.0}
-    untouched: List[str] = [n for n in kubeflow.container_task_names(job) if n not in ("MammoExampleGen", "StatisticsGen")]
-    assert untouched and all("resources" not in kubeflow.task_container(job, n) for n in untouched)
+    assert _task_container(job, "MammoExampleGen")["resources"] == {"cpuLimit": 4.0, "memoryLimit": 26.0}
+    assert _task_container(job, "StatisticsGen")["resources"] == {"memoryLimit": 12.0}
+    untouched: List[str] = [n for n in _container_task_names(job) if n not in ("MammoExampleGen", "StatisticsGen")]
+    assert untouched and all("resources" not in _task_container(job, n) for n in untouched)
 
 
 def test_local_paths_are_refused_before_compiling(tmp_path: Path) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -22,8 +24,12 @@ from mammo_tfx.ingest.real_samples import build_real_sample_folder
 from mammo_tfx.predict import (CSV_COLUMNS, OVERLAY_LONG_SIDE, exit_code, predict_files, prepare_model_input,
                                read_model_geometry, run_predict, write_predictions_csv)
 from mammo_tfx.predict_overlay import HeatmapGeometry, heatmap_extent, write_heatmap_overlay
+from mammo_tfx.serving.model_info import read_model_info
 from mammo_tfx.serving.tiny_model import export_tiny_model
 from tests.conftest import encode_png16, export_untrained_whole_image_model
+from trainer_module.backbones import backbone_spec
+from trainer_module.export import heatmap_window
+from trainer_module.hparams import PatchHParams
 
 WORKING_SIZE = (128, 96)  # rows, cols; a multiple of the tiny trunk's stride 8
 REAL_VERSION, OLD_VERSION, INCOMPLETE_VERSION = 2, 1, 3
@@ -175,6 +181,29 @@ def test_dicom_request_is_the_image_ingestion_writes(real_dicoms, serving_base, 
         decoded = tf.io.decode_png(sent, dtype=tf.uint16)
         assert decoded.shape == (*WORKING_SIZE, 1)
         np.testing.assert_array_equal(decoded.numpy(), ingested.numpy())
+
+
+@pytest.mark.e2e
+def test_the_export_records_the_geometry_of_its_signatures(serving_base):
+    """What predict reads from keras/model_info.json is what the trainer's model code gives for the export."""
+    export_dir = str(serving_base / str(REAL_VERSION))
+    info = read_model_info(export_dir)
+    patch = PatchHParams.from_dict({**info["patch_hparams"], "backbone_weights": None})
+    stride = backbone_spec(patch.backbone, patch.small_backbone_widths).stride
+    assert read_model_geometry(export_dir) == (
+        WORKING_SIZE, HeatmapGeometry(*WORKING_SIZE, stride=stride, pooled_size=heatmap_window(patch) * stride))
+
+
+@pytest.mark.e2e
+def test_an_export_without_the_recorded_geometry_is_an_error_naming_its_model_info(serving_base, tmp_path):
+    old_export = tmp_path / "old"
+    shutil.copytree(serving_base / str(REAL_VERSION), old_export)
+    info_path = old_export / "keras" / "model_info.json"
+    info = json.loads(info_path.read_text())
+    del info["working_size"], info["heatmap_stride"], info["heatmap_pooled_size"]
+    info_path.write_text(json.dumps(info))
+    with pytest.raises(ValueError, match=re.escape(str(info_path)) + r" lacks \['working_size'"):
+        predict_files(str(old_export), [])
 
 
 @pytest.mark.e2e

@@ -15,12 +15,12 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from mammo_tfx.serving import ModelServer, RequestLimits  # noqa: E402
+from mammo_tfx.names import DEFAULT_SIGNATURE, IMAGE_BYTES_INPUT  # noqa: E402
 from mammo_tfx.serving.admission import RETRY_AFTER_S  # noqa: E402
+from mammo_tfx.serving.limits import RequestLimits  # noqa: E402
 from mammo_tfx.serving.rest_client import images_request, model_path  # noqa: E402
-from mammo_tfx.serving.signatures import DEFAULT_SIGNATURE, IMAGE_BYTES_INPUT  # noqa: E402
+from mammo_tfx.serving.server import ModelServer, model_server_command  # noqa: E402
 from mammo_tfx.serving.tiny_model import synthetic_png  # noqa: E402
-from mammo_tfx.serving.server import model_server_command  # noqa: E402
 
 MODEL = "mammo"
 UNGATED = "ungated"

@@ -15,10 +15,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mammo_tfx import names
+from mammo_tfx.names import (DEFAULT_SIGNATURE, EXAMPLES_INPUT, EXAMPLES_SIGNATURE, HEATMAP_SIGNATURE,
+                             IMAGE_BYTES_INPUT, IMAGE_PNG)
 from mammo_tfx.serving.limits import ImageLimits
-from mammo_tfx.serving.signatures import (DEFAULT_SIGNATURE, EXAMPLES_INPUT, EXAMPLES_SIGNATURE, HEATMAP_SIGNATURE,
-                                          IMAGE_BYTES_INPUT)
 from tests.conftest import encode_png16, export_untrained_whole_image_model, toy_whole_image
 from trainer_module.inputs import transform_images
 from trainer_module.model_io import IMAGE_LIMITS_INFO_KEY, read_model_info
@@ -57,7 +56,7 @@ def with_declared_size(image: bytes, rows: int, cols: int) -> bytes:
 
 
 def example_of(image_png: bytes) -> bytes:
-    feature = {names.IMAGE_PNG: tf.train.Feature(bytes_list=tf.train.BytesList(value=[image_png]))}
+    feature = {IMAGE_PNG: tf.train.Feature(bytes_list=tf.train.BytesList(value=[image_png]))}
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
@@ -213,8 +212,8 @@ def test_unsafe_or_broken_images_are_refused_with_invalid_argument(loaded, case)
 
 def test_examples_without_exactly_one_image_are_refused(loaded):
     no_image = tf.train.Example().SerializeToString()
-    two = tf.train.Example(features=tf.train.Features(feature={names.IMAGE_PNG: tf.train.Feature(
+    two = tf.train.Example(features=tf.train.Features(feature={IMAGE_PNG: tf.train.Feature(
         bytes_list=tf.train.BytesList(value=[encode_png16(_toy_image(11))] * 2))})).SerializeToString()
     for value in (no_image, two, b"not a serialized example"):
-        with pytest.raises(tf.errors.InvalidArgumentError, match=names.IMAGE_PNG + "|parse|Example"):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=IMAGE_PNG + "|parse|Example"):
             _call(loaded, EXAMPLES_SIGNATURE, [value])

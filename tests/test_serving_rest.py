@@ -10,9 +10,9 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from mammo_tfx.serving import ModelServer, RequestLimits  # noqa: E402
-from mammo_tfx.serving.limits import ImageLimits  # noqa: E402
+from mammo_tfx.serving.limits import ImageLimits, RequestLimits  # noqa: E402
 from mammo_tfx.serving.rest_client import RestClient, images_request, model_path  # noqa: E402
+from mammo_tfx.serving.server import ModelServer  # noqa: E402
 from mammo_tfx.serving.tiny_model import export_tiny_model, synthetic_png  # noqa: E402
 
 pytestmark = pytest.mark.e2e  # every test calls a served SavedModel

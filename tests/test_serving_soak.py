@@ -22,9 +22,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from mammo_tfx import names  # noqa: E402
+from mammo_tfx.names import DEFAULT_SIGNATURE, EXAMPLES_SIGNATURE, IMAGE_PNG  # noqa: E402
 from mammo_tfx.serving.rest_client import RestClient  # noqa: E402
-from mammo_tfx.serving.signatures import DEFAULT_SIGNATURE, EXAMPLES_SIGNATURE  # noqa: E402
 from mammo_tfx.serving.tiny_model import export_tiny_model, synthetic_png  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -47,7 +46,7 @@ def _b64(data: bytes) -> Dict[str, str]:
 
 
 def _example(image: bytes) -> bytes:
-    feature = {names.IMAGE_PNG: tf.train.Feature(bytes_list=tf.train.BytesList(value=[image]))}
+    feature = {IMAGE_PNG: tf.train.Feature(bytes_list=tf.train.BytesList(value=[image]))}
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 

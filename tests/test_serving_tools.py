@@ -16,7 +16,7 @@ import tensorflow as tf  # noqa: E402
 import yaml  # noqa: E402
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
-from mammo_tfx.serving import serve  # noqa: E402
+from mammo_tfx.serving.server import serve  # noqa: E402
 from mammo_tfx.serving.rest_client import RestClient, images_request, model_path  # noqa: E402
 from mammo_tfx.serving.tiny_model import export_tiny_model, synthetic_png  # noqa: E402
 
@@ -127,7 +127,7 @@ def test_serve_runs_tensorflow_model_server_when_it_is_on_path(tmp_path, monkeyp
 @pytest.mark.e2e
 def test_serve_without_the_binary_runs_the_built_in_server_until_sigterm(tmp_path, tiny_export):
     os.symlink(os.path.dirname(tiny_export), tmp_path / "mammo")
-    script = ("from mammo_tfx.serving import serve; import sys; "
+    script = ("from mammo_tfx.serving.server import serve; import sys; "
               f"sys.exit(serve({str(tmp_path)!r}, 'mammo', port=0, use_model_server_binary=False))")
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3")
     process = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, env=env, stdout=subprocess.PIPE,

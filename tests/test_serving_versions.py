@@ -11,12 +11,11 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorflow_serving.apis import prediction_log_pb2  # noqa: E402
 
-from mammo_tfx.serving import ModelServer, write_warmup_file  # noqa: E402
 from mammo_tfx.serving.repository import ModelRepository, list_complete_versions  # noqa: E402
 from mammo_tfx.serving.rest_client import RestClient, images_request, model_path  # noqa: E402
-from mammo_tfx.serving.server import resolve_model_base_path  # noqa: E402
+from mammo_tfx.serving.server import ModelServer, resolve_model_base_path  # noqa: E402
 from mammo_tfx.serving.tiny_model import export_tiny_model, synthetic_png  # noqa: E402
-from mammo_tfx.serving.warmup import read_warmup_requests, warmup_path  # noqa: E402
+from mammo_tfx.serving.warmup import read_warmup_requests, warmup_path, write_warmup_file  # noqa: E402
 
 pytestmark = pytest.mark.e2e  # every test serves exported SavedModels
 

@@ -15,12 +15,16 @@ from tfx.types import standard_component_specs as specs
 from tfx.utils import json_utils, proto_utils
 
 from tests.conftest import IMAGE_COLS, IMAGE_ROWS, encode_png16, toy_whole_image, whole_image_example
-from mammo_tfx.serving.signatures import EXAMPLES_INPUT, EXAMPLES_SIGNATURE, HEATMAP_SIGNATURE, IMAGE_BYTES_INPUT
+from mammo_tfx.names import (EXAMPLES_INPUT, EXAMPLES_SIGNATURE, HEATMAP_SIGNATURE, IMAGE_BYTES_INPUT,
+                             TRAINING_SUMMARY_FILE)
 from pipeline.config import load_config
+from trainer_module.backbones import TRUNK_NAME
 from trainer_module.export import patch_heatmap
+from trainer_module.hparams import ImageHParams, PatchHParams
 from trainer_module.inputs import transform_images
-from trainer_module.model_io import load_patch_model, load_whole_image_model
-from trainer_module.runtime import SUMMARY_FILE
+from trainer_module.model_io import load_patch_model, load_whole_image_weights, read_model_info
+from trainer_module.patch_model import build_patch_model
+from trainer_module.whole_image_model import build_whole_image_model
 
 pytestmark = pytest.mark.e2e  # both models trained and exported through TFX's Trainer executor
 
@@ -77,8 +81,18 @@ def trained(toy_data, tmp_path_factory):
             "root": root}
 
 
+def _load_whole_image_model(export_dir: str):
+    """Rebuilds a whole-image classifier from its export's Keras copy."""
+    info = read_model_info(export_dir)
+    patch_hparams = PatchHParams.from_dict({**info["patch_hparams"], "backbone_weights": None})
+    image_hparams = ImageHParams.from_dict({**info["image_hparams"], "init_from": None})
+    model = build_whole_image_model(build_patch_model(patch_hparams).get_layer(TRUNK_NAME), image_hparams)
+    load_whole_image_weights(model, export_dir)
+    return model
+
+
 def _summary(run_dir: str) -> dict:
-    with open(os.path.join(run_dir, SUMMARY_FILE)) as handle:
+    with open(os.path.join(run_dir, TRAINING_SUMMARY_FILE)) as handle:
         return json.load(handle)
 
 
@@ -198,7 +212,7 @@ def test_image_run_fn_trains_the_new_layers_on_cached_trunk_features(trained, to
     assert len(summary["steps"][0]["history"]["val_auc"]) == 2
     # Only the head trained: the exported whole-image model's trunk is still stage 1's trunk.
     _, stage1_model = load_patch_model(trained["patch_dir"])
-    _, _, whole_image = load_whole_image_model(image_dir)
+    whole_image = _load_whole_image_model(image_dir)
     for stage1, exported in zip(stage1_model.get_layer("trunk").get_weights(),
                                 whole_image.get_layer("trunk").get_weights()):
         np.testing.assert_array_equal(stage1, exported)

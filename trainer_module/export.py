@@ -18,7 +18,8 @@ Whole-image export (stage 2, what Evaluator and Pusher use):
 Patch export (stage 1, needed by stage 2 and tests only):
   * `serving_default`  image_bytes of patches -> `probabilities` [B, 5], `probability` [B] malignant.
 Both carry a Keras copy (model_io.py) so that stage 2 / init_from can rebuild the models, and record the
-ImageLimits their graphs enforce in its model_info.json.
+ImageLimits their graphs enforce in its model_info.json; the whole-image export also records its working size
+and heatmap cell grid there, for `mammo-tfx predict`.
 """
 from __future__ import annotations
 
@@ -26,10 +27,10 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras
 
-from mammo_tfx import names
+from mammo_tfx.names import (DEFAULT_SIGNATURE, EXAMPLES_INPUT, EXAMPLES_SIGNATURE, HEATMAP, HEATMAP_SIGNATURE,
+                             IMAGE_BYTES_INPUT, IMAGE_PNG, PROBABILITY, PROBABILITY_SINGLE)
 from mammo_tfx.serving.limits import ImageLimits
-from mammo_tfx.serving.signatures import (DEFAULT_SIGNATURE, EXAMPLES_INPUT, EXAMPLES_SIGNATURE, HEATMAP_SIGNATURE,
-                                         IMAGE_BYTES_INPUT)
+from mammo_tfx.serving.model_info import ServingGeometry
 from trainer_module.backbones import TRUNK_NAME, backbone_spec
 from trainer_module.hparams import ImageHParams, PatchHParams
 from trainer_module.image_decoding import as_raw_feature, batch_to_working_png
@@ -59,7 +60,12 @@ def flip_tta(model: tf_keras.Model, images: tf.Tensor) -> dict[str, tf.Tensor]:
     flips = [images, tf.reverse(images, [2]), tf.reverse(images, [1]), tf.reverse(images, [1, 2])]
     probabilities = model(tf.concat(flips, axis=0), training=False)[:, MALIGNANT_IMAGE_CLASS]
     per_flip = tf.reshape(tf.cast(probabilities, tf.float32), [len(flips), -1])
-    return {"probability": tf.reduce_mean(per_flip, axis=0), "probability_single": per_flip[0]}
+    return {PROBABILITY: tf.reduce_mean(per_flip, axis=0), PROBABILITY_SINGLE: per_flip[0]}
+
+
+def malignant_probability(patch_probabilities: tf.Tensor) -> tf.Tensor:
+    """Sum of the malignant classes' probabilities over the last axis of patch class probabilities."""
+    return tf.reduce_sum(tf.gather(patch_probabilities, list(MALIGNANT_PATCH_CLASSES), axis=-1), axis=-1)
 
 
 def patch_heatmap(patch_model: tf_keras.Model, images: tf.Tensor, window: int) -> tf.Tensor:
@@ -70,8 +76,7 @@ def patch_heatmap(patch_model: tf_keras.Model, images: tf.Tensor, window: int) -
     features = tf.cast(trunk(tf.concat([images, images, images], axis=-1), training=False), tf.float32)
     pooled = tf.nn.avg_pool2d(features, ksize=window, strides=1, padding="VALID")
     logits = tf.einsum("bhwc,ck->bhwk", pooled, tf.cast(head.kernel, tf.float32)) + tf.cast(head.bias, tf.float32)
-    probabilities = tf.nn.softmax(logits, axis=-1)
-    malignant = tf.reduce_sum(tf.gather(probabilities, list(MALIGNANT_PATCH_CLASSES), axis=-1), axis=-1)
+    malignant = malignant_probability(tf.nn.softmax(logits, axis=-1))
     # A sum of softmax entries can round to just above 1 (seen: 1.0000001); clients expect a probability.
     return tf.clip_by_value(malignant, 0.0, 1.0)
 
@@ -83,7 +88,7 @@ class _ServingModule(tf.Module):
                  image_limits: ImageLimits) -> None:
         super().__init__()
         self.tft_layer = tf_transform_output.transform_features_layer()
-        self._image_png_spec = tf_transform_output.raw_feature_spec()[names.IMAGE_PNG]
+        self._image_png_spec = tf_transform_output.raw_feature_spec()[IMAGE_PNG]
         self._rows, self._cols = rows, cols
         self._image_limits = image_limits
 
@@ -94,8 +99,8 @@ class _ServingModule(tf.Module):
     def images_from_examples(self, examples: tf.Tensor) -> tf.Tensor:
         # Exactly one image per example, then the path of encoded images: no example reaches the trunk unchecked or
         # at another size than the working size.
-        features = tf.io.parse_example(examples, {names.IMAGE_PNG: tf.io.FixedLenFeature([], tf.string)})
-        return self.images_from_bytes(features[names.IMAGE_PNG])
+        features = tf.io.parse_example(examples, {IMAGE_PNG: tf.io.FixedLenFeature([], tf.string)})
+        return self.images_from_bytes(features[IMAGE_PNG])
 
 
 def _bytes_spec() -> tf.TensorSpec:
@@ -108,6 +113,7 @@ def export_whole_image_model(model: tf_keras.Model, patch_model: tf_keras.Model,
     """Saves the stage-2 serving model; `patch_model` must hold the original stage-1 weights."""
     rows, cols = image_hparams.image_size
     window = heatmap_window(patch_hparams)
+    stride = backbone_spec(patch_hparams.backbone, patch_hparams.small_backbone_widths).stride
     module = _ServingModule(tf_transform_output, rows, cols, image_limits)
     module.model, module.patch_model = model, patch_model
 
@@ -121,11 +127,12 @@ def export_whole_image_model(model: tf_keras.Model, patch_model: tf_keras.Model,
 
     @tf.function(input_signature=[_bytes_spec()])
     def serve_heatmap(image_bytes):
-        return {"heatmap": patch_heatmap(module.patch_model, module.images_from_bytes(image_bytes), window)}
+        return {HEATMAP: patch_heatmap(module.patch_model, module.images_from_bytes(image_bytes), window)}
 
     signatures = {DEFAULT_SIGNATURE: serve_bytes, EXAMPLES_SIGNATURE: serve_examples, HEATMAP_SIGNATURE: serve_heatmap}
     tf.saved_model.save(module, export_dir, signatures=signatures)
-    save_keras_copy(model, export_dir, patch_hparams, image_limits, image_hparams)
+    geometry = ServingGeometry(working_size=(rows, cols), heatmap_stride=stride, heatmap_pooled_size=window * stride)
+    save_keras_copy(model, export_dir, patch_hparams, image_limits, image_hparams, geometry)
 
 
 def export_patch_model(patch_model: tf_keras.Model, patch_hparams: PatchHParams,
@@ -139,8 +146,7 @@ def export_patch_model(patch_model: tf_keras.Model, patch_hparams: PatchHParams,
     @tf.function(input_signature=[_bytes_spec()])
     def serve_patches(image_bytes):
         probabilities = tf.cast(module.patch_model(module.images_from_bytes(image_bytes), training=False), tf.float32)
-        malignant = tf.reduce_sum(tf.gather(probabilities, list(MALIGNANT_PATCH_CLASSES), axis=-1), axis=-1)
-        return {"probabilities": probabilities, "probability": malignant}
+        return {"probabilities": probabilities, PROBABILITY: malignant_probability(probabilities)}
 
     tf.saved_model.save(module, export_dir, signatures={DEFAULT_SIGNATURE: serve_patches})
     save_keras_copy(patch_model, export_dir, patch_hparams, image_limits)

@@ -4,7 +4,11 @@ Layout added to a SavedModel directory (TF ignores extra files; Pusher copies th
     <export_dir>/keras/weights.h5      Keras weights of the trained model
     <export_dir>/keras/model_info.json {"kind": "patch" | "whole_image", "patch_hparams": {...},
                                         "image_hparams": {...} (whole image only),
-                                        "image_limits": {...} (what the serving graph refuses)}
+                                        "image_limits": {...} (what the serving graph refuses),
+                                        "working_size": [rows, cols], "heatmap_stride": pixels,
+                                        "heatmap_pooled_size": pixels (whole image only: what the
+                                        signatures resize to and where heatmap cells lie, read
+                                        by mammo_tfx/serving/model_info.py)}
 Models are rebuilt from the stored hparams with this package's builders and the weights loaded,
 so no custom Keras objects need to be deserialised. Stage 2 reads stage 1's copy from
 `fn_args.base_model`; `init_from` reads a whole-image copy (or a plain Keras .h5 file).
@@ -18,24 +22,23 @@ from typing import Optional
 import tensorflow as tf
 import tf_keras
 
+from mammo_tfx.names import KERAS_DIR, MODEL_INFO_FILE
 from mammo_tfx.serving.limits import ImageLimits
-from trainer_module.backbones import TRUNK_NAME
+from mammo_tfx.serving.model_info import KIND_INFO_KEY, WHOLE_IMAGE_KIND, ServingGeometry, read_model_info
 from trainer_module.hparams import ImageHParams, PatchHParams
 from trainer_module.patch_model import build_patch_model
-from trainer_module.whole_image_model import build_whole_image_model
 
-KERAS_DIR = "keras"
 WEIGHTS_FILE = "weights.h5"
-INFO_FILE = "model_info.json"
 IMAGE_LIMITS_INFO_KEY = "image_limits"
 PATCH_KIND = "patch"
-WHOLE_IMAGE_KIND = "whole_image"
 
 
 def save_keras_copy(model: tf_keras.Model, export_dir: str, patch_hparams: PatchHParams, image_limits: ImageLimits,
-                    image_hparams: Optional[ImageHParams] = None) -> str:
+                    image_hparams: Optional[ImageHParams] = None,
+                    serving_geometry: Optional[ServingGeometry] = None) -> str:
     """Writes the model's weights and the hparams needed to rebuild it under <export_dir>/keras/, with the image
-    limits the export's signatures enforce (read by the model card)."""
+    limits the export's signatures enforce (read by the model card) and, for a whole-image export, its serving
+    geometry (read by predict)."""
     keras_dir = os.path.join(export_dir, KERAS_DIR)
     tf.io.gfile.makedirs(keras_dir)
     # The .h5 format lists a layer's trainable weights before its frozen ones, so a model saved with a frozen
@@ -43,28 +46,23 @@ def save_keras_copy(model: tf_keras.Model, export_dir: str, patch_hparams: Patch
     # loads. Training is over when the copy is written: save it with every layer trainable.
     model.trainable = True
     model.save_weights(os.path.join(keras_dir, WEIGHTS_FILE))
-    info = {"kind": PATCH_KIND if image_hparams is None else WHOLE_IMAGE_KIND,
+    info = {KIND_INFO_KEY: PATCH_KIND if image_hparams is None else WHOLE_IMAGE_KIND,
             "patch_hparams": patch_hparams.to_dict(), IMAGE_LIMITS_INFO_KEY: image_limits.to_dict()}
     if image_hparams is not None:
         info["image_hparams"] = image_hparams.to_dict()
-    with tf.io.gfile.GFile(os.path.join(keras_dir, INFO_FILE), "w") as handle:
+    if serving_geometry is not None:
+        info.update(serving_geometry.to_info())
+    with tf.io.gfile.GFile(os.path.join(keras_dir, MODEL_INFO_FILE), "w") as handle:
         json.dump(info, handle, indent=2)
     return keras_dir
-
-
-def read_model_info(export_dir: str) -> dict:
-    path = os.path.join(export_dir, KERAS_DIR, INFO_FILE)
-    if not tf.io.gfile.exists(path):
-        raise FileNotFoundError(f"{path} does not exist: {export_dir!r} is not a model exported by trainer_module")
-    with tf.io.gfile.GFile(path) as handle:
-        return json.load(handle)
 
 
 def load_patch_model(export_dir: str) -> tuple[PatchHParams, tf_keras.Model]:
     """Rebuilds stage 1's patch classifier from its export (e.g. `fn_args.base_model`)."""
     info = read_model_info(export_dir)
-    if info.get("kind") != PATCH_KIND:
-        raise ValueError(f"{export_dir!r} holds a {info.get('kind')!r} model, expected a patch classifier export")
+    if info.get(KIND_INFO_KEY) != PATCH_KIND:
+        raise ValueError(f"{export_dir!r} holds a {info.get(KIND_INFO_KEY)!r} model, "
+                         "expected a patch classifier export")
     hparams = PatchHParams.from_dict(info["patch_hparams"])
     # The exported weights replace any backbone init, so no weights file is needed to rebuild.
     model = build_patch_model(PatchHParams.from_dict({**hparams.to_dict(), "backbone_weights": None}))
@@ -72,26 +70,14 @@ def load_patch_model(export_dir: str) -> tuple[PatchHParams, tf_keras.Model]:
     return hparams, model
 
 
-def load_whole_image_model(export_dir: str) -> tuple[ImageHParams, PatchHParams, tf_keras.Model]:
-    """Rebuilds a whole-image classifier from its export (its Keras copy)."""
-    info = read_model_info(export_dir)
-    if info.get("kind") != WHOLE_IMAGE_KIND:
-        raise ValueError(f"{export_dir!r} holds a {info.get('kind')!r} model, expected a whole-image export")
-    patch_hparams = PatchHParams.from_dict({**info["patch_hparams"], "backbone_weights": None})
-    image_hparams = ImageHParams.from_dict({**info["image_hparams"], "init_from": None})
-    trunk = build_patch_model(patch_hparams).get_layer(TRUNK_NAME)
-    model = build_whole_image_model(trunk, image_hparams)
-    _load_weights(model, os.path.join(export_dir, KERAS_DIR, WEIGHTS_FILE))
-    return image_hparams, patch_hparams, model
-
-
 def load_whole_image_weights(model: tf_keras.Model, init_from: str) -> None:
     """Loads a whole-image model of the same architecture: an export directory of this module or a
     Keras .h5 file (full model or weights)."""
     if tf.io.gfile.isdir(init_from):
         info = read_model_info(init_from)
-        if info.get("kind") != WHOLE_IMAGE_KIND:
-            raise ValueError(f"init_from {init_from!r} holds a {info.get('kind')!r} model, expected a whole-image one")
+        if info.get(KIND_INFO_KEY) != WHOLE_IMAGE_KIND:
+            raise ValueError(f"init_from {init_from!r} holds a {info.get(KIND_INFO_KEY)!r} model, "
+                             "expected a whole-image one")
         path = os.path.join(init_from, KERAS_DIR, WEIGHTS_FILE)
     else:
         path = init_from

@@ -9,13 +9,13 @@ from typing import Optional
 
 import tf_keras
 
+from mammo_tfx.names import TRANSFORMED_IMAGE
 from trainer_module.backbones import TRUNK_NAME, build_trunk, grey_to_rgb
 from trainer_module.hparams import PatchHParams
 
 PATCH_CLASSES = ("background", "calc_malignant", "calc_benign", "mass_malignant", "mass_benign")
 MALIGNANT_PATCH_CLASSES = (1, 3)
 PATCH_HEAD_NAME = "patch_classes"
-INPUT_NAME = "image"
 
 
 def build_patch_model(hparams: PatchHParams, trunk: Optional[tf_keras.Model] = None) -> tf_keras.Model:
@@ -28,7 +28,7 @@ def build_patch_model(hparams: PatchHParams, trunk: Optional[tf_keras.Model] = N
     if trunk.name != TRUNK_NAME:
         raise ValueError(f"the trunk model must be named {TRUNK_NAME!r}, got {trunk.name!r}")
     size = hparams.patch_size
-    inputs = tf_keras.Input((size, size, 1), name=INPUT_NAME)
+    inputs = tf_keras.Input((size, size, 1), name=TRANSFORMED_IMAGE)
     features = trunk(grey_to_rgb(inputs))
     if hparams.head_border_cells:
         features = tf_keras.layers.Cropping2D(hparams.head_border_cells, name="patch_centre")(features)

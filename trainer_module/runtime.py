@@ -12,12 +12,11 @@ from typing import Any, Iterator, Optional, Sequence
 import tensorflow as tf
 import tf_keras
 
+from mammo_tfx.names import TRAINING_SUMMARY_FILE
 from trainer_module.hparams import Distribution, TrainingConfig
 from trainer_module.schedule import StepResult
 
 logger = logging.getLogger(__name__)
-
-SUMMARY_FILE = "training_summary.json"
 
 
 def select_strategy(distribution: Distribution) -> tf.distribute.Strategy:
@@ -68,7 +67,7 @@ def write_training_summary(model_run_dir: Optional[str], stage: str, results: Se
     if not model_run_dir:
         return None
     tf.io.gfile.makedirs(model_run_dir)
-    path = os.path.join(model_run_dir, SUMMARY_FILE)
+    path = os.path.join(model_run_dir, TRAINING_SUMMARY_FILE)
     summary = {"stage": stage, "steps": [dataclasses.asdict(result) for result in results], **extra}
     with tf.io.gfile.GFile(path, "w") as handle:
         json.dump(summary, handle, indent=2)

@@ -15,11 +15,11 @@ from typing import Callable
 
 import tf_keras
 
+from mammo_tfx.names import TRANSFORMED_IMAGE
 from trainer_module.backbones import TRUNK_NAME, grey_to_rgb
 from trainer_module.hparams import ImageHParams, TopBlockSpec
 
 IMAGE_HEAD_NAME = "image_classes"
-INPUT_NAME = "image"
 FEATURES_INPUT_NAME = "trunk_features"
 MALIGNANT_IMAGE_CLASS = 1
 
@@ -87,7 +87,7 @@ def build_whole_image_model(trunk: tf_keras.Model, hparams: ImageHParams) -> tf_
     if trunk.name != TRUNK_NAME:
         raise ValueError(f"the trunk model must be named {TRUNK_NAME!r}, got {trunk.name!r}")
     rows, cols = hparams.image_size
-    inputs = tf_keras.Input((rows, cols, 1), name=INPUT_NAME)
+    inputs = tf_keras.Input((rows, cols, 1), name=TRANSFORMED_IMAGE)
     probabilities = _head(trunk(grey_to_rgb(inputs)), hparams, _create)
     return tf_keras.Model(inputs, probabilities, name="whole_image_classifier")
 

@@ -17,6 +17,7 @@ from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
 from components.mammo_example_gen import executor
 from components.mammo_example_gen.artifacts import QuarantineReport
+from mammo_tfx.names import SOURCES_MANIFEST_FILE
 
 QUARANTINE_KEY = "quarantine"
 
@@ -58,7 +59,7 @@ class MammoExampleGen(FileBasedExampleGen):
         own (e.g. `<pipeline root>/reports/MammoExampleGen`); it must not change between runs, or the cached
         result would not be re-used."""
         input_config = input_config or example_gen_pb2.Input(
-            splits=[example_gen_pb2.Input.Split(name="all", pattern=executor.MANIFEST_FILE)]
+            splits=[example_gen_pb2.Input.Split(name="all", pattern=SOURCES_MANIFEST_FILE)]
         )
         spec = MammoExampleGenSpec(
             input_base=input_base,

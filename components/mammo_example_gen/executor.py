@@ -25,16 +25,14 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
-from mammo_tfx.ingest.layouts import LISTERS
+from mammo_tfx.ingest.layouts import list_records
 from mammo_tfx.ingest.options import IngestOptions
 from mammo_tfx.ingest.phi import salted_key
 from mammo_tfx.ingest.process import process_record
 from mammo_tfx.ingest.reasons import causes_block
 from mammo_tfx.ingest.records import PATH_RESOLUTIONS, QuarantineEntry, ScanRecord
+from mammo_tfx.names import INGEST_SUMMARY_FILE, QUARANTINE_FILE
 
-MANIFEST_FILE = "sources.json"
-QUARANTINE_FILE = "quarantine.csv"
-SUMMARY_FILE = "summary.json"
 TEST_SPLIT = "test"
 QUARANTINE_COLUMNS = ("dataset", "record", "file", "status", "reason")
 # exec_properties key through which Do() hands the quarantine URI to the Beam graph built by the base class.
@@ -70,16 +68,14 @@ def read_manifest(path: str) -> List[Dict[str, str]]:
     sources = manifest.get("sources")
     if not sources:
         raise ValueError(f"{path}: the manifest lists no data sources")
-    for source in sources:
-        if source.get("dataset") not in LISTERS:
-            raise ValueError(f"{path}: unknown dataset layout {source.get('dataset')!r}; known: {sorted(LISTERS)}")
     return sources
 
 
 def _list_source(source: Dict[str, str], options: IngestOptions) -> Iterator[ScanRecord | QuarantineEntry]:
-    lister = LISTERS[source["dataset"]]
+    # An unknown layout name fails the run (list_records raises here, outside the try).
+    records = list_records(source["dataset"], source["path"], options)
     try:
-        yield from lister(source["path"], options)
+        yield from records
     except Exception as error:  # a whole source that cannot be listed is one quarantine row, not a crashed run
         yield QuarantineEntry(
             dataset=source["dataset"], record="<dataset>", file=source["path"], status="quarantined",
@@ -292,7 +288,7 @@ class Executor(BaseExampleGenExecutor):
             | "Count" >> beam.combiners.Count.PerElement()
             | "CollectCounts" >> beam.combiners.ToList()
             | "WriteSummary" >> beam.Map(
-                lambda counts: _write_text(os.path.join(quarantine_uri, SUMMARY_FILE),
+                lambda counts: _write_text(os.path.join(quarantine_uri, INGEST_SUMMARY_FILE),
                                            json.dumps(_summarise(counts), indent=2, sort_keys=True)))
         )
 
@@ -319,7 +315,7 @@ class Executor(BaseExampleGenExecutor):
         name = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + (f"-{unique_id}" if unique_id else "")
         kept = os.path.join(reports_dir, name)
         tf.io.gfile.makedirs(kept)
-        for file_name in (QUARANTINE_FILE, SUMMARY_FILE):
+        for file_name in (QUARANTINE_FILE, INGEST_SUMMARY_FILE):
             tf.io.gfile.copy(os.path.join(quarantine_uri, file_name), os.path.join(kept, file_name), overwrite=True)
         return kept
 
@@ -331,7 +327,7 @@ class Executor(BaseExampleGenExecutor):
         report_dir = self._keep_report(quarantine.uri, exec_properties.get(REPORTS_DIR_KEY))
         quarantine.set_string_custom_property(REPORTS_DIR_KEY, report_dir)
         report_path = os.path.join(report_dir, QUARANTINE_FILE)
-        with tf.io.gfile.GFile(os.path.join(report_dir, SUMMARY_FILE)) as f:
+        with tf.io.gfile.GFile(os.path.join(report_dir, INGEST_SUMMARY_FILE)) as f:
             summary = json.load(f)
         examples = artifact_utils.get_single_instance(output_dict[standard_component_specs.EXAMPLES_KEY])
         for key in ("listed", "ingested", "quarantined", "excluded"):

@@ -1,9 +1,5 @@
 """Model serving: a TF Serving-compatible REST server for the pushed model versions, and warm-up files.
 
-`serve()` runs `tensorflow_model_server` when it is installed and the built-in `ModelServer` otherwise.
+Import the submodules (`mammo_tfx.serving.server` for `serve()` and `ModelServer`, `.warmup`, `.limits`, ...):
+the package itself imports nothing, so the Trainer writing a warm-up file does not load the HTTP server.
 """
-from mammo_tfx.serving.limits import RequestLimits
-from mammo_tfx.serving.server import ModelServer, serve
-from mammo_tfx.serving.warmup import write_warmup_file
-
-__all__ = ["ModelServer", "RequestLimits", "serve", "write_warmup_file"]

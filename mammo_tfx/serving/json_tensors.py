@@ -17,9 +17,10 @@ from typing import Any, Callable, Dict, List, Mapping
 import numpy as np
 import tensorflow as tf
 
+from mammo_tfx.names import EXAMPLES_INPUT, IMAGE_BYTES_INPUT
 from mammo_tfx.serving.errors import InvalidArgument
 from mammo_tfx.serving.limits import ImageLimits, check_example_images, check_image
-from mammo_tfx.serving.signatures import EXAMPLES_INPUT, IMAGE_BYTES_INPUT, check_input_keys
+from mammo_tfx.serving.signatures import check_input_keys
 
 # Inputs whose values are checked against the image limits before the model runs: encoded images, and serialized
 # tf.Examples whose image is checked the same way.

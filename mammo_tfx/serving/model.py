@@ -8,8 +8,9 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2
 
+from mammo_tfx.names import DEFAULT_SIGNATURE, SERVING_TAG
 from mammo_tfx.serving.errors import Internal, InvalidArgument
-from mammo_tfx.serving.signatures import DEFAULT_SIGNATURE, check_input_keys, input_dtypes, read_signature_defs
+from mammo_tfx.serving.signatures import check_input_keys, input_dtypes, read_signature_defs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +74,7 @@ def op_error_summary(error: tf.errors.OpError) -> str:
 def load_model(path: str, version: int) -> LoadedModel:
     """Load the SavedModel at `path` (a version directory) with its signature defs."""
     signature_defs = read_signature_defs(path)
-    saved_model = tf.saved_model.load(path, tags=["serve"])
+    saved_model = tf.saved_model.load(path, tags=[SERVING_TAG])
     functions = dict(saved_model.signatures)
     return LoadedModel(version=version, path=path, signature_defs=signature_defs,
                        saved_model=saved_model, functions=functions)

@@ -11,12 +11,13 @@ import re
 import urllib.parse
 from typing import Any, Dict, Optional
 
+from mammo_tfx.names import DEFAULT_SIGNATURE
 from mammo_tfx.serving.errors import InvalidArgument, NotFound, Unimplemented
 from mammo_tfx.serving.json_tensors import decode_inputs, encode_outputs, parse_predict_body
 from mammo_tfx.serving.limits import RequestLimits
 from mammo_tfx.serving.model import LoadedModel
 from mammo_tfx.serving.repository import ModelRepository
-from mammo_tfx.serving.signatures import DEFAULT_SIGNATURE, signature_def_map_json
+from mammo_tfx.serving.signatures import signature_def_map_json
 
 # TF Serving matches paths case-insensitively; the model name may be URL-encoded.
 _PREDICT_PATH = re.compile(r"/v1/models/([^/:]+)(?:/versions/(\d+))?:(predict|classify|regress)", re.IGNORECASE)

@@ -9,15 +9,11 @@ from google.protobuf import json_format
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2
 
+# The exported model's interface (signature names, input keys) is defined in mammo_tfx.names; importing it from
+# here keeps working for callers outside the serving package.
+from mammo_tfx.names import (DEFAULT_SIGNATURE, EXAMPLES_INPUT, EXAMPLES_SIGNATURE, HEATMAP_SIGNATURE,  # noqa: F401
+                             IMAGE_BYTES_INPUT, SERVING_TAG)
 from mammo_tfx.serving.errors import InvalidArgument
-
-SERVING_TAG = "serve"
-# The exported model's interface (docs/contracts.md): signature names and their input keys.
-DEFAULT_SIGNATURE = "serving_default"
-EXAMPLES_SIGNATURE = "serving_examples"
-HEATMAP_SIGNATURE = "heatmap"
-IMAGE_BYTES_INPUT = "image_bytes"
-EXAMPLES_INPUT = "examples"
 
 
 def read_signature_defs(saved_model_dir: str) -> Mapping[str, meta_graph_pb2.SignatureDef]:

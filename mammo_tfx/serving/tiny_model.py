@@ -9,9 +9,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from mammo_tfx import names
-from mammo_tfx.serving.signatures import (DEFAULT_SIGNATURE, EXAMPLES_INPUT, EXAMPLES_SIGNATURE, HEATMAP_SIGNATURE,
-                                          IMAGE_BYTES_INPUT)
+from mammo_tfx.names import (DEFAULT_SIGNATURE, EXAMPLES_INPUT, EXAMPLES_SIGNATURE, HEATMAP, HEATMAP_SIGNATURE,
+                             IMAGE_BYTES_INPUT, IMAGE_PNG, PROBABILITY, PROBABILITY_SINGLE)
 
 HEATMAP_STRIDE = 8
 
@@ -41,7 +40,7 @@ class _TinyScreeningModel(tf.Module):
             return tf.stack([tf.reduce_mean([self._score(flip) for flip in flips]), self._score(image)])
 
         both = tf.map_fn(one_image, encoded_images, fn_output_signature=tf.TensorSpec([2], tf.float32))
-        return {"probability": both[:, 0], "probability_single": both[:, 1]}
+        return {PROBABILITY: both[:, 0], PROBABILITY_SINGLE: both[:, 1]}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=IMAGE_BYTES_INPUT)])
     def serving_default(self, image_bytes: tf.Tensor) -> dict:
@@ -49,8 +48,8 @@ class _TinyScreeningModel(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
     def serving_examples(self, examples: tf.Tensor) -> dict:
-        features = tf.io.parse_example(examples, {names.IMAGE_PNG: tf.io.FixedLenFeature([], tf.string)})
-        return self._probabilities(features[names.IMAGE_PNG])
+        features = tf.io.parse_example(examples, {IMAGE_PNG: tf.io.FixedLenFeature([], tf.string)})
+        return self._probabilities(features[IMAGE_PNG])
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=IMAGE_BYTES_INPUT)])
     def heatmap(self, image_bytes: tf.Tensor) -> dict:
@@ -61,7 +60,7 @@ class _TinyScreeningModel(tf.Module):
 
         # A batch must hold images of one size, as the real model's fixed input size implies.
         maps = tf.map_fn(one_image, image_bytes, fn_output_signature=tf.TensorSpec([None, None], tf.float32))
-        return {"heatmap": maps}
+        return {HEATMAP: maps}
 
 
 def export_tiny_model(export_dir: str, gain: float = 1.0) -> str:

@@ -14,10 +14,9 @@ import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
-from mammo_tfx.serving.signatures import DEFAULT_SIGNATURE, read_signature_defs
+from mammo_tfx.names import DEFAULT_SIGNATURE, SERVING_EXTRAS_DIR, WARMUP_FILE
+from mammo_tfx.serving.signatures import read_signature_defs
 
-WARMUP_DIR = "assets.extra"
-WARMUP_FILE = "tf_serving_warmup_requests"
 # TF Serving stops replaying after this many records; a longer file is not an error there either.
 MAX_WARMUP_RECORDS = 1000
 
@@ -26,7 +25,7 @@ PredictFn = Callable[[str, Mapping[str, np.ndarray]], Dict[str, np.ndarray]]
 
 def warmup_path(saved_model_dir: str) -> str:
     """Where TF Serving looks for the warm-up file of a version directory."""
-    return os.path.join(saved_model_dir, WARMUP_DIR, WARMUP_FILE)
+    return os.path.join(saved_model_dir, SERVING_EXTRAS_DIR, WARMUP_FILE)
 
 
 def _single_string_input(saved_model_dir: str, signature_name: str) -> str:
