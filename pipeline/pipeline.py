@@ -64,26 +64,22 @@ def create_components(config: PipelineConfig, manifest_dir: str, pipeline_root: 
     )
     patch_sampler = PatchSampler(
         examples=example_gen.outputs["examples"], sampling_options=config.patches, splits=("train", "eval"))
-    patch_trainer = tfx.components.Trainer(
-        run_fn=PATCH_RUN_FN,
-        examples=patch_sampler.outputs["patches"],
-        transform_graph=transform.outputs["transform_graph"],
-        train_args=tfx.proto.TrainArgs(splits=["train"]),
-        eval_args=tfx.proto.EvalArgs(splits=["eval"]),
-        custom_config={"hparams": config.patch_training.to_dict(),
-                       IMAGE_LIMITS_CONFIG_KEY: config.serving.image.to_dict()},
-    ).with_id(PATCH_TRAINER_ID)
+    def trainer(run_fn: str, examples, hparams, **base_model) -> tfx.components.Trainer:
+        return tfx.components.Trainer(
+            run_fn=run_fn,
+            examples=examples,
+            transform_graph=transform.outputs["transform_graph"],
+            **base_model,
+            train_args=tfx.proto.TrainArgs(splits=["train"]),
+            eval_args=tfx.proto.EvalArgs(splits=["eval"]),
+            custom_config={"hparams": hparams.to_dict(), IMAGE_LIMITS_CONFIG_KEY: config.serving.image.to_dict()},
+        )
+
+    patch_trainer = trainer(PATCH_RUN_FN, patch_sampler.outputs["patches"], config.patch_training
+                            ).with_id(PATCH_TRAINER_ID)
     # Stage 2 takes stage 1's model as base_model, so a change to stage 2 re-uses the cached stage 1.
-    image_trainer = tfx.components.Trainer(
-        run_fn=IMAGE_RUN_FN,
-        examples=example_gen.outputs["examples"],
-        transform_graph=transform.outputs["transform_graph"],
-        base_model=patch_trainer.outputs["model"],
-        train_args=tfx.proto.TrainArgs(splits=["train"]),
-        eval_args=tfx.proto.EvalArgs(splits=["eval"]),
-        custom_config={"hparams": config.image_training.to_dict(),
-                       IMAGE_LIMITS_CONFIG_KEY: config.serving.image.to_dict()},
-    ).with_id(IMAGE_TRAINER_ID)
+    image_trainer = trainer(IMAGE_RUN_FN, example_gen.outputs["examples"], config.image_training,
+                            base_model=patch_trainer.outputs["model"]).with_id(IMAGE_TRAINER_ID)
     # Only the whole-image model is evaluated and can be blessed, so only it can become the next run's baseline.
     evaluation = create_evaluation_components(
         config.evaluation, example_gen.outputs["examples"], image_trainer.outputs["model"], pipeline_root,
