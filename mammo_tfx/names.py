@@ -28,6 +28,11 @@ RESIZE_MODE = "resize_mode"
 BITS_STORED = "bits_stored"
 MASK_RESIZED = "mask_resized"
 MASK_COMPLETE = "mask_complete"
+# Population features for fairness slices ("unknown" where the dataset does not say): an age band, never the age.
+AGE_GROUP = "age_group"
+SITE = "site"
+MANUFACTURER = "manufacturer"
+IMPLANT = "implant"
 
 # Patch examples written by PatchSampler (besides IMAGE_PNG, LABEL and DATASET).
 PATCH_CLASS = "patch_class"

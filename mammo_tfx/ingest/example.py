@@ -34,6 +34,10 @@ class ScanFeatures:
     bits_stored: int
     mask_resized: bool
     mask_complete: bool
+    age_group: str
+    site: str
+    manufacturer: str
+    implant: str
 
 
 def encode_png(pixels: np.ndarray, compress_level: int) -> bytes:
@@ -86,5 +90,9 @@ def build_example(scan: ScanFeatures, compress_level: int = 1) -> tf.train.Examp
         names.BITS_STORED: _ints(scan.bits_stored),
         names.MASK_RESIZED: _ints(scan.mask_resized),
         names.MASK_COMPLETE: _ints(scan.mask_complete),
+        names.AGE_GROUP: _bytes(scan.age_group),
+        names.SITE: _bytes(scan.site),
+        names.MANUFACTURER: _bytes(scan.manufacturer),
+        names.IMPLANT: _bytes(scan.implant),
     }
     return tf.train.Example(features=tf.train.Features(feature=features))

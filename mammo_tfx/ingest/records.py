@@ -15,6 +15,11 @@ QUARANTINE_COLUMNS = ("dataset", "record", "file", "status", "reason")
 # How a listed file path was found on disk (CBIS-DDSM: the CSV's path as written, through the retriever's
 # metadata.csv, or through the DICOM headers of the scan's folder), or that it was not.
 PATH_RESOLUTIONS = ("as_written", "metadata_csv", "headers", "missing", "ambiguous")
+UNKNOWN = "unknown"
+# Age bands of the fairness slices (mammo_tfx/ingest/demographics.py maps an age to one); the exact age never leaves
+# ingestion.
+AGE_GROUPS = ("<50", "50-59", "60-69", "70+", UNKNOWN)
+IMPLANT_VALUES = ("yes", "no", UNKNOWN)
 
 
 class BadInputError(Exception):
@@ -70,6 +75,9 @@ class ScanRecord:
     has_annotations: False for datasets without lesion outlines; the (empty) mask is then incomplete.
     path_resolutions: (method, listed path) for each file path the dataset's index names for this scan, with
         method in PATH_RESOLUTIONS; counted per dataset in the run summary. Empty when paths need no resolving.
+    age_group / site / manufacturer / implant: population slices, "unknown" where the dataset does not say. site is
+        the publisher's anonymous site id (never a site name); manufacturer the device maker as the dataset or the
+        DICOM header names it.
     """
 
     dataset: str
@@ -88,6 +96,10 @@ class ScanRecord:
     pixel_spacing_mm: Optional[tuple[float, float]] = None
     has_annotations: bool = True
     path_resolutions: tuple[tuple[str, str], ...] = ()
+    age_group: str = UNKNOWN
+    site: str = UNKNOWN
+    manufacturer: str = UNKNOWN
+    implant: str = UNKNOWN
 
     def __post_init__(self) -> None:
         problems = [f"path resolution {method!r} not in {PATH_RESOLUTIONS}"
@@ -104,6 +116,12 @@ class ScanRecord:
             problems.append(f"density must be 0..4, got {self.density!r}")
         if self.source_split not in SOURCE_SPLITS:
             problems.append(f"source_split {self.source_split!r} not in {SOURCE_SPLITS}")
+        if self.age_group not in AGE_GROUPS:
+            problems.append(f"age_group {self.age_group!r} not in {AGE_GROUPS}")
+        if self.implant not in IMPLANT_VALUES:
+            problems.append(f"implant {self.implant!r} not in {IMPLANT_VALUES}")
+        if not self.site or not self.manufacturer:
+            problems.append("site and manufacturer must not be empty (use 'unknown')")
         if problems:
             raise ValueError(f"invalid ScanRecord {self.record_id!r}: " + "; ".join(problems))
 
