@@ -31,7 +31,7 @@ MASK_COMPLETE = "mask_complete"
 # Population features for fairness slices ("unknown" where the dataset does not say): an age band, never the age.
 AGE_GROUP = "age_group"
 SITE = "site"
-MANUFACTURER = "manufacturer"
+DEVICE = "device"
 IMPLANT = "implant"
 
 # Patch examples written by PatchSampler (besides IMAGE_PNG, LABEL and DATASET).

@@ -16,7 +16,7 @@ def test_age_bands_never_keep_the_age(age, band):
 
 def test_records_default_to_unknown_population_values_and_refuse_others():
     record = ScanRecord(dataset="folder", record_id="r", image_path="x.dcm", patient_id="p", image_id="i", label=0)
-    assert (record.age_group, record.site, record.manufacturer, record.implant) == ("unknown",) * 4
+    assert (record.age_group, record.site, record.device, record.implant) == ("unknown",) * 4
     with pytest.raises(ValueError, match="age_group '61'"):
         ScanRecord(dataset="folder", record_id="r", image_path="x.dcm", patient_id="p", image_id="i", label=0,
                    age_group="61")

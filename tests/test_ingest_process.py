@@ -18,7 +18,7 @@ from mammo_tfx.ingest.records import BadInputError, LesionRef, QuarantineEntry, 
 CONTRACT_KEYS = {"image_png", "mask_png", "label", "abnormality_type", "pathology", "dataset", "density", "view",
                  "laterality", "patient_key", "image_key", "source_split", "height", "width", "original_height",
                  "original_width", "pixel_spacing_mm", "content_box", "resize_mode", "bits_stored", "mask_resized",
-                 "mask_complete", "age_group", "site", "manufacturer", "implant"}
+                 "mask_complete", "age_group", "site", "device", "implant"}
 
 
 def wide_breast(rows: int = 40, cols: int = 100) -> np.ndarray:
@@ -54,7 +54,7 @@ def test_example_has_every_contract_feature(tmp_path, write_dicom, small_options
     assert list(features["pixel_spacing_mm"].float_list.value) == pytest.approx([0.1, 0.1])
     assert (features["original_height"].int64_list.value[0], features["original_width"].int64_list.value[0]) == (40, 100)
     assert features["patient_key"].bytes_list.value[0].decode() == salted_key(small_options.patient_salt, "folder", "Doe^John-123")
-    assert all(features[key].bytes_list.value[0] == b"unknown" for key in ("age_group", "site", "manufacturer", "implant"))
+    assert all(features[key].bytes_list.value[0] == b"unknown" for key in ("age_group", "site", "device", "implant"))
 
 
 def test_pad_mode_keeps_aspect_and_pads_away_from_the_breast(tmp_path, write_dicom):

@@ -36,7 +36,7 @@ class ScanFeatures:
     mask_complete: bool
     age_group: str
     site: str
-    manufacturer: str
+    device: str
     implant: str
 
 
@@ -92,7 +92,7 @@ def build_example(scan: ScanFeatures, compress_level: int = 1) -> tf.train.Examp
         names.MASK_COMPLETE: _ints(scan.mask_complete),
         names.AGE_GROUP: _bytes(scan.age_group),
         names.SITE: _bytes(scan.site),
-        names.MANUFACTURER: _bytes(scan.manufacturer),
+        names.DEVICE: _bytes(scan.device),
         names.IMPLANT: _bytes(scan.implant),
     }
     return tf.train.Example(features=tf.train.Features(feature=features))

@@ -91,7 +91,7 @@ def _build(record: ScanRecord, options: IngestOptions) -> tf.train.Example:
         content_box=box.as_tuple(), resize_mode=options.resize_mode, bits_stored=decoded.bits_stored,
         mask_resized=scan_mask.mask_resized,
         mask_complete=scan_mask.mask_complete and record.has_annotations,
-        age_group=record.age_group, site=record.site, manufacturer=record.manufacturer, implant=record.implant,
+        age_group=record.age_group, site=record.site, device=record.device, implant=record.implant,
     ), options.png_compress_level)
 
 

@@ -75,9 +75,9 @@ class ScanRecord:
     has_annotations: False for datasets without lesion outlines; the (empty) mask is then incomplete.
     path_resolutions: (method, listed path) for each file path the dataset's index names for this scan, with
         method in PATH_RESOLUTIONS; counted per dataset in the run summary. Empty when paths need no resolving.
-    age_group / site / manufacturer / implant: population slices, "unknown" where the dataset does not say. site is
-        the publisher's anonymous site id (never a site name); manufacturer the device maker as the dataset or the
-        DICOM header names it.
+    age_group / site / device / implant: population slices, "unknown" where the dataset does not say. site is
+        the publisher's anonymous site id (never a site name); device the acquisition device as the dataset or the
+        DICOM header names it: the manufacturer (and model) where known, else the publisher's anonymous machine id.
     """
 
     dataset: str
@@ -98,7 +98,7 @@ class ScanRecord:
     path_resolutions: tuple[tuple[str, str], ...] = ()
     age_group: str = UNKNOWN
     site: str = UNKNOWN
-    manufacturer: str = UNKNOWN
+    device: str = UNKNOWN
     implant: str = UNKNOWN
 
     def __post_init__(self) -> None:
@@ -120,8 +120,8 @@ class ScanRecord:
             problems.append(f"age_group {self.age_group!r} not in {AGE_GROUPS}")
         if self.implant not in IMPLANT_VALUES:
             problems.append(f"implant {self.implant!r} not in {IMPLANT_VALUES}")
-        if not self.site or not self.manufacturer:
-            problems.append("site and manufacturer must not be empty (use 'unknown')")
+        if not self.site or not self.device:
+            problems.append("site and device must not be empty (use 'unknown')")
         if problems:
             raise ValueError(f"invalid ScanRecord {self.record_id!r}: " + "; ".join(problems))
 
