@@ -27,8 +27,10 @@ EXPECTED_FAULT_KINDS = {
     "cbis-ddsm": {"truncated_dicom", "non_image_dicom", "row_points_nowhere", "missing_mask"},
     "inbreast": {"truncated_dicom", "non_image_dicom", "bad_xml"},
     "mias": {"bad_pgm", "row_points_nowhere"},
+    "vindr": {"truncated_dicom", "missing_image", "unknown_value", "non_mammogram_dicom", "for_processing_dicom",
+              "no_box_finding"},
 }
-PATIENTS = {"cbis-ddsm": 5, "inbreast": 5, "mias": 3}
+PATIENTS = {"cbis-ddsm": 5, "inbreast": 5, "mias": 3, "vindr": 3}
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +106,7 @@ def test_every_layout_injects_its_faults(layout: str, datasets: dict[str, SynthS
     assert {image.fault for image in summary.images if image.fault} == EXPECTED_FAULT_KINDS[layout]
     for fault in summary.faults:
         path = Path(fault.path)
-        if fault.kind in ("missing_mask", "row_points_nowhere"):
+        if fault.kind in ("missing_mask", "row_points_nowhere", "missing_image"):
             assert not path.exists(), fault
         elif fault.kind == "truncated_dicom":
             with pytest.raises(Exception):

@@ -29,6 +29,8 @@ class DecodedImage:
     patient_id: Optional[str] = None
     laterality: Optional[str] = None
     view: Optional[str] = None
+    modality: Optional[str] = None  # DICOM Modality (MG for a mammogram)
+    presentation_intent: Optional[str] = None  # DICOM PresentationIntentType: FOR PRESENTATION / FOR PROCESSING
 
     @property
     def shape(self) -> tuple[int, int]:

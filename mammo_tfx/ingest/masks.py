@@ -29,10 +29,11 @@ def class_code(kind: str, malignant: bool) -> int:
 
 
 def draw_outlines(lesions: Sequence[LesionRef], shape: tuple[int, int], point_radius: float) -> np.ndarray:
-    """Union of the polygon/disc outlines of `lesions` as a boolean array of `shape` (rows, cols).
+    """Union of the polygon/disc/box outlines of `lesions` as a boolean array of `shape` (rows, cols).
 
     Polygons take (row, col) vertices; discs a centre and radius (a non-positive radius means a point
-    annotation and uses point_radius). y_axis_up coordinates are flipped with the real image height.
+    annotation and uses point_radius); boxes two opposite corners. y_axis_up coordinates are flipped with the
+    real image height.
     """
     rows, cols = shape
     canvas = Image.new("L", (cols, rows), 0)
@@ -45,7 +46,11 @@ def draw_outlines(lesions: Sequence[LesionRef], shape: tuple[int, int], point_ra
             r, c = points[0]
             radius = lesion.radius if lesion.radius > 0 else point_radius
             pen.ellipse((c - radius, r - radius, c + radius, r + radius), fill=255, outline=255)
-        elif lesion.outline in ("polygon", "disc"):
+        elif lesion.outline == "box" and len(points) == 2:
+            (top, left), (bottom, right) = points
+            pen.rectangle((min(left, right), min(top, bottom), max(left, right), max(top, bottom)), fill=255,
+                          outline=255)
+        elif lesion.outline in ("polygon", "disc", "box"):
             raise ValueError(f"{lesion.outline} outline with too few points: {lesion.points!r}")
     return np.asarray(canvas) > 0
 

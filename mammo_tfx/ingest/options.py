@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from mammo_tfx.options import Options
 
 RESIZE_MODES = ("stretch", "pad")
+# Datasets labelled by a configurable BI-RADS rule: IngestOptions.<dataset>_{negative,positive}_birads.
+BIRADS_RULE_DATASETS = ("inbreast", "vindr")
 
 # Not a secret: production runs must set their own salt so keys cannot be recomputed from public ids.
 DEFAULT_PATIENT_SALT = "mammo-tfx-default-salt-change-me"
@@ -29,6 +31,8 @@ class IngestOptions(Options):
     patient_salt: salt of the SHA-256 patient/image keys.
     inbreast_negative_birads / inbreast_positive_birads: INbreast BI-RADS values that make an image
         negative / positive; any other value (by default 3) is excluded.
+    vindr_negative_birads / vindr_positive_birads: VinDr-Mammo breast BI-RADS values (the number of
+        "BI-RADS 4") that make an image negative / positive; any other known value (by default 3) is excluded.
     png_compress_level: zlib level of the PNG encoder (1 = fast, 9 = small).
     point_lesion_radius_px: radius, in source pixels, of the disc drawn for a point annotation
         (INbreast ROIs with at most 2 points).
@@ -47,6 +51,8 @@ class IngestOptions(Options):
     patient_salt: str = DEFAULT_PATIENT_SALT
     inbreast_negative_birads: tuple[str, ...] = ("1", "2")
     inbreast_positive_birads: tuple[str, ...] = ("4a", "4b", "4c", "5", "6")
+    vindr_negative_birads: tuple[str, ...] = ("1", "2")
+    vindr_positive_birads: tuple[str, ...] = ("4", "5")
     png_compress_level: int = 1
     point_lesion_radius_px: int = 3
     dicom_decoding_plugin: str = "pylibjpeg"
@@ -55,11 +61,16 @@ class IngestOptions(Options):
 
     def __post_init__(self) -> None:
         # JSON turns tuples into lists; normalise so equality and hashing keep working after a round trip.
-        for name in ("inbreast_negative_birads", "inbreast_positive_birads"):
-            value = getattr(self, name)
-            if isinstance(value, str) or not all(isinstance(v, str) for v in value):
-                raise ValueError(f"IngestOptions.{name} must be a sequence of strings, got {value!r}")
-            object.__setattr__(self, name, tuple(v.strip().lower() for v in value))
+        for dataset in BIRADS_RULE_DATASETS:
+            for name in (f"{dataset}_negative_birads", f"{dataset}_positive_birads"):
+                value = getattr(self, name)
+                if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+                    raise ValueError(f"IngestOptions.{name} must be a sequence of strings, got {value!r}")
+                object.__setattr__(self, name, tuple(v.strip().lower() for v in value))
+            overlap = set(getattr(self, f"{dataset}_negative_birads")) & set(getattr(self, f"{dataset}_positive_birads"))
+            if overlap:
+                raise ValueError(f"{dataset} BI-RADS values {sorted(overlap)} are both negative and positive in "
+                                 "IngestOptions")
         if self.height < 8 or self.width < 8:
             raise ValueError(f"IngestOptions working size must be at least 8x8, got {self.height}x{self.width}")
         if self.resize_mode not in RESIZE_MODES:
@@ -74,6 +85,3 @@ class IngestOptions(Options):
             raise ValueError(f"IngestOptions.record_timeout_s must be > 0 seconds, got {self.record_timeout_s}")
         if not self.patient_salt:
             raise ValueError("IngestOptions.patient_salt must not be empty")
-        overlap = set(self.inbreast_negative_birads) & set(self.inbreast_positive_birads)
-        if overlap:
-            raise ValueError(f"BI-RADS values {sorted(overlap)} are both negative and positive in IngestOptions")

@@ -12,7 +12,8 @@ from mammo_tfx.ingest.image_io import read_image
 from mammo_tfx.ingest.options import IngestOptions
 from mammo_tfx.ingest.orientation import breast_side
 from mammo_tfx.ingest.phi import salted_key
-from mammo_tfx.ingest.records import BadInputError, LesionRef, QuarantineEntry, ScanRecord, quarantined
+from mammo_tfx.ingest.records import (BadInputError, ExcludedInputError, LesionRef, QuarantineEntry, ScanRecord,
+                                      excluded, quarantined)
 from mammo_tfx.ingest.resize import content_size, paste, place_content, resize_image
 from mammo_tfx.ingest.scan_mask import build_scan_mask
 
@@ -43,6 +44,8 @@ def process_record(record: ScanRecord, options: IngestOptions) -> Union[tf.train
 def _outcome(record: ScanRecord, options: IngestOptions) -> Union[tf.train.Example, QuarantineEntry]:
     try:
         return _build(record, options)
+    except ExcludedInputError as error:
+        return excluded(record.dataset, record.record_id, error.file, error.reason)
     except BadInputError as error:
         return quarantined(record.dataset, record.record_id, error.file, f"BadInputError: {error.reason}")
     except BaseException as error:  # noqa: BLE001 - by contract, per-record failures are reported, not raised
@@ -68,6 +71,8 @@ def abnormality_type(lesions: Sequence[LesionRef]) -> str:
 
 def _build(record: ScanRecord, options: IngestOptions) -> tf.train.Example:
     decoded = read_image(record.image_path, options.dicom_decoding_plugin, options.max_source_pixels)
+    if record.presentation_mammogram_only:
+        _check_presentation_mammogram(record.image_path, decoded)
     working_shape = (options.height, options.width)
     size = content_size(decoded.shape, options.height, options.width, options.resize_mode)
     # Decode once, resize once: the intensity map is linear, so it runs on the small image.
@@ -93,6 +98,17 @@ def _build(record: ScanRecord, options: IngestOptions) -> tf.train.Example:
         mask_complete=scan_mask.mask_complete and record.has_annotations,
         age_group=record.age_group, site=record.site, device=record.device, implant=record.implant,
     ), options.png_compress_level)
+
+
+def _check_presentation_mammogram(path: str, decoded: DecodedImage) -> None:
+    """Raises for a file that is not a mammogram (quarantined) or a raw FOR PROCESSING image (excluded: the
+    publisher's own tools skip those; their grey levels are not for display)."""
+    modality = (decoded.modality or "").upper()
+    if modality != "MG":
+        raise BadInputError(path, f"not a mammogram: DICOM Modality is {decoded.modality or 'missing'}, expected MG")
+    if (decoded.presentation_intent or "").upper() == "FOR PROCESSING":
+        raise ExcludedInputError(path, "FOR PROCESSING image (PresentationIntentType); only FOR PRESENTATION images "
+                                       "are used")
 
 
 def _identity(record: ScanRecord, decoded: DecodedImage) -> tuple[str, str, str]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-DATASETS = ("cbis-ddsm", "inbreast", "mias", "folder")
+DATASETS = ("cbis-ddsm", "inbreast", "mias", "folder", "vindr")
 LESION_KINDS = ("mass", "calcification")
-LESION_OUTLINES = ("mask_files", "polygon", "disc", "none")
+LESION_OUTLINES = ("mask_files", "polygon", "disc", "box", "none")
 LATERALITIES = ("L", "R", "U")
 VIEWS = ("CC", "MLO", "UNKNOWN")
 SOURCE_SPLITS = ("train", "test", "none")
@@ -34,6 +34,10 @@ class BadInputError(Exception):
         return (type(self), (self.file, self.reason))
 
 
+class ExcludedInputError(BadInputError):
+    """A readable input file that a rule of its dataset leaves out (reported as `excluded`, not as a fault)."""
+
+
 @dataclass(frozen=True)
 class LesionRef:
     """One annotated abnormality of a scan.
@@ -42,6 +46,8 @@ class LesionRef:
       "mask_files": the files of a CBIS-DDSM ROI row (mask and cropped ROI, told apart by content);
       "polygon": `points` as (row, col) source pixels, filled;
       "disc": centre `points[0]` (row, col) and `radius` in source pixels;
+      "box": the axis-aligned rectangle between corners `points[0]` (row min, col min) and `points[1]` (row max,
+          col max) in source pixels, filled (VinDr-Mammo finding boxes);
       "none": no location known (the scan's mask misses this lesion, mask_complete=0).
     y_axis_up: the row coordinates count from the bottom edge (MIAS); flipped with the real image height.
     """
@@ -73,6 +79,9 @@ class ScanRecord:
         the breast touches (MIAS).
     pixel_spacing_mm: (row, col) spacing known from the dataset; None = read it from the file, if any.
     has_annotations: False for datasets without lesion outlines; the (empty) mask is then incomplete.
+    presentation_mammogram_only: the file must be a DICOM with Modality MG (else quarantined) that is not a
+        "FOR PROCESSING" image (else excluded), checked from its header at decoding (VinDr-Mammo; CBIS-DDSM's real
+        files are Secondary Captures, so this is a per-layout rule).
     path_resolutions: (method, listed path) for each file path the dataset's index names for this scan, with
         method in PATH_RESOLUTIONS; counted per dataset in the run summary. Empty when paths need no resolving.
     age_group / site / device / implant: population slices, "unknown" where the dataset does not say. site is
@@ -95,6 +104,7 @@ class ScanRecord:
     infer_laterality: bool = False
     pixel_spacing_mm: Optional[tuple[float, float]] = None
     has_annotations: bool = True
+    presentation_mammogram_only: bool = False
     path_resolutions: tuple[tuple[str, str], ...] = ()
     age_group: str = UNKNOWN
     site: str = UNKNOWN

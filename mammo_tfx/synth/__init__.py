@@ -1,4 +1,4 @@
-"""Synthetic mammogram phantoms written in the on-disk layout of CBIS-DDSM, INbreast or MIAS.
+"""Synthetic mammogram phantoms written in the on-disk layout of CBIS-DDSM, INbreast, MIAS or VinDr-Mammo.
 
 The ingestion readers read these folders with the same code as the real downloads; the returned
 ``SynthSummary`` says what was written (labels, lesions, injected faults) so that tests can check them.
@@ -12,13 +12,15 @@ from mammo_tfx.synth.cbis_ddsm import write_cbis_ddsm
 from mammo_tfx.synth.inbreast import write_inbreast
 from mammo_tfx.synth.mias import write_mias
 from mammo_tfx.synth.summary import FAULT_KINDS, SynthFault, SynthImage, SynthLesion, SynthSummary
+from mammo_tfx.synth.vindr import write_vindr
 
-LAYOUTS: tuple[str, ...] = ("cbis-ddsm", "inbreast", "mias")
+LAYOUTS: tuple[str, ...] = ("cbis-ddsm", "inbreast", "mias", "vindr")
 
 _WRITERS: dict[str, Callable[[str, int, int, bool, float], SynthSummary]] = {
     "cbis-ddsm": write_cbis_ddsm,
     "inbreast": write_inbreast,
     "mias": write_mias,
+    "vindr": write_vindr,
 }
 
 __all__ = ["FAULT_KINDS", "LAYOUTS", "SynthFault", "SynthImage", "SynthLesion", "SynthSummary", "generate"]

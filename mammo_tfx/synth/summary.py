@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, NamedTuple
 if TYPE_CHECKING:
     from mammo_tfx.synth.lesions import LesionShape
 
-# Fault kinds a layout may inject; ingestion is expected to quarantine (or, for a missing mask, at least flag)
-# the record each one damages.
+# Fault kinds a layout may inject; ingestion is expected to quarantine (or, for a missing mask or box, at least flag;
+# for a FOR PROCESSING image, exclude) the record each one damages.
 FAULT_KINDS: tuple[str, ...] = (
     "truncated_dicom",
     "non_image_dicom",
@@ -16,6 +16,11 @@ FAULT_KINDS: tuple[str, ...] = (
     "row_points_nowhere",
     "bad_pgm",
     "bad_xml",
+    "missing_image",
+    "unknown_value",
+    "non_mammogram_dicom",
+    "for_processing_dicom",
+    "no_box_finding",
 )
 
 
