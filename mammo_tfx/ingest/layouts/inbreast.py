@@ -7,12 +7,12 @@ ROIs with at most 2 points are calcification points, drawn as small discs; the o
 """
 from __future__ import annotations
 
-import csv
 import plistlib
 import re
 from typing import Iterator, Union
 
 from mammo_tfx import storage
+from mammo_tfx.ingest.layouts.csv_table import read_csv_rows
 from mammo_tfx.ingest.layouts.naming import laterality_from_name, view_from_name
 from mammo_tfx.ingest.options import IngestOptions
 from mammo_tfx.ingest.records import (BadInputError, LesionRef, QuarantineEntry, ScanRecord, excluded,
@@ -36,18 +36,7 @@ def find_release_folder(root: str) -> str:
 
 def read_inbreast_csv(path: str) -> list[dict[str, str]]:
     """Rows with stripped header names and values (the file pads both with spaces)."""
-    try:
-        reader = csv.reader(storage.text_stream(path, encoding="utf-8-sig", errors="replace"), delimiter=";")
-        table = [[cell.strip() for cell in row] for row in reader]
-    except (OSError, csv.Error) as error:
-        raise BadInputError(path, f"CSV cannot be read ({type(error).__name__}: {error})") from None
-    if not table:
-        raise BadInputError(path, "CSV is empty")
-    header, body = table[0], [row for row in table[1:] if any(row)]
-    missing = [column for column in REQUIRED_COLUMNS if column not in header]
-    if missing:
-        raise BadInputError(path, f"CSV lacks columns {missing} (is it ';'-separated?)")
-    return [dict(zip(header, row + [""] * (len(header) - len(row)))) for row in body]
+    return read_csv_rows(path, REQUIRED_COLUMNS, delimiter=";", missing_hint=" (is it ';'-separated?)")
 
 
 def parse_point(text: str) -> tuple[float, float]:

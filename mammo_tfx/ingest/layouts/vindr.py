@@ -20,12 +20,12 @@ column leaves them unknown. The DICOM itself must be a FOR PRESENTATION mammogra
 from __future__ import annotations
 
 import ast
-import csv
 import re
 from typing import Iterator, Optional, Union
 
 from mammo_tfx import storage
 from mammo_tfx.ingest.demographics import age_group
+from mammo_tfx.ingest.layouts.csv_table import read_csv_rows
 from mammo_tfx.ingest.options import IngestOptions
 from mammo_tfx.ingest.records import (UNKNOWN, BadInputError, LesionRef, QuarantineEntry, ScanRecord, excluded,
                                       quarantined)
@@ -59,23 +59,6 @@ METADATA_MANUFACTURER = ("manufacturer",)
 METADATA_MODEL = ("manufacturersmodelname", "manufacturermodelname", "modelname", "model")
 _BIRADS = re.compile(r"^\s*(?:bi-?rads)?\s*([0-9][a-c]?)\s*$", re.IGNORECASE)
 _DENSITY = re.compile(r"^\s*(?:density)?\s*([A-D])\s*$", re.IGNORECASE)
-
-
-def read_csv(path: str, required: tuple[str, ...]) -> list[dict[str, str]]:
-    """Rows of a comma-separated file, header and values stripped; BadInputError when unreadable or lacking
-    `required` columns."""
-    try:
-        reader = csv.reader(storage.text_stream(path, encoding="utf-8-sig", errors="replace"))
-        table = [[cell.strip() for cell in row] for row in reader]
-    except (OSError, csv.Error) as error:
-        raise BadInputError(path, f"CSV cannot be read ({type(error).__name__}: {error})") from None
-    if not table:
-        raise BadInputError(path, "CSV is empty")
-    header, body = table[0], [row for row in table[1:] if any(row)]
-    missing = [column for column in required if column not in header]
-    if missing:
-        raise BadInputError(path, f"CSV lacks columns {missing}")
-    return [dict(zip(header, row + [""] * (len(header) - len(row)))) for row in body]
 
 
 def birads_number(text: str) -> Optional[str]:
@@ -142,7 +125,7 @@ def read_metadata(root: str) -> dict[str, tuple[str, str]]:
     if not storage.is_file(path):
         return {}
     try:
-        rows = read_csv(path, ())
+        rows = read_csv_rows(path, ())
     except BadInputError:
         return {}
     population = {}
@@ -164,11 +147,11 @@ def list_vindr(root: str, options: IngestOptions) -> Iterator[Union[ScanRecord, 
     breast_path = storage.join(root, BREAST_CSV)
     if not storage.is_file(breast_path):
         raise BadInputError(root, f"no {BREAST_CSV} here (a VinDr-Mammo folder holds it beside images/)")
-    breast_rows = read_csv(breast_path, BREAST_COLUMNS)
+    breast_rows = read_csv_rows(breast_path, BREAST_COLUMNS)
     finding_path = storage.join(root, FINDING_CSV)
     findings: dict[str, list[tuple[int, dict[str, str]]]] = {}
     if storage.is_file(finding_path):
-        for line, row in enumerate(read_csv(finding_path, FINDING_COLUMNS), start=2):
+        for line, row in enumerate(read_csv_rows(finding_path, FINDING_COLUMNS), start=2):
             findings.setdefault(row["image_id"], []).append((line, row))
     population = read_metadata(root)
     study_folders: dict[str, set[str]] = {}
