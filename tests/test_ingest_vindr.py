@@ -17,6 +17,8 @@ from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless
 from components.mammo_example_gen.executor import read_quarantine_rows
 from mammo_tfx import synth
 from mammo_tfx.names import QUARANTINE_FILE
+from mammo_tfx.ingest.decoded import to_uint16
+from mammo_tfx.ingest.dicom_io import read_dicom
 from mammo_tfx.ingest.layouts.vindr import finding_categories, list_vindr, read_metadata
 from mammo_tfx.ingest.options import IngestOptions
 from mammo_tfx.ingest.orientation import breast_side
@@ -263,3 +265,20 @@ def test_example_gen_ingests_vindr(tmp_path):
     assert test_keys and len(test_keys) == sum(image.source_split == "test" for image in kept)
     assert {feature(e, "device") for s in splits.values() for e in s} <= {
         "SIEMENS Mammomat Inspiration", "IMS s.r.l. GIOTTO IMAGE 3DL", "Planmed Nuance"}
+
+
+@pytest.mark.parametrize("window", [{}, {"WindowCenter": ["2000", "2500"], "WindowWidth": ["3000", "4000"]}])
+def test_padding_is_black_in_a_monochrome1_image(tmp_path, write_dicom, window):
+    # MONOCHROME1: stored 0 is white. A detector frame padded with 0 must still show black, with or without a
+    # (multi-valued) window; the breast keeps its grey levels.
+    stored = np.full((40, 30), 3000, np.uint16)
+    stored[:, :5] = 0
+    path = write_dicom(tmp_path / "m1.dicom", stored, bits_stored=12, photometric="MONOCHROME1",
+                       PixelPaddingValue=0, **window)
+    decoded = read_dicom(str(path))
+    full = to_uint16(decoded.pixels, decoded.scale, decoded.offset)
+    assert (full[:, :5] == 0).all() and (full[:, 5:] > 0).all()
+    unpadded = read_dicom(str(write_dicom(tmp_path / "plain.dicom", stored, bits_stored=12,
+                                          photometric="MONOCHROME1", **window)))
+    assert (to_uint16(unpadded.pixels, unpadded.scale, unpadded.offset)[:, :5] == 65535).all()
+    assert (to_uint16(unpadded.pixels, unpadded.scale, unpadded.offset)[:, 5:] == full[:, 5:]).all()

@@ -129,6 +129,7 @@ def read_dicom(path: str, decoding_plugin: str = "pylibjpeg",
     except Exception as error:
         raise BadInputError(path, f"modality/VOI LUT cannot be applied ({type(error).__name__}: {error})") from None
     invert = str(ds.PhotometricInterpretation).strip() == "MONOCHROME1"
+    pixels = _black_padding(ds, stored, pixels, unit_scale, unit_offset, invert)
     scale, offset = full_range_affine(unit_scale, unit_offset, invert=invert)
     return DecodedImage(
         pixels=pixels, scale=scale, offset=offset, bits_stored=bits_stored,
@@ -169,6 +170,28 @@ def _values_of_interest(ds: Dataset, stored: np.ndarray, bits_stored: int) -> tu
     # Only a linear rescale: map the whole possible modality range onto [0, 1] without touching pixels.
     low, high = sorted((stored_low * slope + intercept, stored_high * slope + intercept))
     return stored, slope / (high - low), (intercept - low) / (high - low)
+
+
+def _black_padding(ds: Dataset, stored: np.ndarray, pixels: np.ndarray, unit_scale: float, unit_offset: float,
+                   invert: bool) -> np.ndarray:
+    """Pixels the header marks as padding (PixelPaddingValue, up to PixelPaddingRangeLimit) set to the value shown
+    black: padding is no part of the image (PS3.3 C.7.5.1.1.2), whatever grey the windowing would give it (e.g. a
+    MONOCHROME1 image padded with 0 would otherwise show a white frame)."""
+    padding, limit = ds.get("PixelPaddingValue"), ds.get("PixelPaddingRangeLimit")
+    if padding is None or not unit_scale:
+        return pixels
+    try:
+        low, high = sorted((int(padding), int(padding if limit is None else limit)))
+    except (TypeError, ValueError):  # a multi-valued or garbled element: no usable padding rule
+        return pixels
+    where = (stored >= low) & (stored <= high)
+    if not where.any():
+        return pixels
+    black = ((1.0 if invert else 0.0) - unit_offset) / unit_scale
+    if np.issubdtype(pixels.dtype, np.integer) and not (
+            float(black).is_integer() and np.iinfo(pixels.dtype).min <= black <= np.iinfo(pixels.dtype).max):
+        pixels = pixels.astype(np.float32)
+    return np.where(where, np.asarray(black).astype(pixels.dtype), pixels)
 
 
 def _lut_bits(lut_item: Dataset) -> int:
