@@ -29,6 +29,7 @@ class DecodedImage:
     patient_id: Optional[str] = None
     laterality: Optional[str] = None
     view: Optional[str] = None
+    modality: Optional[str] = None  # DICOM Modality (MG, CR, OT, ...); None for PNG/PGM
 
     @property
     def shape(self) -> tuple[int, int]:

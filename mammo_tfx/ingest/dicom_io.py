@@ -133,7 +133,7 @@ def read_dicom(path: str, decoding_plugin: str = "pylibjpeg",
     return DecodedImage(
         pixels=pixels, scale=scale, offset=offset, bits_stored=bits_stored,
         pixel_spacing_mm=_pixel_spacing(ds), patient_id=_text(ds, "PatientID"),
-        laterality=_laterality(ds), view=_view(ds))
+        laterality=_laterality(ds), view=_view(ds), modality=_text(ds, "Modality"))
 
 
 def _values_of_interest(ds: Dataset, stored: np.ndarray, bits_stored: int) -> tuple[np.ndarray, float, float]:

@@ -68,6 +68,9 @@ def abnormality_type(lesions: Sequence[LesionRef]) -> str:
 
 def _build(record: ScanRecord, options: IngestOptions) -> tf.train.Example:
     decoded = read_image(record.image_path, options.dicom_decoding_plugin, options.max_source_pixels)
+    if record.required_modality and decoded.modality != record.required_modality:
+        raise BadInputError(record.image_path, f"not a mammogram: DICOM Modality is {decoded.modality or 'missing'}, "
+                                               f"{record.dataset} images are {record.required_modality}")
     working_shape = (options.height, options.width)
     size = content_size(decoded.shape, options.height, options.width, options.resize_mode)
     # Decode once, resize once: the intensity map is linear, so it runs on the small image.

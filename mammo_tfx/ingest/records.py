@@ -4,11 +4,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-DATASETS = ("cbis-ddsm", "inbreast", "mias", "folder")
+DATASETS = ("cbis-ddsm", "inbreast", "mias", "folder", "rsna")
 LESION_KINDS = ("mass", "calcification")
 LESION_OUTLINES = ("mask_files", "polygon", "disc", "none")
 LATERALITIES = ("L", "R", "U")
-VIEWS = ("CC", "MLO", "UNKNOWN")
+# Standard views plus the supplementary ones screening datasets hold (RSNA: ML, LM, AT, LMO); each is kept as written
+# and sliced; which of them the whole-image stage trains on is ImageHParams.train_views.
+VIEWS = ("CC", "MLO", "ML", "LM", "AT", "LMO", "UNKNOWN")
 SOURCE_SPLITS = ("train", "test", "none")
 QUARANTINE_STATUSES = ("quarantined", "excluded")
 QUARANTINE_COLUMNS = ("dataset", "record", "file", "status", "reason")
@@ -78,6 +80,8 @@ class ScanRecord:
     age_group / site / device / implant: population slices, "unknown" where the dataset does not say. site is
         the publisher's anonymous site id (never a site name); device the acquisition device as the dataset or the
         DICOM header names it: the manufacturer (and model) where known, else the publisher's anonymous machine id.
+    required_modality: when set, a DICOM whose Modality differs (or is missing) is quarantined: datasets that are
+        all digital mammograms say "MG"; CBIS-DDSM's film scans are Secondary Captures and leave it empty.
     """
 
     dataset: str
@@ -100,6 +104,7 @@ class ScanRecord:
     site: str = UNKNOWN
     device: str = UNKNOWN
     implant: str = UNKNOWN
+    required_modality: str = ""
 
     def __post_init__(self) -> None:
         problems = [f"path resolution {method!r} not in {PATH_RESOLUTIONS}"
