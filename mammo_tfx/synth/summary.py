@@ -16,6 +16,11 @@ FAULT_KINDS: tuple[str, ...] = (
     "row_points_nowhere",
     "bad_pgm",
     "bad_xml",
+    "missing_dicom",
+    "unknown_view",
+    "unknown_laterality",
+    "bad_label",
+    "not_mammogram",
 )
 
 
