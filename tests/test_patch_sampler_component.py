@@ -144,9 +144,9 @@ def test_executor_writes_patch_examples_and_counts(tmp_path, scans, caplog) -> N
 
     expected = {
         "train": {"background": 4, "calc_malignant": 0, "calc_benign": 3, "mass_malignant": 3,
-                  "mass_benign": 3, "scans": 2, "failed_scans": 1},
+                  "mass_benign": 3, "scans": 2, "failed_scans": 1, "incomplete_mask_scans": 1},
         "eval": {"background": 4, "calc_malignant": 3, "calc_benign": 0, "mass_malignant": 0,
-                 "mass_benign": 0, "scans": 1, "failed_scans": 0},
+                 "mass_benign": 0, "scans": 1, "failed_scans": 0, "incomplete_mask_scans": 0},
     }
     assert "scan scan-c: image_png is not a readable PNG" in caplog.text
     with open(os.path.join(patches.uri, names.PATCH_COUNTS_FILE)) as handle:
@@ -154,6 +154,7 @@ def test_executor_writes_patch_examples_and_counts(tmp_path, scans, caplog) -> N
     assert artifact_utils.decode_split_names(patches.split_names) == ["train", "eval"]
     assert patches.get_int_custom_property("train_mass_benign") == 3
     assert patches.get_int_custom_property("train_failed_scans") == 1
+    assert patches.get_int_custom_property("train_incomplete_mask_scans") == 1  # scan-b: mask_complete 0
     assert patches.get_int_custom_property("eval_background") == 4
 
     for split in ("train", "eval"):
