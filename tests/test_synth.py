@@ -27,8 +27,9 @@ EXPECTED_FAULT_KINDS = {
     "cbis-ddsm": {"truncated_dicom", "non_image_dicom", "row_points_nowhere", "missing_mask"},
     "inbreast": {"truncated_dicom", "non_image_dicom", "bad_xml"},
     "mias": {"bad_pgm", "row_points_nowhere"},
+    "rsna": {"truncated_dicom", "missing_dicom", "unknown_view", "unknown_laterality", "bad_label", "not_mammogram"},
 }
-PATIENTS = {"cbis-ddsm": 5, "inbreast": 5, "mias": 3}
+PATIENTS = {"cbis-ddsm": 5, "inbreast": 5, "mias": 3, "rsna": 4}
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +105,7 @@ def test_every_layout_injects_its_faults(layout: str, datasets: dict[str, SynthS
     assert {image.fault for image in summary.images if image.fault} == EXPECTED_FAULT_KINDS[layout]
     for fault in summary.faults:
         path = Path(fault.path)
-        if fault.kind in ("missing_mask", "row_points_nowhere"):
+        if fault.kind in ("missing_mask", "row_points_nowhere", "missing_dicom"):
             assert not path.exists(), fault
         elif fault.kind == "truncated_dicom":
             with pytest.raises(Exception):
