@@ -218,8 +218,11 @@ def test_missing_split_or_an_all_failing_split_stops_the_run(tmp_path) -> None:
 def test_progress_line_flags_a_split_without_lesion_patches(tmp_path) -> None:
     counts = {split: patch_executor.complete_tally({"background": 4, "scans": 2}) for split in ("train", "eval")}
     counts["eval"]["mass_benign"] = 3
+    counts["train"]["incomplete_mask_scans"] = 2
     with open(tmp_path / names.PATCH_COUNTS_FILE, "w") as handle:
         json.dump(counts, handle)
     line = SUMMARISERS["PatchSampler"]({"patches": metadata_store_pb2.Artifact(uri=str(tmp_path))})
     assert line.startswith("train: background 4 calc_malignant 0")
     assert line.count("(NO lesion patches)") == 1 and line.index("(NO lesion patches)") < line.index("eval:")
+    assert line.count("(2 scans with incomplete masks)") == 1 and line.index("incomplete") < line.index("eval:")
+    assert "incomplete_mask_scans" not in line  # a scan count, not a patch class

@@ -136,9 +136,10 @@ def _plan_faults(number: int, scale: float) -> list[_Row]:
             for index, (side, view, cancer, fault) in enumerate(plan)]
 
 
-def _compressed_dicom(pixels: np.ndarray, machine: Machine, identity: DicomIdentity,
+def compressed_dicom(pixels: np.ndarray, machine: Machine, identity: DicomIdentity,
                       tags: dict[str, object]) -> Dataset:
-    """The DICOM dataset with pixels compressed in the machine's transfer syntax."""
+    """The DICOM dataset of `pixels` (stored values) compressed in the machine's transfer syntax, with its
+    photometric interpretation."""
     ds = build_dicom(pixels, machine.bits_stored, identity, tags)
     ds.PhotometricInterpretation = machine.photometric
     if machine.transfer_syntax == JPEG2000Lossless:
@@ -178,7 +179,7 @@ def write_rsna(out_dir: str, patients: int, seed: int, inject_faults: bool, scal
             identity = DicomIdentity(DIGITAL_MAMMOGRAPHY_STORAGE, derive_uid(seed, LAYOUT, "sop", row.image_id),
                                      derive_uid(seed, LAYOUT, "study", row.patient_id),
                                      derive_uid(seed, LAYOUT, "series", row.patient_id, row.side, row.view))
-            save_dicom(_compressed_dicom(pixels, row.machine, identity, tags), path)
+            save_dicom(compressed_dicom(pixels, row.machine, identity, tags), path)
         if row.fault == "truncated_dicom":
             truncate_file(path, 0.5)
         if row.fault is not None:
