@@ -6,8 +6,9 @@ Examples layout, so the Trainer's data accessor reads them) and count patches pe
 go to Beam metrics (namespace `patch_sampler`), to `patch_counts.json` at the artifact root, to
 the log and to the artifact's custom properties (`<split>_<class name>` = patches of that class,
 `<split>_scans`, `<split>_failed_scans`, `<split>_incomplete_mask_scans`: scans sampled without background patches
-because their mask misses a lesion, e.g. every scan of a dataset without outlines such as RSNA). A scan that cannot be decoded or sampled is logged and
-counted as failed and the run goes on; only a split in which every scan fails stops the run.
+because their mask misses a lesion, e.g. every scan of a dataset without outlines such as RSNA). A scan that cannot
+be decoded or sampled is logged and counted as failed and the run goes on; only a split in which every scan fails
+stops the run.
 """
 from __future__ import annotations
 
@@ -258,5 +259,6 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                                 split, split_counts[FAILED_SCANS])
             if split_counts[INCOMPLETE_MASK_SCANS]:
                 logging.info("PatchSampler split %s: %d scan(s) with an incomplete mask gave no background patches "
-                             "(and lesion patches only for located lesions)", split, split_counts[INCOMPLETE_MASK_SCANS])
+                             "(and lesion patches only for located lesions)",
+                             split, split_counts[INCOMPLETE_MASK_SCANS])
 
