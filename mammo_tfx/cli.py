@@ -235,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     synth_parser = sub.add_parser("synth", help="write synthetic phantoms in a public dataset's on-disk layout")
-    synth_parser.add_argument("--layout", required=True, choices=["cbis-ddsm", "inbreast", "mias", "vindr"])
+    synth_parser.add_argument("--layout", required=True, choices=["cbis-ddsm", "inbreast", "mias", "rsna", "vindr"])
     synth_parser.add_argument("--out", required=True)
     synth_parser.add_argument("--patients", type=int, default=8)
     synth_parser.add_argument("--seed", type=int, default=0)

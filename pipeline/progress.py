@@ -93,10 +93,13 @@ def _patch_sampler(outputs: Dict[str, metadata_store_pb2.Artifact]) -> str:
         return ""
     parts = []
     for split, per_class in sorted(counts.items(), reverse=True):
-        classes = {k: v for k, v in per_class.items() if k not in ("scans", "failed_scans")}
+        classes = {k: v for k, v in per_class.items() if k not in ("scans", "failed_scans", "incomplete_mask_scans")}
         # Not an error (folder datasets have no lesion masks), but the patch stage learns nothing from it.
         no_lesions = " (NO lesion patches)" if not any(n for k, n in classes.items() if k != "background") else ""
-        parts.append(f"{split}: " + " ".join(f"{name} {n}" for name, n in classes.items()) + no_lesions)
+        incomplete = per_class.get("incomplete_mask_scans", 0)
+        # Scans without (complete) outlines, e.g. all of RSNA: sampled without background patches.
+        unoutlined = f" ({incomplete} scans with incomplete masks)" if incomplete else ""
+        parts.append(f"{split}: " + " ".join(f"{name} {n}" for name, n in classes.items()) + no_lesions + unoutlined)
     return "; ".join(parts)
 
 

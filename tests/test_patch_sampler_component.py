@@ -144,9 +144,9 @@ def test_executor_writes_patch_examples_and_counts(tmp_path, scans, caplog) -> N
 
     expected = {
         "train": {"background": 4, "calc_malignant": 0, "calc_benign": 3, "mass_malignant": 3,
-                  "mass_benign": 3, "scans": 2, "failed_scans": 1},
+                  "mass_benign": 3, "scans": 2, "failed_scans": 1, "incomplete_mask_scans": 1},
         "eval": {"background": 4, "calc_malignant": 3, "calc_benign": 0, "mass_malignant": 0,
-                 "mass_benign": 0, "scans": 1, "failed_scans": 0},
+                 "mass_benign": 0, "scans": 1, "failed_scans": 0, "incomplete_mask_scans": 0},
     }
     assert "scan scan-c: image_png is not a readable PNG" in caplog.text
     with open(os.path.join(patches.uri, names.PATCH_COUNTS_FILE)) as handle:
@@ -154,6 +154,7 @@ def test_executor_writes_patch_examples_and_counts(tmp_path, scans, caplog) -> N
     assert artifact_utils.decode_split_names(patches.split_names) == ["train", "eval"]
     assert patches.get_int_custom_property("train_mass_benign") == 3
     assert patches.get_int_custom_property("train_failed_scans") == 1
+    assert patches.get_int_custom_property("train_incomplete_mask_scans") == 1  # scan-b: mask_complete 0
     assert patches.get_int_custom_property("eval_background") == 4
 
     for split in ("train", "eval"):
@@ -217,8 +218,11 @@ def test_missing_split_or_an_all_failing_split_stops_the_run(tmp_path) -> None:
 def test_progress_line_flags_a_split_without_lesion_patches(tmp_path) -> None:
     counts = {split: patch_executor.complete_tally({"background": 4, "scans": 2}) for split in ("train", "eval")}
     counts["eval"]["mass_benign"] = 3
+    counts["train"]["incomplete_mask_scans"] = 2
     with open(tmp_path / names.PATCH_COUNTS_FILE, "w") as handle:
         json.dump(counts, handle)
     line = SUMMARISERS["PatchSampler"]({"patches": metadata_store_pb2.Artifact(uri=str(tmp_path))})
     assert line.startswith("train: background 4 calc_malignant 0")
     assert line.count("(NO lesion patches)") == 1 and line.index("(NO lesion patches)") < line.index("eval:")
+    assert line.count("(2 scans with incomplete masks)") == 1 and line.index("incomplete") < line.index("eval:")
+    assert "incomplete_mask_scans" not in line  # a scan count, not a patch class

@@ -27,10 +27,12 @@ EXPECTED_FAULT_KINDS = {
     "cbis-ddsm": {"truncated_dicom", "non_image_dicom", "row_points_nowhere", "missing_mask"},
     "inbreast": {"truncated_dicom", "non_image_dicom", "bad_xml"},
     "mias": {"bad_pgm", "row_points_nowhere"},
+    "rsna": {"truncated_dicom", "missing_image", "unknown_view", "unknown_laterality", "bad_label",
+             "non_mammogram_dicom"},
     "vindr": {"truncated_dicom", "missing_image", "unknown_value", "non_mammogram_dicom", "for_processing_dicom",
               "no_box_finding"},
 }
-PATIENTS = {"cbis-ddsm": 5, "inbreast": 5, "mias": 3, "vindr": 3}
+PATIENTS = {"cbis-ddsm": 5, "inbreast": 5, "mias": 3, "rsna": 4, "vindr": 3}
 
 
 @pytest.fixture(scope="module")

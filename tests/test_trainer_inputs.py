@@ -12,7 +12,9 @@ import tensorflow_transform as tft
 from tfx.components.util import tfxio_utils
 from tfx.types import artifact_utils, standard_artifacts
 
+from mammo_tfx import names
 from pipeline.config import load_config
+from tests.conftest import whole_image_examples, write_split
 from trainer_module import inputs
 from trainer_module.augmentation import augment_images, batch_balance_weights
 from trainer_module.backbones import backbone_spec
@@ -134,3 +136,28 @@ def test_loss_goes_down_on_the_toy_patch_problem(toy_data):
     assert results[0].epochs_run == 4
     assert min(results[0].history["val_loss"]) < loss_before
     assert results[0].history["loss"][-1] < results[0].history["loss"][0]
+
+
+@pytest.mark.e2e
+def test_train_views_keep_only_those_views_in_both_sources(toy_data, tmp_path):
+    output = tft.TFTransformOutput(toy_data["transform_graph"])
+    hparams = dataclasses.replace(load_config("test").image_training, batch_size=3)
+    views = ["CC", "MLO", "ML", "AT", "LM", "CC", "MLO", "LMO"]
+    examples = whole_image_examples(len(views), seed=5)
+    for number, (example, view) in enumerate(zip(examples, views)):
+        example.features.feature[names.VIEW].bytes_list.value.append(view.encode())
+        example.features.feature[names.LABEL].int64_list.value[0] = number  # labels tell the examples apart
+    uri = str(tmp_path / "examples")
+    write_split(uri, "eval", examples)
+    files = _split(uri, "eval")
+    spec = dataclasses.replace(inputs.whole_image_example_spec(hparams.image_size, ("CC", "MLO")), num_classes=8)
+    kept = {"CC": [0, 5], "MLO": [1, 6]}
+    for dataset in (inputs.tfrecord_input_fn(files, output, spec, hparams, training=False, views=spec.train_views),
+                    inputs.tfx_input_fn(files, _DataAccessor(uri), output, spec, hparams, training=False,
+                                        views=spec.train_views)):
+        batches = list(dataset)
+        assert [len(labels) for _, labels in batches] == [3, 1]  # re-batched after the filter
+        labels = sorted(int(np.argmax(row)) for _, batch_labels in batches for row in batch_labels.numpy())
+        assert labels == sorted(kept["CC"] + kept["MLO"])
+    every_view = inputs.tfrecord_input_fn(files, output, spec, hparams, training=False)
+    assert sum(len(labels) for _, labels in every_view) == len(views)

@@ -11,6 +11,7 @@ import dataclasses
 import enum
 from typing import Any, Mapping, Optional, Type, TypeVar
 
+from mammo_tfx.ingest.records import VIEWS
 from mammo_tfx.options import Options, check_known_keys
 from mammo_tfx.serving.limits import ImageLimits
 
@@ -237,9 +238,14 @@ class ImageHParams(TrainingConfig):
     # image's features are not a transform of the cached ones) and memory for 4 x (train images) trunk
     # outputs: fine at demo size, not for ResNet50 at 1152x896 (8 MB per image).
     cache_trunk_features: bool = False
+    # Views the train split keeps (e.g. ("CC", "MLO") to leave out RSNA's supplementary ML/LM/AT/LMO images); empty
+    # keeps every view. Validation, evaluation and test always see every view, so each is reported as a slice.
+    train_views: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.validate()
+        _require(set(self.train_views) <= set(VIEWS) and len(set(self.train_views)) == len(self.train_views),
+                 f"train_views must be distinct views of {VIEWS}, got {self.train_views}")
         _require(len(self.image_size) == 2 and all(s > 0 for s in self.image_size),
                  f"image_size must be (rows, cols) > 0, got {self.image_size}")
         _require(all(step.scope != TrainScope.TOP_OF_TRUNK for step in self.schedule),

@@ -42,7 +42,7 @@ def run_fn(fn_args) -> None:
     image_limits = image_limits_from_custom_config(fn_args.custom_config)
     if not fn_args.base_model:
         raise ValueError("the whole-image Trainer needs base_model = the patch Trainer's model output")
-    spec = inputs.whole_image_example_spec(hparams.image_size)
+    spec = inputs.whole_image_example_spec(hparams.image_size, hparams.train_views)
     tf_transform_output, train_dataset, validation_dataset = open_stage_data(fn_args, hparams, spec)
     with runtime.precision_policy(hparams.mixed_precision):
         with runtime.select_strategy(hparams.distribution).scope():

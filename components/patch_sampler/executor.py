@@ -5,8 +5,10 @@ Per split: read the GZIP TFRecords of scan examples, decode image and mask, samp
 Examples layout, so the Trainer's data accessor reads them) and count patches per class. Counts
 go to Beam metrics (namespace `patch_sampler`), to `patch_counts.json` at the artifact root, to
 the log and to the artifact's custom properties (`<split>_<class name>` = patches of that class,
-`<split>_scans`, `<split>_failed_scans`). A scan that cannot be decoded or sampled is logged and
-counted as failed and the run goes on; only a split in which every scan fails stops the run.
+`<split>_scans`, `<split>_failed_scans`, `<split>_incomplete_mask_scans`: scans sampled without background patches
+because their mask misses a lesion, e.g. every scan of a dataset without outlines such as RSNA). A scan that cannot
+be decoded or sampled is logged and counted as failed and the run goes on; only a split in which every scan fails
+stops the run.
 """
 from __future__ import annotations
 
@@ -45,6 +47,7 @@ _SCAN_PREFIX = re.compile(r"^scan (\S+): ")
 # Tally keys besides the class names.
 SCANS = "scans"
 FAILED_SCANS = "failed_scans"
+INCOMPLETE_MASK_SCANS = "incomplete_mask_scans"
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
 
@@ -137,6 +140,7 @@ class SampleScanPatches(beam.DoFn):
             for code, name in CLASS_NAMES.items()}
         self._scans = beam.metrics.Metrics.counter(METRICS_NAMESPACE, f"{split}_{SCANS}")
         self._failed = beam.metrics.Metrics.counter(METRICS_NAMESPACE, f"{split}_{FAILED_SCANS}")
+        self._incomplete = beam.metrics.Metrics.counter(METRICS_NAMESPACE, f"{split}_{INCOMPLETE_MASK_SCANS}")
 
     def process(self, serialized: bytes) -> Iterator[Any]:
         try:
@@ -151,6 +155,9 @@ class SampleScanPatches(beam.DoFn):
             return
         self._scans.inc()
         yield beam.pvalue.TaggedOutput(_TALLY_TAG, (SCANS, 1))
+        if not scan["mask_complete"]:
+            self._incomplete.inc()
+            yield beam.pvalue.TaggedOutput(_TALLY_TAG, (INCOMPLETE_MASK_SCANS, 1))
         for patch in patches:
             self._class_counters[patch.patch_class].inc()
             yield beam.pvalue.TaggedOutput(_TALLY_TAG, (CLASS_NAMES[patch.patch_class], 1))
@@ -175,7 +182,7 @@ def _failures_path(tally_dir: str, split: str) -> str:
 
 def complete_tally(tally: Mapping[str, int]) -> dict[str, int]:
     """Every class and scan counter present (zeros for classes without patches)."""
-    counters = [*CLASS_NAMES.values(), SCANS, FAILED_SCANS]
+    counters = [*CLASS_NAMES.values(), SCANS, FAILED_SCANS, INCOMPLETE_MASK_SCANS]
     return {name: int(tally.get(name, 0)) for name in counters}
 
 
@@ -250,4 +257,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             if split_counts[FAILED_SCANS]:
                 logging.warning("PatchSampler split %s: %d scan(s) failed and were skipped",
                                 split, split_counts[FAILED_SCANS])
+            if split_counts[INCOMPLETE_MASK_SCANS]:
+                logging.info("PatchSampler split %s: %d scan(s) with an incomplete mask gave no background patches "
+                             "(and lesion patches only for located lesions)",
+                             split, split_counts[INCOMPLETE_MASK_SCANS])
 

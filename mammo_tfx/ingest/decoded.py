@@ -29,7 +29,7 @@ class DecodedImage:
     patient_id: Optional[str] = None
     laterality: Optional[str] = None
     view: Optional[str] = None
-    modality: Optional[str] = None  # DICOM Modality (MG for a mammogram)
+    modality: Optional[str] = None  # DICOM Modality (MG, CR, OT, ...); None for PNG/PGM
     presentation_intent: Optional[str] = None  # DICOM PresentationIntentType: FOR PRESENTATION / FOR PROCESSING
 
     @property

@@ -4,11 +4,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-DATASETS = ("cbis-ddsm", "inbreast", "mias", "folder", "vindr")
+DATASETS = ("cbis-ddsm", "inbreast", "mias", "folder", "rsna", "vindr")
 LESION_KINDS = ("mass", "calcification")
 LESION_OUTLINES = ("mask_files", "polygon", "disc", "box", "none")
 LATERALITIES = ("L", "R", "U")
-VIEWS = ("CC", "MLO", "UNKNOWN")
+# Standard views plus the supplementary ones screening datasets hold (RSNA: ML, LM, AT, LMO); each is kept as written
+# and sliced; which of them the whole-image stage trains on is ImageHParams.train_views.
+VIEWS = ("CC", "MLO", "ML", "LM", "AT", "LMO", "UNKNOWN")
 SOURCE_SPLITS = ("train", "test", "none")
 QUARANTINE_STATUSES = ("quarantined", "excluded")
 QUARANTINE_COLUMNS = ("dataset", "record", "file", "status", "reason")
@@ -80,8 +82,8 @@ class ScanRecord:
     pixel_spacing_mm: (row, col) spacing known from the dataset; None = read it from the file, if any.
     has_annotations: False for datasets without lesion outlines; the (empty) mask is then incomplete.
     presentation_mammogram_only: the file must be a DICOM with Modality MG (else quarantined) that is not a
-        "FOR PROCESSING" image (else excluded), checked from its header at decoding (VinDr-Mammo; CBIS-DDSM's real
-        files are Secondary Captures, so this is a per-layout rule).
+        "FOR PROCESSING" image (else excluded), checked from its header at decoding (RSNA, VinDr-Mammo: digital
+        mammograms; CBIS-DDSM's real files are Secondary Captures of film, so this is a per-layout rule).
     path_resolutions: (method, listed path) for each file path the dataset's index names for this scan, with
         method in PATH_RESOLUTIONS; counted per dataset in the run summary. Empty when paths need no resolving.
     age_group / site / device / implant: population slices, "unknown" where the dataset does not say. site is

@@ -1,4 +1,4 @@
-"""Synthetic mammogram phantoms written in the on-disk layout of CBIS-DDSM, INbreast, MIAS or VinDr-Mammo.
+"""Synthetic mammogram phantoms written in the on-disk layout of CBIS-DDSM, INbreast, MIAS, RSNA or VinDr-Mammo.
 
 The ingestion readers read these folders with the same code as the real downloads; the returned
 ``SynthSummary`` says what was written (labels, lesions, injected faults) so that tests can check them.
@@ -11,15 +11,17 @@ from collections.abc import Callable
 from mammo_tfx.synth.cbis_ddsm import write_cbis_ddsm
 from mammo_tfx.synth.inbreast import write_inbreast
 from mammo_tfx.synth.mias import write_mias
+from mammo_tfx.synth.rsna import write_rsna
 from mammo_tfx.synth.summary import FAULT_KINDS, SynthFault, SynthImage, SynthLesion, SynthSummary
 from mammo_tfx.synth.vindr import write_vindr
 
-LAYOUTS: tuple[str, ...] = ("cbis-ddsm", "inbreast", "mias", "vindr")
+LAYOUTS: tuple[str, ...] = ("cbis-ddsm", "inbreast", "mias", "rsna", "vindr")
 
 _WRITERS: dict[str, Callable[[str, int, int, bool, float], SynthSummary]] = {
     "cbis-ddsm": write_cbis_ddsm,
     "inbreast": write_inbreast,
     "mias": write_mias,
+    "rsna": write_rsna,
     "vindr": write_vindr,
 }
 

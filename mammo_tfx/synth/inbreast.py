@@ -167,7 +167,7 @@ def annotation_plist(lesions: tuple[LesionShape, ...], spacing_mm: float) -> byt
     return plistlib.dumps(document, fmt=plistlib.FMT_XML, sort_keys=True)
 
 
-def _window_tags(pixels: np.ndarray, breast_mask: np.ndarray) -> dict[str, object]:
+def window_tags(pixels: np.ndarray, breast_mask: np.ndarray) -> dict[str, object]:
     """A VOI window spanning the breast's grey levels, as a display station would set it."""
     low, high = np.percentile(pixels[breast_mask], [0.5, 99.5])
     return {"WindowCenter": str(int(round((low + high) / 2))), "WindowWidth": str(int(max(round(high - low), 1)))}
@@ -203,7 +203,7 @@ def write_inbreast(out_dir: str, patients: int, seed: int, inject_faults: bool, 
             "BodyPartExamined": "BREAST",
         }
         if index % 2 == 0:
-            tags.update(_window_tags(pixels, phantom.breast_mask))
+            tags.update(window_tags(pixels, phantom.breast_mask))
         identity = DicomIdentity(
             DIGITAL_MAMMOGRAPHY_STORAGE,
             derive_uid(seed, LAYOUT, "sop", scan.file_name),

@@ -21,6 +21,9 @@ FAULT_KINDS: tuple[str, ...] = (
     "non_mammogram_dicom",
     "for_processing_dicom",
     "no_box_finding",
+    "unknown_view",
+    "unknown_laterality",
+    "bad_label",
 )
 
 

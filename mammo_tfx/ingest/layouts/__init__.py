@@ -11,6 +11,7 @@ from mammo_tfx.ingest.layouts.cbis_ddsm import list_cbis_ddsm
 from mammo_tfx.ingest.layouts.folder import list_folder
 from mammo_tfx.ingest.layouts.inbreast import list_inbreast
 from mammo_tfx.ingest.layouts.mias import list_mias
+from mammo_tfx.ingest.layouts.rsna import list_rsna
 from mammo_tfx.ingest.layouts.vindr import list_vindr
 from mammo_tfx.ingest.options import IngestOptions
 from mammo_tfx.ingest.records import QuarantineEntry, ScanRecord
@@ -22,6 +23,7 @@ LISTERS: dict[str, Lister] = {
     "inbreast": list_inbreast,
     "mias": list_mias,
     "folder": list_folder,
+    "rsna": list_rsna,
     "vindr": list_vindr,
 }
 
