@@ -29,6 +29,10 @@ class DecodedImage:
     patient_id: Optional[str] = None
     laterality: Optional[str] = None
     view: Optional[str] = None
+    # Population tags, kept raw here: process.py turns the age into a band, so the age itself never reaches an example.
+    age: Optional[str] = None
+    manufacturer: Optional[str] = None
+    model: Optional[str] = None
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -41,3 +41,10 @@ def _years(age: Optional[Union[float, int, str]]) -> Optional[float]:
     if math.isnan(years) or not 0 < years < 130:
         return None
     return years
+
+
+def device_name(manufacturer: Optional[str], model: Optional[str] = None) -> str:
+    """The device slice value from a manufacturer and model name (DICOM Manufacturer / ManufacturerModelName, or a
+    dataset's columns of the same meaning): "HOLOGIC, Inc. Selenia Dimensions"; "unknown" when neither is given."""
+    parts = [" ".join(str(part).split()) for part in (manufacturer, model) if part is not None]
+    return " ".join(part for part in parts if part) or UNKNOWN

@@ -133,7 +133,8 @@ def read_dicom(path: str, decoding_plugin: str = "pylibjpeg",
     return DecodedImage(
         pixels=pixels, scale=scale, offset=offset, bits_stored=bits_stored,
         pixel_spacing_mm=_pixel_spacing(ds), patient_id=_text(ds, "PatientID"),
-        laterality=_laterality(ds), view=_view(ds))
+        laterality=_laterality(ds), view=_view(ds), age=_text(ds, "PatientAge"),
+        manufacturer=_text(ds, "Manufacturer"), model=_text(ds, "ManufacturerModelName"))
 
 
 def _values_of_interest(ds: Dataset, stored: np.ndarray, bits_stored: int) -> tuple[np.ndarray, float, float]:
