@@ -319,6 +319,8 @@ def test_fairness_section_shows_auc_and_rates_per_group_of_each_population_featu
     assert sorted(row["Slice"] for row in rows[::2]) == sorted(expected_groups)
     assert [row["Slice"].split("=")[0] for row in rows[::2]] == sorted(
         (group.split("=")[0] for group in expected_groups), key=names.FAIRNESS_FEATURES.index)
+    assert [row["Slice"] for row in rows[::2] if row["Slice"].startswith("age_group=")] == [
+        "age_group=<50", "age_group=50-59", "age_group=60-69", "age_group=70+", "age_group=unknown"]
     tfma_by_output = {output: _tfma_metrics(evaluation.uri, output) for output in names.MODEL_OUTPUTS}
     checked_sufficient = set()
     for row in rows:

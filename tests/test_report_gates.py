@@ -38,6 +38,10 @@ def test_slice_keys_use_display_column_order_and_sort_overall_first() -> None:
     population = [(("view", "MLO"),), (("implant", "yes"),), (("device", "29"),), (("site", "1"),),
                   (("age_group", "<50"),), (("density", 1),)]
     assert sorted(population, key=slice_sort_key) == population[::-1]
+    bands = [(("age_group", band),) for band in ("<50", "50-59", "60-69", "70+", "unknown")]
+    assert sorted(bands[::-1], key=slice_sort_key) == bands
+    sites = [(("site", site),) for site in ("2", "10", "north", "unknown")]
+    assert sorted(sites[::-1], key=slice_sort_key) == sites
 
 
 @pytest.mark.parametrize("gate_key", [(("dataset", "mias"), ("density", 3)), (("density", 3), ("dataset", "mias"))])
