@@ -43,8 +43,13 @@ OVERLAP = "overlap"
 TRANSFORMED_IMAGE = "image"
 
 # Evaluation slices, in the order the report shows their columns; crossed slices are (column, column) pairs.
-SLICE_FEATURES = (DATASET, DENSITY, VIEW, LATERALITY, ABNORMALITY_TYPE)
-CROSSED_SLICES = ((DENSITY, DATASET),)
+# Age is crossed with the dataset because datasets differ in age mix and case mix alike: an age band's pooled AUC
+# would mostly compare datasets. Site and device are not crossed: most of their values occur in one dataset only,
+# so a cross would repeat the single-feature slices.
+SLICE_FEATURES = (DATASET, DENSITY, AGE_GROUP, SITE, DEVICE, IMPLANT, VIEW, LATERALITY, ABNORMALITY_TYPE)
+CROSSED_SLICES = ((DENSITY, DATASET), (AGE_GROUP, DATASET))
+# The slices the report's fairness section compares groups of (AUC, FPR and FNR per group).
+FAIRNESS_FEATURES = (DENSITY, AGE_GROUP, SITE, DEVICE, IMPLANT)
 
 # Outputs of the exported whole-image model: the mean malignant probability over 4 flips (the gated one) and
 # the unflipped probability; the heatmap signature's output.

@@ -1,9 +1,11 @@
-"""DICOM decoding: bit depths, MONOCHROME1, windowing, VOI LUT, compressed syntaxes, bad files."""
+"""DICOM decoding: bit depths, MONOCHROME1, windowing, VOI LUT, compressed syntaxes, bad files; the population
+values (age band, device) taken from the header."""
 from __future__ import annotations
 
 import numpy as np
 import pydicom
 import pytest
+import tensorflow as tf
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import JPEG2000Lossless, RLELossless
@@ -11,7 +13,8 @@ from pydicom.uid import JPEG2000Lossless, RLELossless
 from mammo_tfx.ingest.decoded import to_uint16
 from mammo_tfx.ingest.dicom_io import read_dicom
 from mammo_tfx.ingest.image_io import read_image
-from mammo_tfx.ingest.records import BadInputError
+from mammo_tfx.ingest.process import process_record
+from mammo_tfx.ingest.records import BadInputError, ScanRecord
 
 
 def full16(path, plugin="pylibjpeg"):
@@ -148,3 +151,56 @@ def test_non_dicom_with_dcm_extension(tmp_path):
     with pytest.raises(BadInputError, match="not a readable DICOM") as caught:
         read_image(str(path))
     assert caught.value.file == str(path)
+
+
+HOLOGIC_TAGS = {"PatientAge": "067Y", "Manufacturer": "HOLOGIC, Inc.", "ManufacturerModelName": "Selenia Dimensions"}
+
+
+def _population_of(path, small_options, **record_fields) -> dict[str, bytes]:
+    record = ScanRecord(dataset="folder", record_id="rec-1", image_path=str(path), patient_id="p1", image_id="i1",
+                        label=0, **record_fields)
+    example = process_record(record, small_options)
+    assert isinstance(example, tf.train.Example), example
+    features = example.features.feature
+    return {key: features[key].bytes_list.value[0] for key in ("age_group", "site", "device", "implant")}
+
+
+def test_header_population_tags_are_read(tmp_path, write_dicom):
+    decoded = read_dicom(str(write_dicom(tmp_path / "a.dcm", ramp(np.uint16, 4095), bits_stored=12,
+                                         **HOLOGIC_TAGS)))
+    assert (decoded.age, decoded.manufacturer, decoded.model) == ("067Y", "HOLOGIC, Inc.", "Selenia Dimensions")
+    bare = read_dicom(str(write_dicom(tmp_path / "b.dcm", ramp(np.uint16, 4095), bits_stored=12, PatientAge="")))
+    assert (bare.age, bare.manufacturer, bare.model) == (None, None, None)
+
+
+@pytest.mark.parametrize("tags, age_group, device", [
+    (HOLOGIC_TAGS, b"60-69", b"HOLOGIC, Inc. Selenia Dimensions"),
+    ({"PatientAge": "049Y", "Manufacturer": "GE MEDICAL SYSTEMS"}, b"<50", b"GE MEDICAL SYSTEMS"),
+    ({"PatientAge": "850M", "ManufacturerModelName": "  Mammomat   Inspiration "}, b"70+", b"Mammomat Inspiration"),
+    ({"PatientAge": "0xxY"}, b"unknown", b"unknown"),  # an unparsable age is unknown, not an error
+    ({}, b"unknown", b"unknown"),
+])
+def test_header_age_becomes_a_band_and_manufacturer_the_device(tmp_path, write_dicom, small_options, tags, age_group,
+                                                                device):
+    path = write_dicom(tmp_path / "a.dcm", ramp(np.uint16, 4095, (40, 30)), bits_stored=12, **tags)
+    population = _population_of(path, small_options)
+    assert (population["age_group"], population["device"]) == (age_group, device)
+    assert (population["site"], population["implant"]) == (b"unknown", b"unknown")  # no header tag for these
+
+
+def test_the_exact_age_never_reaches_the_example(tmp_path, write_dicom, small_options):
+    path = write_dicom(tmp_path / "a.dcm", ramp(np.uint16, 4095, (40, 30)), bits_stored=12, PatientAge="067Y")
+    record = ScanRecord(dataset="folder", record_id="rec-1", image_path=str(path), patient_id="p1", image_id="i1",
+                        label=0)
+    blob = process_record(record, small_options).SerializeToString()
+    assert b"067" not in blob and b"67Y" not in blob
+    assert b"60-69" in blob
+
+
+def test_record_values_win_over_the_header(tmp_path, write_dicom, small_options):
+    path = write_dicom(tmp_path / "a.dcm", ramp(np.uint16, 4095, (40, 30)), bits_stored=12, **HOLOGIC_TAGS)
+    population = _population_of(path, small_options, age_group="<50", device="29", site="2", implant="no")
+    assert population == {"age_group": b"<50", "site": b"2", "device": b"29", "implant": b"no"}
+    # Only the unknown one is taken from the header.
+    population = _population_of(path, small_options, device="29")
+    assert (population["age_group"], population["device"]) == (b"60-69", b"29")

@@ -27,6 +27,7 @@ from mammo_tfx.evaluation.gates import GateReport, GateResult, write_gate_report
 from mammo_tfx.evaluation.tfma_results import roc_from_calibration_histogram, slice_name
 from mammo_tfx.report import ReportFiles, format_console_summary, write_report, write_report_from_artifacts
 from mammo_tfx.report.html import FAIRNESS_TABLE_ID, GATE_TABLE_ID, METRIC_TABLE_ID
+from pipeline.evaluation import slicing_specs
 
 pytestmark = pytest.mark.e2e  # every test reads a TFMA evaluation run on Beam
 
@@ -35,6 +36,11 @@ CHROMIUM = Path("/usr/bin/chromium")
 THRESHOLDS = (0.25, 0.5, 0.75)
 # Scans per dataset: MIAS gets only normals (a one-class slice), "folder" too few scans for an AUC.
 DATASET_SIZES = {"cbis-ddsm": 130, "inbreast": 110, "mias": 50, "folder": 8}
+# Population features: MIAS says nothing of them ("unknown", one class); "70+", site 3 and implant "yes" are
+# groups too small for the gate's rule below.
+DEVICES = {"cbis-ddsm": "HOLOGIC, Inc. Selenia Dimensions", "inbreast": "SIEMENS Mammomat Inspiration",
+           "mias": "unknown", "folder": "GE MEDICAL SYSTEMS Senographe Essential"}
+SMALL_GROUPS = ("age_group=70+", "site=3", "implant=yes")
 
 EVAL_CONFIG = """
 model_specs { signature_name: "serving_examples" label_key: "label" model_type: "tf_generic" }
@@ -52,13 +58,6 @@ metrics_specs {
   metrics { class_name: "ConfusionMatrixPlot" config: '"num_thresholds": 100' }
   metrics { class_name: "CalibrationPlot" config: '"num_buckets": 100' }
 }
-slicing_specs {}
-slicing_specs { feature_keys: ["dataset"] }
-slicing_specs { feature_keys: ["density"] }
-slicing_specs { feature_keys: ["view"] }
-slicing_specs { feature_keys: ["laterality"] }
-slicing_specs { feature_keys: ["abnormality_type"] }
-slicing_specs { feature_keys: ["density", "dataset"] }
 options {
   compute_confidence_intervals { value: true }
   include_default_metrics { value: false }
@@ -100,10 +99,15 @@ def _synthetic_scans(rng: np.random.Generator) -> pd.DataFrame:
             spread = 0.12 if dataset == "inbreast" else 0.2
             score = float(np.clip(rng.normal(0.68 if label else 0.35, spread), 0.0, 1.0))
             single = float(np.clip(score + rng.normal(0.0, 0.15), 0.0, 1.0))
+            known = dataset != "mias"
             rows.append({
                 "label": label, "dataset": dataset, "density": index % 5, "view": ("CC", "MLO")[index % 2],
                 "laterality": ("L", "R")[(index // 2) % 2],
                 "abnormality_type": ("mass", "calcification")[index % 2] if label else ("none", "mass")[index % 3 == 0],
+                "age_group": ("70+" if index % 40 == 39 else ("<50", "50-59", "60-69")[index % 3]) if known else "unknown",
+                "site": ("3" if dataset == "folder" else ("1", "2")[index % 2]) if known else "unknown",
+                "device": DEVICES[dataset],
+                "implant": ("yes" if index % 25 == 7 else "no") if known else "unknown",
                 "score": score, "score_single": single,
             })
     scans = pd.DataFrame(rows)
@@ -128,7 +132,8 @@ def _example(row: pd.Series) -> bytes:
 
     features = {"label": ints(row.label), "density": ints(row.density), "dataset": text(row.dataset),
                 "view": text(row.view), "laterality": text(row.laterality),
-                "abnormality_type": text(row.abnormality_type),
+                "abnormality_type": text(row.abnormality_type), "age_group": text(row.age_group),
+                "site": text(row.site), "device": text(row.device), "implant": text(row.implant),
                 "score": floats(row.score), "score_single": floats(row.score_single)}
     return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
 
@@ -155,6 +160,7 @@ def evaluation(tmp_path_factory: pytest.TempPathFactory) -> Evaluation:
     model_path = str(root / "model")
     tf.saved_model.save(model, model_path, signatures={"serving_examples": model.serve_examples})
     eval_config = text_format.Parse(EVAL_CONFIG, tfma.EvalConfig())
+    eval_config.slicing_specs.extend(slicing_specs())  # the pipeline's own slices
     output_path = str(root / "evaluation")
     tfma.run_model_analysis(
         eval_shared_model=tfma.default_eval_shared_model(model_path, eval_config=eval_config),
@@ -245,7 +251,8 @@ def _tfma_double(metrics: dict, name: str) -> float:
 
 def test_report_writes_page_and_every_image_is_a_png(report: ReportFiles) -> None:
     page = _parse_page(report.html)
-    assert sorted(page.images) == sorted(["roc_by_dataset.png", "auc_by_slice.png", "fairness_by_density.png"])
+    assert sorted(page.images) == sorted(["roc_by_dataset.png", "auc_by_slice.png"]
+                                         + [f"fairness_by_{feature}.png" for feature in names.FAIRNESS_FEATURES])
     for source in page.images:
         path = Path(report.html).parent / source  # relative to the page, as a browser resolves it
         assert str(path) == report.plots[source]
@@ -295,21 +302,67 @@ def test_one_class_and_tiny_slices_read_insufficient_not_tfma_zero(report: Repor
     assert rows["dataset=inbreast"]["AUC flip (TTA)"] != "insufficient"
 
 
-def test_fairness_rates_per_density_match_counts_from_the_scores(report: ReportFiles,
-                                                                 evaluation: Evaluation) -> None:
+def _group(scans: pd.DataFrame, slice_label: str) -> pd.DataFrame:
+    """The scans of a single-feature slice such as 'density=3' or 'age_group=60-69'."""
+    column, value = slice_label.split("=", 1)
+    return scans[scans[column].astype(str) == value]
+
+
+def test_fairness_section_shows_auc_and_rates_per_group_of_each_population_feature(report: ReportFiles,
+                                                                                   evaluation: Evaluation) -> None:
     rows = _table_rows(_parse_page(report.html), FAIRNESS_TABLE_ID)
-    assert len(rows) == 5 * len(THRESHOLDS)
     scans = evaluation.scans
+    expected_groups = [f"{feature}={value}" for feature in names.FAIRNESS_FEATURES
+                       for value in sorted(scans[feature].astype(str).unique(), key=lambda v: (not v.isdigit(), v))]
+    # Every group of density, age group, site, device and implant, in the report's order, one row per output.
+    assert [row["Slice"] for row in rows[::2]] == [row["Slice"] for row in rows[1::2]]
+    assert sorted(row["Slice"] for row in rows[::2]) == sorted(expected_groups)
+    assert [row["Slice"].split("=")[0] for row in rows[::2]] == sorted(
+        (group.split("=")[0] for group in expected_groups), key=names.FAIRNESS_FEATURES.index)
+    assert [row["Slice"] for row in rows[::2] if row["Slice"].startswith("age_group=")] == [
+        "age_group=<50", "age_group=50-59", "age_group=60-69", "age_group=70+", "age_group=unknown"]
+    tfma_by_output = {output: _tfma_metrics(evaluation.uri, output) for output in names.MODEL_OUTPUTS}
+    checked_sufficient = set()
     for row in rows:
-        density = int(row["Slice"].split("=")[1])
-        threshold = float(row["Threshold"])
-        group = scans[scans["density"] == density]
-        for score_column, suffix in (("score", "flip (TTA)"), ("score_single", "single")):
+        group = _group(scans, row["Slice"])
+        positives, negatives = group["label"] == 1, group["label"] == 0
+        assert (row["n"], row["Positives"], row["Negatives"]) == (str(len(group)), str(positives.sum()),
+                                                                  str(negatives.sum()))
+        rate_columns = [f"{rate}@{threshold:g}" for threshold in THRESHOLDS for rate in ("FPR", "FNR")]
+        if len(group) < MIN_EXAMPLES or min(positives.sum(), negatives.sum()) < GATE_CONFIG.min_examples_per_class:
+            assert all(row[column] == "insufficient" for column in ["AUC", *rate_columns]), row
+            assert row["Note"], row
+            continue
+        checked_sufficient.add(row["Slice"])
+        output = names.PROBABILITY if row["Output"] == "flip (TTA)" else names.PROBABILITY_SINGLE
+        score_column = "score" if output == names.PROBABILITY else "score_single"
+        assert row["AUC"].startswith(f"{_tfma_double(tfma_by_output[output][row['Slice']], 'auc'):.3f} [")
+        for threshold in THRESHOLDS:
             flagged = group[score_column] > threshold
-            positives, negatives = group["label"] == 1, group["label"] == 0
             fp, fn = int((flagged & negatives).sum()), int((~flagged & positives).sum())
-            assert row[f"FPR {suffix}"] == f"{fp / negatives.sum():.3f} ({fp}/{negatives.sum()})"
-            assert row[f"FNR {suffix}"] == f"{fn / positives.sum():.3f} ({fn}/{positives.sum()})"
+            assert row[f"FPR@{threshold:g}"] == f"{fp / negatives.sum():.3f} ({fp}/{negatives.sum()})"
+            assert row[f"FNR@{threshold:g}"] == f"{fn / positives.sum():.3f} ({fn}/{positives.sum()})"
+        assert row["Note"] == ""
+    assert {"age_group=60-69", "site=1", "site=2", f"device={DEVICES['inbreast']}", "implant=no",
+            "density=3"} <= checked_sufficient
+
+
+def test_small_and_one_class_population_groups_read_insufficient(report: ReportFiles, evaluation: Evaluation) -> None:
+    rows = {row["Slice"]: row for row in _table_rows(_parse_page(report.html), FAIRNESS_TABLE_ID)}
+    for label in SMALL_GROUPS:
+        size = len(_group(evaluation.scans, label))
+        assert 0 < size < MIN_EXAMPLES
+        assert rows[label]["AUC"] == rows[label]["FNR@0.5"] == "insufficient"
+        assert rows[label]["Note"] == f"{size} examples < {MIN_EXAMPLES}"
+    for label in ("age_group=unknown", "site=unknown", "implant=unknown"):  # MIAS alone: normals only
+        assert rows[label]["Note"] == "one class only"
+    # The metric table and the console summary judge these slices by the same rule.
+    metric_rows = {row["Slice"]: row for row in _table_rows(_parse_page(report.html), METRIC_TABLE_ID)}
+    assert all(metric_rows[label]["AUC flip (TTA)"] == "insufficient" for label in SMALL_GROUPS)
+    assert metric_rows["age_group=60-69"]["AUC flip (TTA)"] != "insufficient"
+    summary = {line.split()[0]: line.split() for line in format_console_summary(report.tables).splitlines()[2:]}
+    assert summary["age_group=70+"][2:4] == ["insufficient", "insufficient"]
+    assert summary["site=1"][2] != "insufficient"
 
 
 def test_gate_results_are_listed_and_summarised_per_slice(report: ReportFiles) -> None:
@@ -329,7 +382,7 @@ def test_gate_results_are_listed_and_summarised_per_slice(report: ReportFiles) -
     assert metric_rows["dataset=cbis-ddsm"]["Gate"] == ""
 
 
-def test_console_summary_lists_slices_with_both_aucs_and_gate(report: ReportFiles) -> None:
+def test_console_summary_lists_slices_with_both_aucs_and_gate(report: ReportFiles, evaluation: Evaluation) -> None:
     summary = format_console_summary(report.tables, report.gates, blessed=report.blessed)
     *lines, verdict = summary.splitlines()
     assert verdict == "gate verdict: NOT blessed"
@@ -343,7 +396,7 @@ def test_console_summary_lists_slices_with_both_aucs_and_gate(report: ReportFile
     # Crosses only on request or when a gate looks at them.
     assert [line.split()[0:3] for line in lines if "&" in line] == [["dataset=inbreast", "&", "density=2"]]
     crosses = [line for line in format_console_summary(report.tables, include_crosses=True).splitlines() if "&" in line]
-    assert len(crosses) == len(DATASET_SIZES) * 5
+    assert len(crosses) == len(DATASET_SIZES) * 5 + len(evaluation.scans.groupby(["dataset", "age_group"]))
 
 
 def test_report_from_artifacts_reads_gates_from_the_blessing(evaluation: Evaluation, gate_results_path: str,
@@ -412,5 +465,5 @@ def test_report_renders_in_headless_chromium(report: ReportFiles, chromium: Path
     probe.unlink()
     assert 'data-loaded="yes"' in dom
     widths = [int(part.split('"')[0]) for part in dom.split('data-natural-width="')[1:]]
-    assert len(widths) == len(report.plots) == 3
+    assert len(widths) == len(report.plots) == 2 + len(names.FAIRNESS_FEATURES)
     assert all(width > 0 for width in widths), f"broken image(s) in the rendered page: {widths}"

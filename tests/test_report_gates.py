@@ -32,6 +32,16 @@ def test_slice_keys_use_display_column_order_and_sort_overall_first() -> None:
     keys = [CROSS, (("density", 10),), (("view", "CC"),), (), (("density", 2),), (("dataset", "inbreast"),)]
     assert sorted(keys, key=slice_sort_key) == [
         (), (("dataset", "inbreast"),), (("density", 2),), (("density", 10),), (("view", "CC"),), CROSS]
+    # Population slices come after density and before the acquisition ones; an age cross shows the dataset first.
+    age_cross = make_slice_key([("age_group", "70+"), ("dataset", "rsna")])
+    assert slice_label(age_cross) == "dataset=rsna & age_group=70+"
+    population = [(("view", "MLO"),), (("implant", "yes"),), (("device", "29"),), (("site", "1"),),
+                  (("age_group", "<50"),), (("density", 1),)]
+    assert sorted(population, key=slice_sort_key) == population[::-1]
+    bands = [(("age_group", band),) for band in ("<50", "50-59", "60-69", "70+", "unknown")]
+    assert sorted(bands[::-1], key=slice_sort_key) == bands
+    sites = [(("site", site),) for site in ("2", "10", "north", "unknown")]
+    assert sorted(sites[::-1], key=slice_sort_key) == sites
 
 
 @pytest.mark.parametrize("gate_key", [(("dataset", "mias"), ("density", 3)), (("density", 3), ("dataset", "mias"))])

@@ -41,3 +41,13 @@ def _years(age: Optional[Union[float, int, str]]) -> Optional[float]:
     if math.isnan(years) or not 0 < years < 130:
         return None
     return years
+
+
+def device_name(manufacturer: Optional[str], model: Optional[str] = None) -> str:
+    """The device slice value from a manufacturer and model name (DICOM Manufacturer / ManufacturerModelName, or a
+    dataset's columns of the same meaning): "HOLOGIC, Inc. Selenia Dimensions"; "unknown" when neither is given."""
+    maker, model_name = (" ".join(str(part or "").split()) for part in (manufacturer, model))
+    # Some model names already start with the maker's name ("Planmed Nuance"): no "Planmed Planmed Nuance".
+    if maker and model_name.lower().startswith(maker.lower()):
+        return model_name
+    return " ".join(part for part in (maker, model_name) if part) or UNKNOWN

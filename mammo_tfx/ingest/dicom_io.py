@@ -135,7 +135,8 @@ def read_dicom(path: str, decoding_plugin: str = "pylibjpeg",
         pixels=pixels, scale=scale, offset=offset, bits_stored=bits_stored,
         pixel_spacing_mm=_pixel_spacing(ds), patient_id=_text(ds, "PatientID"),
         laterality=_laterality(ds), view=_view(ds), modality=_text(ds, "Modality"),
-        presentation_intent=_text(ds, "PresentationIntentType"))
+        presentation_intent=_text(ds, "PresentationIntentType"), age=_text(ds, "PatientAge"),
+        manufacturer=_text(ds, "Manufacturer"), model=_text(ds, "ManufacturerModelName"))
 
 
 def _values_of_interest(ds: Dataset, stored: np.ndarray, bits_stored: int) -> tuple[np.ndarray, float, float]:

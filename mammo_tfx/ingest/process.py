@@ -7,13 +7,14 @@ from typing import Sequence, Union
 import tensorflow as tf
 
 from mammo_tfx.ingest.decoded import DecodedImage, to_uint16
+from mammo_tfx.ingest.demographics import age_group, device_name
 from mammo_tfx.ingest.example import ScanFeatures, build_example
 from mammo_tfx.ingest.image_io import read_image
 from mammo_tfx.ingest.options import IngestOptions
 from mammo_tfx.ingest.orientation import breast_side
 from mammo_tfx.ingest.phi import salted_key
-from mammo_tfx.ingest.records import (BadInputError, ExcludedInputError, LesionRef, QuarantineEntry, ScanRecord,
-                                      excluded, quarantined)
+from mammo_tfx.ingest.records import (UNKNOWN, BadInputError, ExcludedInputError, LesionRef, QuarantineEntry,
+                                      ScanRecord, excluded, quarantined)
 from mammo_tfx.ingest.resize import content_size, paste, place_content, resize_image
 from mammo_tfx.ingest.scan_mask import build_scan_mask
 
@@ -86,6 +87,7 @@ def _build(record: ScanRecord, options: IngestOptions) -> tf.train.Example:
     if laterality == "U" and record.infer_laterality:
         laterality = side
     spacing = record.pixel_spacing_mm or decoded.pixel_spacing_mm or (0.0, 0.0)
+    scan_age_group, device = _population(record, decoded)
     return build_example(ScanFeatures(
         image=paste(content, box, *working_shape), mask=scan_mask.mask, label=record.label,
         abnormality_type=abnormality_type(record.lesions), pathology=scan_pathology(record.label, record.lesions),
@@ -96,7 +98,7 @@ def _build(record: ScanRecord, options: IngestOptions) -> tf.train.Example:
         content_box=box.as_tuple(), resize_mode=options.resize_mode, bits_stored=decoded.bits_stored,
         mask_resized=scan_mask.mask_resized,
         mask_complete=scan_mask.mask_complete and record.has_annotations,
-        age_group=record.age_group, site=record.site, device=record.device, implant=record.implant,
+        age_group=scan_age_group, site=record.site, device=device, implant=record.implant,
     ), options.png_compress_level)
 
 
@@ -119,3 +121,11 @@ def _identity(record: ScanRecord, decoded: DecodedImage) -> tuple[str, str, str]
     return (record.patient_id,
             decoded.laterality or record.laterality,
             decoded.view or record.view)
+
+
+def _population(record: ScanRecord, decoded: DecodedImage) -> tuple[str, str]:
+    """(age group, device): the record's where its layout knows them, else from the DICOM header (PatientAge,
+    Manufacturer and ManufacturerModelName); the raw age goes no further than this band."""
+    scan_age_group = record.age_group if record.age_group != UNKNOWN else age_group(decoded.age)
+    device = record.device if record.device != UNKNOWN else device_name(decoded.manufacturer, decoded.model)
+    return scan_age_group, device

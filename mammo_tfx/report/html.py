@@ -8,7 +8,9 @@ import jinja2
 from markupsafe import Markup
 import pandas as pd
 
+from mammo_tfx import names
 from mammo_tfx.report.evaluation import ValidationSummary
+from mammo_tfx.report.naming import feature_label
 
 # Element ids the page promises (tests and readers find the tables by them).
 GATE_TABLE_ID = "gate-results"
@@ -59,9 +61,12 @@ jackknife interval may reach past 0 or 1). A slice with fewer than
 {% else %}<p class="note">{{ figure.missing }}</p>{% endif %}
 {% endfor %}
 
-<h2>Fairness rates per density group</h2>
+<h2>Fairness: AUC and error rates per group</h2>
+<p class="note">Groups of {{ fairness_features }}. FPR = false positive rate (negatives flagged), FNR = false negative
+rate (positives missed), with their counts, at each threshold; "unknown" is the group of scans whose dataset does not
+say. A group that is too small or holds one class reads "insufficient".</p>
 {% if fairness_table_html %}<div class="scroll">{{ fairness_table_html }}</div>
-{% else %}<p class="note">No density slices with ConfusionMatrixAtThresholds in this evaluation.</p>{% endif %}
+{% else %}<p class="note">No such groups in this evaluation.</p>{% endif %}
 </body>
 </html>
 """)
@@ -95,8 +100,10 @@ def render_report_html(*, evaluation_uri: str, model_name: str, outputs: Sequenc
                        validation: Optional[ValidationSummary], gate_table: Optional[pd.DataFrame],
                        metric_table: pd.DataFrame, fairness_table: pd.DataFrame,
                        figures: Sequence[Mapping[str, Optional[str]]], min_examples: int, min_per_class: int,
-                       blessed: Optional[bool] = None) -> str:
-    """`figures`: dicts with `title`, `src` (relative PNG path, or None) and `missing` (why it is absent)."""
+                       blessed: Optional[bool] = None,
+                       fairness_features: Sequence[str] = names.FAIRNESS_FEATURES) -> str:
+    """`figures`: dicts with `title`, `src` (relative PNG path, or None) and `missing` (why it is absent).
+    `fairness_features`: the slicing features whose groups `fairness_table` compares."""
     gate_html = _table_html(gate_table, GATE_TABLE_ID) if gate_table is not None else None
     fairness_html = _table_html(fairness_table, FAIRNESS_TABLE_ID)
     return _TEMPLATE.render(
@@ -111,6 +118,7 @@ def render_report_html(*, evaluation_uri: str, model_name: str, outputs: Sequenc
         gate_note="No gate results were given." if gate_table is None else "The gate results list no gates.",
         metric_table_html=Markup(_table_html(metric_table, METRIC_TABLE_ID) or "<p>No metrics.</p>"),
         fairness_table_html=Markup(fairness_html) if fairness_html else None,
+        fairness_features=", ".join(feature_label(feature) for feature in fairness_features),
         figures=figures,
         min_examples=min_examples,
         min_per_class=min_per_class,

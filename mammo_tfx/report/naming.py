@@ -20,10 +20,17 @@ METRIC_LABELS = {
     "mean_prediction": "Mean prediction",
 }
 INSUFFICIENT = "insufficient"
+# Axis and section names of the slicing features the fairness section compares.
+FEATURE_LABELS = {names.DENSITY: "breast density (0 = unknown)", names.AGE_GROUP: "age group", names.SITE: "site",
+                  names.DEVICE: "device", names.IMPLANT: "breast implant"}
 
 
 def output_label(output: str) -> str:
     return OUTPUT_LABELS.get(output, output)
+
+
+def feature_label(feature: str) -> str:
+    return FEATURE_LABELS.get(feature, feature)
 
 
 def metric_label(metric: str) -> str:

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 
 from mammo_tfx import names
 from mammo_tfx.report.evaluation import EvaluationTables, rows_of_slice
-from mammo_tfx.report.naming import INSUFFICIENT, format_count, output_label
+from mammo_tfx.report.naming import INSUFFICIENT, feature_label, format_count, output_label
 from mammo_tfx.report.slices import SliceKey, slice_sort_key
 
 DPI = 100
@@ -117,37 +117,43 @@ def auc_by_slice_png(tables: EvaluationTables) -> Optional[bytes]:
     return _png_bytes(figure)
 
 
-def fairness_by_density_png(tables: EvaluationTables) -> Optional[bytes]:
-    """FPR and FNR at each ConfusionMatrixAtThresholds threshold per density group (primary output)."""
-    keys = _single_feature_slices(tables, names.DENSITY)
+def fairness_png(tables: EvaluationTables, column: str) -> Optional[bytes]:
+    """FPR and FNR at each ConfusionMatrixAtThresholds threshold per group of one slicing feature (primary output);
+    insufficient groups are labelled, not drawn. None without rates or with fewer than two groups to compare."""
+    keys = _single_feature_slices(tables, column)
     output = tables.primary_output
     wanted = set(keys)
     rates = tables.rates[(tables.rates["output"] == output)
                          & tables.rates["slice_key"].map(lambda key: key in wanted).astype(bool)]
-    if rates.empty:
+    if rates.empty or len(keys) < 2:
         return None
     thresholds = sorted(rates["threshold"].unique())
-    figure = Figure(figsize=(11.0, 4.2))
+    figure = Figure(figsize=(max(11.0, 1.6 * len(keys)), 4.6))
     width = 0.8 / len(thresholds)
     positions = np.arange(len(keys))
     tick_labels = [f"{key[0][1]}\n(n={format_count(_slice_info(tables, key)['examples'])})" for key in keys]
-    for index, (column, title) in enumerate((("fpr", "False positive rate"), ("fnr", "False negative rate"))):
+    for index, (rate, title) in enumerate((("fpr", "False positive rate"), ("fnr", "False negative rate"))):
         axes = figure.add_subplot(1, 2, index + 1)
         for t_index, threshold in enumerate(thresholds):
             at_threshold = rates[rates["threshold"] == threshold]
             heights = []
             for key in keys:
-                value = rows_of_slice(at_threshold, key)[column]
-                heights.append(float(value.iloc[0]) if len(value) else math.nan)
+                value = rows_of_slice(at_threshold, key)[rate]
+                usable = len(value) and not tables.is_insufficient(key)
+                heights.append(float(value.iloc[0]) if usable else math.nan)
             x = positions - 0.4 + width * (t_index + 0.5)
             axes.bar(x, np.nan_to_num(heights), width=width, label=f"threshold {threshold:g}")
-            for x_value, height in zip(x, heights):
-                if math.isnan(height):
+            for x_value, height, key in zip(x, heights, keys):
+                if math.isnan(height) and not tables.is_insufficient(key):
                     # No positives (FNR) or no negatives (FPR) in the group: the rate is undefined.
                     axes.text(x_value, 0.02, "n/a", ha="center", va="bottom", fontsize=7, rotation=90)
+        for position, key in zip(positions, keys):
+            if tables.is_insufficient(key):
+                axes.text(position, 0.5, INSUFFICIENT, ha="center", va="center", fontsize=8, color="dimgrey",
+                          style="italic", rotation=90)
         axes.set_xticks(positions)
-        axes.set_xticklabels(tick_labels, fontsize=8)
-        axes.set_xlabel("breast density (0 = unknown)")
+        axes.set_xticklabels(tick_labels, fontsize=8, rotation=30 if column == names.DEVICE else 0)
+        axes.set_xlabel(feature_label(column))
         axes.set_ylim(0, 1)
         axes.set_title(f"{title}: {output_label(output)}")
         axes.grid(axis="y", alpha=0.3)

@@ -1,6 +1,7 @@
 """Writes the evaluation report (report.html + PNG figures) from a TFMA output directory."""
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -14,6 +15,7 @@ from mammo_tfx.evaluation.gates import GateReport, GateResult, read_gate_report
 from mammo_tfx.evaluation.sufficiency import SufficiencyRule
 from mammo_tfx.report.evaluation import EvaluationTables, load_evaluation
 from mammo_tfx.report.html import render_report_html
+from mammo_tfx.report.naming import feature_label
 from mammo_tfx.report.summary import fairness_table, gate_table, slice_metric_table
 
 REPORT_HTML = "report.html"
@@ -23,8 +25,10 @@ FIGURES: dict[str, tuple[str, Callable[[EvaluationTables], Optional[bytes]], str
                            "No ROC data: add MetricConfig(class_name='ConfusionMatrixPlot') to the EvalConfig."),
     "auc_by_slice.png": ("AUC per slice with confidence interval", plots.auc_by_slice_png,
                          "No AUC in this evaluation: add MetricConfig(class_name='AUC')."),
-    "fairness_by_density.png": ("FPR and FNR per density group", plots.fairness_by_density_png,
-                                "No density slices with ConfusionMatrixAtThresholds in this evaluation."),
+    **{f"fairness_by_{feature}.png": (
+        f"FPR and FNR per {feature_label(feature)}", functools.partial(plots.fairness_png, column=feature),
+        f"Fewer than two {feature} groups with ConfusionMatrixAtThresholds in this evaluation.")
+       for feature in names.FAIRNESS_FEATURES},
 }
 
 

@@ -1,6 +1,7 @@
 """Slice keys as the report shows them: plain tuples, their display labels and order."""
 from __future__ import annotations
 
+import re
 from typing import Iterable
 
 from mammo_tfx import names
@@ -9,7 +10,7 @@ from mammo_tfx.evaluation.tfma_results import OVERALL_SLICE_NAME, SliceValue
 # ((column, value), ...) with columns in the order of names.SLICE_FEATURES (most important first, the order the
 # report shows), other columns after them alphabetically; () is the overall slice.
 SliceKey = tuple[tuple[str, SliceValue], ...]
-
+_LEADING_NUMBER = re.compile(r"^(<?)(\d+(?:\.\d+)?)")
 
 
 def _column_rank(column: str) -> tuple[int, str]:
@@ -34,7 +35,20 @@ def slice_label(key: SliceKey) -> str:
     return " & ".join(f"{column}={value}" for column, value in key)
 
 
+def _value_rank(value: SliceValue) -> tuple[int, float, str]:
+    """Numbers first, then text by its leading number (site ids, age bands: "<50" before "50-59" before "70+"),
+    then other text alphabetically, "unknown" (the ingest's value for "the dataset does not say") last."""
+    if isinstance(value, (int, float)):
+        return 0, float(value), ""
+    text = str(value)
+    if text == "unknown":
+        return 3, 0.0, text
+    leading = _LEADING_NUMBER.match(text)
+    if leading:
+        return 1, float(leading.group(2)) - (0.5 if leading.group(1) == "<" else 0.0), text
+    return 2, 0.0, text
+
+
 def slice_sort_key(key: SliceKey) -> tuple:
     """Overall first, then single-feature slices before crosses, features in display order, values natural."""
-    value_ranks = tuple((0, value, "") if isinstance(value, (int, float)) else (1, 0, str(value)) for _, value in key)
-    return len(key), tuple(_column_rank(column) for column, _ in key), value_ranks
+    return len(key), tuple(_column_rank(column) for column, _ in key), tuple(_value_rank(value) for _, value in key)

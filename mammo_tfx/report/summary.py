@@ -68,22 +68,35 @@ def _rate_cell(rate: float, numerator: float, denominator: float) -> str:
     return f"{format_number(rate)} ({numerator:g}/{denominator:g})"
 
 
-def fairness_table(tables: EvaluationTables, column: str = names.DENSITY) -> pd.DataFrame:
-    """FPR and FNR (with counts) per group of one slicing feature, per threshold and output."""
-    keys = [info.slice_key for info in tables.slices.itertuples(index=False) if info.columns == (column,)]
+def fairness_table(tables: EvaluationTables, features: Sequence[str] = names.FAIRNESS_FEATURES) -> pd.DataFrame:
+    """One row per group (a single-feature slice of `features`) and output: class counts, AUC, and FPR and FNR with
+    their counts at each ConfusionMatrixAtThresholds threshold. A group the sufficiency rule rejects reads
+    'insufficient' throughout (rates of a handful of scans would look like findings)."""
+    aucs = {(row.slice_key, row.output): (row.value, row.lower, row.upper)
+            for row in tables.metrics.itertuples(index=False) if row.metric == "auc"}
+    thresholds = sorted(tables.rates["threshold"].unique())
     rows = []
-    for key in keys:
-        selected = rows_of_slice(tables.rates, key)
-        for threshold in sorted(selected["threshold"].unique()):
-            row = {SLICE_COLUMN: rows_of_slice(tables.slices, key)["slice"].iloc[0],
-                   "Threshold": f"{threshold:g}"}
-            for output in tables.outputs:
+    for info in tables.slices.itertuples(index=False):
+        if len(info.columns) != 1 or info.columns[0] not in features:
+            continue
+        insufficient = info.insufficient_reason is not None
+        selected = rows_of_slice(tables.rates, info.slice_key)
+        for output in tables.outputs:
+            auc = aucs.get((info.slice_key, output))
+            row = {SLICE_COLUMN: info.slice, "Output": output_label(output),
+                   EXAMPLES_COLUMN: format_count(info.examples), "Positives": format_count(info.positives),
+                   "Negatives": format_count(info.negatives),
+                   "AUC": INSUFFICIENT if insufficient else (format_with_interval(*auc) if auc else "")}
+            for threshold in thresholds:
                 found = selected[(selected["threshold"] == threshold) & (selected["output"] == output)]
-                if found.empty:
-                    continue
-                c = found.iloc[0]
-                row[f"FPR {output_label(output)}"] = _rate_cell(c["fpr"], c["fp"], c["fp"] + c["tn"])
-                row[f"FNR {output_label(output)}"] = _rate_cell(c["fnr"], c["fn"], c["fn"] + c["tp"])
+                if insufficient or found.empty:
+                    fpr = fnr = INSUFFICIENT if insufficient else ""
+                else:
+                    counts = found.iloc[0]
+                    fpr = _rate_cell(counts["fpr"], counts["fp"], counts["fp"] + counts["tn"])
+                    fnr = _rate_cell(counts["fnr"], counts["fn"], counts["fn"] + counts["tp"])
+                row[f"FPR@{threshold:g}"], row[f"FNR@{threshold:g}"] = fpr, fnr
+            row["Note"] = info.insufficient_reason or ""
             rows.append(row)
     return pd.DataFrame(rows)
 

@@ -24,7 +24,7 @@ import re
 from typing import Iterator, Optional, Union
 
 from mammo_tfx import storage
-from mammo_tfx.ingest.demographics import age_group
+from mammo_tfx.ingest.demographics import age_group, device_name
 from mammo_tfx.ingest.layouts.csv_table import read_csv_rows
 from mammo_tfx.ingest.options import IngestOptions
 from mammo_tfx.ingest.records import (UNKNOWN, BadInputError, LesionRef, QuarantineEntry, ScanRecord, excluded,
@@ -134,11 +134,8 @@ def read_metadata(root: str) -> dict[str, tuple[str, str]]:
         image_id = _first_value(row, METADATA_IMAGE_KEYS)
         if not image_id:
             continue
-        manufacturer, model = _first_value(row, METADATA_MANUFACTURER), _first_value(row, METADATA_MODEL)
-        # Some model names already start with the maker's name ("Planmed Nuance"): no "Planmed Planmed Nuance".
-        device = model if manufacturer and model.lower().startswith(manufacturer.lower()) else \
-            " ".join(part for part in (manufacturer, model) if part)
-        population[image_id] = (age_group(_first_value(row, METADATA_AGE)), device or UNKNOWN)
+        device = device_name(_first_value(row, METADATA_MANUFACTURER), _first_value(row, METADATA_MODEL))
+        population[image_id] = (age_group(_first_value(row, METADATA_AGE)), device)
     return population
 
 
