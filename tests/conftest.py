@@ -3,6 +3,8 @@ executor on Beam, and the trainer tests' toy data (Examples artifacts, a real Tr
 from __future__ import annotations
 
 import dataclasses
+import glob
+import io
 import os
 import socket
 import subprocess
@@ -22,6 +24,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
+from PIL import Image
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
@@ -32,7 +35,10 @@ from tfx.utils import proto_utils
 from components.mammo_example_gen import executor as example_gen_executor
 from components.mammo_example_gen.artifacts import QuarantineReport
 from mammo_tfx import names
+from mammo_tfx.ingest.layouts import list_records
 from mammo_tfx.ingest.options import IngestOptions
+from mammo_tfx.ingest.process import process_record
+from mammo_tfx.ingest.records import QuarantineEntry, ScanRecord
 from mammo_tfx.serving.limits import ImageLimits
 from pipeline.config import BeamConfig, SplitConfig, load_config
 from pipeline.pipeline import output_config
@@ -306,3 +312,49 @@ def toy_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     os.makedirs(transform_dir)
     build_transform_output(transform_dir, train_images)
     return {"images": images_uri, "patches": patches_uri, "transform_graph": transform_dir}
+
+
+# Reading ingestion results back, shared by the layout and ExampleGen tests.
+def read_split(examples_uri, split):
+    files = glob.glob(os.path.join(examples_uri, f"Split-{split}", "*.gz"))
+    records = tf.data.TFRecordDataset(files, compression_type="GZIP")
+    return [tf.train.Example.FromString(r.numpy()) for r in records]
+
+
+def feature(example, key):
+    values = example.features.feature[key]
+    return values.bytes_list.value[0].decode() if values.bytes_list.value else values.int64_list.value[0]
+
+
+def phantom(rows: int, cols: int, side: str = "L", bits: int = 12) -> np.ndarray:
+    """A bright half-disc 'breast' against the given image edge."""
+    r, c = np.mgrid[0:rows, 0:cols]
+    edge = 0 if side == "L" else cols - 1
+    inside = ((r - rows / 2) / (rows * 0.45)) ** 2 + ((c - edge) / (cols * 0.7)) ** 2 <= 1
+    dtype = np.uint8 if bits <= 8 else np.uint16
+    return (inside * (2 ** bits - 1) * 0.8).astype(dtype)
+
+
+def ingest(layout: str, root: Path, options: IngestOptions) -> dict[str, object]:
+    """record id -> example features dict or QuarantineEntry, for every listed item."""
+    results = {}
+    for item in list_records(layout, str(root), options):
+        result = item if isinstance(item, QuarantineEntry) else process_record(item, options)
+        key = item.record_id if isinstance(item, ScanRecord) else item.record
+        assert key not in results, f"record {key} listed twice"
+        results[key] = result if isinstance(result, QuarantineEntry) else result.features.feature
+    return results
+
+
+def mask_of(features) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(features["mask_png"].bytes_list.value[0])))
+
+
+def value(features, key):
+    feature = features[key]
+    if feature.bytes_list.value:
+        return feature.bytes_list.value[0].decode()
+    if feature.int64_list.value:
+        values = list(feature.int64_list.value)
+        return values[0] if len(values) == 1 else values
+    return list(feature.float_list.value)

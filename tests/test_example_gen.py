@@ -1,7 +1,6 @@
 """MammoExampleGen end to end on Beam: every layout, faults, patient-grouped splits, counts and the quarantine report."""
 import csv
 import dataclasses
-import glob
 import json
 import os
 import re
@@ -9,26 +8,14 @@ import shutil
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from components.mammo_example_gen.executor import (
     assign_split, read_quarantine_rows, split_of_patient)
 from mammo_tfx import synth
 from mammo_tfx.names import INGEST_SUMMARY_FILE, QUARANTINE_FILE
 from pipeline.sources import DataSource
-from tests.conftest import (EXAMPLE_GEN_OPTIONS, EXAMPLE_GEN_SPLITS, rewrite_dicom_tags, run_executor,
-                            write_dicom_file)
-
-
-def read_split(examples_uri, split):
-    files = glob.glob(os.path.join(examples_uri, f"Split-{split}", "*.gz"))
-    records = tf.data.TFRecordDataset(files, compression_type="GZIP")
-    return [tf.train.Example.FromString(r.numpy()) for r in records]
-
-
-def feature(example, key):
-    values = example.features.feature[key]
-    return values.bytes_list.value[0].decode() if values.bytes_list.value else values.int64_list.value[0]
+from tests.conftest import (EXAMPLE_GEN_OPTIONS, EXAMPLE_GEN_SPLITS, feature, read_split, rewrite_dicom_tags,
+                            run_executor, write_dicom_file)
 
 
 @pytest.fixture(scope="module")

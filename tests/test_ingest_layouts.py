@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import plistlib
 from collections import Counter
 from pathlib import Path
@@ -13,42 +12,8 @@ from PIL import Image
 
 from mammo_tfx.ingest.layouts import LISTERS, list_records
 from mammo_tfx.ingest.options import IngestOptions
-from mammo_tfx.ingest.process import process_record
 from mammo_tfx.ingest.records import BadInputError, QuarantineEntry, ScanRecord
-
-
-def phantom(rows: int, cols: int, side: str = "L", bits: int = 12) -> np.ndarray:
-    """A bright half-disc 'breast' against the given image edge."""
-    r, c = np.mgrid[0:rows, 0:cols]
-    edge = 0 if side == "L" else cols - 1
-    inside = ((r - rows / 2) / (rows * 0.45)) ** 2 + ((c - edge) / (cols * 0.7)) ** 2 <= 1
-    dtype = np.uint8 if bits <= 8 else np.uint16
-    return (inside * (2 ** bits - 1) * 0.8).astype(dtype)
-
-
-def ingest(layout: str, root: Path, options: IngestOptions) -> dict[str, object]:
-    """record id -> example features dict or QuarantineEntry, for every listed item."""
-    results = {}
-    for item in list_records(layout, str(root), options):
-        result = item if isinstance(item, QuarantineEntry) else process_record(item, options)
-        key = item.record_id if isinstance(item, ScanRecord) else item.record
-        assert key not in results, f"record {key} listed twice"
-        results[key] = result if isinstance(result, QuarantineEntry) else result.features.feature
-    return results
-
-
-def mask_of(features) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(features["mask_png"].bytes_list.value[0])))
-
-
-def value(features, key):
-    feature = features[key]
-    if feature.bytes_list.value:
-        return feature.bytes_list.value[0].decode()
-    if feature.int64_list.value:
-        values = list(feature.int64_list.value)
-        return values[0] if len(values) == 1 else values
-    return list(feature.float_list.value)
+from tests.conftest import ingest, mask_of, phantom, value
 
 
 # ---------------------------------------------------------------- CBIS-DDSM

@@ -24,11 +24,10 @@ from mammo_tfx.ingest.options import IngestOptions
 from mammo_tfx.ingest.orientation import breast_side
 from mammo_tfx.ingest.process import process_record
 from mammo_tfx.ingest.records import QuarantineEntry, ScanRecord
+from mammo_tfx.synth.dicom_io import DIGITAL_MAMMOGRAPHY_STORAGE
 from mammo_tfx.synth.vindr import write_vindr
 from pipeline.sources import DataSource
-from tests.conftest import run_executor
-from tests.test_example_gen import feature, read_split
-from tests.test_ingest_layouts import ingest, mask_of, phantom, value
+from tests.conftest import feature, ingest, mask_of, phantom, read_split, run_executor, value
 
 BREAST_HEADER = ["study_id", "series_id", "image_id", "laterality", "view_position", "height", "width",
                  "breast_birads", "breast_density", "split"]
@@ -75,7 +74,7 @@ def build_vindr(root: Path, write_dicom) -> Path:
             corners = [str(v) for v in box] if box else ["", "", "", ""]
             finding_rows.append({**row, **dict(zip(FINDING_EXTRA, [categories, finding_birads, *corners]))})
         write_dicom(root / "images" / "s1" / f"{image_id}.dicom", phantom(ROWS, COLS, side), bits_stored=12,
-                    Modality="MG", PresentationIntentType="FOR PRESENTATION")
+                    Modality="MG", PresentationIntentType="FOR PRESENTATION", SOPClassUID=DIGITAL_MAMMOGRAPHY_STORAGE)
     write_csv(root / "breast-level_annotations.csv", BREAST_HEADER, breast_rows)
     write_csv(root / "finding_annotations.csv", BREAST_HEADER + FINDING_EXTRA, finding_rows)
     write_csv(root / "metadata.csv", ["SOP Instance UID", "Patient's Age", "Manufacturer", "Manufacturer's Model Name"],

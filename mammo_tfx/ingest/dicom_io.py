@@ -135,7 +135,8 @@ def read_dicom(path: str, decoding_plugin: str = "pylibjpeg",
         pixels=pixels, scale=scale, offset=offset, bits_stored=bits_stored,
         pixel_spacing_mm=_pixel_spacing(ds), patient_id=_text(ds, "PatientID"),
         laterality=_laterality(ds), view=_view(ds), modality=_text(ds, "Modality"),
-        presentation_intent=_text(ds, "PresentationIntentType"), age=_text(ds, "PatientAge"),
+        presentation_intent=_text(ds, "PresentationIntentType"), sop_class_uid=_text(ds, "SOPClassUID"),
+        age=_text(ds, "PatientAge"),
         manufacturer=_text(ds, "Manufacturer"), model=_text(ds, "ManufacturerModelName"))
 
 

@@ -19,6 +19,10 @@ from mammo_tfx.ingest.resize import content_size, paste, place_content, resize_i
 from mammo_tfx.ingest.scan_mask import build_scan_mask
 
 
+# Secondary Capture Image Storage; its multi-frame variants are .1 to .4 below it.
+SECONDARY_CAPTURE_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.7"
+
+
 def process_record(record: ScanRecord, options: IngestOptions) -> Union[tf.train.Example, QuarantineEntry]:
     """Decode, resize and label one scan. Bad input of this record becomes a quarantine entry naming the
     file; any unexpected error of this record too (so one bad scan never stops a pipeline), and so does a record
@@ -103,11 +107,16 @@ def _build(record: ScanRecord, options: IngestOptions) -> tf.train.Example:
 
 
 def _check_presentation_mammogram(path: str, decoded: DecodedImage) -> None:
-    """Raises for a file that is not a mammogram (quarantined) or a raw FOR PROCESSING image (excluded: the
-    publisher's own tools skip those; their grey levels are not for display)."""
+    """Raises for a file that is not a mammogram (quarantined: another modality, or a Secondary Capture such as a
+    screenshot or a scanned report) or a raw FOR PROCESSING image (excluded: the publisher's own tools skip those;
+    their grey levels are not for display)."""
     modality = (decoded.modality or "").upper()
     if modality != "MG":
         raise BadInputError(path, f"not a mammogram: DICOM Modality is {decoded.modality or 'missing'}, expected MG")
+    sop_class = decoded.sop_class_uid or ""
+    if sop_class == SECONDARY_CAPTURE_SOP_CLASS or sop_class.startswith(SECONDARY_CAPTURE_SOP_CLASS + "."):
+        raise BadInputError(path, f"not a mammogram: a Secondary Capture (SOPClassUID {decoded.sop_class_uid}), "
+                                  "not an image acquired by a mammography device")
     if (decoded.presentation_intent or "").upper() == "FOR PROCESSING":
         raise ExcludedInputError(path, "FOR PROCESSING image (PresentationIntentType); only FOR PRESENTATION images "
                                        "are used")
