@@ -16,11 +16,11 @@ slice into two names. implant 1/0 -> yes/no.
 """
 from __future__ import annotations
 
-import csv
 from typing import Iterator, Union
 
 from mammo_tfx import storage
 from mammo_tfx.ingest.demographics import age_group
+from mammo_tfx.ingest.layouts.csv_table import read_csv_rows
 from mammo_tfx.ingest.options import IngestOptions
 from mammo_tfx.ingest.records import UNKNOWN, VIEWS, BadInputError, QuarantineEntry, ScanRecord, quarantined
 
@@ -46,16 +46,7 @@ def read_train_csv(root: str) -> tuple[str, list[dict[str, str]]]:
             raise BadInputError(test_path, "this is the RSNA competition's unlabelled test set (test.csv has no "
                                            "'cancer' column); only train.csv with train_images/ can be ingested")
         raise BadInputError(root, f"no RSNA {TRAIN_CSV} here")
-    try:
-        reader = csv.DictReader(storage.text_stream(csv_path, encoding="utf-8-sig"))
-        header = [name.strip() for name in reader.fieldnames or []]
-        rows = [{key.strip(): (value or "").strip() for key, value in row.items() if key is not None}
-                for row in reader]
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise BadInputError(csv_path, f"CSV cannot be read ({type(error).__name__}: {error})") from None
-    missing = [column for column in REQUIRED_COLUMNS if column not in header]
-    if missing:
-        raise BadInputError(csv_path, f"CSV lacks columns {missing}")
+    rows = read_csv_rows(csv_path, REQUIRED_COLUMNS)
     return csv_path, rows
 
 
