@@ -1,7 +1,7 @@
 """Synthetic CBIS-DDSM: the DICOM tree of a TCIA download plus the four case-description CSVs.
 
-Layout and quirks follow the real release (the TCIA collection page and its retriever; the README's "Accepted
-dataset layouts"): one subject folder per (lesion type, split, patient, side, view) holding the full image, one per
+Layout and quirks follow the real release (the TCIA collection page and its retriever; docs/datasets.md): one
+subject folder per (lesion type, split, patient, side, view) holding the full image, one per
 abnormality holding the binary mask and the cropped lesion; the CSVs (in the output folder) name every file as
 `<subject>/<study uid>/<series uid>/00000N.dcm`, with a trailing newline in every "ROI mask file path", a row
 whose mask/crop paths are swapped, a mask a few pixels off its image's size, and a few RLE-compressed full images.
