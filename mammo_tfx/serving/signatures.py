@@ -9,10 +9,7 @@ from google.protobuf import json_format
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2
 
-# The exported model's interface (signature names, input keys) is defined in mammo_tfx.names; importing it from
-# here keeps working for callers outside the serving package.
-from mammo_tfx.names import (DEFAULT_SIGNATURE, EXAMPLES_INPUT, EXAMPLES_SIGNATURE, HEATMAP_SIGNATURE,  # noqa: F401
-                             IMAGE_BYTES_INPUT, SERVING_TAG)
+from mammo_tfx.names import DEFAULT_SIGNATURE, SERVING_TAG
 from mammo_tfx.serving.errors import InvalidArgument
 
 
