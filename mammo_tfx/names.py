@@ -17,6 +17,10 @@ VIEW = "view"
 LATERALITY = "laterality"
 PATIENT_KEY = "patient_key"
 IMAGE_KEY = "image_key"
+# Salted keys of the screening units an image belongs to: one breast (dataset, patient, study where the dataset has
+# one, laterality) and one exam (the same without laterality).
+BREAST_KEY = "breast_key"
+EXAM_KEY = "exam_key"
 SOURCE_SPLIT = "source_split"
 HEIGHT = "height"
 WIDTH = "width"
@@ -53,17 +57,30 @@ FAIRNESS_FEATURES = (DENSITY, AGE_GROUP, SITE, DEVICE, IMPLANT)
 
 # Outputs of the exported whole-image model: the mean malignant probability over 4 flips (the gated one) and
 # the unflipped probability; the heatmap signature's output.
+# `probability` is calibrated on the eval split (the served answer); `score` is the same flip mean uncalibrated;
+# `recall` is the operating point's decision (`probability` at or above the image threshold).
 PROBABILITY = "probability"
 PROBABILITY_SINGLE = "probability_single"
+SCORE = "score"
+RECALL = "recall"
 MODEL_OUTPUTS = (PROBABILITY, PROBABILITY_SINGLE)
 HEATMAP = "heatmap"
+# Outputs of the exam signature: per image as above, and per breast (one row per distinct breast id of the request,
+# in order of first appearance): the breast score (the configured rule over its images' `probability`) and its
+# decision at the breast threshold; `breast_index` gives each image's row among the breasts.
+BREAST_IDS = "breast_ids"
+BREAST_INDEX = "breast_index"
+BREAST_SCORE = "breast_score"
+BREAST_RECALL = "breast_recall"
 
 # Signatures of the exported model and their input keys.
 SERVING_TAG = "serve"
 DEFAULT_SIGNATURE = "serving_default"
 EXAMPLES_SIGNATURE = "serving_examples"
 HEATMAP_SIGNATURE = "heatmap"
+EXAM_SIGNATURE = "serving_exam"
 IMAGE_BYTES_INPUT = "image_bytes"
+BREAST_ID_INPUT = "breast_id"
 EXAMPLES_INPUT = "examples"
 
 # Files inside artifacts and exports.
@@ -77,5 +94,7 @@ MODEL_INFO_FILE = "model_info.json"
 SERVING_EXTRAS_DIR = "assets.extra"
 WARMUP_FILE = "tf_serving_warmup_requests"
 GATE_RESULTS_FILE = "gate_results.json"
+PREDICTIONS_FILE = "predictions.csv"
+UNIT_EVALUATION_FILE = "unit_evaluation.json"
 MODEL_CARD_MARKDOWN = "model_card.md"
 MODEL_CARD_JSON = "model_card.json"

@@ -391,5 +391,6 @@ def test_mias_info_txt_and_pgms(datasets: dict[str, SynthSummary]) -> None:
     assert len(clean) == 2 * PATIENTS["mias"] and sum(not image.lesions for image in clean) >= 1
     for image in clean:
         pixels = _read_pgm(root / image.files[0])
-        assert _breast_side(pixels) == ("L" if int(image.image_id[3:]) % 2 else "R") == image.laterality
+        # The publisher's rule: odd numbers are right breasts, even numbers left.
+        assert _breast_side(pixels) == ("R" if int(image.image_id[3:]) % 2 else "L") == image.laterality
         assert image.label == int(any(lesion.malignant for lesion in image.lesions))

@@ -28,9 +28,10 @@ from tfx.utils import proto_utils
 from mammo_tfx.ingest.layouts import list_records
 from mammo_tfx.ingest.options import IngestOptions
 from mammo_tfx.ingest.phi import salted_key
-from mammo_tfx.ingest.process import process_record
+from mammo_tfx.ingest.process import process_record, scan_unit_keys
 from mammo_tfx.ingest.reasons import causes_block
 from mammo_tfx.ingest.records import PATH_RESOLUTIONS, QuarantineEntry, ScanRecord
+from mammo_tfx import names
 from mammo_tfx.names import INGEST_SUMMARY_FILE, QUARANTINE_FILE
 
 TEST_SPLIT = "test"
@@ -42,6 +43,10 @@ _QUARANTINE_URI_KEY = "_quarantine_uri"
 REPORTS_DIR_KEY = "reports_dir"
 _METRICS_NAMESPACE = "mammo_example_gen"
 PATH_KEY_PREFIX = "path:"
+# Count keys of scans that could not be placed in a breast (laterality unknown) or an exam (no patient or study known).
+UNIT_KEY_PREFIX = "units:"
+OWN_BREAST = "own_breast"
+OWN_EXAM = "own_exam"
 
 
 def encode_custom_config(options: IngestOptions) -> example_gen_pb2.CustomConfig:
@@ -84,9 +89,11 @@ def _list_source(source: Dict[str, str], options: IngestOptions) -> Iterator[Sca
 
 
 class _ProcessRecord(beam.DoFn):
-    """(split, record) -> (split, serialized example) (main output) or a quarantine entry (tagged output)."""
+    """(split, record) -> (split, dataset, serialized example) (main output), or a quarantine entry (tagged
+    QUARANTINE); for a scan that is a breast or an exam of its own, its count keys (tagged UNITS)."""
 
     QUARANTINE = "quarantine"
+    UNITS = "units"
 
     def __init__(self, options: IngestOptions):
         self._options = options
@@ -101,7 +108,18 @@ class _ProcessRecord(beam.DoFn):
             yield beam.pvalue.TaggedOutput(self.QUARANTINE, result)
         else:
             self._ingested.inc()
+            for key in unit_count_keys(record, result, self._options.patient_salt):
+                yield beam.pvalue.TaggedOutput(self.UNITS, key)
             yield split, record.dataset, result.SerializeToString()
+
+
+def unit_count_keys(record: ScanRecord, example: tf.train.Example, salt: str) -> List[Tuple[str, str, str]]:
+    """Count keys of a scan that is a breast of its own (its final laterality, read from its example, is unknown)
+    and of one that is an exam of its own (its layout knows no patient or study)."""
+    laterality = example.features.feature[names.LATERALITY].bytes_list.value[0].decode("utf-8")
+    keys = scan_unit_keys(record, laterality, salt)
+    return [(UNIT_KEY_PREFIX + name, "", record.dataset)
+            for name, flagged in ((OWN_BREAST, keys.own_breast), (OWN_EXAM, keys.own_exam)) if flagged]
 
 
 def patient_key(record: ScanRecord, salt: str) -> str:
@@ -168,7 +186,9 @@ def _summarise(counts: List[Tuple[Tuple[str, str, str], int]]) -> Dict[str, Any]
     """Counts keyed by (status, split, dataset) -> the summary document written beside the quarantine report.
 
     Keys whose status is "path:<method>" count how the listed file paths were found (per dataset "paths", and
-    "missing_paths" naming the paths not found, whose split slot holds the path).
+    "missing_paths" naming the paths not found, whose split slot holds the path). Keys "units:own_breast" and
+    "units:own_exam" count, per dataset ("units"), the ingested scans that are a breast (laterality unknown) or an
+    exam (no patient or study known) of their own.
     """
     summary: Dict[str, Any] = {"listed": 0, "ingested": 0, "quarantined": 0, "excluded": 0,
                                "per_split": {}, "per_dataset": {}}
@@ -180,6 +200,10 @@ def _summarise(counts: List[Tuple[Tuple[str, str, str], int]]) -> Dict[str, Any]
             paths[method] = paths.get(method, 0) + count
             if method == "missing":
                 per_dataset.setdefault("missing_paths", []).append(split)
+            continue
+        if status.startswith(UNIT_KEY_PREFIX):
+            units = per_dataset.setdefault("units", {})
+            units[status[len(UNIT_KEY_PREFIX):]] = count
             continue
         summary["listed"] += count
         summary[status] += count
@@ -200,6 +224,21 @@ def describe_paths(summary: Dict[str, Any]) -> List[str]:
         if paths:
             lines.append(f"{dataset} file paths: " + ", ".join(
                 f"{paths[method]} {method}" for method in PATH_RESOLUTIONS if paths.get(method)))
+    return lines
+
+
+def describe_units(summary: Dict[str, Any]) -> List[str]:
+    """One line per dataset with scans that could not be placed in a breast or an exam of others."""
+    lines = []
+    for dataset, per_dataset in sorted(summary.get("per_dataset", {}).items()):
+        units = per_dataset.get("units", {})
+        parts = []
+        if units.get(OWN_BREAST):
+            parts.append(f"{units[OWN_BREAST]} scans with unknown laterality or exam are breasts of their own")
+        if units.get(OWN_EXAM):
+            parts.append(f"{units[OWN_EXAM]} scans without a patient or study id are exams of their own")
+        if parts:
+            lines.append(f"{dataset}: " + "; ".join(parts))
     return lines
 
 
@@ -261,7 +300,8 @@ class Executor(BaseExampleGenExecutor):
                 test=beam.pvalue.AsList(test_patients), train_only=beam.pvalue.AsList(train_only_patients))
             # Listing runs in one worker; reshuffling the (small) records spreads the decoding over all workers.
             | "Distribute" >> beam.Reshuffle()
-            | "Process" >> beam.ParDo(_ProcessRecord(options)).with_outputs(_ProcessRecord.QUARANTINE, main="examples")
+            | "Process" >> beam.ParDo(_ProcessRecord(options)).with_outputs(
+                _ProcessRecord.QUARANTINE, _ProcessRecord.UNITS, main="examples")
         )
         examples = processed.examples
         quarantine = (
@@ -283,7 +323,7 @@ class Executor(BaseExampleGenExecutor):
         quarantine_counts = quarantine | "QuarantineCountKeys" >> beam.Map(lambda e: (e.status, "", e.dataset))
         path_counts = listed | "PathCountKeys" >> beam.FlatMap(_path_count_keys)
         _ = (
-            (example_counts, quarantine_counts, path_counts)
+            (example_counts, quarantine_counts, path_counts, processed[_ProcessRecord.UNITS])
             | "AllCountKeys" >> beam.Flatten()
             | "Count" >> beam.combiners.Count.PerElement()
             | "CollectCounts" >> beam.combiners.ToList()
@@ -340,7 +380,7 @@ class Executor(BaseExampleGenExecutor):
             summary["listed"], summary["ingested"], summary["quarantined"], summary["excluded"],
             json.dumps(summary["per_split"], sort_keys=True), report_path, causes,
         )
-        for line in describe_paths(summary):
+        for line in describe_paths(summary) + describe_units(summary):
             logging.info("MammoExampleGen: %s", line)
         if summary["ingested"] == 0:
             raise RuntimeError(

@@ -13,12 +13,10 @@ from pydicom.pixels import apply_modality_lut, apply_voi, get_decoder, pixel_arr
 from pydicom.pixels.decoders.base import Decoder
 
 from mammo_tfx.ingest.decoded import DecodedImage, check_source_pixels, full_range_affine
+from mammo_tfx.ingest.identity import dicom_laterality, dicom_view
 from mammo_tfx.ingest.input_files import open_input
 from mammo_tfx.ingest.options import DEFAULT_MAX_SOURCE_PIXELS
 from mammo_tfx.ingest.records import BadInputError
-
-_CC_VIEWS = {"CC", "XCC", "XCCL", "XCCM", "FB"}
-_MLO_VIEWS = {"MLO", "ML", "LMO"}
 
 
 def read_dataset(path: str) -> Dataset:
@@ -134,7 +132,7 @@ def read_dicom(path: str, decoding_plugin: str = "pylibjpeg",
     return DecodedImage(
         pixels=pixels, scale=scale, offset=offset, bits_stored=bits_stored,
         pixel_spacing_mm=_pixel_spacing(ds), patient_id=_text(ds, "PatientID"),
-        laterality=_laterality(ds), view=_view(ds), modality=_text(ds, "Modality"),
+        laterality=dicom_laterality(ds), view=dicom_view(ds), modality=_text(ds, "Modality"),
         presentation_intent=_text(ds, "PresentationIntentType"), sop_class_uid=_text(ds, "SOPClassUID"),
         age=_text(ds, "PatientAge"),
         manufacturer=_text(ds, "Manufacturer"), model=_text(ds, "ManufacturerModelName"))
@@ -254,28 +252,4 @@ def _pixel_spacing(ds: Dataset) -> Optional[tuple[float, float]]:
                 continue
             if row > 0 and col > 0:
                 return row, col
-    return None
-
-
-def _laterality(ds: Dataset) -> Optional[str]:
-    for keyword in ("ImageLaterality", "Laterality"):
-        value = (_text(ds, keyword) or "").upper()
-        if value in ("L", "R"):
-            return value
-    return None
-
-
-def _view(ds: Dataset) -> Optional[str]:
-    position = (_text(ds, "ViewPosition") or "").upper()
-    if position in _CC_VIEWS:
-        return "CC"
-    if position in _MLO_VIEWS:
-        return "MLO"
-    codes = ds.get("ViewCodeSequence")
-    if codes:
-        meaning = str(codes[0].get("CodeMeaning", "")).lower().replace("-", "").replace(" ", "")
-        if "craniocaudal" in meaning:
-            return "CC"
-        if "mediolateraloblique" in meaning:
-            return "MLO"
     return None

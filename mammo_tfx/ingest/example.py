@@ -26,6 +26,8 @@ class ScanFeatures:
     laterality: str
     patient_key: str
     image_key: str
+    breast_key: str
+    exam_key: str
     source_split: str
     original_shape: tuple[int, int]
     pixel_spacing_mm: tuple[float, float]
@@ -79,6 +81,8 @@ def build_example(scan: ScanFeatures, compress_level: int = 1) -> tf.train.Examp
         names.LATERALITY: _bytes(scan.laterality),
         names.PATIENT_KEY: _bytes(scan.patient_key),
         names.IMAGE_KEY: _bytes(scan.image_key),
+        names.BREAST_KEY: _bytes(scan.breast_key),
+        names.EXAM_KEY: _bytes(scan.exam_key),
         names.SOURCE_SPLIT: _bytes(scan.source_split),
         names.HEIGHT: _ints(height),
         names.WIDTH: _ints(width),

@@ -9,6 +9,7 @@ import tensorflow as tf
 from mammo_tfx.ingest.decoded import DecodedImage, to_uint16
 from mammo_tfx.ingest.demographics import age_group, device_name
 from mammo_tfx.ingest.example import ScanFeatures, build_example
+from mammo_tfx.ingest.identity import UnitKeys, unit_keys
 from mammo_tfx.ingest.image_io import read_image
 from mammo_tfx.ingest.options import IngestOptions
 from mammo_tfx.ingest.orientation import breast_side
@@ -90,6 +91,7 @@ def _build(record: ScanRecord, options: IngestOptions) -> tf.train.Example:
     patient_id, laterality, view = _identity(record, decoded)
     if laterality == "U" and record.infer_laterality:
         laterality = side
+    keys = scan_unit_keys(record, laterality, options.patient_salt)
     spacing = record.pixel_spacing_mm or decoded.pixel_spacing_mm or (0.0, 0.0)
     scan_age_group, device = _population(record, decoded)
     return build_example(ScanFeatures(
@@ -98,12 +100,19 @@ def _build(record: ScanRecord, options: IngestOptions) -> tf.train.Example:
         dataset=record.dataset, density=record.density, view=view, laterality=laterality,
         patient_key=salted_key(options.patient_salt, record.dataset, patient_id),
         image_key=salted_key(options.patient_salt, record.dataset, record.image_id),
+        breast_key=keys.breast_key, exam_key=keys.exam_key,
         source_split=record.source_split, original_shape=decoded.shape, pixel_spacing_mm=spacing,
         content_box=box.as_tuple(), resize_mode=options.resize_mode, bits_stored=decoded.bits_stored,
         mask_resized=scan_mask.mask_resized,
         mask_complete=scan_mask.mask_complete and record.has_annotations,
         age_group=scan_age_group, site=record.site, device=device, implant=record.implant,
     ), options.png_compress_level)
+
+
+def scan_unit_keys(record: ScanRecord, laterality: str, salt: str) -> UnitKeys:
+    """The breast and exam keys of a scan whose laterality is final (DICOM tags and inference applied)."""
+    return unit_keys(salt, record.dataset, record.patient_id, record.study_id, laterality, record.image_id,
+                     exam_known=record.exam_known)
 
 
 def _check_presentation_mammogram(path: str, decoded: DecodedImage) -> None:

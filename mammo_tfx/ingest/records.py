@@ -75,6 +75,10 @@ class ScanRecord:
 
     record_id: human-readable name for the quarantine report.
     patient_id / image_id: raw ids hashed into patient_key / image_key.
+    study_id: the raw id of the study (exam) the scan belongs to, "" for a dataset with one exam per patient; with
+        patient_id and the final laterality it is hashed into breast_key and exam_key (mammo_tfx/ingest/identity.py).
+    exam_known: False when the layout knows neither patient nor study of the scan (a folder-layout file without a
+        DICOM PatientID or StudyInstanceUID): the scan is then an exam and a breast of its own.
     prefer_dicom_tags: laterality and view come from DICOM tags when the file has them,
         the record's values are the fallback (folder layout).
     infer_laterality: when laterality is still "U" after the above, infer it from which image edge
@@ -97,6 +101,8 @@ class ScanRecord:
     patient_id: str
     image_id: str
     label: int
+    study_id: str = ""
+    exam_known: bool = True
     lesions: tuple[LesionRef, ...] = ()
     laterality: str = "U"
     view: str = "UNKNOWN"

@@ -3,9 +3,9 @@
 Info.txt rows are ``REFNUM BG CLASS SEVERITY X Y RADIUS`` with the origin at the bottom-left (row = 1024 - Y);
 normal images have only ``REFNUM BG NORM``; an image with several abnormalities repeats its REFNUM; one abnormal
 row has no coordinates, as in the real file. Consecutive images (mdb001/mdb002, ...) are the two breasts of one
-woman; here the odd one is the left breast (chest wall on the left edge) and the even one the right. MIAS does not
-record laterality or view; the phantoms are MLO views. The breast is fitted to the image height and padded with
-black to 1024 columns.
+woman; as the MIAS documentation says, the even one is the left breast and the odd one the right (chest wall on the
+left, resp. right, image edge). MIAS does not otherwise record laterality or view; the phantoms are MLO views. The
+breast is fitted to the image height and padded with black to 1024 columns.
 """
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ class _Image:
 
     @property
     def side(self) -> str:
-        return "L" if self.number % 2 == 1 else "R"
+        return "R" if self.number % 2 == 1 else "L"
 
 
 def _plan(seed: int, patients: int) -> list[_Image]:

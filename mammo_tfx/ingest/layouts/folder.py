@@ -2,7 +2,11 @@
 
 Labels come from the folder (neg 0, pos 1); val counts as train. Files are DICOM (.dcm/.dicom or no
 extension) or PNG. Patient id, laterality and view come from DICOM tags when present (PatientID,
-ImageLaterality/Laterality, ViewPosition), else from the file name (stem; LEFT/RIGHT, L/R, CC/MLO/ML).
+ImageLaterality/Laterality, ViewPosition; a CBIS-DDSM subject name as PatientID names patient, side and view), else
+from the file name (stem; LEFT/RIGHT, L/R, CC/MLO/ML).
+Breasts and exams (breast_key, exam_key): the exam is the DICOM StudyInstanceUID of the patient (PatientID; a file
+with a study but no PatientID: the study stands for the patient). A file without either (a PNG, a header without
+them) is an exam and a breast of its own; so is the breast of a file whose laterality stays unknown.
 The layout has no annotations: masks are empty and mask_complete is 0 for every record (positives
 have a lesion the mask misses; negatives may hold unannotated benign findings, as in the seed's
 INbreast neg folder of BI-RADS 1-2). abnormality_type is "none"; pathology follows the label
@@ -13,9 +17,8 @@ from __future__ import annotations
 import posixpath
 from typing import Iterator, Union
 
-import pydicom
-
 from mammo_tfx import storage
+from mammo_tfx.ingest.identity import ImageIdentity, read_dicom_identity
 from mammo_tfx.ingest.layouts.naming import laterality_from_name, view_from_name
 from mammo_tfx.ingest.options import IngestOptions
 from mammo_tfx.ingest.records import BadInputError, QuarantineEntry, ScanRecord, quarantined
@@ -39,19 +42,6 @@ def _class_folders(root: str) -> list[tuple[str, int, str]]:
     return found
 
 
-def _dicom_patient_id(path: str) -> str:
-    """PatientID from the DICOM header (no pixel data read), "" for non-DICOM or unreadable files.
-
-    The patient is fixed at listing time because the ExampleGen assigns patient-grouped splits before it decodes
-    any image; a file that cannot be read is quarantined later, when it is decoded."""
-    try:
-        with storage.open_binary(path) as handle:
-            dataset = pydicom.dcmread(handle, stop_before_pixels=True, specific_tags=["PatientID"])
-    except Exception:  # PNGs and broken files: the stem stands in, decoding reports the real problem
-        return ""
-    return str(dataset.get("PatientID", "") or "").strip()
-
-
 def list_folder(root: str, options: IngestOptions) -> Iterator[Union[ScanRecord, QuarantineEntry]]:
     """One record per file of the class folders (searched recursively, hidden files skipped)."""
     del options
@@ -64,9 +54,14 @@ def list_folder(root: str, options: IngestOptions) -> Iterator[Union[ScanRecord,
                 yield quarantined(DATASET, relative, path, f"unsupported file type {extension!r} "
                                                            "(expected DICOM or PNG)")
                 continue
+            # The patient and study are fixed at listing (the ExampleGen assigns patient-grouped splits before it
+            # decodes any image); a file that cannot be read is quarantined later, when it is decoded.
+            identity = read_dicom_identity(path) or ImageIdentity()
+            patient_id, study_id = identity.patient_id, identity.study_id
             yield ScanRecord(
                 dataset=DATASET, record_id=relative, image_path=path,
-                patient_id=_dicom_patient_id(path) or stem, image_id=relative,
-                label=label, laterality=laterality_from_name(stem),
-                view=view_from_name(stem), source_split=split, prefer_dicom_tags=True,
+                patient_id=patient_id or study_id or stem, image_id=relative, study_id=study_id,
+                exam_known=bool(patient_id or study_id), label=label, source_split=split, prefer_dicom_tags=True,
+                laterality=identity.laterality if identity.laterality != "U" else laterality_from_name(stem),
+                view=identity.view if identity.view != "UNKNOWN" else view_from_name(stem),
                 has_annotations=False)

@@ -12,6 +12,7 @@ import re
 from typing import Iterator, Union
 
 from mammo_tfx import storage
+from mammo_tfx.ingest.identity import INBREAST_DICOM_NAME
 from mammo_tfx.ingest.layouts.csv_table import read_csv_rows
 from mammo_tfx.ingest.layouts.naming import laterality_from_name, view_from_name
 from mammo_tfx.ingest.options import IngestOptions
@@ -21,8 +22,6 @@ from mammo_tfx.ingest.records import (BadInputError, LesionRef, QuarantineEntry,
 DATASET = "inbreast"
 RELEASE_FOLDER = "INbreast Release 1.0"
 REQUIRED_COLUMNS = ("Laterality", "View", "File Name", "ACR", "Bi-Rads")
-_DICOM_NAME = re.compile(r"^(?P<file>[^_]+)_(?P<patient>[0-9A-Fa-f]+)_MG_(?P<side>[LR])_(?P<view>CC|MLO|ML)_ANON\.dcm$",
-                         re.IGNORECASE)
 _POINT = re.compile(r"^\(\s*([-+0-9.eE]+)\s*,\s*([-+0-9.eE]+)\s*(?:,\s*[-+0-9.eE]+\s*)?\)$")
 
 
@@ -82,7 +81,7 @@ def _dicom_index(dicom_folder: str) -> dict[str, tuple[str, str]]:
     """File Name -> (DICOM path, patient hex id)."""
     index = {}
     for name in _names(dicom_folder):
-        match = _DICOM_NAME.match(name)
+        match = INBREAST_DICOM_NAME.match(name)
         if match:
             index[match.group("file")] = (storage.join(dicom_folder, name), match.group("patient"))
     return index

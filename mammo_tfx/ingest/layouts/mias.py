@@ -2,7 +2,11 @@
 
 Circle centres have their origin at the bottom-left corner (row = height - Y). All views are MLO;
 laterality is inferred from which image edge the breast touches. Patients are pairs of consecutive
-numbers (mdb001 + mdb002). MIAS images have a 200 micron pixel edge.
+numbers (mdb001 + mdb002; the publisher's notes: "each pair represents the left (even filename numbers) and right
+mammograms (odd filename numbers) of a single patient"): the pair is the patient and her exam (exam_key), the pair
+and the inferred laterality her breast (breast_key). The inferred side, not the file number, decides the breast,
+because laterality is the image's own evidence and the examples' laterality feature must agree with the breast key.
+MIAS images have a 200 micron pixel edge.
 """
 from __future__ import annotations
 

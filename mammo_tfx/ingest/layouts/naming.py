@@ -7,14 +7,15 @@ _SIDES = {"LEFT": "L", "L": "L", "RIGHT": "R", "R": "R"}
 _VIEWS = {"CC": "CC", "MLO": "MLO", "ML": "MLO"}
 
 
-def _tokens(name: str) -> list[str]:
+def name_tokens(name: str) -> list[str]:
+    """The upper-cased alphanumeric tokens of a name."""
     return [token for token in re.split(r"[^A-Z0-9]+", name.upper()) if token]
 
 
 def laterality_from_name(name: str) -> str:
     """"L", "R" or "U" (unknown or contradictory)."""
     found = set()
-    for token in _tokens(name):
+    for token in name_tokens(name):
         if token in _SIDES:
             found.add(_SIDES[token])
         elif token[:1] in ("L", "R") and token[1:] in _VIEWS:  # LCC, RMLO, ...
@@ -25,7 +26,7 @@ def laterality_from_name(name: str) -> str:
 def view_from_name(name: str) -> str:
     """"CC", "MLO" or "UNKNOWN" (unknown or contradictory)."""
     found = set()
-    for token in _tokens(name):
+    for token in name_tokens(name):
         if token in _VIEWS:
             found.add(_VIEWS[token])
         elif token[:1] in ("L", "R") and token[1:] in _VIEWS:

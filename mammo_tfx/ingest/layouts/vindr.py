@@ -12,7 +12,8 @@ Findings (finding_annotations.csv, one row per box, categories written as a Pyth
   own BI-RADS is positive, or, without one, when the breast is. A drawable finding without a box keeps the image and
   marks its mask incomplete.
 
-study_id groups the patient: VinDr publishes no patient id and holds one study per woman. The official split is kept
+study_id groups the patient: VinDr publishes no patient id and holds one study per woman; the study is also the
+exam of breast_key / exam_key. The official split is kept
 (training -> train, test -> test). metadata.csv (DICOM header extracts; its exact header is not documented, so the
 plausible spellings are accepted) gives the age band and the device (manufacturer and model); a missing file or
 column leaves them unknown. The DICOM itself must be a FOR PRESENTATION mammogram (checked at decoding).
@@ -193,7 +194,7 @@ def list_vindr(root: str, options: IngestOptions) -> Iterator[Union[ScanRecord, 
         age, device = population.get(image_id, (UNKNOWN, UNKNOWN))
         yield ScanRecord(
             dataset=DATASET, record_id=record_id, image_path=image_path, patient_id=study_id, image_id=image_id,
-            label=label, lesions=lesions, laterality=row["laterality"].upper(),
+            study_id=study_id, label=label, lesions=lesions, laterality=row["laterality"].upper(),
             view=row["view_position"].upper(), density=density_code(row["breast_density"]),
             source_split=SPLITS[row["split"].lower()], presentation_mammogram_only=True,
             age_group=age, device=device)
