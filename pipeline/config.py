@@ -19,6 +19,7 @@ from mammo_tfx.options import override
 from mammo_tfx.patches.options import PatchSamplingOptions
 from mammo_tfx.serving.limits import RequestLimits
 from mammo_tfx.evaluation.config import EvaluationConfig
+from mammo_tfx.evaluation.screening import BREAST_UNIT
 from pipeline.paths import SETUP_FILE
 from trainer_module.hparams import ImageHParams, PatchHParams, TopBlockSpec, TrainingStep, TrainScope
 from trainer_module.preprocessing import TransformOptions
@@ -173,6 +174,8 @@ def _production() -> PipelineConfig:
         kubeflow=KubeflowConfig(trainer_gpu_count=1, trainer_cpu_limit=8.0, trainer_memory_limit_gb=32.0),
         patch_training=PatchHParams(steps_per_epoch=1700, mixed_precision=True),
         image_training=ImageHParams(steps_per_epoch=600, mixed_precision=True),
+        # A woman is recalled per breast: the gate judges breasts (mean of their views' calibrated scores).
+        evaluation=EvaluationConfig(gate_unit=BREAST_UNIT),
     )
 
 

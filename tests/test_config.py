@@ -115,6 +115,9 @@ def test_serving_limits_are_a_validated_section_that_reaches_both_trainers():
                 if component.id in (PATCH_TRAINER_ID, IMAGE_TRAINER_ID)}
     assert len(trainers) == 2
     assert all(custom["image_limits"] == config.serving.image.to_dict() for custom in trainers.values())
+    # Only the whole-image export calibrates and chooses operating thresholds.
+    assert trainers[IMAGE_TRAINER_ID]["screening"] == config.evaluation.screening.to_dict()
+    assert "screening" not in trainers[PATCH_TRAINER_ID]
     for invalid in ("serving.max_in_flight=0", "serving.image.max_bytes=-1", "serving.request_timeout_s=0"):
         with pytest.raises(ValueError, match="positive"):
             load_config("production", overrides=[invalid])

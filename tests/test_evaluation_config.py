@@ -76,9 +76,9 @@ def test_invalid_evaluation_settings_are_refused_when_the_config_is_built(change
 def test_gate_settings_carry_the_bounds_and_the_config_round_trips_through_json():
     config = EvaluationConfig(min_overall_auc=0.85, min_dataset_auc={"inbreast": 0.75}, max_auc_drop=0.02,
                               min_slice_size=50, min_examples_per_class=7, insufficient_blocks_blessing=False,
-                              fairness_thresholds=(0.3, 0.6))
+                              fairness_thresholds=(0.3, 0.6), gate_unit="breast")
     assert config.gate_settings() == {
-        "gated_output": GATED_OUTPUT, "min_overall_auc": 0.85, "min_dataset_auc": {"inbreast": 0.75},
+        "gated_output": GATED_OUTPUT, "gate_unit": "breast", "min_overall_auc": 0.85, "min_dataset_auc": {"inbreast": 0.75},
         "max_auc_drop": 0.02, "min_slice_size": 50, "min_examples_per_class": 7,
         "insufficient_blocks_blessing": False}
     assert EvaluationConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
@@ -90,7 +90,7 @@ def test_components_are_wired_resolver_evaluator_gate_pusher_card(tmp_path):
     examples = tfx.dsl.Channel(type=tfx.types.standard_artifacts.Examples)
     model = tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model)
     config = EvaluationConfig(serving_dir=str(tmp_path / "serving"), model_name="screening")
-    resolver, evaluator, gate, pusher, card = create_evaluation_components(
+    resolver, evaluator, screening_evaluator, gate, pusher, card = create_evaluation_components(
         config, examples, model, pipeline_root=str(tmp_path / "root"), profile={"profile": "test"})
 
     assert resolver.id == "latest_blessed_model_resolver"
@@ -102,6 +102,13 @@ def test_components_are_wired_resolver_evaluator_gate_pusher_card(tmp_path):
     assert gate.inputs["evaluation"] is evaluator.outputs["evaluation"]
     assert gate.inputs["baseline_model"] is resolver.outputs["model"]
     assert EvaluationConfig.from_dict(json.loads(gate.exec_properties["evaluation_config"])) == config
+    # The screening evaluation runs the same models on the same split; the gate and the card read its figures.
+    assert screening_evaluator.id == "ScreeningEvaluator"
+    assert screening_evaluator.inputs["examples"] is examples and screening_evaluator.inputs["model"] is model
+    assert screening_evaluator.inputs["baseline_model"] is resolver.outputs["model"]
+    assert EvaluationConfig.from_dict(json.loads(screening_evaluator.exec_properties["evaluation_config"])) == config
+    assert gate.inputs["unit_evaluation"] is screening_evaluator.outputs["unit_evaluation"]
+    assert card.inputs["unit_evaluation"] is screening_evaluator.outputs["unit_evaluation"]
     # The Pusher obeys the gate, never the Evaluator's (threshold-less, never blessed) blessing.
     assert pusher.inputs["model_blessing"] is gate.outputs["blessing"]
     destination = pusher_pb2.PushDestination()
@@ -129,5 +136,6 @@ def test_evaluation_components_compile_into_a_pipeline_ir(tmp_path):
     ir = compiler.Compiler().compile(tfx.dsl.Pipeline(
         pipeline_name="evaluation-wiring", pipeline_root=str(tmp_path / "root"),
         components=[examples, model, *nodes]))
-    assert [node.pipeline_node.node_info.id for node in ir.nodes][-4:] == [
-        "Evaluator", "ModelGate", "Pusher", "ModelCardWriter"]
+    order = [node.pipeline_node.node_info.id for node in ir.nodes]
+    assert order[-3:] == ["ModelGate", "Pusher", "ModelCardWriter"]
+    assert set(order[-5:-3]) == {"Evaluator", "ScreeningEvaluator"}

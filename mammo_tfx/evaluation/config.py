@@ -8,6 +8,7 @@ from typing import Any, Dict, Tuple
 
 from mammo_tfx import names
 from mammo_tfx.options import Options
+from mammo_tfx.evaluation.screening import BREAST_UNIT, IMAGE_UNIT, ScreeningOptions
 from mammo_tfx.evaluation.sufficiency import SufficiencyRule
 
 # The flip-augmented (4-flip TTA) output: the one that is gated and served.
@@ -29,9 +30,13 @@ class EvaluationConfig(Options):
     `insufficient`, and blocks blessing when `insufficient_blocks_blessing` (a gate that cannot be checked is not a
     pass). The overall gate blocks when insufficient regardless: without it there is no evidence at all.
     `serving_dir` empty means `<pipeline_root>/serving`; models are pushed to `<serving_dir>/<model_name>/<version>`.
+    Every AUC bound of one gate is checked at `gate_unit` (image: TFMA's per-image figures; breast: the screening
+    evaluation's per-breast figures). `screening` is how the Trainer calibrates the served answer and chooses its
+    operating thresholds on the eval split; `bootstrap_samples` resamples give the screening evaluation's intervals.
     """
 
     split: str = "test"
+    gate_unit: str = _gate_setting(IMAGE_UNIT)
     min_overall_auc: float = _gate_setting(0.80)
     # Datasets without an entry (e.g. MIAS, too few malignant test scans for a stable AUC) are reported, not gated.
     min_dataset_auc: Dict[str, float] = _gate_setting(
@@ -42,6 +47,8 @@ class EvaluationConfig(Options):
     insufficient_blocks_blessing: bool = _gate_setting(True)
     fairness_thresholds: Tuple[float, ...] = (0.25, 0.5, 0.75)
     compute_confidence_intervals: bool = True
+    screening: ScreeningOptions = field(default_factory=ScreeningOptions)
+    bootstrap_samples: int = 1000
     serving_dir: str = ""
     model_name: str = "mammo"
 
@@ -56,6 +63,10 @@ class EvaluationConfig(Options):
                              f"{self.fairness_thresholds}")
         if self.min_slice_size < 1 or self.min_examples_per_class < 1:
             raise ValueError("evaluation.min_slice_size and min_examples_per_class must be at least 1")
+        if self.gate_unit not in (IMAGE_UNIT, BREAST_UNIT):
+            raise ValueError(f"evaluation.gate_unit must be {IMAGE_UNIT!r} or {BREAST_UNIT!r}, got {self.gate_unit!r}")
+        if self.bootstrap_samples < 0:
+            raise ValueError(f"evaluation.bootstrap_samples must be >= 0, got {self.bootstrap_samples}")
         if not self.split or not self.model_name:
             raise ValueError("evaluation.split and evaluation.model_name must not be empty")
 
