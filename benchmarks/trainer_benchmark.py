@@ -187,6 +187,7 @@ def production_png(rows: int, cols: int) -> bytes:
 
 
 def serving_latency(artifacts: RunArtifacts, calls: int) -> Tuple[Latency, Tuple[int, int]]:
+    from mammo_tfx.evaluation.screening import ScreeningOptions
     from trainer_module.export import export_whole_image_model
     from trainer_module.inputs import transform_images
     from trainer_module.whole_image_model import MALIGNANT_IMAGE_CLASS
@@ -200,7 +201,9 @@ def serving_latency(artifacts: RunArtifacts, calls: int) -> Tuple[Latency, Tuple
     heatmap_patch_model = build_patch_model(patch)
     png = production_png(rows, cols)
     with tempfile.TemporaryDirectory(prefix="trainer-bench-") as export_dir:
-        export_whole_image_model(model, heatmap_patch_model, image, patch, tf_transform_output, export_dir)
+        # The export calibrates on the run's eval split (scored once more at this working size).
+        export_whole_image_model(model, heatmap_patch_model, image, patch, tf_transform_output, export_dir,
+                                 [os.path.join(artifacts.examples, "Split-eval", "*.gz")], ScreeningOptions())
         serve = tf.saved_model.load(export_dir).signatures[names.DEFAULT_SIGNATURE]
         request = tf.constant([png])
 

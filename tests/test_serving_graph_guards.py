@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mammo_tfx.names import (DEFAULT_SIGNATURE, EXAMPLES_INPUT, EXAMPLES_SIGNATURE, HEATMAP_SIGNATURE,
-                             IMAGE_BYTES_INPUT, IMAGE_PNG)
+from mammo_tfx.names import (BREAST_ID_INPUT, DEFAULT_SIGNATURE, EXAM_SIGNATURE, EXAMPLES_INPUT, EXAMPLES_SIGNATURE,
+                             HEATMAP_SIGNATURE, IMAGE_BYTES_INPUT, IMAGE_PNG)
 from mammo_tfx.serving.limits import ImageLimits
 from tests.conftest import encode_png16, export_untrained_whole_image_model, toy_whole_image
 from trainer_module.inputs import transform_images
@@ -30,7 +30,7 @@ BOMB_SIDE = 15000  # the issue's request: 15000x15000 zeros, a [4, 15000, 15000,
 # What refusing a bomb may cost at most, against the 450 MB its 16-bit pixels alone would take (and 14.4 GB of
 # trunk activations); a generous bound that only a decode would break.
 MAX_RSS_GROWTH_BYTES = 100 * 1024 * 1024
-IMAGE_SIGNATURES = (DEFAULT_SIGNATURE, HEATMAP_SIGNATURE)
+IMAGE_SIGNATURES = (DEFAULT_SIGNATURE, HEATMAP_SIGNATURE, EXAM_SIGNATURE)
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -88,7 +88,10 @@ def bomb() -> bytes:
 
 def _call(loaded, signature: str, values: list[bytes]) -> dict:
     key = EXAMPLES_INPUT if signature == EXAMPLES_SIGNATURE else IMAGE_BYTES_INPUT
-    return {name: tensor.numpy() for name, tensor in loaded.signatures[signature](**{key: tf.constant(values)}).items()}
+    inputs = {key: tf.constant(values)}
+    if signature == EXAM_SIGNATURE:  # every image its own breast
+        inputs[BREAST_ID_INPUT] = tf.constant([f"breast{index}" for index in range(len(values))])
+    return {name: tensor.numpy() for name, tensor in loaded.signatures[signature](**inputs).items()}
 
 
 def _current_rss_bytes() -> int:
@@ -129,8 +132,10 @@ def test_good_images_give_the_models_probabilities_through_every_signature(loade
     expected = loaded.model(transformed, training=False).numpy()[:, 1]
     np.testing.assert_allclose(from_bytes["probability_single"], expected, rtol=1e-5, atol=1e-6)
     from_examples = _call(loaded, EXAMPLES_SIGNATURE, [example_of(png) for png in pngs])
-    for key in ("probability", "probability_single"):
+    from_exam = _call(loaded, EXAM_SIGNATURE, pngs)
+    for key in ("probability", "score", "probability_single"):
         np.testing.assert_array_equal(from_examples[key], from_bytes[key])
+        np.testing.assert_allclose(from_exam[key], from_bytes[key], rtol=1e-6)
     assert _call(loaded, HEATMAP_SIGNATURE, pngs)["heatmap"].shape[0] == 4
 
 

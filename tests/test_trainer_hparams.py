@@ -3,9 +3,10 @@ import json
 
 import pytest
 
+from mammo_tfx.evaluation.screening import CalibrationMethod, ScreeningOptions
 from pipeline.config import PROFILES, load_config
 from trainer_module.hparams import (ImageHParams, PatchHParams, TopBlockSpec, TrainingStep, TrainScope,
-                                    hparams_from_custom_config)
+                                    hparams_from_custom_config, screening_options_from_custom_config)
 
 
 @pytest.mark.parametrize("profile", sorted(PROFILES))
@@ -62,6 +63,16 @@ def test_custom_config_hparams_replace_the_defaults_field_by_field():
     assert hparams.batch_size == 2 and hparams.image_size == (64, 48)
     assert hparams.top_block.kind == "vgg" and hparams.top_block.depths == (512, 512)
     assert hparams_from_custom_config(PatchHParams, None) == PatchHParams()
+
+
+def test_custom_config_screening_options():
+    config = {"hparams": {}, "screening": {"calibration": "isotonic", "target_value": 0.85}}
+    assert hparams_from_custom_config(ImageHParams, config) == ImageHParams()
+    options = screening_options_from_custom_config(config)
+    assert options == ScreeningOptions(calibration=CalibrationMethod.ISOTONIC, target_value=0.85)
+    assert screening_options_from_custom_config(None) == ScreeningOptions()
+    with pytest.raises(ValueError, match="target_vlaue"):
+        screening_options_from_custom_config({"screening": {"target_vlaue": 0.8}})
 
 
 @pytest.mark.parametrize("bad", [

@@ -3,6 +3,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+import tf_keras
 
 from pipeline.config import load_config
 from trainer_module.backbones import backbone_spec, build_trunk
@@ -132,6 +133,8 @@ def test_with_the_head_border_cut_the_heatmap_equals_the_patch_classifier_on_eac
     # The small trunk's receptive field is 36 px at stride 8: with 2 border cells cut from the 7x7 cells of a
     # 56-px patch, the head sees no zero padding, so running it convolutionally over a whole image (the heatmap,
     # stage 2's trunk) computes exactly what it computed on the patch crops it was trained on.
+    # Seeded: with some random initial weights the unbordered head's disagreement can fall inside the tolerance.
+    tf_keras.utils.set_random_seed(0)
     hparams = dataclasses.replace(load_config("test").patch_training, patch_size=56, head_border_cells=2)
     model = build_patch_model(hparams)
     assert model.get_layer("patch_centre").output_shape == (None, 3, 3, 8)

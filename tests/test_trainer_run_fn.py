@@ -14,9 +14,11 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.types import standard_component_specs as specs
 from tfx.utils import json_utils, proto_utils
 
-from tests.conftest import IMAGE_COLS, IMAGE_ROWS, encode_png16, toy_whole_image, whole_image_example
-from mammo_tfx.names import (EXAMPLES_INPUT, EXAMPLES_SIGNATURE, HEATMAP_SIGNATURE, IMAGE_BYTES_INPUT,
-                             TRAINING_SUMMARY_FILE)
+from tests.conftest import (IMAGE_COLS, IMAGE_ROWS, encode_png16, feature, read_split, toy_whole_image,
+                            whole_image_example)
+from mammo_tfx.evaluation.calibration import read_screening_record
+from mammo_tfx.names import (BREAST_KEY, EXAMPLES_INPUT, EXAMPLES_SIGNATURE, HEATMAP_SIGNATURE, IMAGE_BYTES_INPUT,
+                             LABEL, TRAINING_SUMMARY_FILE)
 from pipeline.config import load_config
 from trainer_module.backbones import TRUNK_NAME
 from trainer_module.export import patch_heatmap
@@ -67,6 +69,11 @@ def _custom_config(hparams, **changes) -> dict:
     return {"hparams": {**hparams.to_dict(), **changes}}
 
 
+def _image_custom_config(hparams, **changes) -> dict:
+    """The whole-image Trainer's, with the test profile's screening options."""
+    return {**_custom_config(hparams, **changes), "screening": TEST_PROFILE.evaluation.screening.to_dict()}
+
+
 @pytest.fixture(scope="module")
 def trained(toy_data, tmp_path_factory):
     root = str(tmp_path_factory.mktemp("trainer_runs"))
@@ -75,7 +82,7 @@ def trained(toy_data, tmp_path_factory):
         os.path.join(root, "patch"), _custom_config(TEST_PROFILE.patch_training))
     image_dir, image_run = run_trainer(
         "trainer_module.image_trainer.run_fn", toy_data["images"], toy_data["transform_graph"],
-        os.path.join(root, "image"), _custom_config(TEST_PROFILE.image_training, steps_per_epoch=None),
+        os.path.join(root, "image"), _image_custom_config(TEST_PROFILE.image_training, steps_per_epoch=None),
         base_model_uri=os.path.dirname(patch_dir))
     return {"patch_dir": patch_dir, "patch_run": patch_run, "image_dir": image_dir, "image_run": image_run,
             "root": root}
@@ -130,9 +137,11 @@ def test_exported_signatures_agree_with_each_other_and_with_keras(trained):
     examples = tf.constant([whole_image_example(image, 0).SerializeToString() for image in images])
     from_bytes = loaded.signatures["serving_default"](**{IMAGE_BYTES_INPUT: image_bytes})
     from_examples = loaded.signatures[EXAMPLES_SIGNATURE](**{EXAMPLES_INPUT: examples})
-    for key in ("probability", "probability_single"):
+    assert set(from_bytes) == set(from_examples) == {"probability", "score", "probability_single", "recall"}
+    for key in ("probability", "score", "probability_single"):
         np.testing.assert_allclose(from_bytes[key].numpy(), from_examples[key].numpy(), rtol=1e-5, atol=1e-6)
         assert from_bytes[key].shape == (4,)
+    np.testing.assert_array_equal(from_bytes["recall"].numpy(), from_examples["recall"].numpy())
 
     keras_model = loaded.model
     transformed = transform_images(loaded.tft_layer, image_bytes[:, None])
@@ -140,7 +149,21 @@ def test_exported_signatures_agree_with_each_other_and_with_keras(trained):
     np.testing.assert_allclose(from_bytes["probability_single"].numpy(), keras_probabilities, rtol=1e-5, atol=1e-6)
     flips = [transformed, tf.reverse(transformed, [2]), tf.reverse(transformed, [1]), tf.reverse(transformed, [1, 2])]
     mean_of_flips = np.mean([keras_model(flip, training=False).numpy()[:, 1] for flip in flips], axis=0)
-    np.testing.assert_allclose(from_bytes["probability"].numpy(), mean_of_flips, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(from_bytes["score"].numpy(), mean_of_flips, rtol=1e-5, atol=1e-6)
+    # The served probability is the eval split's calibration of that mean.
+    record = read_screening_record(trained["image_dir"])
+    np.testing.assert_allclose(from_bytes["probability"].numpy(), record.calibration.apply(mean_of_flips), rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_the_screening_record_is_fitted_on_the_eval_split_only(trained, toy_data):
+    record = read_screening_record(trained["image_dir"])
+    eval_split = read_split(toy_data["images"], "eval")
+    assert record.eval_counts["image"] == len(eval_split) != len(read_split(toy_data["images"], "train"))
+    assert record.eval_counts["breast"] == len({feature(e, BREAST_KEY) for e in eval_split})
+    assert record.eval_counts["positives"]["image"] == sum(feature(e, LABEL) for e in eval_split)
+    assert read_model_info(trained["image_dir"])["screening"] == record.to_dict()
+    assert record.options == TEST_PROFILE.evaluation.screening
 
 
 def test_flipped_input_gives_the_same_probability(trained):

@@ -5,11 +5,18 @@ Whole-image export (stage 2, what Evaluator and Pusher use):
     ImageLimits, checked from the headers before decoding) -> decoded to the 16-bit range, resized to the
     working size, re-encoded as 16-bit PNG and passed through the
     Transform layer (the training graph), then the model on 4 flips (none, horizontal, vertical,
-    both). Outputs `probability` [B] (mean malignant probability of the 4 flips) and
-    `probability_single` [B] (no flip).
+    both). Outputs `score` [B] (mean malignant probability of the 4 flips), `probability` [B] (that score
+    calibrated on the eval split), `recall` [B] bool (probability >= the image threshold chosen on the eval
+    split) and `probability_single` [B] (no flip, uncalibrated).
   * `serving_examples` examples [B] serialized tf.Example with one `image_png` each -> that image goes
     through exactly the path of `serving_default` (limits, resize to the working size), so the same
     outputs; for TFMA (`signature_name='serving_examples'`).
+  * `serving_exam`     image_bytes [N] and breast_id [N] strings (one request may hold several exams) -> the
+    outputs of `serving_default` per image, `breast_index` [N] int32 (the image's row among the breasts), and
+    per distinct breast id in order of first appearance `breast_ids` [M], `breast_score` [M] (the breast rule
+    over its images' `probability`) and `breast_recall` [M] bool (breast_score >= the breast threshold).
+  The calibration and thresholds (mammo_tfx/evaluation/calibration.py, fitted here on the eval split scored
+  with this graph) are constants of the graph and are recorded in model_info.json under "screening".
   * `heatmap`          image_bytes -> `heatmap` [B, h, w] in [0, 1]: stage 1's ORIGINAL patch
     classifier run convolutionally (trunk over the whole image, the head's GAP replaced by a
     stride-1 average pool of patch_size/stride cells, the Dense applied at every cell);
@@ -23,12 +30,20 @@ and heatmap cell grid there, for `mammo-tfx predict`.
 """
 from __future__ import annotations
 
+import dataclasses
+import logging
+from typing import Callable, Dict, List, Sequence, Tuple
+
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras
 
-from mammo_tfx.names import (DEFAULT_SIGNATURE, EXAMPLES_INPUT, EXAMPLES_SIGNATURE, HEATMAP, HEATMAP_SIGNATURE,
-                             IMAGE_BYTES_INPUT, IMAGE_PNG, PROBABILITY, PROBABILITY_SINGLE)
+from mammo_tfx.evaluation.calibration import ScreeningRecord, fit_screening_record
+from mammo_tfx.evaluation.screening import ScoredUnit, ScreeningOptions
+from mammo_tfx.example_files import serialized_examples
+from mammo_tfx.names import (BREAST_ID_INPUT, BREAST_KEY, DEFAULT_SIGNATURE, EXAM_KEY, EXAM_SIGNATURE, EXAMPLES_INPUT,
+                             EXAMPLES_SIGNATURE, HEATMAP, HEATMAP_SIGNATURE, IMAGE_BYTES_INPUT, IMAGE_KEY, IMAGE_PNG,
+                             LABEL, PROBABILITY, PROBABILITY_SINGLE, SCORE)
 from mammo_tfx.serving.limits import ImageLimits
 from mammo_tfx.serving.model_info import ServingGeometry
 from trainer_module.backbones import TRUNK_NAME, backbone_spec
@@ -37,7 +52,10 @@ from trainer_module.image_decoding import as_raw_feature, batch_to_working_png
 from trainer_module.inputs import transform_images
 from trainer_module.model_io import save_keras_copy
 from trainer_module.patch_model import MALIGNANT_PATCH_CLASSES, PATCH_HEAD_NAME
+from trainer_module.screening_graph import exam_outputs, image_outputs
 from trainer_module.whole_image_model import MALIGNANT_IMAGE_CLASS
+
+logger = logging.getLogger(__name__)
 
 
 def heatmap_window(patch_hparams: PatchHParams) -> int:
@@ -56,11 +74,11 @@ def heatmap_window(patch_hparams: PatchHParams) -> int:
 
 
 def flip_tta(model: tf_keras.Model, images: tf.Tensor) -> dict[str, tf.Tensor]:
-    """Malignant probability averaged over the 4 flips, and without flipping."""
+    """Malignant probability averaged over the 4 flips (the uncalibrated `score`), and without flipping."""
     flips = [images, tf.reverse(images, [2]), tf.reverse(images, [1]), tf.reverse(images, [1, 2])]
     probabilities = model(tf.concat(flips, axis=0), training=False)[:, MALIGNANT_IMAGE_CLASS]
     per_flip = tf.reshape(tf.cast(probabilities, tf.float32), [len(flips), -1])
-    return {PROBABILITY: tf.reduce_mean(per_flip, axis=0), PROBABILITY_SINGLE: per_flip[0]}
+    return {SCORE: tf.reduce_mean(per_flip, axis=0), PROBABILITY_SINGLE: per_flip[0]}
 
 
 def malignant_probability(patch_probabilities: tf.Tensor) -> tf.Tensor:
@@ -107,32 +125,102 @@ def _bytes_spec() -> tf.TensorSpec:
     return tf.TensorSpec([None], tf.string, name=IMAGE_BYTES_INPUT)
 
 
+def _examples_spec() -> tf.TensorSpec:
+    return tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)
+
+
+def _bytes_feature(example: tf.train.Example, key: str, path: str) -> str:
+    values = example.features.feature[key].bytes_list.value
+    if not values:
+        raise ValueError(f"{path}: an eval example has no {key!r}; the Examples were written before screening keys "
+                         "were ingested: run the ExampleGen again")
+    return values[0].decode("utf-8")
+
+
+def _unscored_image(record: bytes, path: str, index: int) -> ScoredUnit:
+    example = tf.train.Example.FromString(record)
+    labels = example.features.feature[LABEL].int64_list.value
+    if len(labels) != 1:
+        raise ValueError(f"{path}: an eval example has {len(labels)} {LABEL!r} values, expected 1")
+    image_key = example.features.feature[IMAGE_KEY].bytes_list.value
+    return ScoredUnit(key=image_key[0].decode("utf-8") if image_key else f"{path}#{index}", label=int(labels[0]),
+                      score=float("nan"), breast_key=_bytes_feature(example, BREAST_KEY, path),
+                      exam_key=_bytes_feature(example, EXAM_KEY, path))
+
+
+def scored_eval_images(score_examples: Callable[[tf.Tensor], Dict[str, tf.Tensor]], eval_files: Sequence[str],
+                       batch_size: int) -> List[ScoredUnit]:
+    """Every eval example as an image unit (label, breast and exam keys) whose score is the uncalibrated flip mean
+    `score_examples` gives it, the graph `serving_examples` serves. Streams the split batch by batch (an eval split
+    of full-size scans does not fit in memory) and checks each example's keys before its batch is scored."""
+    images: List[ScoredUnit] = []
+    batch: List[Tuple[bytes, ScoredUnit]] = []
+
+    def score_batch() -> None:
+        scores = score_examples(tf.constant([record for record, _ in batch]))[SCORE].numpy()
+        images.extend(dataclasses.replace(image, score=float(score)) for (_, image), score in zip(batch, scores))
+        batch.clear()
+
+    for path, record in serialized_examples(eval_files):
+        batch.append((record, _unscored_image(record, path, len(images) + len(batch))))
+        if len(batch) == batch_size:
+            score_batch()
+    if batch:
+        score_batch()
+    return images
+
+
 def export_whole_image_model(model: tf_keras.Model, patch_model: tf_keras.Model, image_hparams: ImageHParams,
                              patch_hparams: PatchHParams, tf_transform_output: tft.TFTransformOutput,
-                             export_dir: str, image_limits: ImageLimits = ImageLimits()) -> None:
-    """Saves the stage-2 serving model; `patch_model` must hold the original stage-1 weights."""
+                             export_dir: str, eval_files: Sequence[str], screening_options: ScreeningOptions,
+                             image_limits: ImageLimits = ImageLimits()) -> ScreeningRecord:
+    """Saves the stage-2 serving model; `patch_model` must hold the original stage-1 weights. The eval split
+    (`eval_files`, never the test split) is scored with the export's own graph first, and the calibration and
+    thresholds fitted there are built into the signatures and recorded in the model info."""
     rows, cols = image_hparams.image_size
     window = heatmap_window(patch_hparams)
     stride = backbone_spec(patch_hparams.backbone, patch_hparams.small_backbone_widths).stride
     module = _ServingModule(tf_transform_output, rows, cols, image_limits)
     module.model, module.patch_model = model, patch_model
 
+    @tf.function(input_signature=[_examples_spec()])
+    def score_examples(examples):
+        return flip_tta(module.model, module.images_from_examples(examples))
+
+    record = fit_screening_record(scored_eval_images(score_examples, eval_files, image_hparams.batch_size),
+                                  screening_options)
+    logger.info("screening calibration %s on the eval split (%s); thresholds %s; ECE %s",
+                record.calibration.method, record.reason or "fitted", record.thresholds, record.eval_ece)
+
+    def served(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        scores = flip_tta(module.model, images)
+        return image_outputs(record, scores[SCORE], scores[PROBABILITY_SINGLE])
+
     @tf.function(input_signature=[_bytes_spec()])
     def serve_bytes(image_bytes):
-        return flip_tta(module.model, module.images_from_bytes(image_bytes))
+        return served(module.images_from_bytes(image_bytes))
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
+    @tf.function(input_signature=[_examples_spec()])
     def serve_examples(examples):
-        return flip_tta(module.model, module.images_from_examples(examples))
+        return served(module.images_from_examples(examples))
+
+    @tf.function(input_signature=[_bytes_spec(), tf.TensorSpec([None], tf.string, name=BREAST_ID_INPUT)])
+    def serve_exam(image_bytes, breast_id):
+        tf.debugging.assert_equal(tf.size(image_bytes), tf.size(breast_id),
+                                  message=f"{IMAGE_BYTES_INPUT} and {BREAST_ID_INPUT} must have one entry per image")
+        scores = flip_tta(module.model, module.images_from_bytes(image_bytes))
+        return exam_outputs(record, scores[SCORE], scores[PROBABILITY_SINGLE], breast_id)
 
     @tf.function(input_signature=[_bytes_spec()])
     def serve_heatmap(image_bytes):
         return {HEATMAP: patch_heatmap(module.patch_model, module.images_from_bytes(image_bytes), window)}
 
-    signatures = {DEFAULT_SIGNATURE: serve_bytes, EXAMPLES_SIGNATURE: serve_examples, HEATMAP_SIGNATURE: serve_heatmap}
+    signatures = {DEFAULT_SIGNATURE: serve_bytes, EXAMPLES_SIGNATURE: serve_examples, EXAM_SIGNATURE: serve_exam,
+                  HEATMAP_SIGNATURE: serve_heatmap}
     tf.saved_model.save(module, export_dir, signatures=signatures)
     geometry = ServingGeometry(working_size=(rows, cols), heatmap_stride=stride, heatmap_pooled_size=window * stride)
-    save_keras_copy(model, export_dir, patch_hparams, image_limits, image_hparams, geometry)
+    save_keras_copy(model, export_dir, patch_hparams, image_limits, image_hparams, geometry, record)
+    return record
 
 
 def export_patch_model(patch_model: tf_keras.Model, patch_hparams: PatchHParams,

@@ -11,6 +11,7 @@ import dataclasses
 import enum
 from typing import Any, Mapping, Optional, Type, TypeVar
 
+from mammo_tfx.evaluation.screening import ScreeningOptions
 from mammo_tfx.ingest.records import VIEWS
 from mammo_tfx.options import Options, check_known_keys
 from mammo_tfx.serving.limits import ImageLimits
@@ -19,6 +20,8 @@ from mammo_tfx.serving.limits import ImageLimits
 HPARAMS_CONFIG_KEY = "hparams"
 # ImageLimits fields the export's serving graph enforces (the configuration's `serving.image`).
 IMAGE_LIMITS_CONFIG_KEY = "image_limits"
+# ScreeningOptions fields of the whole-image export's calibration and operating point (`evaluation.screening`).
+SCREENING_CONFIG_KEY = "screening"
 
 BACKBONES = ("resnet50", "vgg16", "small")
 
@@ -258,10 +261,15 @@ class ImageHParams(TrainingConfig):
 def hparams_from_custom_config(cls: Type[_T], custom_config: Optional[Mapping[str, Any]]) -> _T:
     """A stage's hparams from a Trainer custom_config: `custom_config['hparams']`, defaults for missing keys."""
     config = custom_config or {}
-    check_known_keys("custom_config", config, (HPARAMS_CONFIG_KEY, IMAGE_LIMITS_CONFIG_KEY))
+    check_known_keys("custom_config", config, (HPARAMS_CONFIG_KEY, IMAGE_LIMITS_CONFIG_KEY, SCREENING_CONFIG_KEY))
     return cls.from_dict(config.get(HPARAMS_CONFIG_KEY) or {})
 
 
 def image_limits_from_custom_config(custom_config: Optional[Mapping[str, Any]]) -> ImageLimits:
     """The serving limits a Trainer's export enforces: `custom_config['image_limits']`, defaults for missing keys."""
     return ImageLimits.from_dict((custom_config or {}).get(IMAGE_LIMITS_CONFIG_KEY) or {})
+
+
+def screening_options_from_custom_config(custom_config: Optional[Mapping[str, Any]]) -> ScreeningOptions:
+    """How the whole-image export calibrates and decides: `custom_config['screening']`, defaults for missing keys."""
+    return ScreeningOptions.from_dict((custom_config or {}).get(SCREENING_CONFIG_KEY) or {})

@@ -3,7 +3,8 @@
 `fn_args.base_model` is stage 1's export (Trainer `base_model=patch_trainer.outputs['model']`):
 its trunk is fine-tuned here, and a second, untouched copy of the patch classifier goes into the
 export for the `heatmap` signature. custom_config: {'hparams': ImageHParams fields (defaults for missing ones),
-'image_limits': ImageLimits fields the export's graph enforces};
+'image_limits': ImageLimits fields the export's graph enforces, 'screening': ScreeningOptions fields of the
+calibration and operating thresholds fitted on the eval split after training (export.py)};
 `init_from` fine-tunes an existing whole-image model (export dir or Keras .h5) of the same architecture.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ from trainer_module import inputs, runtime
 from trainer_module.backbones import TRUNK_NAME, backbone_spec
 from trainer_module.export import export_whole_image_model, heatmap_window
 from trainer_module.hparams import (ImageHParams, TrainScope, hparams_from_custom_config,
-                                    image_limits_from_custom_config)
+                                    image_limits_from_custom_config, screening_options_from_custom_config)
 from trainer_module.metrics import MalignantAUC
 from trainer_module.model_io import load_patch_model, load_whole_image_weights
 from trainer_module.patch_trainer import open_stage_data
@@ -40,6 +41,7 @@ def run_fn(fn_args) -> None:
     """Trains the whole-image classifier through its 2-step schedule and exports it."""
     hparams = hparams_from_custom_config(ImageHParams, fn_args.custom_config)
     image_limits = image_limits_from_custom_config(fn_args.custom_config)
+    screening_options = screening_options_from_custom_config(fn_args.custom_config)
     if not fn_args.base_model:
         raise ValueError("the whole-image Trainer needs base_model = the patch Trainer's model output")
     spec = inputs.whole_image_example_spec(hparams.image_size, hparams.train_views)
@@ -67,8 +69,9 @@ def run_fn(fn_args) -> None:
             backbone_spec(patch_hparams.backbone, patch_hparams.small_backbone_widths), hparams,
             runtime.steps_per_epoch(hparams, fn_args.train_steps), image_metrics,
             runtime.tensorboard_callbacks(fn_args.model_run_dir), new_layers_target)
+        # The eval split only: the test split, which the Trainer never sees, judges the calibrated model.
         export_whole_image_model(model, original_patch_model, hparams, patch_hparams, tf_transform_output,
-                                 fn_args.serving_model_dir, image_limits)
+                                 fn_args.serving_model_dir, fn_args.eval_files, screening_options, image_limits)
     # TF Serving replays this at load so the first real request does not pay for graph tracing; the Pusher copies
     # it with the model.
     write_warmup_file(fn_args.serving_model_dir, [first_image_png(fn_args.eval_files)])

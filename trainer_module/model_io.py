@@ -8,7 +8,9 @@ Layout added to a SavedModel directory (TF ignores extra files; Pusher copies th
                                         "working_size": [rows, cols], "heatmap_stride": pixels,
                                         "heatmap_pooled_size": pixels (whole image only: what the
                                         signatures resize to and where heatmap cells lie, read
-                                        by mammo_tfx/serving/model_info.py)}
+                                        by mammo_tfx/serving/model_info.py),
+                                        "screening": {...} (whole image only: the calibration and
+                                        thresholds of its graph, mammo_tfx/evaluation/calibration.py)}
 Models are rebuilt from the stored hparams with this package's builders and the weights loaded,
 so no custom Keras objects need to be deserialised. Stage 2 reads stage 1's copy from
 `fn_args.base_model`; `init_from` reads a whole-image copy (or a plain Keras .h5 file).
@@ -22,6 +24,7 @@ from typing import Optional
 import tensorflow as tf
 import tf_keras
 
+from mammo_tfx.evaluation.calibration import SCREENING_INFO_KEY, ScreeningRecord
 from mammo_tfx.names import KERAS_DIR, MODEL_INFO_FILE
 from mammo_tfx.serving.limits import ImageLimits
 from mammo_tfx.serving.model_info import KIND_INFO_KEY, WHOLE_IMAGE_KIND, ServingGeometry, read_model_info
@@ -35,10 +38,11 @@ PATCH_KIND = "patch"
 
 def save_keras_copy(model: tf_keras.Model, export_dir: str, patch_hparams: PatchHParams, image_limits: ImageLimits,
                     image_hparams: Optional[ImageHParams] = None,
-                    serving_geometry: Optional[ServingGeometry] = None) -> str:
+                    serving_geometry: Optional[ServingGeometry] = None,
+                    screening: Optional[ScreeningRecord] = None) -> str:
     """Writes the model's weights and the hparams needed to rebuild it under <export_dir>/keras/, with the image
     limits the export's signatures enforce (read by the model card) and, for a whole-image export, its serving
-    geometry (read by predict)."""
+    geometry (read by predict) and its screening record (calibration and thresholds)."""
     keras_dir = os.path.join(export_dir, KERAS_DIR)
     tf.io.gfile.makedirs(keras_dir)
     # The .h5 format lists a layer's trainable weights before its frozen ones, so a model saved with a frozen
@@ -52,6 +56,8 @@ def save_keras_copy(model: tf_keras.Model, export_dir: str, patch_hparams: Patch
         info["image_hparams"] = image_hparams.to_dict()
     if serving_geometry is not None:
         info.update(serving_geometry.to_info())
+    if screening is not None:
+        info[SCREENING_INFO_KEY] = screening.to_dict()
     with tf.io.gfile.GFile(os.path.join(keras_dir, MODEL_INFO_FILE), "w") as handle:
         json.dump(info, handle, indent=2)
     return keras_dir

@@ -1,8 +1,10 @@
 """A tiny SavedModel with the exported model's serving interface, for tests and the serving benchmark.
 
-Same signature names, input keys, dtypes and output keys as the trainer's export (contracts: `serving_default`
-and `heatmap` take `image_bytes`, `serving_examples` takes serialized tf.Examples with `image_png`), but the
-"model" is a fixed, cheap function of the pixels, so serving can be exercised without the trainer.
+The trainer's export's image signatures with their input keys and dtypes (contracts: `serving_default` and
+`heatmap` take `image_bytes`, `serving_examples` takes serialized tf.Examples with `image_png`) and the outputs
+`probability`, `probability_single` and `heatmap` (not the screening outputs `score`/`recall` nor `serving_exam`,
+which need a calibration record), but the "model" is a fixed, cheap function of the pixels, so serving can be
+exercised without the trainer.
 """
 from __future__ import annotations
 
