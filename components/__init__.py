@@ -5,5 +5,6 @@ TYPE_NAME (`components.<Class>`).
 """
 from components.mammo_example_gen.artifacts import QuarantineReport
 from components.model_card import ModelCard
+from components.screening_evaluator.artifacts import ScreeningPredictions, UnitEvaluation
 
-__all__ = ["ModelCard", "QuarantineReport"]
+__all__ = ["ModelCard", "QuarantineReport", "ScreeningPredictions", "UnitEvaluation"]

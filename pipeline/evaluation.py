@@ -19,6 +19,7 @@ from tfx import v1 as tfx
 
 from components.model_card.component import ModelCardWriter
 from components.model_gate import ModelGate
+from components.screening_evaluator.component import ScreeningEvaluator
 from mammo_tfx import names
 from mammo_tfx.evaluation.config import EvaluationConfig
 
@@ -28,6 +29,7 @@ CANDIDATE_MODEL_NAME = tfma.CANDIDATE_KEY
 BASELINE_MODEL_NAME = tfma.BASELINE_KEY
 RESOLVER_ID = "latest_blessed_model_resolver"
 EVALUATOR_ID = "Evaluator"
+SCREENING_EVALUATOR_ID = "ScreeningEvaluator"
 GATE_ID = "ModelGate"
 PUSHER_ID = "Pusher"
 MODEL_CARD_ID = "ModelCardWriter"
@@ -99,7 +101,9 @@ def create_evaluation_components(
     profile: Mapping[str, Any],
     schema_channel: Optional[tfx.types.BaseChannel] = None,
 ) -> List[tfx.types.BaseNode]:
-    """Resolver -> Evaluator -> ModelGate -> Pusher -> ModelCardWriter for the whole-image model.
+    """Resolver -> Evaluator and ScreeningEvaluator -> ModelGate -> Pusher -> ModelCardWriter for the whole-image
+    model. The Evaluator (TFMA) gives the per-image figures, the ScreeningEvaluator the per-breast and per-exam ones
+    (TFMA cannot group examples); the gate and the card read both.
 
     `examples_channel`: ExampleGen's examples (the `config.split` split is evaluated; its `split_counts` and
     ingestion counts go into the card). `model_channel`: the whole-image Trainer's model. `profile`: the whole
@@ -118,10 +122,17 @@ def create_evaluation_components(
         eval_config=build_eval_config(config, with_baseline=True),
         example_splits=[config.split],
     ).with_id(EVALUATOR_ID)
+    screening_evaluator = ScreeningEvaluator(
+        examples=examples_channel,
+        model=model_channel,
+        baseline_model=resolver.outputs["model"],
+        config=config,
+    ).with_id(SCREENING_EVALUATOR_ID)
     gate = ModelGate(
         evaluation=evaluator.outputs["evaluation"],
         model=model_channel,
         baseline_model=resolver.outputs["model"],
+        unit_evaluation=screening_evaluator.outputs["unit_evaluation"],
         config=config,
     ).with_id(GATE_ID)
     pusher = tfx.components.Pusher(
@@ -140,5 +151,6 @@ def create_evaluation_components(
         profile=dict(profile),
         model_name=config.model_name,
         split=config.split,
+        unit_evaluation=screening_evaluator.outputs["unit_evaluation"],
     ).with_id(MODEL_CARD_ID)
-    return [resolver, evaluator, gate, pusher, model_card]
+    return [resolver, evaluator, screening_evaluator, gate, pusher, model_card]

@@ -10,15 +10,21 @@ import tensorflow as tf
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tensorflow_metadata.proto.v0 import anomalies_pb2
+from tfx.utils import path_utils
 
 from components.mammo_example_gen.executor import REPORTS_DIR_KEY
+from components.screening_evaluator.executor import UNIT_EVALUATION_KEY as UNIT_EVALUATION_OUTPUT
 from mammo_tfx.names import INGEST_SUMMARY_FILE, QUARANTINE_FILE
+from pipeline.evaluation import EVALUATOR_ID, GATE_ID, SCREENING_EVALUATOR_ID
+from pipeline.pipeline import IMAGE_TRAINER_ID
 
 
 @dataclass(frozen=True)
 class RunOutputs:
     examples_uri: str
     evaluation_uri: Optional[str]
+    unit_evaluation_uri: Optional[str]  # the ScreeningEvaluator's output; None for runs before it existed
+    model_export_dir: Optional[str]  # the whole-image Trainer's export (its screening record)
     blessing_uri: Optional[str]
     pushed_uri: Optional[str]  # the pushed version directory, when the model was pushed
     statistics_uri: Optional[str]
@@ -102,10 +108,13 @@ def collect_outputs(metadata_path: str) -> RunOutputs:
         with tf.io.gfile.GFile(os.path.join(quarantine_uri, INGEST_SUMMARY_FILE)) as f:
             summary = json.load(f)
     pushed = _latest_pushed_destination(store)
+    model_uri = latest_output_uri(store, IMAGE_TRAINER_ID, "model")
     return RunOutputs(
         examples_uri=examples_uri,
-        evaluation_uri=latest_output_uri(store, "Evaluator", "evaluation"),
-        blessing_uri=latest_output_uri(store, "ModelGate", "blessing"),
+        evaluation_uri=latest_output_uri(store, EVALUATOR_ID, "evaluation"),
+        unit_evaluation_uri=latest_output_uri(store, SCREENING_EVALUATOR_ID, UNIT_EVALUATION_OUTPUT),
+        model_export_dir=path_utils.serving_model_path(model_uri) if model_uri else None,
+        blessing_uri=latest_output_uri(store, GATE_ID, "blessing"),
         pushed_uri=pushed,
         statistics_uri=latest_output_uri(store, "StatisticsGen", "statistics"),
         anomalies_uri=anomalies_uri,

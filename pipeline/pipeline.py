@@ -13,7 +13,7 @@ from components.patch_sampler.component import PatchSampler
 from pipeline.config import PipelineConfig, SplitConfig
 from pipeline.evaluation import create_evaluation_components
 from pipeline.paths import SCHEMA_FILE
-from trainer_module.hparams import IMAGE_LIMITS_CONFIG_KEY
+from trainer_module.hparams import IMAGE_LIMITS_CONFIG_KEY, SCREENING_CONFIG_KEY
 
 # Code runs from import paths of the installed project rather than `module_file`, which TFX would package and
 # upload at compile time (impossible without network, and unnecessary: the project is installed in the image).
@@ -72,7 +72,10 @@ def create_components(config: PipelineConfig, manifest_dir: str, pipeline_root: 
             **base_model,
             train_args=tfx.proto.TrainArgs(splits=["train"]),
             eval_args=tfx.proto.EvalArgs(splits=["eval"]),
-            custom_config={"hparams": hparams.to_dict(), IMAGE_LIMITS_CONFIG_KEY: config.serving.image.to_dict()},
+            # The whole-image export calibrates its answer and chooses its thresholds (evaluation.screening).
+            custom_config={"hparams": hparams.to_dict(), IMAGE_LIMITS_CONFIG_KEY: config.serving.image.to_dict(),
+                           **({SCREENING_CONFIG_KEY: config.evaluation.screening.to_dict()}
+                              if run_fn == IMAGE_RUN_FN else {})},
         )
 
     patch_trainer = trainer(PATCH_RUN_FN, patch_sampler.outputs["patches"], config.patch_training

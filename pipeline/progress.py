@@ -18,8 +18,10 @@ import tensorflow as tf
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from mammo_tfx.evaluation.screening import UNITS
+from mammo_tfx.evaluation.unit_results import read_unit_evaluation
 from mammo_tfx.names import PATCH_COUNTS_FILE, TRAINING_SUMMARY_FILE
-from pipeline.outputs import open_store, read_anomalies
+from pipeline.outputs import SCREENING_EVALUATOR_ID, UNIT_EVALUATION_OUTPUT, open_store, read_anomalies
 
 @dataclass
 class ComponentRun:
@@ -132,6 +134,15 @@ def _blessing(outputs: Dict[str, metadata_store_pb2.Artifact]) -> str:
     return "blessed" if _int(blessing, "blessed") == 1 else "NOT blessed"
 
 
+def _screening_evaluator(outputs: Dict[str, metadata_store_pb2.Artifact]) -> str:
+    unit_evaluation = outputs.get(UNIT_EVALUATION_OUTPUT)
+    if unit_evaluation is None:
+        return ""
+    figures = read_unit_evaluation(unit_evaluation.uri).candidate.figures
+    overall = {unit: figures[unit][()] for unit in UNITS if () in figures.get(unit, {})}
+    return ", ".join(f"{item.count} {unit}s AUC {item.auc:.3f}" for unit, item in overall.items())
+
+
 def _pusher(outputs: Dict[str, metadata_store_pb2.Artifact]) -> str:
     pushed = outputs.get("pushed_model")
     if pushed is None:
@@ -146,6 +157,7 @@ SUMMARISERS: Dict[str, Callable[[Dict[str, metadata_store_pb2.Artifact]], str]] 
     "PatchSampler": _patch_sampler,
     "Trainer": _trainer,
     "ExampleValidator": _example_validator,
+    SCREENING_EVALUATOR_ID: _screening_evaluator,
     "ModelGate": _blessing,
     "Pusher": _pusher,
 }

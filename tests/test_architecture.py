@@ -21,7 +21,7 @@ ALLOWED = {
     "serving": {BASE, "example_files"},
     "example_files": {BASE},
     "report": {BASE, "evaluation"},
-    "predict": {BASE, "ingest", "serving"},
+    "predict": {BASE, "ingest", "serving", "evaluation"},
     "trainer_module": {BASE, *LIBRARIES},
     "components": {BASE, *LIBRARIES, "report", "predict", "trainer_module"},
     "pipeline": {BASE, *LIBRARIES, "report", "predict", "trainer_module", "components"},

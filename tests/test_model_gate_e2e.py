@@ -379,7 +379,7 @@ def test_model_card_goes_beside_the_pushed_version_without_disturbing_the_servin
         markdown = handle.read()
     assert f"**BLESSED**, pushed as version {version}" in markdown
     assert "| dataset | eval | test | train |" in markdown and "| cbis-ddsm | 120 | 120 | 900 |" in markdown
-    assert "| overall_auc | probability | Overall | auc |" in markdown
+    assert "| overall_auc | image | probability | Overall | auc |" in markdown
     # A one-class slice's AUC (TFMA: 0.0) is shown in parentheses: reported, not judged.
     assert "| probability | dataset=mias | 40 | 0 | 40 | (0.000) |" in markdown
 

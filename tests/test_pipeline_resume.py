@@ -95,7 +95,8 @@ def test_unchanged_rerun_is_served_from_the_cache(runs):
 def test_stage2_change_reruns_stage2_only(runs):
     statuses = _statuses(runs["stage2_changed"])
     assert statuses.pop("Trainer_image") == "ran"
-    downstream_of_stage2 = {"Evaluator", "ModelGate", "Pusher", "ModelCard", "latest_blessed_model_resolver"}
+    downstream_of_stage2 = {"Evaluator", "ScreeningEvaluator", "ModelGate", "Pusher", "ModelCard",
+                            "latest_blessed_model_resolver"}
     assert all(status == "cached" for node, status in statuses.items()
                if not any(node.startswith(d) for d in downstream_of_stage2)), statuses
 

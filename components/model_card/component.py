@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 from tfx import types
 from tfx.dsl.components.base import base_component, executor_spec
@@ -11,6 +11,7 @@ from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionP
 
 from components.model_card import ModelCard
 from components.model_card import executor
+from components.screening_evaluator.artifacts import UnitEvaluation
 
 
 class ModelCardWriterSpec(ComponentSpec):
@@ -27,6 +28,8 @@ class ModelCardWriterSpec(ComponentSpec):
         executor.BLESSING_KEY: ChannelParameter(type=standard_artifacts.ModelBlessing),
         executor.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
         executor.PUSHED_MODEL_KEY: ChannelParameter(type=standard_artifacts.PushedModel),
+        # The ScreeningEvaluator's figures per unit (breast and exam figures in the card).
+        executor.UNIT_EVALUATION_KEY: ChannelParameter(type=UnitEvaluation, optional=True),
     }
     OUTPUTS = {executor.MODEL_CARD_KEY: ChannelParameter(type=ModelCard)}
 
@@ -41,9 +44,10 @@ class ModelCardWriter(base_component.BaseComponent):
 
     def __init__(self, model: types.BaseChannel, evaluation: types.BaseChannel, blessing: types.BaseChannel,
                  examples: types.BaseChannel, pushed_model: types.BaseChannel, profile: Mapping[str, Any],
-                 model_name: str, split: str) -> None:
+                 model_name: str, split: str, unit_evaluation: Optional[types.BaseChannel] = None) -> None:
         spec = ModelCardWriterSpec(
             model=model, evaluation=evaluation, blessing=blessing, examples=examples, pushed_model=pushed_model,
+            unit_evaluation=unit_evaluation,
             profile=json.dumps(profile, sort_keys=True, default=str),
             model_name=model_name, split=split,
             model_card=types.Channel(type=ModelCard),

@@ -21,9 +21,12 @@ from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
 from mammo_tfx import names
+from mammo_tfx.evaluation.calibration import read_screening_record
 from mammo_tfx.evaluation.gates import GateReport, read_gate_report
-from mammo_tfx.evaluation.model_card import INGEST_COUNTS, MODEL_DESCRIPTION, slice_rows, write_card
+from mammo_tfx.evaluation.model_card import (INGEST_COUNTS, MODEL_DESCRIPTION, operating_point, slice_rows,
+                                             write_card)
 from mammo_tfx.evaluation.tfma_results import EvaluationMetrics, read_evaluation
+from mammo_tfx.evaluation.unit_results import UnitEvaluation, read_unit_evaluation
 from trainer_module.model_io import IMAGE_LIMITS_INFO_KEY, read_model_info
 
 MODEL_KEY = "model"
@@ -35,6 +38,8 @@ MODEL_CARD_KEY = "model_card"
 PROFILE_KEY = "profile"
 MODEL_NAME_KEY = "model_name"
 SPLIT_KEY = "split"
+# Optional: the ScreeningEvaluator's artifact holding names.UNIT_EVALUATION_FILE.
+UNIT_EVALUATION_KEY = "unit_evaluation"
 
 # Properties the Pusher sets on its PushedModel (tfx/components/pusher/executor.py).
 _PUSHED = "pushed"
@@ -64,10 +69,20 @@ def export_input_limits(model: types.Artifact) -> Optional[Dict[str, int]]:
     return info.get(IMAGE_LIMITS_INFO_KEY)
 
 
+def export_screening_record(model: types.Artifact) -> Optional[Dict[str, Any]]:
+    """The calibration and operating point the export records (ScreeningRecord.to_dict()); None for an export
+    without one."""
+    record = read_screening_record(path_utils.serving_model_path(model.uri))
+    return None if record is None else record.to_dict()
+
+
 def build_card(model_name: str, split: str, profile: Mapping[str, Any], gate_report: GateReport,
                metrics: EvaluationMetrics, examples: types.Artifact, model: types.Artifact,
-               evaluation: types.Artifact, blessing: types.Artifact, pushed_model: types.Artifact) -> Dict[str, Any]:
-    """The model card as a JSON-able dict (the Markdown is rendered from it)."""
+               evaluation: types.Artifact, blessing: types.Artifact, pushed_model: types.Artifact,
+               units: Optional[UnitEvaluation] = None,
+               unit_evaluation: Optional[types.Artifact] = None) -> Dict[str, Any]:
+    """The model card as a JSON-able dict (the Markdown is rendered from it). `units`: the screening evaluation
+    (`unit_evaluation` its artifact), for the operating point on the evaluated split and the other units."""
     pushed = pushed_model.has_custom_property(_PUSHED) and pushed_model.get_int_custom_property(_PUSHED) == 1
     baseline_id = (blessing.get_int_custom_property(evaluator_constants.ARTIFACT_PROPERTY_BASELINE_MODEL_ID_KEY)
                    if blessing.has_custom_property(evaluator_constants.ARTIFACT_PROPERTY_BASELINE_MODEL_ID_KEY)
@@ -93,12 +108,14 @@ def build_card(model_name: str, split: str, profile: Mapping[str, Any], gate_rep
             "slices": [row for output in metrics.output_names()
                        for row in slice_rows(metrics, output, gate_report.sufficiency_rule())],
         },
+        "operating_point": operating_point(export_screening_record(model), units),
         "data": data_counts(examples),
         "input_limits": export_input_limits(model),
         "profile": dict(profile),
         "lineage": {
             "model": _artifact_ref(model),
             "evaluation": _artifact_ref(evaluation),
+            "unit_evaluation": _artifact_ref(unit_evaluation),
             "blessing": _artifact_ref(blessing),
             "examples": _artifact_ref(examples),
             "pushed_model": _artifact_ref(pushed_model),
@@ -119,12 +136,16 @@ class Executor(base_executor.BaseExecutor):
         examples = artifact_utils.get_single_instance(input_dict[EXAMPLES_KEY])
         pushed_model = artifact_utils.get_single_instance(input_dict[PUSHED_MODEL_KEY])
         model_card = artifact_utils.get_single_instance(output_dict[MODEL_CARD_KEY])
+        unit_artifacts = input_dict.get(UNIT_EVALUATION_KEY) or []
+        unit_evaluation = artifact_utils.get_single_instance(unit_artifacts) if unit_artifacts else None
 
         card = build_card(
             model_name=exec_properties[MODEL_NAME_KEY], split=exec_properties[SPLIT_KEY],
             profile=json.loads(exec_properties.get(PROFILE_KEY) or "{}"),
             gate_report=read_gate_report(blessing.uri), metrics=read_evaluation(evaluation.uri), examples=examples,
-            model=model, evaluation=evaluation, blessing=blessing, pushed_model=pushed_model)
+            model=model, evaluation=evaluation, blessing=blessing, pushed_model=pushed_model,
+            units=read_unit_evaluation(unit_evaluation.uri) if unit_evaluation is not None else None,
+            unit_evaluation=unit_evaluation)
         write_card(card, model_card.uri)
         model_card.set_int_custom_property("blessed", int(card["decision"]["blessed"]))
         model_card.set_int_custom_property("pushed", int(card["decision"]["pushed"]))

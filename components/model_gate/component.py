@@ -10,6 +10,7 @@ from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
 from components.model_gate import executor
+from components.screening_evaluator.artifacts import UnitEvaluation
 from mammo_tfx.evaluation.config import EvaluationConfig
 
 
@@ -22,6 +23,8 @@ class ModelGateSpec(ComponentSpec):
         executor.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
         # The latest blessed model the Evaluator compared against; empty on the first run.
         executor.BASELINE_MODEL_KEY: ChannelParameter(type=standard_artifacts.Model, optional=True),
+        # The ScreeningEvaluator's figures per unit; the breast gates (evaluation.gate_unit = breast) read them.
+        executor.UNIT_EVALUATION_KEY: ChannelParameter(type=UnitEvaluation, optional=True),
     }
     OUTPUTS = {executor.BLESSING_KEY: ChannelParameter(type=standard_artifacts.ModelBlessing)}
 
@@ -39,11 +42,13 @@ class ModelGate(base_component.BaseComponent):
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
     def __init__(self, evaluation: types.BaseChannel, model: types.BaseChannel, config: EvaluationConfig,
-                 baseline_model: Optional[types.BaseChannel] = None) -> None:
+                 baseline_model: Optional[types.BaseChannel] = None,
+                 unit_evaluation: Optional[types.BaseChannel] = None) -> None:
         spec = ModelGateSpec(
             evaluation=evaluation,
             model=model,
             baseline_model=baseline_model,
+            unit_evaluation=unit_evaluation,
             evaluation_config=json.dumps(config.to_dict(), sort_keys=True),
             blessing=types.Channel(type=standard_artifacts.ModelBlessing),
         )

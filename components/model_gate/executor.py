@@ -1,4 +1,5 @@
-"""ModelGate executor: reads the Evaluator's TFMA output, applies the gates of mammo_tfx.evaluation.gates, writes a
+"""ModelGate executor: reads the Evaluator's TFMA output (and the ScreeningEvaluator's unit evaluation, which a
+breast-level gate needs), applies the gates of mammo_tfx.evaluation.gates at `evaluation.gate_unit`, writes a
 TFX-conventional ModelBlessing.
 
 The blessing follows TFX's Evaluator: `BLESSED`/`NOT_BLESSED` file, int custom property `blessed` 1/0 (what the
@@ -21,13 +22,25 @@ from tfx.types import artifact_utils
 from mammo_tfx import names
 from mammo_tfx.evaluation.config import GATED_OUTPUT, EvaluationConfig
 from mammo_tfx.evaluation.gates import GateReport, evaluate_gates, write_gate_report
+from mammo_tfx.evaluation.screening import IMAGE_UNIT
 from mammo_tfx.evaluation.tfma_results import read_evaluation
+from mammo_tfx.evaluation.unit_results import UnitEvaluation, read_unit_evaluation
 
 EVALUATION_KEY = "evaluation"
 MODEL_KEY = "model"
 BASELINE_MODEL_KEY = "baseline_model"
 BLESSING_KEY = "blessing"
 EVALUATION_CONFIG_KEY = "evaluation_config"
+# Optional: the ScreeningEvaluator's artifact holding names.UNIT_EVALUATION_FILE.
+UNIT_EVALUATION_KEY = "unit_evaluation"
+
+
+def read_unit_evaluation_input(input_dict: Dict[str, List[types.Artifact]]) -> Optional[UnitEvaluation]:
+    """The unit evaluation of the optional `unit_evaluation` channel; None when it is not wired or empty."""
+    artifacts = input_dict.get(UNIT_EVALUATION_KEY) or []
+    if not artifacts:
+        return None
+    return read_unit_evaluation(artifact_utils.get_single_instance(artifacts).uri)
 
 
 def write_blessing(blessing: types.Artifact, report: GateReport, model: types.Artifact,
@@ -73,10 +86,16 @@ class Executor(base_executor.BaseExecutor):
         if (metrics.baseline_model_name is not None) != bool(baselines):
             raise ValueError(f"ModelGate: the evaluation {'has' if metrics.baseline_model_name else 'has no'} "
                              f"baseline results but {len(baselines)} baseline model(s) were given")
-        report = evaluate_gates(metrics, config)
+        units = read_unit_evaluation_input(input_dict)
+        if config.gate_unit != IMAGE_UNIT and units is not None and (units.baseline is not None) != bool(baselines):
+            raise ValueError(f"ModelGate: the unit evaluation {units.uri} "
+                             f"{'has' if units.baseline is not None else 'has no'} baseline results but "
+                             f"{len(baselines)} baseline model(s) were given")
+        report = evaluate_gates(metrics, config, units)
         for gate in report.gates:
             logging.info("ModelGate %s", gate.log_line())
         write_blessing(blessing, report, model, baselines[0] if baselines else None)
-        logging.info("ModelGate: model %s (id %d) %s; results in %s", model.uri, model.id,
+        logging.info("ModelGate: model %s (id %d) gated per %s: %s; results in %s", model.uri, model.id,
+                     config.gate_unit,
                      "BLESSED" if report.blessed else "NOT BLESSED: " + "; ".join(report.reasons),
                      os.path.join(blessing.uri, names.GATE_RESULTS_FILE))

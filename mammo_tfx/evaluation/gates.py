@@ -1,14 +1,20 @@
-"""The ModelGate's decision on a TFMA evaluation and its results document, `gate_results.json`.
+"""The ModelGate's decision and its results document, `gate_results.json`.
 
-Gates (on the gated output, the flip-augmented `probability`):
+Every bound of one gate run is checked at one unit, `evaluation.gate_unit`, never mixing units: `image` reads
+TFMA's per-image figures of the gated output, `breast` the screening evaluation's per-breast figures
+(unit_evaluation.json: breast scores aggregated from the same output, counts of breasts). Both reach the one gate
+logic below as a GateSource.
+
+Gates (on the gated output, the flip-augmented `probability`, at the gate unit):
   * `overall_auc`            AUC on the whole evaluated split >= min_overall_auc
   * `dataset_auc[<name>]`    AUC on the `dataset=<name>` slice >= its own bound, for each configured dataset
   * `auc_drop_vs_baseline`   candidate AUC - baseline AUC (overall) >= -max_auc_drop, when a baseline was evaluated
 Each gate ends with one status:
   * `passed` / `failed`      the value was checked against the bound
-  * `insufficient`           the slice fails the SufficiencyRule, so its AUC means nothing (TFMA reports 0.0 for a
-                             one-class slice); the bound is not applied. It blocks blessing if
-                             insufficient_blocks_blessing, and always for the overall gate (no evidence at all).
+  * `insufficient`           the slice fails the SufficiencyRule (applied to the unit's counts: images or breasts),
+                             so its AUC means nothing (TFMA reports 0.0 for a one-class slice); the bound is not
+                             applied. It blocks blessing if insufficient_blocks_blessing, and always for the overall
+                             gate (no evidence at all).
   * `skipped`                nothing to check: a gated dataset has no examples in the evaluated split, or there is
                              no blessed baseline yet (first model). Never blocks.
 Blessed = no gate failed and no gate is blocking-insufficient.
@@ -19,20 +25,18 @@ report agree on it.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-import tensorflow as tf
-
 from mammo_tfx import names
 from mammo_tfx.evaluation.config import GATED_OUTPUT, EvaluationConfig
-from mammo_tfx.evaluation.documents import json_safe
+from mammo_tfx.evaluation.documents import read_document, write_document
+from mammo_tfx.evaluation.screening import IMAGE_UNIT
 from mammo_tfx.evaluation.sufficiency import SufficiencyRule
 from mammo_tfx.evaluation.tfma_results import (OVERALL_SLICE, OVERALL_SLICE_NAME, EvaluationMetrics, SliceKey,
                                                SliceMetrics, slice_name)
+from mammo_tfx.evaluation.unit_results import UnitEvaluation, UnitFigures
 
 PASSED = "passed"
 FAILED = "failed"
@@ -53,6 +57,7 @@ class GateResult:
     """One gate: `slice` as slice_name writes it; `margin` = value - bound (negative: failed by that much)."""
 
     name: str
+    unit: str  # the unit every figure of the gate counts: image, breast (screening.UNITS)
     output: str
     slice: str
     metric: str
@@ -81,7 +86,7 @@ class GateResult:
             outcome = f"passed by {self.margin:.4f}"
         else:
             outcome = self.status + (" (blocks blessing)" if self.blocks_blessing else " (does not block)")
-        return (f"gate {self.name} [{self.output}, {self.slice}]: {self.metric} {value}, bound >= {self.bound:.4f}: "
+        return (f"gate {self.name} [{self.unit} {self.output}, {self.slice}]: {self.metric} {value}, bound >= {self.bound:.4f}: "
                 f"{outcome}; {self.detail}")
 
 
@@ -116,40 +121,110 @@ class GateReport:
         missing = {f.name for f in dataclasses.fields(cls)} - set(document)
         if missing:
             raise ValueError(f"not a gate results document: no {sorted(missing)}")
-        return cls(blessed=document["blessed"], gates=[GateResult(**gate) for gate in document["gates"]],
+        # Documents written before gates named their unit were all judged per image.
+        return cls(blessed=document["blessed"],
+                   gates=[GateResult(**{"unit": IMAGE_UNIT, **gate}) for gate in document["gates"]],
                    settings=dict(document["settings"]), evaluation_uri=document["evaluation_uri"],
                    baseline_evaluated=document["baseline_evaluated"])
 
 
 def write_gate_report(report: GateReport, directory: str) -> str:
     """Writes `<directory>/gate_results.json` (strict JSON: a margin of -inf, value missing, is null); its path."""
-    path = os.path.join(directory, names.GATE_RESULTS_FILE)
-    with tf.io.gfile.GFile(path, "w") as handle:
-        handle.write(json.dumps(json_safe(report.to_dict()), indent=2, sort_keys=True))
-    return path
+    return write_document(report.to_dict(), directory, names.GATE_RESULTS_FILE)
 
 
 def read_gate_report(path: str) -> GateReport:
     """Reads gate_results.json; `path` may also be the blessing directory that holds it."""
-    if tf.io.gfile.isdir(path):
-        path = os.path.join(path, names.GATE_RESULTS_FILE)
-    with tf.io.gfile.GFile(path) as handle:
-        return GateReport.from_dict(json.load(handle))
+    return GateReport.from_dict(read_document(path, names.GATE_RESULTS_FILE)[0])
 
 
-def _auc_gate(name: str, slice_key: SliceKey, metrics: Optional[SliceMetrics], bound: float,
-              config: EvaluationConfig, always_blocks_when_insufficient: bool) -> GateResult:
-    result = GateResult(name=name, output=GATED_OUTPUT, slice=slice_name(slice_key),
+@dataclass(frozen=True)
+class SliceFigures:
+    """What a gate reads of one slice, whichever evaluation computed it: its unit count, class counts (None where
+    unknown), AUC (None where missing) and the AUC's confidence interval."""
+
+    count: int
+    positives: Optional[int]
+    negatives: Optional[int]
+    auc: Optional[float]
+    interval: Optional[Tuple[float, float]] = None
+
+
+@dataclass(frozen=True)
+class GateSource:
+    """The figures every bound of one gate run is checked on, all at one unit: the candidate's slices, the
+    baseline's overall slice (None when it has none) and whether a baseline was evaluated at all."""
+
+    unit: str
+    uri: str
+    candidate: Dict[SliceKey, SliceFigures]
+    baseline_evaluated: bool
+    baseline_overall: Optional[SliceFigures] = None
+
+
+def _tfma_figures(metrics: SliceMetrics) -> SliceFigures:
+    auc = metrics.values.get("auc")
+    positives, negatives = metrics.class_counts()
+    return SliceFigures(count=metrics.example_count, positives=positives, negatives=negatives,
+                        auc=auc if isinstance(auc, float) else None,
+                        interval=metrics.confidence_intervals.get("auc"))
+
+
+def _unit_figures(figures: UnitFigures) -> SliceFigures:
+    return SliceFigures(count=figures.count, positives=figures.positives, negatives=figures.negatives,
+                        auc=figures.auc, interval=figures.auc_interval)
+
+
+def tfma_source(evaluation: EvaluationMetrics) -> GateSource:
+    """TFMA's per-image figures of the gated output."""
+    baseline = None
+    if evaluation.baseline_model_name is not None:
+        found = evaluation.slices(GATED_OUTPUT, baseline=True).get(OVERALL_SLICE)
+        baseline = _tfma_figures(found) if found is not None else None
+    return GateSource(unit=IMAGE_UNIT, uri=evaluation.uri,
+                      candidate={key: _tfma_figures(m) for key, m in evaluation.slices(GATED_OUTPUT).items()},
+                      baseline_evaluated=evaluation.baseline_model_name is not None, baseline_overall=baseline)
+
+
+def unit_source(units: UnitEvaluation, unit: str) -> GateSource:
+    """The screening evaluation's figures of one unit (breasts or exams counted, not images)."""
+    baseline = units.baseline
+    found = baseline.figures.get(unit, {}).get(OVERALL_SLICE) if baseline is not None else None
+    return GateSource(unit=unit, uri=units.uri,
+                      candidate={key: _unit_figures(f) for key, f in units.candidate.figures.get(unit, {}).items()},
+                      baseline_evaluated=baseline is not None,
+                      baseline_overall=_unit_figures(found) if found is not None else None)
+
+
+def gate_source(config: EvaluationConfig, evaluation: EvaluationMetrics,
+                units: Optional[UnitEvaluation]) -> GateSource:
+    """The figures at `config.gate_unit`: TFMA's for images, the unit evaluation's for breasts."""
+    if config.gate_unit == IMAGE_UNIT:
+        return tfma_source(evaluation)
+    if units is None:
+        raise ValueError(f"evaluation.gate_unit is {config.gate_unit!r} but no unit evaluation "
+                         f"({names.UNIT_EVALUATION_FILE} of the ScreeningEvaluator) was given: the gate cannot judge "
+                         f"{config.gate_unit}s; set evaluation.gate_unit={IMAGE_UNIT} or run the ScreeningEvaluator")
+    return unit_source(units, config.gate_unit)
+
+
+def _counted(unit: str) -> str:
+    """How a gate's detail names what a slice counts: `examples` (images, TFMA's word), `breasts`, `exams`."""
+    return "examples" if unit == IMAGE_UNIT else f"{unit}s"
+
+
+def _auc_gate(name: str, slice_key: SliceKey, figures: Optional[SliceFigures], bound: float,
+              config: EvaluationConfig, unit: str, always_blocks_when_insufficient: bool) -> GateResult:
+    result = GateResult(name=name, unit=unit, output=GATED_OUTPUT, slice=slice_name(slice_key),
                         metric="auc", bound=bound, status=INSUFFICIENT, blocks_blessing=False, detail="")
-    if metrics is None:
+    if figures is None:
         counts_text, sufficient = "no metrics for this slice", False
     else:
-        result.example_count = metrics.example_count
-        result.positives, result.negatives = metrics.class_counts()
-        auc = metrics.values.get("auc")
-        result.value = auc if isinstance(auc, float) else None
-        result.confidence_interval = metrics.confidence_intervals.get("auc")
-        counts_text = f"{result.example_count} examples, {result.positives} positive, {result.negatives} negative"
+        result.example_count, result.positives, result.negatives = figures.count, figures.positives, figures.negatives
+        result.value = figures.auc
+        result.confidence_interval = figures.interval
+        counts_text = (f"{result.example_count} {_counted(unit)}, {result.positives} positive, "
+                       f"{result.negatives} negative")
         rule = config.sufficiency_rule()
         sufficient = rule.insufficient_reason(result.example_count, result.positives, result.negatives) is None
         if not sufficient:
@@ -170,23 +245,22 @@ def _auc_gate(name: str, slice_key: SliceKey, metrics: Optional[SliceMetrics], b
     return result
 
 
-def _baseline_gate(evaluation: EvaluationMetrics, overall_gate: GateResult, config: EvaluationConfig) -> GateResult:
+def _baseline_gate(source: GateSource, overall_gate: GateResult, config: EvaluationConfig) -> GateResult:
     drop_bound = -config.max_auc_drop
-    result = GateResult(name=BASELINE_GATE, output=overall_gate.output, slice=OVERALL_SLICE_NAME,
+    result = GateResult(name=BASELINE_GATE, unit=source.unit, output=overall_gate.output, slice=OVERALL_SLICE_NAME,
                         metric="auc_change", bound=drop_bound, status=SKIPPED, blocks_blessing=False,
                         detail="no blessed baseline model was evaluated (first blessing)")
-    if evaluation.baseline_model_name is None:
+    if not source.baseline_evaluated:
         return result
-    baseline = evaluation.slices(overall_gate.output, baseline=True).get(OVERALL_SLICE)
-    baseline_auc = baseline.values.get("auc") if baseline is not None else None
+    baseline_auc = source.baseline_overall.auc if source.baseline_overall is not None else None
     result.status = INSUFFICIENT
     result.example_count, result.positives, result.negatives = (overall_gate.example_count, overall_gate.positives,
                                                                 overall_gate.negatives)
     if overall_gate.status == INSUFFICIENT:
-        # Same examples as the overall gate: the comparison means no more than the candidate's own AUC.
+        # Same units as the overall gate: the comparison means no more than the candidate's own AUC.
         result.blocks_blessing = True
         result.detail = f"AUC change not judged ({overall_gate.detail})"
-    elif not isinstance(baseline_auc, float) or math.isnan(baseline_auc) or overall_gate.value is None:
+    elif baseline_auc is None or math.isnan(baseline_auc) or overall_gate.value is None:
         result.status, result.blocks_blessing, result.margin = FAILED, True, -math.inf
         result.detail = f"baseline AUC missing from the evaluation (baseline: {baseline_auc!r})"
     else:
@@ -194,27 +268,34 @@ def _baseline_gate(evaluation: EvaluationMetrics, overall_gate: GateResult, conf
         result.margin = result.value - drop_bound
         result.status = PASSED if result.margin >= 0 else FAILED
         result.blocks_blessing = result.status == FAILED
-        result.detail = (f"candidate AUC {overall_gate.value:.4f} vs baseline AUC {baseline_auc:.4f} "
-                         f"(max allowed drop {config.max_auc_drop:.4f})")
+        result.detail = (f"candidate {source.unit} AUC {overall_gate.value:.4f} vs baseline {source.unit} AUC "
+                         f"{baseline_auc:.4f} (max allowed drop {config.max_auc_drop:.4f})")
     return result
 
 
-def evaluate_gates(evaluation: EvaluationMetrics, config: EvaluationConfig) -> GateReport:
-    """Applies every configured gate to an evaluation; pure (no I/O), so each rule is testable on its own."""
-    candidate = evaluation.slices(GATED_OUTPUT)
+def apply_gates(source: GateSource, config: EvaluationConfig) -> GateReport:
+    """Applies every configured gate to one source's figures; pure (no I/O), so each rule is testable on its own."""
+    candidate = source.candidate
     gates = [_auc_gate(OVERALL_GATE, OVERALL_SLICE, candidate.get(OVERALL_SLICE), config.min_overall_auc, config,
-                       always_blocks_when_insufficient=True)]
+                       source.unit, always_blocks_when_insufficient=True)]
     for dataset, bound in sorted(config.min_dataset_auc.items()):
         slice_key: SliceKey = ((names.DATASET, dataset),)
         if slice_key not in candidate:
             gates.append(GateResult(
-                name=dataset_gate_name(dataset), output=GATED_OUTPUT, slice=slice_name(slice_key),
+                name=dataset_gate_name(dataset), unit=source.unit, output=GATED_OUTPUT, slice=slice_name(slice_key),
                 metric="auc", bound=bound, status=SKIPPED, blocks_blessing=False,
-                detail=f"no examples of dataset '{dataset}' in the evaluated split", example_count=0))
+                detail=f"no {_counted(source.unit)} of dataset '{dataset}' in the evaluated split", example_count=0))
             continue
         gates.append(_auc_gate(dataset_gate_name(dataset), slice_key, candidate[slice_key], bound, config,
-                               always_blocks_when_insufficient=False))
-    gates.append(_baseline_gate(evaluation, gates[0], config))
+                               source.unit, always_blocks_when_insufficient=False))
+    gates.append(_baseline_gate(source, gates[0], config))
     return GateReport(blessed=not any(gate.blocks_blessing for gate in gates), gates=gates,
-                      settings=config.gate_settings(), evaluation_uri=evaluation.uri,
-                      baseline_evaluated=evaluation.baseline_model_name is not None)
+                      settings=config.gate_settings(), evaluation_uri=source.uri,
+                      baseline_evaluated=source.baseline_evaluated)
+
+
+def evaluate_gates(evaluation: EvaluationMetrics, config: EvaluationConfig,
+                   units: Optional[UnitEvaluation] = None) -> GateReport:
+    """Every configured gate at `config.gate_unit`: on TFMA's per-image figures, or on the unit evaluation's
+    per-breast figures (required then)."""
+    return apply_gates(gate_source(config, evaluation, units), config)

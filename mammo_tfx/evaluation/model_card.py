@@ -14,8 +14,10 @@ import tensorflow as tf
 
 from mammo_tfx import names
 from mammo_tfx.evaluation.documents import json_safe
+from mammo_tfx.evaluation.screening import UNITS
 from mammo_tfx.evaluation.sufficiency import SufficiencyRule
-from mammo_tfx.evaluation.tfma_results import EvaluationMetrics, SliceKey, SliceMetrics, slice_name
+from mammo_tfx.evaluation.tfma_results import OVERALL_SLICE, EvaluationMetrics, SliceKey, SliceMetrics, slice_name
+from mammo_tfx.evaluation.unit_results import UnitEvaluation
 from mammo_tfx.serving.limits import IMAGE_SECTION
 
 # Ingestion totals MammoExampleGen records on its Examples, in the order the card lists them.
@@ -28,9 +30,119 @@ _THRESHOLDED_METRICS = {"fall_out": "FallOut", "miss_rate": "MissRate"}
 MODEL_DESCRIPTION = (
     "Whole-image breast-cancer classifier after Shen et al.: a patch classifier trained on lesion and background "
     "patches, converted into a whole-image classifier and fine-tuned on whole mammograms. The served `probability` "
-    "is the mean malignancy probability over 4 flips of the image (test-time augmentation); "
-    "`probability_single` is the unflipped prediction. Gates apply to `probability`.")
+    "is the mean malignancy probability over 4 flips of the image (test-time augmentation), calibrated on the eval "
+    "split when the export records a calibration (see Operating point); `probability_single` is the unflipped "
+    "prediction. Gates apply to `probability`, per image or per breast as `evaluation.gate_unit` says.")
 
+
+
+# Which figure comes from where (the card, the report and the README say the same).
+FIGURE_SOURCES = {
+    "image AUC and the other metrics per slice": "TFMA (the Evaluator), per image, on the evaluated split",
+    "breast and exam figures, AUC per unit with its bootstrap interval, sensitivity and specificity at the "
+    "thresholds on the evaluated split": "the screening evaluation (ScreeningEvaluator, unit_evaluation.json)",
+    "calibration, thresholds and their eval-split figures": "the whole-image Trainer, recorded in the export "
+    "(keras/model_info.json, \"screening\")",
+}
+
+
+def _breast_rule_text(rule: str) -> str:
+    return (f"a breast's score is the {rule} of its views' calibrated `probability`, its label the maximum of "
+            "theirs; an exam's score is the maximum over its breasts, and an exam is recalled when any of its "
+            "breasts is (the exam threshold is the breast threshold)")
+
+
+def operating_point(record: Optional[Mapping[str, Any]], units: Optional[UnitEvaluation]) -> Optional[Dict[str, Any]]:
+    """The card's operating point: the target and calibration the export records (`record`: the export's screening
+    record as ScreeningRecord.to_dict() gives it), the thresholds per unit and what they gave on the eval split,
+    and what they give on the evaluated (test) split per the unit evaluation; None when there is neither."""
+    if record is None and units is None:
+        return None
+    options = (record or {}).get("options") or {}
+    candidate = units.candidate if units is not None else None
+    test: Dict[str, Any] = {}
+    for unit in UNITS:
+        figures = candidate.figures.get(unit, {}).get(OVERALL_SLICE) if candidate is not None else None
+        if figures is not None:
+            test[unit] = {"count": figures.count, "positives": figures.positives, "negatives": figures.negatives,
+                          "auc": figures.auc, "auc_interval": figures.auc_interval, "operating": figures.operating}
+    thresholds = dict((record or {}).get("thresholds") or (candidate.thresholds if candidate is not None else {}))
+    return {
+        "target": ({"metric": options.get("target"), "value": options.get("target_value"), "split": "eval"}
+                   if options else None),
+        "breast_rule": options.get("breast_rule") or (units.breast_rule if units is not None else None),
+        "calibration": None if record is None else {
+            "method": (record.get("calibration") or {}).get("method"), "configured": options.get("calibration"),
+            "fitted": record.get("fitted"), "reason": record.get("reason") or ""},
+        "thresholds": thresholds,
+        "eval": dict((record or {}).get("eval") or {}),
+        "eval_ece": dict((record or {}).get("eval_ece") or {}),
+        "test_split": units.split if units is not None else None,
+        "bootstrap_samples": units.bootstrap_samples if units is not None else None,
+        "test": test,
+        "test_ece": dict(candidate.ece) if candidate is not None else {},
+        "sources": dict(FIGURE_SOURCES),
+    }
+
+
+def _rate_text(value: Any, interval: Any) -> str:
+    text = _number(value)
+    return text if not interval else f"{text} [{interval[0]:.3f}, {interval[1]:.3f}]"
+
+
+def operating_point_lines(point: Optional[Mapping[str, Any]]) -> List[str]:
+    """The card's "Operating point" section."""
+    lines = ["## Operating point", ""]
+    if point is None:
+        return lines + ["The export records no operating point and no screening evaluation was given: every figure "
+                        "above is per image.", ""]
+    target = point["target"]
+    if target is None:
+        lines += ["The export records no operating point (an export made before calibration and thresholds were "
+                  "recorded): its `probability` is uncalibrated and the screening evaluation judged no threshold.",
+                  ""]
+    else:
+        lines += [f"Target: {target['metric']} {target['value']:g} on the {target['split']} split, one threshold "
+                  "per unit, chosen on calibrated probabilities (the eval split only; the test split never).", ""]
+        calibration = point["calibration"]
+        fitted = ("fitted on the eval split" if calibration["fitted"]
+                  else f"not fitted: {calibration['reason'] or 'no reason recorded'}")
+        lines += [f"Calibration: {calibration['method']} (configured {calibration['configured']}), {fitted}."]
+        if calibration["fitted"] and calibration["reason"]:
+            lines += ["", f"Note: {calibration['reason']}."]
+        lines += [""]
+    if point["breast_rule"]:
+        lines += [f"Units: {_breast_rule_text(point['breast_rule'])}.", ""]
+    test_split = point["test_split"] or "test"
+    header = ["unit", "threshold", "eval sensitivity", "eval specificity", "eval recall rate",
+              f"{test_split} units", f"{test_split} positives", f"{test_split} AUC [95% CI]",
+              f"{test_split} sensitivity [95% CI]", f"{test_split} specificity [95% CI]"]
+    rows = []
+    for unit in UNITS:
+        threshold = point["thresholds"].get(unit)
+        at_eval = point["eval"].get(unit) or {}
+        test = point["test"].get(unit) or {}
+        operating = test.get("operating") or {}
+        if threshold is None and not test:
+            continue
+        rows.append([unit, _number(threshold, 4), _number(at_eval.get("sensitivity")),
+                     _number(at_eval.get("specificity")), _number(at_eval.get("recall_rate")),
+                     _number(test.get("count")), _number(test.get("positives")),
+                     _rate_text(test.get("auc"), test.get("auc_interval")),
+                     _rate_text(operating.get("sensitivity"), operating.get("sensitivity_interval")),
+                     _rate_text(operating.get("specificity"), operating.get("specificity_interval"))])
+    lines += _table(header, rows) + [""]
+    ece = [f"{split} split {_number(values.get('before'))} before, {_number(values.get('after'))} after calibration"
+           for split, values in ((("eval"), point["eval_ece"]), (test_split, point["test_ece"])) if values]
+    if ece:
+        lines += ["Expected calibration error of the image probability (10 equal-width bins): " + "; ".join(ece)
+                  + ".", ""]
+    if point["bootstrap_samples"] is not None:
+        lines += [f"AUC intervals: percentile bootstrap over {point['bootstrap_samples']} resamples of the units; "
+                  "sensitivity and specificity intervals: Wilson score intervals.", ""]
+    lines += ["Where each figure comes from:", ""]
+    lines += [f"- {figure}: {source}" for figure, source in point["sources"].items()]
+    return lines + [""]
 
 
 def input_limits_lines(limits: Optional[Mapping[str, int]]) -> List[str]:
@@ -92,9 +204,12 @@ def render_markdown(card: Mapping[str, Any]) -> str:
     lines += [f"- {reason}" for reason in decision["reasons"]] + ([""] if decision["reasons"] else [])
 
     lines += ["## Gates", ""]
+    gate_unit = card["gate_settings"].get("gate_unit")
+    if gate_unit:
+        lines += [f"Every bound is checked per {gate_unit} (`evaluation.gate_unit`).", ""]
     lines += _table(
-        ["gate", "output", "slice", "metric", "value", "95% CI", "bound", "status", "detail"],
-        [[gate["name"], gate["output"], gate["slice"], gate["metric"], _number(gate["value"], 4),
+        ["gate", "unit", "output", "slice", "metric", "value", "95% CI", "bound", "status", "detail"],
+        [[gate["name"], gate.get("unit", "image"), gate["output"], gate["slice"], gate["metric"], _number(gate["value"], 4),
           "n/a" if not gate["confidence_interval"] else
           f"{gate['confidence_interval'][0]:.4f}-{gate['confidence_interval'][1]:.4f}",
           f">= {gate['bound']:.4f}",
@@ -136,7 +251,8 @@ def render_markdown(card: Mapping[str, Any]) -> str:
         [[row["output"], row["slice"]] + [_number(row["fall_out"].get(t)) for t in thresholds]
          + [_number(row["miss_rate"].get(t)) for t in thresholds] for row in evaluation["slices"]])
 
-    lines += [""] + input_limits_lines(card["input_limits"])
+    lines += [""] + operating_point_lines(card.get("operating_point"))
+    lines += input_limits_lines(card["input_limits"])
     lines += ["## Lineage (ML Metadata artifact ids)", ""]
     lines += _table(["artifact", "id", "uri"],
                     [[name, str(ref["id"]), f"`{ref['uri']}`"] for name, ref in card["lineage"].items()
