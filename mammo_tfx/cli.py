@@ -85,8 +85,9 @@ def _print_evaluation(outputs, out_dir: str, model_name: str) -> None:
     from mammo_tfx.report import format_console_summary, write_report_from_artifacts
 
     report = write_report_from_artifacts(outputs.evaluation_uri, os.path.join(out_dir, "report"),
-                                         outputs.blessing_uri)
-    print("\n" + format_console_summary(report.tables, report.gates, blessed=report.blessed))
+                                         outputs.blessing_uri, outputs.unit_evaluation_uri, outputs.model_export_dir)
+    print("\n" + format_console_summary(report.tables, report.gates, blessed=report.blessed, units=report.units,
+                                        screening_record=report.screening_record))
     print(f"\n  report:            {report.html}")
     if outputs.pushed_uri:
         serving_dir = os.path.dirname(outputs.pushed_uri.rstrip("/"))
@@ -109,7 +110,7 @@ def _local_orchestrator(name: str) -> str:
 
 
 def _run_and_report(config, sources, out_dir: str, orchestrator: str = "local") -> int:
-    from components.mammo_example_gen.executor import describe_paths, read_quarantine_rows
+    from components.mammo_example_gen.executor import describe_paths, describe_units, read_quarantine_rows
     from mammo_tfx.ingest.reasons import format_reason_groups, group_reasons
     from pipeline.outputs import collect_outputs
     from pipeline.runners import run_local
@@ -123,7 +124,7 @@ def _run_and_report(config, sources, out_dir: str, orchestrator: str = "local") 
           f"{summary.get('quarantined')} quarantined, {summary.get('excluded')} excluded")
     for split, per_dataset in sorted(summary.get("per_split", {}).items()):
         print(f"  split {split}: " + ", ".join(f"{d} {n}" for d, n in sorted(per_dataset.items())))
-    for line in describe_paths(summary):
+    for line in describe_paths(summary) + describe_units(summary):
         print(f"  {line}")
     print(f"  TFRecords:         {outputs.examples_uri}")
     print(f"  statistics:        {outputs.statistics_uri}")
@@ -152,8 +153,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if not outputs.evaluation_uri:
         raise RuntimeError(f"{args.run}: the run has no Evaluator output yet")
     report = write_report_from_artifacts(outputs.evaluation_uri, args.out or os.path.join(layout.out_dir, "report"),
-                                         outputs.blessing_uri)
-    print(format_console_summary(report.tables, report.gates, blessed=report.blessed))
+                                         outputs.blessing_uri, outputs.unit_evaluation_uri, outputs.model_export_dir)
+    print(format_console_summary(report.tables, report.gates, blessed=report.blessed, units=report.units,
+                                 screening_record=report.screening_record))
     print(f"\nreport: {report.html}")
     return 0
 
@@ -287,12 +289,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(kfp_parser)
     kfp_parser.set_defaults(func=_cmd_compile_kfp)
 
-    predict_parser = sub.add_parser("predict", help="malignancy probability (and heatmap overlays) of image files")
+    predict_parser = sub.add_parser(
+        "predict", help="malignancy probability (and heatmap overlays) of image files, grouped into breasts and exams")
     predict_parser.add_argument("--model-dir", required=True,
                                 help="a SavedModel, or a serving folder with integer versions (newest is used)")
     predict_parser.add_argument("--out", help="CSV path (default: standard output)")
     predict_parser.add_argument("--heatmaps", metavar="OUTDIR", help="write heatmap overlays as PNG files here")
-    predict_parser.add_argument("files", nargs="+", help="DICOM, PNG or JPEG files")
+    predict_parser.add_argument("files", nargs="+", help="DICOM, PNG or JPEG files (grouped by DICOM PatientID, "
+                                "StudyInstanceUID, laterality and view, else by file-name tokens)")
     predict_parser.set_defaults(func=_cmd_predict)
 
     serve_parser = sub.add_parser("serve", help="serve pushed models over TF Serving's REST API")

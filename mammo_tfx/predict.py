@@ -13,6 +13,16 @@ signature (and of `heatmap` when overlays are wanted):
     ingestion does (stretch, PIL bicubic), so requests stay small and the model sees what it trained on;
     otherwise it is sent at full size and the signature resizes it.
 A file that fails is reported in its row's `error` and the others go on.
+
+Breasts and exams: each file is placed in a breast and an exam by mammo_tfx/ingest/identity.py (the DICOM header's
+PatientID / StudyInstanceUID / laterality / view, the one rule ingestion uses; file-name tokens where the header is
+missing or silent). The result has one row per image (`unit` image), then one per breast and one per exam, scored
+as the screening evaluation scores them (mammo_tfx/evaluation/screening.py): a breast's probability is the export's
+breast rule (mean or max) over its images' probabilities, an exam's the maximum over its breasts; `recall` is
+decided with the thresholds the export records (none for an export without a screening record). The ids shown are
+the user's own (`<patient>/<study>/<L|R>`; no study part where the patient's files name none): predict runs on the
+user's files on the user's machine. A file that cannot be placed is scored as an image only and says why in its
+`placement` column (and on stderr); a file whose laterality is unknown is a breast of its own within its exam.
 """
 from __future__ import annotations
 
@@ -27,13 +37,17 @@ from typing import Optional, TextIO, Union
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from mammo_tfx.evaluation.calibration import read_screening_record
+from mammo_tfx.evaluation.screening import (BREAST_UNIT, EXAM_UNIT, IMAGE_UNIT, BreastRule, ScoredUnit,
+                                            ScreeningOptions, breasts, exams)
 from mammo_tfx.ingest.decoded import DecodedImage, to_uint16
 from mammo_tfx.ingest.example import encode_png
+from mammo_tfx.ingest.identity import SIDES, breast_id, exam_id, image_identity
 from mammo_tfx.ingest.image_io import read_image, sniff_format
 from mammo_tfx.ingest.records import BadInputError
 from mammo_tfx.ingest.resize import resize_image
 from mammo_tfx.names import (DEFAULT_SIGNATURE, HEATMAP, HEATMAP_SIGNATURE, IMAGE_BYTES_INPUT, PROBABILITY,
-                             PROBABILITY_SINGLE)
+                             PROBABILITY_SINGLE, RECALL)
 from mammo_tfx.predict_overlay import HeatmapGeometry, write_heatmap_overlay
 from mammo_tfx.serving.errors import ServingError
 from mammo_tfx.serving.model import LoadedModel, load_model
@@ -42,8 +56,11 @@ from mammo_tfx.serving.repository import ModelRepository
 
 logger = logging.getLogger(__name__)
 
-# The model's outputs keep their names; `heatmap` is the overlay file's path.
-CSV_COLUMNS = ("file", PROBABILITY, PROBABILITY_SINGLE, HEATMAP, "error")
+# The model's outputs keep their names; `heatmap` is the overlay file's path. `unit` is image, breast or exam;
+# `images` how many scored images a row stands for; `placement` where an image's breast and exam came from, or why
+# it has none.
+CSV_COLUMNS = ("unit", "file", "breast", "exam", "laterality", "view", "images", PROBABILITY, PROBABILITY_SINGLE,
+               RECALL, HEATMAP, "placement", "error")
 # Longer side of the overlay PNGs: enough to see a lesion, small enough to open anywhere.
 OVERLAY_LONG_SIDE = 1024
 # Fast PNG compression: the request is decoded once in-process, its size barely matters.
@@ -60,10 +77,56 @@ class Prediction:
     probability_single: Optional[float] = None  # the image as given, no flip
     heatmap: Optional[str] = None  # path of the overlay PNG
     error: Optional[str] = None
+    breast: str = ""  # breast id, "" when the file could not be placed
+    exam: str = ""  # exam id, "" when the file could not be placed
+    laterality: str = "U"
+    view: str = "UNKNOWN"
+    placement: str = ""  # where breast and exam came from, or why the file has none
+    recall: Optional[bool] = None  # probability >= the export's image threshold; None without one
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def placed(self) -> bool:
+        return bool(self.exam)
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """The breast and exam of a file, and where they came from (or why there are none)."""
+
+    breast: str
+    exam: str
+    laterality: str
+    view: str
+    note: str
+
+
+@dataclasses.dataclass(frozen=True)
+class UnitPrediction:
+    """One breast or exam: its id (and its exam's), its images, its probability and recall decision."""
+
+    unit: str  # BREAST_UNIT or EXAM_UNIT
+    id: str
+    exam: str
+    laterality: str  # L/R for a breast, U for a breast of unknown side, "" for an exam
+    images: int
+    probability: float
+    recall: Optional[bool]
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictionResult:
+    """Everything `predict` answers: image rows in the order given, then breast and exam rows, and the rule and
+    thresholds they were made with."""
+
+    images: list[Prediction]
+    breasts: list[UnitPrediction]
+    exams: list[UnitPrediction]
+    breast_rule: BreastRule
+    thresholds: dict[str, float]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,34 +210,81 @@ def prepare_model_input(path: str, working_size: Optional[tuple[int, int]]) -> M
 
 
 def predict_files(model_dir: str, files: Sequence[str], heatmap_dir: Optional[str] = None) -> list[Prediction]:
-    """One Prediction per file, in order; overlays `<stem>_heatmap.png` go to heatmap_dir when given.
+    """One Prediction per file, in order (see predict_units, which also groups them)."""
+    return predict_units(model_dir, files, heatmap_dir).images
+
+
+def predict_units(model_dir: str, files: Sequence[str], heatmap_dir: Optional[str] = None) -> PredictionResult:
+    """Image predictions (one per file, in order; overlays `<stem>_heatmap.png` go to heatmap_dir when given),
+    grouped into breasts and exams with the export's breast rule and thresholds.
 
     Per-file failures (unreadable, not an image, rejected by the model) become the row's `error`; a model
     that cannot be found or loaded raises (nothing could be predicted).
     """
     model = load_prediction_model(model_dir)
+    record = read_screening_record(model.loaded.path)
+    if record is None:
+        logger.info("%s records no screening options: breasts take the %s of their images, no recall decisions",
+                    model.loaded.path, ScreeningOptions().breast_rule.value)
+    rule = record.options.breast_rule if record is not None else ScreeningOptions().breast_rule
+    thresholds = dict(record.thresholds) if record is not None else {}
     overlay_names = _OverlayNames(heatmap_dir) if heatmap_dir is not None else None
-    predictions = []
-    for path in files:
-        try:
-            predictions.append(_predict_one(model, path, overlay_names))
-        except BadInputError as error:
-            predictions.append(Prediction(file=path, error=error.reason))
-        except ServingError as error:
-            predictions.append(Prediction(file=path, error=f"model rejected the image: {error.message}"))
-        except Exception as error:  # noqa: BLE001 - one bad file must not cost the others their results
-            logger.debug("prediction of %s failed", path, exc_info=True)
-            predictions.append(Prediction(file=path, error=f"{type(error).__name__}: {error}"))
-    return predictions
+    predictions = [_predict_file(model, path, overlay_names, place_file(path), thresholds.get(IMAGE_UNIT))
+                   for path in files]
+    return group_predictions(predictions, BreastRule(rule), thresholds)
 
 
-def write_predictions_csv(predictions: Sequence[Prediction], path_or_stream: Union[str, os.PathLike, TextIO]) -> None:
-    """CSV with columns file, probability, probability_single, heatmap, error (empty where not applicable)."""
+def place_file(path: str) -> Placement:
+    """The breast and exam of an image file (mammo_tfx/ingest/identity.py's rules): from its DICOM header, else its
+    name. A file whose laterality is unknown is a breast of its own in its exam; one that names no patient or study
+    has neither."""
+    identity, source = image_identity(path)
+    if identity is None:
+        return Placement("", "", "U", "UNKNOWN", "not placed: no patient or study id in a DICOM header or the file "
+                                                 "name; scored as an image only")
+    # Without a PatientID the study stands for the patient, as in ingestion.
+    patient = identity.patient_id or identity.study_id
+    study = identity.study_id if identity.patient_id else ""
+    exam = exam_id(patient, study)
+    if identity.laterality in SIDES:
+        return Placement(breast_id(patient, study, identity.laterality), exam, identity.laterality, identity.view,
+                         f"from the {source}")
+    return Placement(f"{exam}/U:{path}", exam, "U", identity.view,
+                     f"exam from the {source}; laterality unknown: a breast of its own")
+
+
+def group_predictions(predictions: Sequence[Prediction], rule: BreastRule,
+                      thresholds: dict[str, float]) -> PredictionResult:
+    """Breast and exam rows of the placed, scored images (screening.breasts / exams); recall where `thresholds`
+    (unit -> threshold) has the unit's."""
+    scored = [ScoredUnit(key=prediction.file, label=0, score=float(prediction.probability),
+                         breast_key=prediction.breast, exam_key=prediction.exam)  # labels are unknown and unused
+              for prediction in predictions if prediction.ok and prediction.placed]
+    breast_units = breasts(scored, rule)
+    exam_units = exams(breast_units)
+    sides = {prediction.breast: prediction.laterality for prediction in predictions}
+    return PredictionResult(
+        images=list(predictions),
+        breasts=[UnitPrediction(BREAST_UNIT, unit.key, unit.exam_key, sides[unit.key], unit.images, unit.score,
+                                _decision(unit.score, thresholds.get(BREAST_UNIT))) for unit in breast_units],
+        exams=[UnitPrediction(EXAM_UNIT, unit.key, unit.key, "", unit.images, unit.score,
+                              _decision(unit.score, thresholds.get(EXAM_UNIT))) for unit in exam_units],
+        breast_rule=rule, thresholds=dict(thresholds))
+
+
+def _decision(probability: float, threshold: Optional[float]) -> Optional[bool]:
+    return None if threshold is None else bool(probability >= threshold)
+
+
+def write_predictions_csv(result: Union[PredictionResult, Sequence[Prediction]],
+                          path_or_stream: Union[str, os.PathLike, TextIO]) -> None:
+    """CSV of CSV_COLUMNS: the image rows, then the breast and exam rows (a plain sequence of predictions: image
+    rows only); empty cells where not applicable."""
     if isinstance(path_or_stream, (str, os.PathLike)):
         with open(path_or_stream, "w", newline="", encoding="utf-8") as handle:
-            _write_rows(predictions, handle)
+            _write_rows(result, handle)
     else:
-        _write_rows(predictions, path_or_stream)
+        _write_rows(result, path_or_stream)
 
 
 def exit_code(predictions: Sequence[Prediction]) -> int:
@@ -185,15 +295,37 @@ def exit_code(predictions: Sequence[Prediction]) -> int:
 def run_predict(model_dir: str, files: Sequence[str], out: Optional[str] = None,
                 heatmap_dir: Optional[str] = None) -> int:
     """The `predict` command: predictions to `out` (stdout when None); returns the process exit code."""
-    predictions = predict_files(model_dir, files, heatmap_dir)
-    write_predictions_csv(predictions, out if out is not None else sys.stdout)
-    for prediction in predictions:
+    result = predict_units(model_dir, files, heatmap_dir)
+    write_predictions_csv(result, out if out is not None else sys.stdout)
+    for prediction in result.images:
         if not prediction.ok:
             print(f"{prediction.file}: {prediction.error}", file=sys.stderr)
-    failed = sum(not prediction.ok for prediction in predictions)
-    if out is not None:
-        print(f"wrote {len(predictions)} predictions ({failed} failed) to {out}", file=sys.stderr)
-    return exit_code(predictions)
+        elif not prediction.placed:
+            print(f"{prediction.file}: {prediction.placement}", file=sys.stderr)
+    failed = sum(not prediction.ok for prediction in result.images)
+    print(f"{len(result.images)} images ({failed} failed) in {len(result.breasts)} breasts of {len(result.exams)} "
+          f"exams (breast = {result.breast_rule.value} of its images, exam = max of its breasts; "
+          + (f"recall at thresholds {result.thresholds})" if result.thresholds else "no recall thresholds recorded)")
+          + (f"; written to {out}" if out is not None else ""), file=sys.stderr)
+    return exit_code(result.images)
+
+
+def _predict_file(model: PredictionModel, path: str, overlay_names: Optional["_OverlayNames"], place: Placement,
+                  image_threshold: Optional[float]) -> Prediction:
+    """The prediction of one file, placed; its failure becomes its row's error (one bad file must not cost the
+    others their results)."""
+    placed = dict(breast=place.breast, exam=place.exam, laterality=place.laterality, view=place.view,
+                  placement=place.note)
+    try:
+        prediction = _predict_one(model, path, overlay_names)
+    except BadInputError as error:
+        return Prediction(file=path, error=error.reason, **placed)
+    except ServingError as error:
+        return Prediction(file=path, error=f"model rejected the image: {error.message}", **placed)
+    except Exception as error:  # noqa: BLE001 - one bad file must not cost the others their results
+        logger.debug("prediction of %s failed", path, exc_info=True)
+        return Prediction(file=path, error=f"{type(error).__name__}: {error}", **placed)
+    return dataclasses.replace(prediction, recall=_decision(prediction.probability, image_threshold), **placed)
 
 
 def _predict_one(model: PredictionModel, path: str, overlay_names: Optional["_OverlayNames"]) -> Prediction:
@@ -271,12 +403,23 @@ def _display_image(decoded: DecodedImage) -> np.ndarray:
     return np.rint(np.clip((values - low) / (high - low), 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def _write_rows(predictions: Sequence[Prediction], stream: TextIO) -> None:
+def _write_rows(result: Union[PredictionResult, Sequence[Prediction]], stream: TextIO) -> None:
     writer = csv.writer(stream, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
-    for prediction in predictions:
-        writer.writerow([prediction.file, _number(prediction.probability), _number(prediction.probability_single),
-                         prediction.heatmap or "", prediction.error or ""])
+    images, units = (result.images, result.breasts + result.exams) if isinstance(result, PredictionResult) else (
+        result, [])
+    for prediction in images:
+        writer.writerow([IMAGE_UNIT, prediction.file, prediction.breast, prediction.exam, prediction.laterality,
+                         prediction.view, 1 if prediction.ok else 0, _number(prediction.probability),
+                         _number(prediction.probability_single), _flag(prediction.recall), prediction.heatmap or "",
+                         prediction.placement, prediction.error or ""])
+    for unit in units:
+        writer.writerow([unit.unit, "", unit.id if unit.unit == BREAST_UNIT else "", unit.exam, unit.laterality, "",
+                         unit.images, _number(unit.probability), "", _flag(unit.recall), "", "", ""])
+
+
+def _flag(value: Optional[bool]) -> str:
+    return "" if value is None else str(int(value))
 
 
 def _number(value: Optional[float]) -> str:

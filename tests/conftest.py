@@ -13,7 +13,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Optional
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
@@ -35,6 +35,7 @@ from tfx.utils import proto_utils
 from components.mammo_example_gen import executor as example_gen_executor
 from components.mammo_example_gen.artifacts import QuarantineReport
 from mammo_tfx import names
+from mammo_tfx.evaluation.screening import ScreeningOptions
 from mammo_tfx.ingest.layouts import list_records
 from mammo_tfx.ingest.options import IngestOptions
 from mammo_tfx.ingest.process import process_record
@@ -217,11 +218,14 @@ def _int_feature(value: int) -> tf.train.Feature:
     return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
 
 
-def whole_image_example(pixels: np.ndarray, label: int) -> tf.train.Example:
+def whole_image_example(pixels: np.ndarray, label: int, breast_key: str = "breast-0",
+                        exam_key: str = "exam-0") -> tf.train.Example:
     return tf.train.Example(features=tf.train.Features(feature={
         names.IMAGE_PNG: _bytes_feature(encode_png16(pixels)),
         names.LABEL: _int_feature(label),
         names.DATASET: _bytes_feature(b"cbis-ddsm"),
+        names.BREAST_KEY: _bytes_feature(breast_key.encode()),
+        names.EXAM_KEY: _bytes_feature(exam_key.encode()),
     }))
 
 
@@ -249,8 +253,12 @@ def write_split(examples_uri: str, split: str, examples: Iterable[tf.train.Examp
 
 def whole_image_examples(count: int, seed: int, rows: int = IMAGE_ROWS,
                          cols: int = IMAGE_COLS) -> list[tf.train.Example]:
+    """Labels alternate; images i and i + 2 are two views of one breast (so a breast has one label), and the
+    four images from 4k are one exam of a benign and a malignant breast."""
     rng = np.random.default_rng(seed)
-    return [whole_image_example(toy_whole_image(rng, i % 2 == 1, rows, cols), i % 2) for i in range(count)]
+    return [whole_image_example(toy_whole_image(rng, i % 2 == 1, rows, cols), i % 2,
+                                breast_key=f"s{seed}-b{i // 4}-{i % 2}", exam_key=f"s{seed}-e{i // 4}")
+            for i in range(count)]
 
 
 def patch_examples(count: int, seed: int, size: int = PATCH_SIZE) -> list[tf.train.Example]:
@@ -280,12 +288,17 @@ def _shrink_head(dense_layer) -> None:
 
 
 def export_untrained_whole_image_model(work_dir: str, export_dir: str, working_size: tuple[int, int],
-                                       image_limits: ImageLimits = ImageLimits()) -> None:
+                                       image_limits: ImageLimits = ImageLimits(),
+                                       eval_examples: Optional[list[tf.train.Example]] = None) -> None:
     """trainer_module's real whole-image export of tiny untrained models over a real Transform graph (analysed on
-    8 toy images at `working_size`, a multiple of the tiny trunk's stride 8): the serving graph in seconds."""
+    8 toy images at `working_size`, a multiple of the tiny trunk's stride 8): the serving graph in seconds. It
+    calibrates on `eval_examples` (default: those 8 images), written as the eval split under <work_dir>/examples."""
     transform_dir = os.path.join(work_dir, "transform_graph")
     os.makedirs(transform_dir)
-    tf_transform_output = build_transform_output(transform_dir, whole_image_examples(8, 1, *working_size))
+    examples = whole_image_examples(8, 1, *working_size)
+    tf_transform_output = build_transform_output(transform_dir, examples)
+    eval_file = write_split(os.path.join(work_dir, "examples"), "eval",
+                            examples if eval_examples is None else eval_examples)
     tf.random.set_seed(7)
     patch_hparams = load_config("test").patch_training
     image_hparams = dataclasses.replace(load_config("test").image_training, image_size=working_size)
@@ -295,7 +308,7 @@ def export_untrained_whole_image_model(work_dir: str, export_dir: str, working_s
     _shrink_head(whole_image_model.get_layer(IMAGE_HEAD_NAME))
     _shrink_head(patch_model.get_layer(PATCH_HEAD_NAME))
     export_whole_image_model(whole_image_model, patch_model, image_hparams, patch_hparams, tf_transform_output,
-                             export_dir, image_limits)
+                             export_dir, [eval_file], ScreeningOptions(), image_limits)
 
 
 @pytest.fixture(scope="session")
@@ -358,3 +371,72 @@ def value(features, key):
         values = list(feature.int64_list.value)
         return values[0] if len(values) == 1 else values
     return list(feature.float_list.value)
+
+
+# --- Screening units: per-image scores of synthetic exams and unit evaluation documents written by the real writer.
+
+def screening_images(rng: np.random.Generator, breasts_per_dataset: dict[str, int], views_showing: int,
+                     separation: float = 2.0, malignant_fraction: float = 0.3) -> list:
+    """ScoredUnits of synthetic exams (2 breasts x CC/MLO each, in exam order) with `probability`-like scores.
+
+    A malignant breast's lesion shows in `views_showing` (1 or 2) of its views: those images are labelled 1 and score
+    `separation` higher on the logit scale; the others score like normal images. With 2 the breast mean averages
+    two noisy positive views (breast AUC above image AUC); with 1 it dilutes the one positive view with a normal
+    one (breast AUC below image AUC)."""
+    from mammo_tfx.evaluation.screening import ScoredUnit
+
+    images = []
+    for dataset, count in breasts_per_dataset.items():
+        for breast in range(count):
+            patient = breast // 2
+            malignant = rng.random() < malignant_fraction
+            for view_index, view in enumerate(("CC", "MLO")):
+                label = int(malignant and view_index < views_showing)
+                logit = rng.normal(separation * label - 0.5, 1.0)
+                images.append(ScoredUnit(
+                    key=f"{dataset}-{breast}-{view}", label=label, score=float(1.0 / (1.0 + np.exp(-logit))),
+                    breast_key=f"{dataset}-b{breast}", exam_key=f"{dataset}-e{patient}",
+                    slices={names.DATASET: dataset, names.VIEW: view, names.LATERALITY: "LR"[breast % 2]}))
+    return images
+
+
+def unit_evaluation_document(directory: str, models: dict[str, list], thresholds: dict[str, float] | None = None,
+                             bootstrap_samples: int = 40, rule: str = "mean"):
+    """Figures per model, unit and slice (overall and per dataset) computed with mammo_tfx.evaluation.screening
+    from scored images, written by unit_results.write_unit_evaluation into `directory` and read back.
+    `thresholds` (unit -> threshold) give every model's operating figures; ECE "after" is that of the scores,
+    "before" that of their square root (a monotone, worse-calibrated score the synthetic model would have had)."""
+    from mammo_tfx.evaluation import screening
+    from mammo_tfx.evaluation.unit_results import (ModelUnits, UnitEvaluation, UnitFigures, read_unit_evaluation,
+                                                   write_unit_evaluation)
+
+    thresholds = thresholds or {}
+    documents = {}
+    for name, images in models.items():
+        units = screening.all_units(images, screening.BreastRule(rule))
+        figures: dict = {}
+        for unit, members in units.items():
+            groups = {(): members}
+            for dataset in sorted({member.slices[names.DATASET] for member in members}):
+                groups[((names.DATASET, dataset),)] = [m for m in members if m.slices[names.DATASET] == dataset]
+            figures[unit] = {}
+            for key, group in groups.items():
+                labels, scores = screening.unit_arrays(group)
+                threshold = thresholds.get(unit)
+                figures[unit][key] = UnitFigures(
+                    slice=key, count=len(group), positives=int(labels.sum()), negatives=int((labels == 0).sum()),
+                    auc=screening.auc(labels, scores),
+                    auc_interval=screening.bootstrap_auc_interval(labels, scores, bootstrap_samples, seed=0),
+                    operating=None if threshold is None else
+                    screening.operating_figures(labels, scores, threshold).to_dict())
+        labels, scores = screening.unit_arrays(units[screening.IMAGE_UNIT])
+        documents[name] = ModelUnits(
+            predictions_file=f"{name}_{names.PREDICTIONS_FILE}", thresholds=dict(thresholds),
+            ece={"before": screening.expected_calibration_error(labels, np.sqrt(scores)),
+                 "after": screening.expected_calibration_error(labels, scores)},
+            figures=figures, roc={unit: screening.roc_points(*screening.unit_arrays(members))
+                                  for unit, members in units.items()})
+    os.makedirs(directory, exist_ok=True)
+    write_unit_evaluation(UnitEvaluation(uri=directory, split="test", breast_rule=rule,
+                                         bootstrap_samples=bootstrap_samples, models=documents), directory)
+    return read_unit_evaluation(directory)

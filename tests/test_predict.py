@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -20,9 +21,11 @@ from mammo_tfx.ingest.dicom_io import read_dicom
 from mammo_tfx.ingest.layouts import list_records
 from mammo_tfx.ingest.options import IngestOptions
 from mammo_tfx.ingest.process import process_record
-from mammo_tfx.ingest.real_samples import build_real_sample_folder
-from mammo_tfx.predict import (CSV_COLUMNS, OVERLAY_LONG_SIDE, exit_code, predict_files, prepare_model_input,
-                               read_model_geometry, run_predict, write_predictions_csv)
+from mammo_tfx.evaluation.screening import BreastRule
+from mammo_tfx.ingest.real_samples import build_real_sample_folder, real_cases_dir
+from mammo_tfx.predict import (CSV_COLUMNS, OVERLAY_LONG_SIDE, Placement, Prediction, exit_code, group_predictions,
+                               place_file, predict_files, predict_units, prepare_model_input, read_model_geometry,
+                               run_predict, write_predictions_csv)
 from mammo_tfx.predict_overlay import HeatmapGeometry, heatmap_extent, write_heatmap_overlay
 from mammo_tfx.serving.model_info import read_model_info
 from mammo_tfx.serving.tiny_model import export_tiny_model
@@ -289,3 +292,143 @@ def test_export_without_model_info_gets_full_size_dicoms(serving_base, write_dic
     np.testing.assert_allclose((prediction.probability, prediction.probability_single), expected, rtol=1e-6)
     with Image.open(prediction.heatmap) as overlay:
         assert overlay.size == (round(OVERLAY_LONG_SIDE * 40 / 60), OVERLAY_LONG_SIDE)
+
+
+# ---------------------------------------------------------------- breasts and exams
+def _real_case_files(tmp_path: Path) -> list[str]:
+    """The 8 real DICOMs (2 women x L/R x CC/MLO), linked under names that say nothing about them."""
+    links = []
+    for index, source in enumerate(sorted(real_cases_dir().rglob("*.dcm"))):
+        link = tmp_path / f"scan{index}.dcm"
+        link.symlink_to(source)
+        links.append(str(link))
+    return links
+
+
+def test_real_dicoms_are_placed_in_two_exams_of_two_breasts(tmp_path):
+    files = _real_case_files(tmp_path)
+    places = [place_file(path) for path in files]
+    assert all(place.note == "from the DICOM header" for place in places)
+    exams_of = {}
+    for place in places:
+        exams_of.setdefault(place.exam, {}).setdefault(place.breast, []).append(place)
+    assert sorted(exams_of) == ["P_00173", "P_00820"]
+    for exam, breasts_of in exams_of.items():
+        assert sorted(breasts_of) == [f"{exam}/L", f"{exam}/R"]
+        for breast, members in breasts_of.items():
+            assert [member.laterality for member in members] == [breast[-1]] * 2
+
+
+def test_file_names_place_files_without_a_usable_header(tmp_path, write_dicom):
+    cbis = tmp_path / "CBIS-DDSM" / "Mass-Training_P_00001_LEFT_CC" / "1.3.6" / "1.3.6.1" / "000000.dcm"
+    cbis.parent.mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(cbis, format="PNG")
+    inbreast = tmp_path / "22678622_61b13c59bcba149e_MG_R_ML_ANON.dcm"
+    inbreast.write_bytes(b"not read")
+    unsided = write_dicom(tmp_path / "10006" / "462822612.dcm", np.zeros((8, 8), np.uint16), PatientID="")
+    generic = tmp_path / "case7_LEFT_MLO.png"
+    generic.write_bytes(b"png")
+    lone = tmp_path / "photo.png"
+    lone.write_bytes(b"png")
+    assert place_file(str(cbis)) == Placement("P_00001/L", "P_00001", "L", "CC", "from the file name")
+    assert place_file(str(inbreast)) == Placement("61b13c59bcba149e/R", "61b13c59bcba149e", "R", "MLO",
+                                                  "from the file name")
+    # RSNA: the patient folder names the exam; the header has no laterality here, so the file is its own breast.
+    rsna = place_file(str(unsided))
+    assert (rsna.exam, rsna.breast, rsna.laterality) == ("10006", f"10006/U:{unsided}", "U")
+    assert "laterality unknown" in rsna.note
+    assert place_file(str(generic)) == Placement("CASE7/L", "CASE7", "L", "MLO", "from the file name")
+    assert place_file(str(lone)).exam == "" and "not placed" in place_file(str(lone)).note
+
+
+def test_header_gaps_are_filled_from_the_file_name(tmp_path, write_dicom):
+    path = write_dicom(tmp_path / "RIGHT_MLO.dcm", np.zeros((8, 8), np.uint16), PatientID="PAT-9",
+                       StudyInstanceUID="1.2.3")
+    assert place_file(str(path)) == Placement("PAT-9/1.2.3/R", "PAT-9/1.2.3", "R", "MLO", "from the DICOM header")
+
+
+def test_breast_and_exam_rows_follow_the_rule_and_thresholds():
+    def image(file, probability, breast="", exam="", laterality="U", error=None):
+        return Prediction(file=file, probability=None if error else probability,
+                          probability_single=None if error else probability, error=error, breast=breast, exam=exam,
+                          laterality=laterality, placement="from the DICOM header" if exam else "not placed")
+    images = [image("a", 0.2, "P1/L", "P1", "L"), image("b", 0.6, "P1/L", "P1", "L"),
+              image("c", 0.3, "P1/R", "P1", "R"),
+              image("d", 0.9, "P2/L", "P2", "L"), image("e", 0.0, "P2/L", "P2", "L", error="broken"),
+              image("f", 0.95)]
+    mean = group_predictions(images, BreastRule.MEAN, {"image": 0.5, "breast": 0.35, "exam": 0.35})
+    assert [(b.id, b.exam, b.laterality, b.images) for b in mean.breasts] == [
+        ("P1/L", "P1", "L", 2), ("P1/R", "P1", "R", 1), ("P2/L", "P2", "L", 1)]
+    assert [b.probability for b in mean.breasts] == pytest.approx([0.4, 0.3, 0.9])
+    assert [b.recall for b in mean.breasts] == [True, False, True]
+    assert [(e.id, e.images, e.recall) for e in mean.exams] == [("P1", 3, True), ("P2", 1, True)]
+    assert [e.probability for e in mean.exams] == pytest.approx([0.4, 0.9])
+    maximum = group_predictions(images, BreastRule.MAX, {})
+    assert [b.probability for b in maximum.breasts] == pytest.approx([0.6, 0.3, 0.9])
+    assert all(unit.recall is None for unit in maximum.breasts + maximum.exams)
+    stream = io.StringIO()
+    write_predictions_csv(mean, stream)
+    rows = list(csv.DictReader(io.StringIO(stream.getvalue())))
+    assert [row["unit"] for row in rows] == ["image"] * 6 + ["breast"] * 3 + ["exam"] * 2
+    assert [row["breast"] for row in rows[6:9]] == ["P1/L", "P1/R", "P2/L"]
+    assert (rows[9]["exam"], rows[9]["images"], rows[9]["recall"], rows[9]["breast"]) == ("P1", "3", "1", "")
+    assert rows[5]["placement"] == "not placed" and rows[5]["exam"] == ""
+
+
+def _copy_with_screening_record(export: Path, destination: Path, record: Optional[dict]) -> Path:
+    """A copy of an export whose model info holds `record` as its screening record, or none (an export made before
+    screening records existed)."""
+    shutil.copytree(export, destination)
+    info_path = destination / "keras" / "model_info.json"
+    info = json.loads(info_path.read_text())
+    info.pop("screening", None)
+    if record is not None:
+        info["screening"] = record
+    info_path.write_text(json.dumps(info))
+    return destination
+
+
+def _screening_record(thresholds: dict, rule: str) -> dict:
+    """Screening options and thresholds in the record's format."""
+    figures = {"threshold": 0.5, "tp": 1, "fp": 0, "tn": 1, "fn": 0}
+    return {
+        "options": {"breast_rule": rule, "calibration": "platt", "target": "sensitivity", "target_value": 0.9},
+        "calibration": {"method": "identity"}, "thresholds": thresholds,
+        "eval": {unit: dict(figures) for unit in ("image", "breast", "exam")},
+        "eval_ece": {"before": 0.1, "after": 0.1}, "eval_counts": {"image": 2, "breast": 2, "exam": 2,
+                                                                     "positives": {"image": 1, "breast": 1, "exam": 1}},
+        "fitted": False, "reason": "test record"}
+
+
+@pytest.mark.e2e
+def test_predict_shows_the_real_dicoms_as_two_exams_of_two_breasts(serving_base, tmp_path, capsys):
+    files = _real_case_files(tmp_path)
+    plain_export = _copy_with_screening_record(serving_base / str(REAL_VERSION), tmp_path / "plain", None)
+    plain = predict_units(str(plain_export), files)
+    assert plain.thresholds == {} and all(unit.recall is None for unit in plain.breasts + plain.exams)
+    probabilities = [prediction.probability for prediction in plain.images]
+    middle = float(np.median(probabilities))
+    export = _copy_with_screening_record(serving_base / str(REAL_VERSION), tmp_path / "recorded",
+                                         _screening_record({"image": middle, "breast": middle, "exam": middle}, "max"))
+    out = tmp_path / "predictions.csv"
+    assert run_predict(str(export), files, out=str(out)) == 0
+    assert "8 images (0 failed) in 4 breasts of 2 exams (breast = max of its images" in capsys.readouterr().err
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    images = [row for row in rows if row["unit"] == "image"]
+    breast_rows = {row["breast"]: row for row in rows if row["unit"] == "breast"}
+    exam_rows = {row["exam"]: row for row in rows if row["unit"] == "exam"}
+    assert [row["file"] for row in images] == files
+    assert sorted(breast_rows) == ["P_00173/L", "P_00173/R", "P_00820/L", "P_00820/R"]
+    assert sorted(exam_rows) == ["P_00173", "P_00820"]
+    for breast, row in breast_rows.items():
+        members = [float(image["probability"]) for image in images if image["breast"] == breast]
+        assert len(members) == int(row["images"]) == 2 and row["exam"] == breast.split("/")[0]
+        assert float(row["probability"]) == pytest.approx(max(members), abs=1e-8)
+        assert row["recall"] == str(int(max(members) >= middle))
+    for exam, row in exam_rows.items():
+        assert int(row["images"]) == 4
+        assert float(row["probability"]) == pytest.approx(
+            max(float(b["probability"]) for b in breast_rows.values() if b["exam"] == exam), abs=1e-8)
+    for image, probability in zip(images, probabilities):
+        assert float(image["probability"]) == pytest.approx(probability, abs=1e-8)
+        assert image["recall"] == str(int(probability >= middle))

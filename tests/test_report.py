@@ -23,11 +23,14 @@ from PIL import Image
 
 from mammo_tfx import names
 from mammo_tfx.evaluation.config import EvaluationConfig
+from mammo_tfx.evaluation.calibration import fit_screening_record
 from mammo_tfx.evaluation.gates import GateReport, GateResult, write_gate_report
+from mammo_tfx.evaluation.screening import ScoredUnit, ScreeningOptions
 from mammo_tfx.evaluation.tfma_results import roc_from_calibration_histogram, slice_name
 from mammo_tfx.report import ReportFiles, format_console_summary, write_report, write_report_from_artifacts
-from mammo_tfx.report.html import FAIRNESS_TABLE_ID, GATE_TABLE_ID, METRIC_TABLE_ID
+from mammo_tfx.report.html import FAIRNESS_TABLE_ID, GATE_TABLE_ID, METRIC_TABLE_ID, SCREENING_TABLE_ID
 from pipeline.evaluation import slicing_specs
+from tests.conftest import unit_evaluation_document
 
 pytestmark = pytest.mark.e2e  # every test reads a TFMA evaluation run on Beam
 
@@ -69,8 +72,8 @@ GATE_CONFIG = EvaluationConfig(min_slice_size=20, min_examples_per_class=2, min_
 
 def _gate(name: str, slice_key: tuple, value: float | None, bound: float, status: str, blocks: bool,
           detail: str) -> GateResult:
-    return GateResult(name=name, output=names.PROBABILITY, slice=slice_name(slice_key), metric="auc", value=value,
-                      bound=bound, status=status, blocks_blessing=blocks, detail=detail,
+    return GateResult(name=name, unit="image", output=names.PROBABILITY, slice=slice_name(slice_key), metric="auc",
+                      value=value, bound=bound, status=status, blocks_blessing=blocks, detail=detail,
                       margin=None if value is None else value - bound)
 
 
@@ -369,7 +372,7 @@ def test_gate_results_are_listed_and_summarised_per_slice(report: ReportFiles) -
     page = _parse_page(report.html)
     gates = _table_rows(page, GATE_TABLE_ID)
     assert [(gate["Gate"], gate["Status"]) for gate in gates] == [(g.name, g.status) for g in GATES]
-    assert gates[1] == {"Gate": "dataset_auc[inbreast]", "Output": "probability", "Slice": "dataset=inbreast",
+    assert gates[1] == {"Gate": "dataset_auc[inbreast]", "Unit": "image", "Output": "probability", "Slice": "dataset=inbreast",
                         "Metric": "auc", "Value": "0.700", "Bound": "0.900", "Status": "failed",
                         "Blocks blessing": "yes", "Reason": "AUC below bound"}
     assert gates[2]["Value"] == "n/a"
@@ -385,7 +388,7 @@ def test_gate_results_are_listed_and_summarised_per_slice(report: ReportFiles) -
 def test_console_summary_lists_slices_with_both_aucs_and_gate(report: ReportFiles, evaluation: Evaluation) -> None:
     summary = format_console_summary(report.tables, report.gates, blessed=report.blessed)
     *lines, verdict = summary.splitlines()
-    assert verdict == "gate verdict: NOT blessed"
+    assert verdict == "gate verdict: NOT blessed (every bound per image)"
     assert lines[0].split() == ["slice", "n", "AUC", "flip", "(TTA)", "AUC", "single", "gate"]
     by_slice = {line.split()[0]: line.split() for line in lines[2:] if "&" not in line}
     overall = report.tables.metrics.query("slice == 'Overall' and metric == 'auc'").set_index("output")["value"]
@@ -416,6 +419,51 @@ def test_report_from_artifacts_reads_gates_from_the_blessing(evaluation: Evaluat
     assert files.tables.slices.set_index("slice").loc["dataset=cbis-ddsm & density=2", "insufficient_reason"] is None
     assert GATE_TABLE_ID not in _parse_page(without.html).tables
     assert "No gate results were given." in Path(without.html).read_text(encoding="utf-8")
+
+
+def _scored_images(scans: pd.DataFrame) -> list[ScoredUnit]:
+    """The evaluated scans as screening units: consecutive scans of a dataset are the two views of one breast, two
+    breasts one exam."""
+    images = []
+    for dataset, group in scans.groupby("dataset", sort=False):
+        for position, row in enumerate(group.itertuples()):
+            images.append(ScoredUnit(key=f"{dataset}-{row.Index}", label=int(row.label), score=float(row.score),
+                                     breast_key=f"{dataset}-{position // 2}", exam_key=f"{dataset}-{position // 4}",
+                                     slices={"dataset": dataset}))
+    return images
+
+
+def test_report_shows_the_screening_units_beside_tfma_and_old_runs_render_as_before(
+        evaluation: Evaluation, gate_results_path: str, report: ReportFiles, tmp_path: Path) -> None:
+    images = _scored_images(evaluation.scans)
+    record = fit_screening_record(images, ScreeningOptions(target_value=0.9))
+    units = unit_evaluation_document(str(tmp_path / "units"), {"candidate": images}, thresholds=record.thresholds)
+    files = write_report(evaluation.uri, str(tmp_path / "report"), gate_results_path,
+                         unit_evaluation_path=units.uri, screening_record=record.to_dict())
+    assert set(files.plots) == set(report.plots) | {"roc_by_unit.png"}
+    assert Image.open(files.plots["roc_by_unit.png"]).format == "PNG"
+    page = _parse_page(files.html)
+    assert "roc_by_unit.png" in page.images
+    rows = {row["Slice"]: row for row in _table_rows(page, SCREENING_TABLE_ID)}
+    assert set(rows) == {"Overall"} | {f"dataset={name}" for name in DATASET_SIZES}
+    breasts = units.candidate.figures["breast"][()]
+    assert rows["Overall"]["breast n"] == str(breasts.count) == str(sum((n + 1) // 2 for n in DATASET_SIZES.values()))
+    assert rows["Overall"]["image n"] == str(len(evaluation.scans))
+    assert rows["Overall"]["breast AUC"] == \
+        f"{breasts.auc:.3f} [{breasts.auc_interval[0]:.3f}, {breasts.auc_interval[1]:.3f}]"
+    assert rows["Overall"]["breast sensitivity"].startswith(f"{breasts.operating['sensitivity']:.3f} [")
+    # A one-class dataset has no AUC at any unit.
+    assert rows["dataset=mias"]["breast AUC"] == "n/a"
+    text = Path(files.html).read_text(encoding="utf-8")
+    assert "<h2>Screening units</h2>" in text and "sensitivity 0.9 on the eval split" in text
+    # The console reads the same document.
+    summary = format_console_summary(files.tables, files.gates, blessed=files.blessed, units=files.units,
+                                     screening_record=files.screening_record)
+    assert "screening units (test split" in summary and f"breast {record.thresholds['breast']:.4f}" in summary
+    # A run without a screening evaluation: the page as before.
+    assert files.units is not None and report.units is None
+    assert "Screening units" not in Path(report.html).read_text(encoding="utf-8")
+    assert "roc_by_unit.png" not in report.plots
 
 
 def test_roc_from_calibration_histogram_matches_the_scores(evaluation: Evaluation) -> None:

@@ -21,8 +21,8 @@ CROSS = make_slice_key([("density", 3), ("dataset", "mias")])
 
 
 def _gate(slice_key: tuple, status: str) -> GateResult:
-    return GateResult(name="auc", output=names.PROBABILITY, slice=slice_name(slice_key), metric="auc", bound=0.7,
-                      status=status, blocks_blessing=False, detail="", value=0.8)
+    return GateResult(name="auc", unit="image", output=names.PROBABILITY, slice=slice_name(slice_key), metric="auc",
+                      bound=0.7, status=status, blocks_blessing=False, detail="", value=0.8)
 
 
 def test_slice_keys_use_display_column_order_and_sort_overall_first() -> None:
@@ -72,7 +72,8 @@ def test_gate_document_round_trips_through_the_blessing_directory(tmp_path: Path
     config = EvaluationConfig(min_slice_size=40, min_examples_per_class=3, min_overall_auc=0.75)
     report = GateReport(
         blessed=True, settings=config.gate_settings(), evaluation_uri="eval", baseline_evaluated=False,
-        gates=[GateResult(name="overall_auc", output=names.PROBABILITY, slice="Overall", metric="auc",
+        gates=[GateResult(name="overall_auc", unit="image", output=names.PROBABILITY, slice="Overall",
+                          metric="auc",
                           value=float("nan"), bound=0.75, status="insufficient", blocks_blessing=False,
                           detail="no positives", margin=-math.inf, confidence_interval=(0.1, 0.9))])
     path = write_gate_report(report, str(tmp_path))

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import datetime
-from typing import Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import jinja2
 from markupsafe import Markup
@@ -16,6 +16,7 @@ from mammo_tfx.report.naming import feature_label
 GATE_TABLE_ID = "gate-results"
 METRIC_TABLE_ID = "slice-metrics"
 FAIRNESS_TABLE_ID = "fairness-rates"
+SCREENING_TABLE_ID = "screening-units"
 
 _TEMPLATE = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).from_string("""<!DOCTYPE html>
 <html lang="en">
@@ -48,6 +49,19 @@ _TEMPLATE = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined
 <h2>Gate results</h2>
 {% if gate_verdict %}<p>Gate verdict: <b>{{ gate_verdict }}</b></p>{% endif %}
 {% if gate_table_html %}{{ gate_table_html }}{% else %}<p class="note">{{ gate_note }}</p>{% endif %}
+
+{% if screening %}
+<h2>Screening units</h2>
+<p class="note">Image, breast and exam side by side on the {{ screening.split }} split, from the screening evaluation
+({{ screening.uri }}): a breast's score is the {{ screening.breast_rule }} of its views' calibrated probability, its
+label the maximum of theirs; an exam's score is the maximum over its breasts. AUC with a percentile bootstrap interval
+({{ screening.bootstrap_samples }} resamples); sensitivity and specificity at each unit's threshold with Wilson
+intervals. Image AUC per slice below comes from TFMA; these figures from the screening evaluation.</p>
+<ul>{% for line in screening.operating_point %}<li>{{ line }}</li>{% endfor %}</ul>
+<div class="scroll">{{ screening_table_html }}</div>
+{% if screening.roc_src %}<img src="{{ screening.roc_src }}" alt="ROC per screening unit">
+{% else %}<p class="note">No ROC points in the unit evaluation.</p>{% endif %}
+{% endif %}
 
 <h2>Metrics per slice</h2>
 <p class="note">Values with [confidence interval] when TFMA computed one (shown as computed, so a
@@ -101,8 +115,11 @@ def render_report_html(*, evaluation_uri: str, model_name: str, outputs: Sequenc
                        metric_table: pd.DataFrame, fairness_table: pd.DataFrame,
                        figures: Sequence[Mapping[str, Optional[str]]], min_examples: int, min_per_class: int,
                        blessed: Optional[bool] = None,
-                       fairness_features: Sequence[str] = names.FAIRNESS_FEATURES) -> str:
+                       fairness_features: Sequence[str] = names.FAIRNESS_FEATURES,
+                       screening: Optional[Mapping[str, Any]] = None) -> str:
     """`figures`: dicts with `title`, `src` (relative PNG path, or None) and `missing` (why it is absent).
+    `screening`: the "Screening units" section (`table`, `split`, `breast_rule`, `bootstrap_samples`, `uri`,
+    `operating_point` lines, `roc_src`), None for a run without a screening evaluation.
     `fairness_features`: the slicing features whose groups `fairness_table` compares."""
     gate_html = _table_html(gate_table, GATE_TABLE_ID) if gate_table is not None else None
     fairness_html = _table_html(fairness_table, FAIRNESS_TABLE_ID)
@@ -122,4 +139,7 @@ def render_report_html(*, evaluation_uri: str, model_name: str, outputs: Sequenc
         figures=figures,
         min_examples=min_examples,
         min_per_class=min_per_class,
+        screening=screening,
+        screening_table_html=Markup(_table_html(screening["table"], SCREENING_TABLE_ID) or "<p>No figures.</p>")
+        if screening else None,
     )

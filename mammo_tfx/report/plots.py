@@ -11,6 +11,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from mammo_tfx import names
+from mammo_tfx.evaluation.screening import UNITS
+from mammo_tfx.evaluation.unit_results import UnitEvaluation
 from mammo_tfx.report.evaluation import EvaluationTables, rows_of_slice
 from mammo_tfx.report.naming import INSUFFICIENT, feature_label, format_count, output_label
 from mammo_tfx.report.slices import SliceKey, slice_sort_key
@@ -38,6 +40,16 @@ def _slice_info(tables: EvaluationTables, key: SliceKey) -> pd.Series:
 def _single_feature_slices(tables: EvaluationTables, column: str) -> list[SliceKey]:
     keys = [key for key, columns in zip(tables.slices["slice_key"], tables.slices["columns"]) if columns == (column,)]
     return sorted(keys, key=slice_sort_key)
+
+
+def _finish_roc_axes(axes, title: str) -> None:
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1.01)
+    axes.set_xlabel("false positive rate (1 - specificity)")
+    axes.set_ylabel("true positive rate (sensitivity)")
+    axes.set_title(title)
+    axes.legend(loc="lower right", fontsize=8)
+    axes.grid(alpha=0.3)
 
 
 def roc_by_dataset_png(tables: EvaluationTables) -> Optional[bytes]:
@@ -68,13 +80,7 @@ def roc_by_dataset_png(tables: EvaluationTables) -> Optional[bytes]:
             axes.plot(points[:, 0], points[:, 1], linewidth=2.2 if not key else 1.4,
                       color="black" if not key else None,
                       label=f"{name} (n={format_count(info['examples'])}{auc_text})")
-        axes.set_xlim(0, 1)
-        axes.set_ylim(0, 1.01)
-        axes.set_xlabel("false positive rate (1 - specificity)")
-        axes.set_ylabel("true positive rate (sensitivity)")
-        axes.set_title(f"ROC by dataset: {output_label(output)}")
-        axes.legend(loc="lower right", fontsize=8)
-        axes.grid(alpha=0.3)
+        _finish_roc_axes(axes, f"ROC by dataset: {output_label(output)}")
     return _png_bytes(figure)
 
 
@@ -158,4 +164,28 @@ def fairness_png(tables: EvaluationTables, column: str) -> Optional[bytes]:
         axes.set_title(f"{title}: {output_label(output)}")
         axes.grid(axis="y", alpha=0.3)
         axes.legend(fontsize=8)
+    return _png_bytes(figure)
+
+
+def roc_by_unit_png(units: UnitEvaluation) -> Optional[bytes]:
+    """The candidate's overall ROC curve per unit (image, breast, exam) from the screening evaluation, each unit's
+    operating point (its threshold on the evaluated split) marked; None without curves."""
+    candidate = units.candidate
+    if not any(candidate.roc.get(unit) for unit in UNITS):
+        return None
+    figure = Figure(figsize=(5.6, 5.2))
+    axes = figure.add_subplot(1, 1, 1)
+    axes.plot([0, 1], [0, 1], linestyle=":", color="grey", linewidth=1)
+    for unit in UNITS:
+        points = candidate.roc.get(unit) or []
+        if not points:
+            continue
+        overall = candidate.figures.get(unit, {}).get(())
+        label = unit if overall is None else f"{unit} (n={overall.count}, AUC {overall.auc:.3f})"
+        line, = axes.plot([p["fpr"] for p in points], [p["tpr"] for p in points], linewidth=1.8, label=label)
+        operating = overall.operating if overall is not None else None
+        if operating and operating.get("sensitivity") is not None and operating.get("specificity") is not None:
+            axes.plot([1.0 - operating["specificity"]], [operating["sensitivity"]], marker="o", markersize=7,
+                      color=line.get_color(), linestyle="none")
+    _finish_roc_axes(axes, f"ROC per screening unit ({units.split} split; dots: operating points)")
     return _png_bytes(figure)

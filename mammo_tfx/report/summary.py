@@ -103,8 +103,8 @@ def fairness_table(tables: EvaluationTables, features: Sequence[str] = names.FAI
 
 def gate_table(gates: Sequence[GateResult]) -> pd.DataFrame:
     return pd.DataFrame([
-        {"Gate": gate.name, "Output": gate.output, SLICE_COLUMN: gate.slice, "Metric": gate.metric,
+        {"Gate": gate.name, "Unit": gate.unit, "Output": gate.output, SLICE_COLUMN: gate.slice, "Metric": gate.metric,
          "Value": format_number(gate.value), "Bound": format_number(gate.bound), "Status": gate.status,
          "Blocks blessing": "yes" if gate.blocks_blessing else "no", "Reason": gate.detail}
         for gate in gates
-    ], columns=["Gate", "Output", SLICE_COLUMN, "Metric", "Value", "Bound", "Status", "Blocks blessing", "Reason"])
+    ], columns=["Gate", "Unit", "Output", SLICE_COLUMN, "Metric", "Value", "Bound", "Status", "Blocks blessing", "Reason"])
