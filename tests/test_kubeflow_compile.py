@@ -17,7 +17,6 @@ from google.protobuf import json_format
 from kfp import components as kfp_components
 from kfp.pipeline_spec import pipeline_spec_pb2
 from tfx import v1 as tfx
-
 from tfx.utils import name_utils
 
 from pipeline import kubeflow, kubeflow_checks
@@ -286,7 +285,8 @@ def test_plain_trainers_train_in_their_pods(compiled: Compiled) -> None:
     for trainer in TRAINER_IDS:
         assert _executor_class(compiled.json_job, trainer) == name_utils.get_full_name(
             tfx.components.Trainer.EXECUTOR_SPEC.executor_class)
-        assert not [key for key in _custom_config(compiled.json_job, trainer) if key.startswith("ai_platform")]
+        custom_config = _custom_config(compiled.json_job, trainer)
+        assert not [key for key in custom_config if key.startswith(CLOUD_TRAINING_KEY_PREFIX)], trainer
 
 
 def test_vertex_trainers_submit_the_configured_custom_job(compiled_for_vertex: Dict[str, Any]) -> None:
