@@ -98,7 +98,8 @@ class KubeflowConfig:
     the cluster's defaults. gpu_type: `nvidia.com/gpu` on open-source KFP, e.g. `NVIDIA_TESLA_T4` on Vertex AI.
     vertex_*: the Vertex AI CustomJob of each Trainer (trainer_service `vertex`, kfp/README.md "Training on Vertex
     AI"): machine type such as `a2-highgpu-1g`, accelerator type such as `NVIDIA_TESLA_A100`; `vertex_image` ""
-    runs the image the pipeline is compiled with; `vertex_service_account` "" runs as Vertex AI's default.
+    runs the image the pipeline is compiled with; `vertex_service_account` "" runs as Vertex AI's default;
+    `vertex_spot` runs on Spot VMs, which are cheaper and can be preempted.
     """
 
     trainer_gpu_count: int = 0
@@ -114,6 +115,7 @@ class KubeflowConfig:
     vertex_worker_count: int = 1
     vertex_image: str = ""
     vertex_service_account: str = ""
+    vertex_spot: bool = False
 
     def __post_init__(self) -> None:
         if self.trainer_gpu_count < 0 or self.trainer_cpu_limit < 0 or self.trainer_memory_limit_gb < 0:

@@ -326,13 +326,16 @@ def test_the_run_fns_accept_the_custom_config_the_vertex_job_hands_them(compiled
         assert hparams_from_custom_config(hparams_class, custom_config) == expected
 
 
-def test_the_vertex_job_can_run_another_image_as_another_service_account(tmp_path: Path, offline: None) -> None:
+def test_the_vertex_job_can_run_another_image_as_another_service_account_on_spot_vms(
+        tmp_path: Path, offline: None) -> None:
     config = load_config("production", overrides=VERTEX_SETTINGS + [
         "kubeflow.vertex_image=europe-docker.pkg.dev/mammo-project/mammo/mammo-tfx-cuda:2024-06-01",
-        "kubeflow.vertex_service_account=mammo-training@mammo-project.iam.gserviceaccount.com"])
+        "kubeflow.vertex_service_account=mammo-training@mammo-project.iam.gserviceaccount.com",
+        "kubeflow.vertex_spot=true"])
     job = kubeflow.compile_kfp(config, IMAGE, PIPELINE_ROOT, MANIFEST_DIR, str(tmp_path / "pipeline.yaml"))
     job_spec = _custom_config(job, PATCH_TRAINER_ID)[CLOUD.TRAINING_ARGS_KEY]["job_spec"]
     assert job_spec["service_account"] == "mammo-training@mammo-project.iam.gserviceaccount.com"
+    assert job_spec["scheduling"] == {"strategy": "SPOT"}
     assert job_spec["worker_pool_specs"][0]["container_spec"] == {
         "image_uri": "europe-docker.pkg.dev/mammo-project/mammo/mammo-tfx-cuda:2024-06-01"}
     assert _task_container(job, PATCH_TRAINER_ID)["image"] == IMAGE  # the waiting pod runs the pipeline's image
