@@ -118,8 +118,9 @@ def apply_resource_requests(components: Iterable[base_node.BaseNode], kubeflow: 
 def vertex_training_config(kubeflow: KubeflowConfig, image: str) -> Dict[str, Any]:
     """The custom_config keys with which TFX's Google Cloud Trainer extension runs a Trainer as a Vertex AI
     CustomJob: one worker pool of `vertex_worker_count` machines of `vertex_machine_type` with the configured
-    accelerators (Spot VMs with `vertex_spot`), running `vertex_image` or else `image`, the pipeline's. The extension replaces the container's
-    command with TFX's executor entrypoint, so that image needs TFX and the project, as every step's does.
+    accelerators (Spot VMs with `vertex_spot`), running `vertex_image` or else `image`, the pipeline's. The
+    extension replaces the container's command with TFX's executor entrypoint, so that image needs TFX and the
+    project, as every step's does.
     """
     machine_spec: Dict[str, Any] = {"machine_type": kubeflow.vertex_machine_type}
     if kubeflow.vertex_accelerator_count:
