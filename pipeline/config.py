@@ -8,6 +8,7 @@ method's values (production); docs/training.md says why the demo and test values
 from __future__ import annotations
 
 import dataclasses
+import enum
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
@@ -82,21 +83,71 @@ class BeamConfig:
         return args + list(self.extra_args)
 
 
+class TrainerService(str, enum.Enum):
+    """Where the Trainer steps of a Kubeflow run train."""
+
+    POD = "pod"        # in the step's own pod, with the trainer_* resource requests
+    VERTEX = "vertex"  # in a Vertex AI CustomJob that the step's pod submits and waits for
+
+
 @dataclass(frozen=True)
 class KubeflowConfig:
-    """Kubeflow-only settings (resource requests of the Trainer steps). Zero values request nothing, leaving the
-    cluster's defaults. gpu_type: `nvidia.com/gpu` on open-source KFP, e.g. `NVIDIA_TESLA_T4` on Vertex AI."""
+    """Kubeflow-only settings: where and on what the Trainer steps train. The LocalDagRunner ignores them.
+
+    trainer_*: resource requests of the Trainer pods (trainer_service `pod`). Zero values request nothing, leaving
+    the cluster's defaults. gpu_type: `nvidia.com/gpu` on open-source KFP, e.g. `NVIDIA_TESLA_T4` on Vertex AI.
+    vertex_*: the Vertex AI CustomJob of each Trainer (trainer_service `vertex`, kfp/README.md "Training on Vertex
+    AI"): machine type such as `a2-highgpu-1g`, accelerator type such as `NVIDIA_TESLA_A100`; `vertex_image` ""
+    runs the image the pipeline is compiled with; `vertex_service_account` "" runs as Vertex AI's default;
+    `vertex_spot` runs on Spot VMs, which are cheaper and can be preempted.
+    """
 
     trainer_gpu_count: int = 0
     trainer_gpu_type: str = "nvidia.com/gpu"
     trainer_cpu_limit: float = 0.0
     trainer_memory_limit_gb: float = 0.0
+    trainer_service: TrainerService = TrainerService.POD
+    vertex_project: str = ""
+    vertex_region: str = ""
+    vertex_machine_type: str = ""
+    vertex_accelerator_type: str = ""
+    vertex_accelerator_count: int = 0
+    vertex_worker_count: int = 1
+    vertex_image: str = ""
+    vertex_service_account: str = ""
+    vertex_spot: bool = False
 
     def __post_init__(self) -> None:
         if self.trainer_gpu_count < 0 or self.trainer_cpu_limit < 0 or self.trainer_memory_limit_gb < 0:
             raise ValueError(f"Kubeflow resource requests must not be negative: {self}")
         if self.trainer_gpu_count and not self.trainer_gpu_type:
             raise ValueError(f"{self.trainer_gpu_count} GPUs requested without a trainer_gpu_type")
+        services = [service.value for service in TrainerService]
+        if self.trainer_service not in services:
+            raise ValueError(f"kubeflow.trainer_service must be one of {services}, got {self.trainer_service!r}")
+        # A plain string (a KubeflowConfig built in code) becomes the enum, as YAML and --set values do.
+        object.__setattr__(self, "trainer_service", TrainerService(self.trainer_service))
+        if self.vertex_accelerator_count < 0:
+            raise ValueError(
+                f"kubeflow.vertex_accelerator_count must not be negative, got {self.vertex_accelerator_count}")
+        if bool(self.vertex_accelerator_count) != bool(self.vertex_accelerator_type):
+            raise ValueError("kubeflow.vertex_accelerator_type and kubeflow.vertex_accelerator_count go together (a "
+                             f"type and a count of at least 1), got {self.vertex_accelerator_type!r} and "
+                             f"{self.vertex_accelerator_count}")
+        if self.vertex_worker_count < 1:
+            raise ValueError(f"kubeflow.vertex_worker_count must be at least 1, got {self.vertex_worker_count}")
+        if self.vertex_worker_count > 1:
+            # Several machines would each run the whole schedule and export: that needs MultiWorkerMirroredStrategy,
+            # per-worker input sharding and chief-only writes, none of which trainer_module/runtime.py has.
+            raise ValueError(
+                f"kubeflow.vertex_worker_count {self.vertex_worker_count}: training on more than one machine needs "
+                "multi-worker distribution, which the trainers do not support; use one machine with several GPUs "
+                "(kubeflow.vertex_accelerator_count), which the trainers use with MirroredStrategy")
+        if self.trainer_service == TrainerService.VERTEX:
+            missing = [f"kubeflow.{name}" for name in ("vertex_project", "vertex_region", "vertex_machine_type")
+                       if not getattr(self, name)]
+            if missing:
+                raise ValueError(f"kubeflow.trainer_service 'vertex' needs {missing}")
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,9 @@ from a pod, i.e. a bucket path (pipeline root, manifest dir) or a path inside th
 
 Per-step resources (GPUs for the Trainers) are KFP-only settings: the LocalDagRunner refuses a component whose
 platform config is not a Docker config, so they are attached here, on the pipeline built for Kubeflow, and never
-in `pipeline.pipeline.create_pipeline` itself. What must hold before and after compiling is checked in
-pipeline/kubeflow_checks.py.
+in `pipeline.pipeline.create_pipeline` itself. Likewise training on Vertex AI (`kubeflow.trainer_service`
+'vertex'): only this compile asks `create_pipeline` for TFX's Google Cloud Trainer extension. What must hold
+before and after compiling is checked in pipeline/kubeflow_checks.py.
 """
 from __future__ import annotations
 
@@ -19,18 +20,16 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 import yaml
 from google.protobuf import json_format
-from kfp.pipeline_spec import pipeline_spec_pb2
 from tfx import v1 as tfx
 from tfx.dsl.components.base import base_component, base_node, executor_spec
 from tfx.dsl.io import fileio
 
-from pipeline.config import KubeflowConfig, PipelineConfig
-from pipeline.kubeflow_checks import check_kubeflow_compatibility, find_machine_paths, require_remote_uri
+from pipeline.config import KubeflowConfig, PipelineConfig, TrainerService
+from pipeline.kubeflow_checks import (ResourceSpec, check_kubeflow_compatibility, check_vertex_job_spec,
+                                      find_machine_paths, require_remote_uri)
 from pipeline.paths import REPO_ROOT
 from pipeline.pipeline import create_pipeline
 from pipeline.sources import DataSource, write_manifest
-
-ResourceSpec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec
 
 # Where kfp/Dockerfile puts the repository inside the image. Files of the repo that a step reads at run time
 # (schemas/schema.pbtxt for ImportSchemaGen) are addressed there instead of at this machine's checkout.
@@ -106,8 +105,44 @@ def request_resources(
 
 
 def apply_resource_requests(components: Iterable[base_node.BaseNode], kubeflow: KubeflowConfig) -> List[str]:
-    """Applies the configured Trainer resources to every `Trainer*` component; returns the ids that got them."""
-    return request_resources(components, TRAINER_ID_PREFIX, trainer_resources(kubeflow))
+    """Applies the configured Trainer resources to every `Trainer*` component that trains in its own pod; returns
+    the ids that got them.
+
+    A Trainer of TFX's Google Cloud extension gets none: its pod only submits a Vertex AI CustomJob and waits for
+    it, and the job's machine spec (`vertex_training_config`) carries the GPUs.
+    """
+    in_pod = [c for c in components if not isinstance(c, tfx.extensions.google_cloud_ai_platform.Trainer)]
+    return request_resources(in_pod, TRAINER_ID_PREFIX, trainer_resources(kubeflow))
+
+
+def vertex_training_config(kubeflow: KubeflowConfig, image: str) -> Dict[str, Any]:
+    """The custom_config keys with which TFX's Google Cloud Trainer extension runs a Trainer as a Vertex AI
+    CustomJob: one worker pool of `vertex_worker_count` machines of `vertex_machine_type` with the configured
+    accelerators (Spot VMs with `vertex_spot`), running `vertex_image` or else `image`, the pipeline's. The
+    extension replaces the container's command with TFX's executor entrypoint, so that image needs TFX and the
+    project, as every step's does.
+    """
+    machine_spec: Dict[str, Any] = {"machine_type": kubeflow.vertex_machine_type}
+    if kubeflow.vertex_accelerator_count:
+        machine_spec.update(accelerator_type=kubeflow.vertex_accelerator_type,
+                            accelerator_count=kubeflow.vertex_accelerator_count)
+    job_spec: Dict[str, Any] = {"worker_pool_specs": [{
+        "machine_spec": machine_spec,
+        "replica_count": kubeflow.vertex_worker_count,
+        "container_spec": {"image_uri": kubeflow.vertex_image or image},
+    }]}
+    if kubeflow.vertex_service_account:
+        job_spec["service_account"] = kubeflow.vertex_service_account
+    if kubeflow.vertex_spot:
+        job_spec["scheduling"] = {"strategy": "SPOT"}
+    check_vertex_job_spec(job_spec)
+    cloud = tfx.extensions.google_cloud_ai_platform
+    return {
+        cloud.ENABLE_VERTEX_KEY: True,
+        cloud.VERTEX_REGION_KEY: kubeflow.vertex_region,
+        # The extension takes the project out of the training args and submits the rest as the CustomJob.
+        cloud.TRAINING_ARGS_KEY: {"project": kubeflow.vertex_project, "job_spec": job_spec},
+    }
 
 
 def _relocated(path: str, local_repo_dir: str, image_repo_dir: str) -> Optional[str]:
@@ -258,12 +293,15 @@ def compile_kfp(
         bucket URIs too, since the ExampleGen pod reads them (`write_bucket_manifest` writes it).
     out_path: `.yaml`/`.yml` writes the PipelineSpec (upload to open-source KFP); `.json` writes the whole
         PipelineJob (Vertex AI `PipelineJob(template_path=...)`, or KFP's client, which accepts both).
-    kubeflow: resource requests; defaults to `config.kubeflow`.
+    kubeflow: where the Trainers train and on what (their pods' resource requests, or the Vertex AI jobs they
+        submit); defaults to `config.kubeflow`.
     Returns the PipelineJob as a dict.
     """
     require_remote_uri("manifest dir", manifest_dir)
     require_remote_uri("pipeline root", pipeline_root)
     if kubeflow is None:
         kubeflow = config.kubeflow
-    pipeline = create_pipeline(config, manifest_dir, pipeline_root, metadata_path=None)
+    cloud_training = (vertex_training_config(kubeflow, image) if kubeflow.trainer_service == TrainerService.VERTEX
+                      else None)
+    pipeline = create_pipeline(config, manifest_dir, pipeline_root, metadata_path=None, cloud_training=cloud_training)
     return compile_pipeline(pipeline, image, out_path, kubeflow=kubeflow)

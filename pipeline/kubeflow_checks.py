@@ -1,5 +1,6 @@
 """Checks that a pipeline can run on Kubeflow Pipelines v2: before compiling (names, custom artifact types,
-module files, bucket URIs) and after (no path of this machine in the compiled spec).
+module files, bucket URIs, the Vertex AI job spec of Trainers that train there and no GPUs on their waiting pods)
+and after (no path of this machine in the compiled spec).
 
 TFX itself checks some of these only at run time inside the step container (the import of custom artifact
 classes), after the cluster has spent a pod on it.
@@ -10,6 +11,9 @@ import os
 import re
 from typing import Any, Iterator, List, Mapping, Optional, Sequence, Set
 
+from google.cloud.aiplatform_v1.types.accelerator_type import AcceleratorType
+from google.cloud.aiplatform_v1.types.custom_job import CustomJobSpec
+from kfp.pipeline_spec import pipeline_spec_pb2
 from tfx import v1 as tfx
 from tfx.dsl.components.base import base_node
 from tfx.orchestration.kubeflow.v2 import compiler_utils
@@ -17,6 +21,8 @@ from tfx.types import artifact as tfx_artifact
 from tfx.utils import import_utils, name_utils
 
 from pipeline.paths import REPO_ROOT
+
+ResourceSpec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec
 
 # Kubeflow's rule for pipeline names (TFX's v2 pipeline builder enforces the same with a garbled message).
 _PIPELINE_NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,127}")
@@ -45,6 +51,11 @@ def check_kubeflow_compatibility(pipeline: tfx.dsl.Pipeline) -> None:
         if component.exec_properties.get("module_file"):
             problems.append(f"{component.id}: module_file would be packaged into a wheel under the pipeline root at "
                             "compile time; pass an import path (run_fn=/preprocessing_fn=) of a module in the image")
+        platform_config = getattr(component, "platform_config", None)
+        if (isinstance(component, tfx.extensions.google_cloud_ai_platform.Trainer)
+                and isinstance(platform_config, ResourceSpec) and platform_config.HasField("accelerator")):
+            problems.append(f"{component.id}: trains in a Vertex AI job, whose machine spec gets the accelerators; "
+                            "accelerators requested for its pod, which only waits for the job, would stay idle")
         for artifact_type in _artifact_types(component):
             if artifact_type in checked or name_utils.get_full_name(artifact_type) in standard_types:
                 continue
@@ -73,6 +84,22 @@ def _custom_artifact_problems(artifact_type: type) -> List[str]:
         problems.append(f"{where}: KFP v2 gives custom artifact types no PROPERTIES "
                         f"(found {sorted(artifact_type.PROPERTIES)}); use custom properties instead")
     return problems
+
+
+def check_vertex_job_spec(job_spec: Mapping[str, Any]) -> None:
+    """Raises ValueError unless `job_spec` is a Vertex AI CustomJobSpec (field names, accelerator types of the
+    installed API version), so that a typo fails the compile rather than the Trainer step on the cluster."""
+    known = [t.name for t in AcceleratorType if t != AcceleratorType.ACCELERATOR_TYPE_UNSPECIFIED]
+    for pool in job_spec.get("worker_pool_specs", []):
+        accelerator = pool.get("machine_spec", {}).get("accelerator_type")
+        if accelerator and accelerator not in known:
+            raise ValueError(f"kubeflow.vertex_accelerator_type {accelerator!r} is not a Vertex AI accelerator type; "
+                             f"known: {known}")
+    try:
+        CustomJobSpec(job_spec)
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"the Trainers' Vertex AI job spec is not a CustomJobSpec ({error}): {dict(job_spec)}"
+                         ) from None
 
 
 def require_remote_uri(what: str, uri: str) -> None:

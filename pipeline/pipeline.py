@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import List, Optional
+from typing import Any, List, Mapping, Optional
 
 from tfx import v1 as tfx
 from tfx.proto import example_gen_pb2
@@ -40,7 +40,16 @@ def output_config(splits: SplitConfig) -> example_gen_pb2.Output:
     )
 
 
-def create_components(config: PipelineConfig, manifest_dir: str, pipeline_root: str) -> List[tfx.types.BaseNode]:
+def create_components(
+    config: PipelineConfig,
+    manifest_dir: str,
+    pipeline_root: str,
+    cloud_training: Optional[Mapping[str, Any]] = None,
+) -> List[tfx.types.BaseNode]:
+    """The pipeline's components. cloud_training: the custom_config keys of TFX's Google Cloud Trainer extension
+    (pipeline/kubeflow.py builds them for a Kubeflow compile); given, both Trainers are that extension's Trainer,
+    whose step submits the training as a Vertex AI CustomJob and waits for it, else TFX's Trainer, which trains
+    in its own process."""
     example_gen = MammoExampleGen(
         input_base=manifest_dir,
         custom_config=encode_custom_config(config.ingest),
@@ -64,8 +73,10 @@ def create_components(config: PipelineConfig, manifest_dir: str, pipeline_root: 
     )
     patch_sampler = PatchSampler(
         examples=example_gen.outputs["examples"], sampling_options=config.patches, splits=("train", "eval"))
+    trainer_class = tfx.extensions.google_cloud_ai_platform.Trainer if cloud_training else tfx.components.Trainer
+
     def trainer(run_fn: str, examples, hparams, **base_model) -> tfx.components.Trainer:
-        return tfx.components.Trainer(
+        return trainer_class(
             run_fn=run_fn,
             examples=examples,
             transform_graph=transform.outputs["transform_graph"],
@@ -75,7 +86,8 @@ def create_components(config: PipelineConfig, manifest_dir: str, pipeline_root: 
             # The whole-image export calibrates its answer and chooses its thresholds (evaluation.screening).
             custom_config={"hparams": hparams.to_dict(), IMAGE_LIMITS_CONFIG_KEY: config.serving.image.to_dict(),
                            **({SCREENING_CONFIG_KEY: config.evaluation.screening.to_dict()}
-                              if run_fn == IMAGE_RUN_FN else {})},
+                              if run_fn == IMAGE_RUN_FN else {}),
+                           **(cloud_training or {})},
         )
 
     patch_trainer = trainer(PATCH_RUN_FN, patch_sampler.outputs["patches"], config.patch_training
@@ -96,14 +108,16 @@ def create_pipeline(
     manifest_dir: str,
     pipeline_root: str,
     metadata_path: Optional[str] = None,
+    cloud_training: Optional[Mapping[str, Any]] = None,
 ) -> tfx.dsl.Pipeline:
+    """cloud_training: see `create_components`; only the Kubeflow compile sets it."""
     metadata_config = (
         tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path) if metadata_path else None
     )
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=pipeline_root,
-        components=create_components(config, manifest_dir, pipeline_root),
+        components=create_components(config, manifest_dir, pipeline_root, cloud_training),
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_config,
         beam_pipeline_args=config.beam.pipeline_args(),

@@ -4,7 +4,8 @@ import re
 
 import pytest
 
-from pipeline.config import PATIENT_SALT_ENV, PROFILES, load_config, parse_set_overrides
+from pipeline.config import (PATIENT_SALT_ENV, PROFILES, KubeflowConfig, TrainerService, load_config,
+                             parse_set_overrides)
 from pipeline.pipeline import IMAGE_TRAINER_ID, PATCH_TRAINER_ID, create_pipeline
 
 
@@ -123,3 +124,40 @@ def test_serving_limits_are_a_validated_section_that_reaches_both_trainers():
             load_config("production", overrides=[invalid])
     with pytest.raises(ValueError, match="integer"):
         load_config("production", overrides=["serving.image.max_side=1.5"])
+
+
+VERTEX = ["kubeflow.trainer_service=vertex", "kubeflow.vertex_project=mammo-project",
+          "kubeflow.vertex_region=europe-west4", "kubeflow.vertex_machine_type=n1-standard-8"]
+
+
+def test_the_trainers_train_in_their_pods_unless_vertex_is_chosen():
+    assert load_config("production").kubeflow.trainer_service == TrainerService.POD
+    kubeflow = load_config("production", overrides=VERTEX + ["kubeflow.vertex_accelerator_type=NVIDIA_TESLA_T4",
+                                                             "kubeflow.vertex_accelerator_count=4"]).kubeflow
+    assert kubeflow.trainer_service == TrainerService.VERTEX
+    assert (kubeflow.vertex_accelerator_type, kubeflow.vertex_accelerator_count, kubeflow.vertex_worker_count) == (
+        "NVIDIA_TESLA_T4", 4, 1)
+    # Built in code from a plain string, the service is the enum too.
+    assert KubeflowConfig(trainer_service="pod").trainer_service == TrainerService.POD
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["kubeflow.trainer_service=vertex"],
+     r"trainer_service 'vertex' needs \['kubeflow.vertex_project', 'kubeflow.vertex_region', "
+     r"'kubeflow.vertex_machine_type'\]"),
+    (VERTEX[:2] + VERTEX[3:], r"needs \['kubeflow.vertex_region'\]"),
+    (["kubeflow.trainer_service=cloud"], r"kubeflow.trainer_service: expected one of \['pod', 'vertex'\]"),
+    (VERTEX + ["kubeflow.vertex_accelerator_count=2"], "vertex_accelerator_type and kubeflow.vertex_accelerator_count"),
+    (VERTEX + ["kubeflow.vertex_accelerator_type=NVIDIA_TESLA_T4"], "go together .* 'NVIDIA_TESLA_T4' and 0"),
+    (VERTEX + ["kubeflow.vertex_accelerator_count=-1"], "vertex_accelerator_count must not be negative"),
+    (VERTEX + ["kubeflow.vertex_worker_count=0"], "vertex_worker_count must be at least 1"),
+    (VERTEX + ["kubeflow.vertex_worker_count=2"], "more than one machine needs multi-worker distribution"),
+])
+def test_incomplete_or_unsupported_vertex_settings_are_refused(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        load_config("production", overrides=overrides)
+
+
+def test_a_service_not_named_in_the_enum_is_refused_when_built_in_code():
+    with pytest.raises(ValueError, match=r"kubeflow.trainer_service must be one of \['pod', 'vertex'\], got 'gpu'"):
+        KubeflowConfig(trainer_service="gpu")

@@ -127,3 +127,57 @@ def test_module_files_are_refused_because_they_would_be_staged_at_compile_time()
                                          module_file="gs://bucket/preprocessing.py")
     with pytest.raises(ValueError, match="Transform: module_file"):
         kubeflow_checks.check_kubeflow_compatibility(_pipeline([examples, schema_gen, transform]))
+
+
+CLOUD = tfx.extensions.google_cloud_ai_platform
+VERTEX = kubeflow.KubeflowConfig(trainer_service="vertex", vertex_project="mammo-project",
+                                 vertex_region="europe-west4", vertex_machine_type="n1-standard-8")
+
+
+def _cloud_trainer(examples: tfx.dsl.Importer, node_id: str) -> CLOUD.Trainer:
+    return CLOUD.Trainer(examples=examples.outputs["result"], run_fn="trainer_module.patch_trainer.run_fn",
+                         custom_config=kubeflow.vertex_training_config(VERTEX, "registry/mammo-tfx:1")).with_id(node_id)
+
+
+def test_vertex_training_config_is_the_extensions_custom_job() -> None:
+    config = kubeflow.vertex_training_config(VERTEX, "registry/mammo-tfx:1")
+    assert config == {
+        CLOUD.ENABLE_VERTEX_KEY: True,
+        CLOUD.VERTEX_REGION_KEY: "europe-west4",
+        CLOUD.TRAINING_ARGS_KEY: {"project": "mammo-project", "job_spec": {"worker_pool_specs": [{
+            "machine_spec": {"machine_type": "n1-standard-8"},  # no accelerator configured, none requested
+            "replica_count": 1,
+            "container_spec": {"image_uri": "registry/mammo-tfx:1"}}]}},
+    }
+
+
+@pytest.mark.parametrize("job_spec, message", [
+    ({"worker_pool_specs": [{"machine_spec": {"machine_type": "n1-standard-8", "accelerator_type": "TESLA_T4",
+                                              "accelerator_count": 1}}]},
+     "'TESLA_T4' is not a Vertex AI accelerator type; known: .*'NVIDIA_TESLA_T4'"),
+    ({"worker_pool_specs": [{"machine_spec": {"machine_type": "n1-standard-8", "gpus": 1}}]},
+     "not a CustomJobSpec .*Unknown field for MachineSpec: gpus"),
+])
+def test_a_job_spec_vertex_ai_would_refuse_is_refused_at_compile_time(job_spec: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        kubeflow_checks.check_vertex_job_spec(job_spec)
+
+
+def test_trainers_on_vertex_get_no_pod_resources() -> None:
+    examples = _importer(tfx.types.standard_artifacts.Examples, "examples")
+    on_vertex = _cloud_trainer(examples, "Trainer_patch")
+    in_pod = tfx.components.Trainer(examples=examples.outputs["result"], run_fn="trainer_module.image_trainer.run_fn"
+                                    ).with_id("Trainer_image")
+    applied = kubeflow.apply_resource_requests([examples, on_vertex, in_pod],
+                                               kubeflow.KubeflowConfig(trainer_gpu_count=1))
+    assert applied == ["Trainer_image"]
+    assert on_vertex.platform_config is None
+
+
+def test_accelerators_on_the_pod_of_a_trainer_on_vertex_are_refused() -> None:
+    examples = _importer(tfx.types.standard_artifacts.Examples, "examples")
+    on_vertex = _cloud_trainer(examples, "Trainer_patch")
+    kubeflow_checks.check_kubeflow_compatibility(_pipeline([examples, on_vertex]))
+    on_vertex.with_platform_config(kubeflow.ResourceRequest(gpu_count=1).to_resource_spec())
+    with pytest.raises(ValueError, match="Trainer_patch: trains in a Vertex AI job.*would stay idle"):
+        kubeflow_checks.check_kubeflow_compatibility(_pipeline([examples, on_vertex]))

@@ -17,11 +17,13 @@ from google.protobuf import json_format
 from kfp import components as kfp_components
 from kfp.pipeline_spec import pipeline_spec_pb2
 from tfx import v1 as tfx
+from tfx.utils import name_utils
 
 from pipeline import kubeflow, kubeflow_checks
 from pipeline.config import PipelineConfig, load_config
 from pipeline.paths import REPO_ROOT, SETUP_FILE
-from pipeline.pipeline import create_pipeline
+from pipeline.pipeline import IMAGE_TRAINER_ID, PATCH_TRAINER_ID, create_pipeline
+from trainer_module.hparams import CLOUD_TRAINING_KEY_PREFIX, ImageHParams, PatchHParams, hparams_from_custom_config
 
 IMAGE = "europe-docker.pkg.dev/mammo-project/mammo/mammo-tfx:2024-06-01"
 PIPELINE_ROOT = "gs://mammo-bucket/pipeline-root"
@@ -251,4 +253,96 @@ def test_local_paths_are_refused_before_compiling(tmp_path: Path) -> None:
         kubeflow.compile_kfp(config, IMAGE, "file:///srv/root", MANIFEST_DIR, str(tmp_path / "p.json"))
     with pytest.raises(ValueError, match=r"\.json"):
         kubeflow.compile_kfp(config, IMAGE, PIPELINE_ROOT, MANIFEST_DIR, str(tmp_path / "p.txt"))
+    assert list(tmp_path.iterdir()) == []
+
+
+VERTEX_SETTINGS = ["kubeflow.trainer_service=vertex", "kubeflow.vertex_project=mammo-project",
+                   "kubeflow.vertex_region=europe-west4", "kubeflow.vertex_machine_type=a2-highgpu-2g",
+                   "kubeflow.vertex_accelerator_type=NVIDIA_TESLA_A100", "kubeflow.vertex_accelerator_count=2"]
+TRAINER_IDS = (PATCH_TRAINER_ID, IMAGE_TRAINER_ID)
+CLOUD = tfx.extensions.google_cloud_ai_platform
+
+
+@pytest.fixture(scope="module")
+def compiled_for_vertex(tmp_path_factory: pytest.TempPathFactory, offline: None) -> Dict[str, Any]:
+    """The production pipeline (which requests a GPU per Trainer pod) with both Trainers on Vertex AI."""
+    config = load_config("production", overrides=VERTEX_SETTINGS)
+    out = tmp_path_factory.mktemp("kfp_vertex") / "pipeline.json"
+    return kubeflow.compile_kfp(config, IMAGE, PIPELINE_ROOT, MANIFEST_DIR, str(out))
+
+
+def _executor_class(pipeline_job: Mapping[str, Any], task_name: str) -> str:
+    args = _task_container(pipeline_job, task_name)["args"]
+    return args[args.index("--executor_class_path") + 1]
+
+
+def _custom_config(pipeline_job: Mapping[str, Any], task_name: str) -> Dict[str, Any]:
+    parameters = pipeline_job["pipelineSpec"]["root"]["dag"]["tasks"][task_name]["inputs"]["parameters"]
+    return json.loads(parameters["custom_config"]["runtimeValue"]["constantValue"]["stringValue"])
+
+
+def test_plain_trainers_train_in_their_pods(compiled: Compiled) -> None:
+    for trainer in TRAINER_IDS:
+        assert _executor_class(compiled.json_job, trainer) == name_utils.get_full_name(
+            tfx.components.Trainer.EXECUTOR_SPEC.executor_class)
+        custom_config = _custom_config(compiled.json_job, trainer)
+        assert not [key for key in custom_config if key.startswith(CLOUD_TRAINING_KEY_PREFIX)], trainer
+
+
+def test_vertex_trainers_submit_the_configured_custom_job(compiled_for_vertex: Dict[str, Any]) -> None:
+    _strictly_parsed_job(compiled_for_vertex)
+    expected_job_spec = {"worker_pool_specs": [{
+        "machine_spec": {"machine_type": "a2-highgpu-2g", "accelerator_type": "NVIDIA_TESLA_A100",
+                         "accelerator_count": 2},
+        "replica_count": 1,
+        "container_spec": {"image_uri": IMAGE},
+    }]}
+    for trainer in TRAINER_IDS:
+        assert _executor_class(compiled_for_vertex, trainer) == name_utils.get_full_name(
+            CLOUD.Trainer.EXECUTOR_SPEC.executor_class) == \
+            "tfx.extensions.google_cloud_ai_platform.trainer.executor.GenericExecutor"
+        custom_config = _custom_config(compiled_for_vertex, trainer)
+        assert custom_config[CLOUD.ENABLE_VERTEX_KEY] is True
+        assert custom_config[CLOUD.VERTEX_REGION_KEY] == "europe-west4"
+        assert custom_config[CLOUD.TRAINING_ARGS_KEY] == {"project": "mammo-project", "job_spec": expected_job_spec}
+        # The pod only waits for the job: production's GPU request for the Trainer pods is not applied.
+        assert "resources" not in _task_container(compiled_for_vertex, trainer), trainer
+
+
+def test_vertex_changes_only_the_trainer_steps(compiled: Compiled, compiled_for_vertex: Dict[str, Any]) -> None:
+    assert _task_dependencies(compiled_for_vertex) == _task_dependencies(compiled.json_job)
+    for name in _container_task_names(compiled.json_job):
+        if name not in TRAINER_IDS:
+            assert _task_container(compiled_for_vertex, name) == _task_container(compiled.json_job, name), name
+
+
+def test_the_run_fns_accept_the_custom_config_the_vertex_job_hands_them(compiled_for_vertex: Dict[str, Any]) -> None:
+    """The extension passes its own keys on to the run_fn inside the job, whose custom_config check is strict."""
+    config = load_config("production", overrides=VERTEX_SETTINGS)
+    for trainer, hparams_class, expected in ((PATCH_TRAINER_ID, PatchHParams, config.patch_training),
+                                             (IMAGE_TRAINER_ID, ImageHParams, config.image_training)):
+        custom_config = _custom_config(compiled_for_vertex, trainer)
+        assert [key for key in custom_config if key.startswith(CLOUD_TRAINING_KEY_PREFIX)], trainer
+        assert hparams_from_custom_config(hparams_class, custom_config) == expected
+
+
+def test_the_vertex_job_can_run_another_image_as_another_service_account_on_spot_vms(
+        tmp_path: Path, offline: None) -> None:
+    config = load_config("production", overrides=VERTEX_SETTINGS + [
+        "kubeflow.vertex_image=europe-docker.pkg.dev/mammo-project/mammo/mammo-tfx-cuda:2024-06-01",
+        "kubeflow.vertex_service_account=mammo-training@mammo-project.iam.gserviceaccount.com",
+        "kubeflow.vertex_spot=true"])
+    job = kubeflow.compile_kfp(config, IMAGE, PIPELINE_ROOT, MANIFEST_DIR, str(tmp_path / "pipeline.yaml"))
+    job_spec = _custom_config(job, PATCH_TRAINER_ID)[CLOUD.TRAINING_ARGS_KEY]["job_spec"]
+    assert job_spec["service_account"] == "mammo-training@mammo-project.iam.gserviceaccount.com"
+    assert job_spec["scheduling"] == {"strategy": "SPOT"}
+    assert job_spec["worker_pool_specs"][0]["container_spec"] == {
+        "image_uri": "europe-docker.pkg.dev/mammo-project/mammo/mammo-tfx-cuda:2024-06-01"}
+    assert _task_container(job, PATCH_TRAINER_ID)["image"] == IMAGE  # the waiting pod runs the pipeline's image
+
+
+def test_an_unknown_accelerator_type_fails_the_compile(tmp_path: Path) -> None:
+    config = load_config("production", overrides=VERTEX_SETTINGS + ["kubeflow.vertex_accelerator_type=NVIDIA_T5"])
+    with pytest.raises(ValueError, match="'NVIDIA_T5' is not a Vertex AI accelerator type; known: .*NVIDIA_L4"):
+        kubeflow.compile_kfp(config, IMAGE, PIPELINE_ROOT, MANIFEST_DIR, str(tmp_path / "pipeline.json"))
     assert list(tmp_path.iterdir()) == []

@@ -22,6 +22,9 @@ HPARAMS_CONFIG_KEY = "hparams"
 IMAGE_LIMITS_CONFIG_KEY = "image_limits"
 # ScreeningOptions fields of the whole-image export's calibration and operating point (`evaluation.screening`).
 SCREENING_CONFIG_KEY = "screening"
+# TFX's Google Cloud Trainer extension (Kubeflow runs with kubeflow.trainer_service 'vertex') hands its own
+# custom_config keys, which all start with this, on to the run_fn in the Vertex AI job.
+CLOUD_TRAINING_KEY_PREFIX = "ai_platform_"
 
 BACKBONES = ("resnet50", "vgg16", "small")
 
@@ -260,7 +263,8 @@ class ImageHParams(TrainingConfig):
 
 def hparams_from_custom_config(cls: Type[_T], custom_config: Optional[Mapping[str, Any]]) -> _T:
     """A stage's hparams from a Trainer custom_config: `custom_config['hparams']`, defaults for missing keys."""
-    config = custom_config or {}
+    config = {key: value for key, value in (custom_config or {}).items()
+              if not key.startswith(CLOUD_TRAINING_KEY_PREFIX)}
     check_known_keys("custom_config", config, (HPARAMS_CONFIG_KEY, IMAGE_LIMITS_CONFIG_KEY, SCREENING_CONFIG_KEY))
     return cls.from_dict(config.get(HPARAMS_CONFIG_KEY) or {})
 
