@@ -223,7 +223,7 @@ def _production() -> PipelineConfig:
         profile="production",
         ingest=IngestOptions(height=1152, width=896),
         kubeflow=KubeflowConfig(trainer_gpu_count=1, trainer_cpu_limit=8.0, trainer_memory_limit_gb=32.0),
-        patch_training=PatchHParams(steps_per_epoch=1700, mixed_precision=True),
+        patch_training=PatchHParams(steps_per_epoch=1700, mixed_precision=True, backbone_weights="imagenet"),
         image_training=ImageHParams(steps_per_epoch=600, mixed_precision=True),
         # A woman is recalled per breast: the gate judges breasts (mean of their views' calibrated scores).
         evaluation=EvaluationConfig(gate_unit=BREAST_UNIT),

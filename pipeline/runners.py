@@ -12,6 +12,7 @@ from pipeline.config import PipelineConfig
 from pipeline.pipeline import create_pipeline
 from pipeline.progress import ProgressWatcher, RunProgress
 from pipeline.sources import DataSource, write_manifest
+from trainer_module.backbone_weights import resolve_backbone_weights
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,9 @@ def run_local(
     Prints a line per component start/end unless `show_progress` is False; returns the per-component record
     either way (also when a component fails, through the exception's `progress` attribute)."""
     runner = _orchestrator(orchestrator)  # an unknown name fails before anything is written
+    # Missing backbone weights (offline, wrong path) stop the run here, not in the Trainer after ingestion; the
+    # Trainer resolves them again from the cache this fills.
+    resolve_backbone_weights(config.patch_training.backbone, config.patch_training.backbone_weights)
     layout = LocalRunLayout(os.path.abspath(out_dir))
     write_manifest(sources, layout.manifest_dir)
     stream = sys.stdout if show_progress else open(os.devnull, "w")

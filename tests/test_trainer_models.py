@@ -6,6 +6,7 @@ import pytest
 import tf_keras
 
 from pipeline.config import load_config
+from trainer_module.backbone_weights import BackboneWeightsUnavailable
 from trainer_module.backbones import backbone_spec, build_trunk
 from trainer_module.export import heatmap_window, patch_heatmap
 from trainer_module.hparams import ImageHParams, PatchHParams, TopBlockSpec, TrainScope
@@ -109,11 +110,10 @@ def test_weight_decay_is_reset_on_the_new_layers_only():
 
 
 def test_missing_local_weights_file_is_a_clear_error(tmp_path):
+    # 'imagenet' (the Keras cache, a download) and bucket files: tests/test_backbone_weights.py.
     missing = str(tmp_path / "resnet50_notop.h5")
-    with pytest.raises(FileNotFoundError, match="resnet50_notop.h5"):
+    with pytest.raises(BackboneWeightsUnavailable, match="backbone_weights=.*resnet50_notop.h5"):
         build_trunk("resnet50", missing)
-    with pytest.raises(ValueError, match="download"):
-        build_trunk("vgg16", "imagenet")
 
 
 def test_demo_profile_keeps_the_paper_geometry_at_quarter_scale():

@@ -7,15 +7,17 @@ do not survive into TF2's applications (docs/training.md).
   small `block<n>_pool`;
 - "top of trunk" (trained in the middle patch step): layers whose name starts with `conv5_`
   (ResNet50 from `conv5_block1`), `block5_` (VGG16), `block<n>_` (small).
-Weights are random or read from a local file; nothing is ever downloaded.
+Initial weights: random, or the file `backbone_weights.resolve_backbone_weights` gives for the setting
+('imagenet', a local path or a bucket path), loaded the same way whatever its origin.
 """
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Optional, Sequence
 
 import tf_keras
+
+from trainer_module.backbone_weights import resolve_backbone_weights
 
 TRUNK_NAME = "trunk"
 
@@ -55,28 +57,20 @@ def _small_convnet(widths: Sequence[int]) -> tf_keras.Model:
     return tf_keras.Model(inputs, x, name="small_convnet")
 
 
-def _check_weights(weights: Optional[str]) -> None:
-    if weights is None:
-        return
-    if weights == "imagenet":
-        raise ValueError("backbone_weights='imagenet' would download weights; give a local weights file path")
-    if not os.path.isfile(weights):
-        raise FileNotFoundError(f"backbone weights file {weights!r} does not exist")
-
-
 def build_trunk(name: str, weights: Optional[str] = None,
                 small_widths: Sequence[int] = (32, 64, 128)) -> tf_keras.Model:
-    """The trunk (head removed) of a backbone as a model named 'trunk' on [B, H, W, 3] inputs."""
+    """The trunk (head removed) of a backbone as a model named 'trunk' on [B, H, W, 3] inputs; `weights` is the
+    `backbone_weights` setting (None, 'imagenet' or a local or bucket path)."""
     spec = backbone_spec(name, small_widths)
-    _check_weights(weights)
+    weights_file = resolve_backbone_weights(name, weights)
     if name == "resnet50":
-        full = tf_keras.applications.ResNet50(include_top=False, weights=weights, input_shape=(None, None, 3))
+        full = tf_keras.applications.ResNet50(include_top=False, weights=None, input_shape=(None, None, 3))
     elif name == "vgg16":
-        full = tf_keras.applications.VGG16(include_top=False, weights=weights, input_shape=(None, None, 3))
+        full = tf_keras.applications.VGG16(include_top=False, weights=None, input_shape=(None, None, 3))
     else:
         full = _small_convnet(small_widths)
-        if weights is not None:
-            full.load_weights(weights)
+    if weights_file is not None:
+        full.load_weights(weights_file)
     return tf_keras.Model(full.input, full.get_layer(spec.trunk_output_layer).output, name=TRUNK_NAME)
 
 

@@ -15,6 +15,7 @@ from mammo_tfx.evaluation.screening import ScreeningOptions
 from mammo_tfx.ingest.records import VIEWS
 from mammo_tfx.options import Options, check_known_keys
 from mammo_tfx.serving.limits import ImageLimits
+from trainer_module.backbone_weights import IMAGENET, IMAGENET_NOTOP
 
 # Keys of the Trainer's custom_config.
 HPARAMS_CONFIG_KEY = "hparams"
@@ -182,7 +183,8 @@ class PatchHParams(TrainingConfig):
     # ModelCheckpoint on val_acc in the seed; the patch task is 5-class.
     best_model_monitor: str = "val_accuracy"
     backbone: str = "resnet50"
-    # None: random init; else a local Keras weights file for the backbone (never downloaded).
+    # None: random init; "imagenet": the published no-top file (Keras cache, else downloaded); else the local or
+    # bucket path of a Keras weights file of the trunk (trainer_module/backbone_weights.py).
     backbone_weights: Optional[str] = None
     small_backbone_widths: tuple[int, ...] = (32, 64, 128)  # only for backbone 'small'
     patch_size: int = 224
@@ -199,6 +201,9 @@ class PatchHParams(TrainingConfig):
     def __post_init__(self) -> None:
         self.validate()
         _require(self.backbone in BACKBONES, f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
+        _require(self.backbone_weights != IMAGENET or self.backbone in IMAGENET_NOTOP,
+                 f"backbone_weights={IMAGENET!r} needs a backbone with published ImageNet weights "
+                 f"{sorted(IMAGENET_NOTOP)}, got {self.backbone!r}")
         _require(len(self.small_backbone_widths) > 0 and all(w > 0 for w in self.small_backbone_widths),
                  f"small_backbone_widths must be positive, got {self.small_backbone_widths}")
         _require(self.patch_size > 0, f"patch_size must be > 0, got {self.patch_size}")

@@ -14,6 +14,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from trainer_module import inputs, runtime
+from trainer_module.backbone_weights import resolve_backbone_weights
 from trainer_module.backbones import backbone_spec
 from trainer_module.export import export_patch_model, heatmap_window
 from trainer_module.hparams import (PatchHParams, TrainingConfig, hparams_from_custom_config,
@@ -50,6 +51,7 @@ def run_fn(fn_args) -> None:
     hparams = hparams_from_custom_config(PatchHParams, fn_args.custom_config)
     image_limits = image_limits_from_custom_config(fn_args.custom_config)
     heatmap_window(hparams)  # fail before training if the heatmap geometry cannot work
+    resolve_backbone_weights(hparams.backbone, hparams.backbone_weights)  # fetched before the data is read
     tf_transform_output, train_dataset, validation_dataset = open_stage_data(
         fn_args, hparams, inputs.patch_example_spec(hparams.patch_size))
     with runtime.precision_policy(hparams.mixed_precision):
