@@ -22,6 +22,8 @@ HPARAMS_CONFIG_KEY = "hparams"
 IMAGE_LIMITS_CONFIG_KEY = "image_limits"
 # ScreeningOptions fields of the whole-image export's calibration and operating point (`evaluation.screening`).
 SCREENING_CONFIG_KEY = "screening"
+# Folder of the Trainer's epoch checkpoints (trainer_module/checkpoints.py); absent: no checkpoints.
+CHECKPOINTS_CONFIG_KEY = "checkpoints_dir"
 
 BACKBONES = ("resnet50", "vgg16", "small")
 
@@ -261,7 +263,8 @@ class ImageHParams(TrainingConfig):
 def hparams_from_custom_config(cls: Type[_T], custom_config: Optional[Mapping[str, Any]]) -> _T:
     """A stage's hparams from a Trainer custom_config: `custom_config['hparams']`, defaults for missing keys."""
     config = custom_config or {}
-    check_known_keys("custom_config", config, (HPARAMS_CONFIG_KEY, IMAGE_LIMITS_CONFIG_KEY, SCREENING_CONFIG_KEY))
+    check_known_keys("custom_config", config,
+                     (HPARAMS_CONFIG_KEY, IMAGE_LIMITS_CONFIG_KEY, SCREENING_CONFIG_KEY, CHECKPOINTS_CONFIG_KEY))
     return cls.from_dict(config.get(HPARAMS_CONFIG_KEY) or {})
 
 
