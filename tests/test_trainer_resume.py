@@ -23,6 +23,7 @@ SPEC = backbone_spec("small", PATCH_HPARAMS.small_backbone_widths)
 # 7 epochs: 2 + 3 + 2. The monitor peaks at epoch 3 (index 2), the first epoch of step 2.
 SCHEDULE = (TrainingStep(TrainScope.NEW_LAYERS, 1e-2, 2), TrainingStep(TrainScope.TOP_OF_TRUNK, 1e-2, 3),
             TrainingStep(TrainScope.ALL, 1e-2, 2))
+STEP_STARTS = (0, 2, 5)  # first epoch of each step
 MONITOR_BY_EPOCH = [0.1, 0.2, 0.9, 0.3, 0.4, 0.5, 0.6]
 BEST_EPOCH = 2
 STEPS_PER_EPOCH = 2
@@ -57,6 +58,7 @@ class ScriptMonitor(tf_keras.callbacks.Callback):
         self.epochs_begun: list[int] = []
         self.weights_after: dict[int, list[np.ndarray]] = {}
         self.iterations_at_fit_start: list[int] = []
+        self.new_layers_targets_made = 0
 
     def on_train_begin(self, logs=None) -> None:
         self.iterations_at_fit_start.append(int(self.model.optimizer.iterations.numpy()))
@@ -93,15 +95,22 @@ def _patches(count: int, seed: int) -> tf.data.Dataset:
 
 
 def _run(store: CheckpointStore | None, seed: int = 0, kill_after: int | None = None, hparams=HPARAMS):
-    """Trains a fresh tiny patch model (as a restarted Trainer would build it) through the schedule."""
+    """Trains a fresh tiny patch model (as a restarted Trainer would build it) through the schedule. The 'new_layers'
+    step fits a target made on demand, as the whole-image Trainer's head on cached trunk features; the monitor
+    counts how often it was made."""
     tf_keras.utils.set_random_seed(seed)
     model = build_patch_model(hparams)
     monitor = ScriptMonitor(model)
     callbacks = [monitor] + ([KillAfterEpoch(kill_after)] if kill_after is not None else [])
     target = FitTarget(model, _patches(32, seed=1).repeat(), _patches(8, seed=2))
+
+    def new_layers_target() -> FitTarget:
+        monitor.new_layers_targets_made += 1
+        return target
+
     try:
         results = run_schedule(target, SPEC, hparams, STEPS_PER_EPOCH, scripted_metrics, callbacks,
-                               checkpoints=store)
+                               new_layers_target, store)
     except Killed:
         results = None
     return model, monitor, results
@@ -113,27 +122,29 @@ def _assert_same_weights(actual: list[np.ndarray], expected: list[np.ndarray]) -
         np.testing.assert_array_equal(a, e)
 
 
-@pytest.mark.parametrize("kill_after, resumed_at", [(3, 4), (4, 5)], ids=["inside-step-2", "at-step-boundary"])
+@pytest.mark.parametrize("kill_after, resumed_at", [(0, 1), (3, 4), (4, 5)],
+                         ids=["inside-step-1", "inside-step-2", "at-step-boundary"])
 def test_killed_schedule_resumes_after_its_last_epoch_and_keeps_the_best(tmp_path, kill_after, resumed_at):
     store = CheckpointStore(str(tmp_path / "ckpt"), "patch")
     _, killed, results = _run(store, kill_after=kill_after)
     assert results is None and killed.epochs_begun == list(range(kill_after + 1))
-    best_weights = killed.weights_after[BEST_EPOCH]
+    assert killed.new_layers_targets_made == 1
 
     restarted = CheckpointStore(store.directory, "patch")
     model, resumed, results = _run(restarted, seed=1)  # another seed: nothing may come from a fresh build
     assert restarted.resumed_from_epoch == kill_after + 1
+    # Made again only to finish the 'new_layers' step: a resume past it computes no trunk features.
+    assert resumed.new_layers_targets_made == (1 if resumed_at < STEP_STARTS[1] else 0)
     # Epoch numbering continues; no epoch is run twice and none is skipped.
     assert resumed.epochs_begun == list(range(resumed_at, len(MONITOR_BY_EPOCH)))
     assert [(r.scope, r.epochs_run) for r in results] == [("new_layers", 2), ("top_of_trunk", 3), ("all", 2)]
     assert [len(r.history["val_scripted"]) for r in results] == [2, 3, 2]
     np.testing.assert_allclose(sum((r.history["val_scripted"] for r in results), []), MONITOR_BY_EPOCH, rtol=1e-6)
     # Inside a step the optimizer state goes on (Adam's iteration count); a new step starts a new optimizer.
-    epochs_done_in_step = resumed_at - 2
-    expected_iterations = epochs_done_in_step * STEPS_PER_EPOCH if resumed_at < 5 else 0
-    assert resumed.iterations_at_fit_start[0] == expected_iterations
-    # The best epoch came before the kill, and its weights are the final ones.
-    _assert_same_weights(model.get_weights(), best_weights)
+    step_start = max(start for start in STEP_STARTS if start <= resumed_at)
+    assert resumed.iterations_at_fit_start[0] == (resumed_at - step_start) * STEPS_PER_EPOCH
+    # The best epoch's weights are the final ones, also when it came before the kill.
+    _assert_same_weights(model.get_weights(), {**killed.weights_after, **resumed.weights_after}[BEST_EPOCH])
 
 
 def test_resumed_training_continues_from_the_checkpointed_weights(tmp_path):
