@@ -3,15 +3,23 @@ the best epoch across the kill, and starts afresh when the training's inputs or 
 from __future__ import annotations
 
 import dataclasses
+import glob
+import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras
 
-from mammo_tfx.names import TRAINING_STATE_FILE
+from tests.test_trainer_run_fn import TEST_PROFILE, _custom_config, _image_custom_config, run_trainer
+from mammo_tfx.names import TRAINING_STATE_FILE, TRAINING_SUMMARY_FILE
 from pipeline.config import load_config
+from pipeline.pipeline import IMAGE_RUN_FN, PATCH_RUN_FN
 from trainer_module.backbones import backbone_spec
 from trainer_module.checkpoints import CheckpointStore, training_fingerprint
 from trainer_module.hparams import CHECKPOINTS_CONFIG_KEY, TrainingStep, TrainScope
@@ -193,3 +201,45 @@ def test_a_corrupt_state_file_names_the_file_and_the_way_out(tmp_path):
     (tmp_path / TRAINING_STATE_FILE).write_text("{not json")
     with pytest.raises(ValueError, match=f"{TRAINING_STATE_FILE}.*delete the folder"):
         store.load()
+
+
+def _summary(run_dir: str) -> dict:
+    with open(os.path.join(run_dir, TRAINING_SUMMARY_FILE)) as handle:
+        return json.load(handle)
+
+
+@pytest.mark.e2e  # both run_fns through TFX's Trainer executor, one of them killed in a child process
+def test_image_run_fn_resumes_from_its_checkpoint_after_a_kill(toy_data, tmp_path):
+    checkpoints = str(tmp_path / "checkpoints")
+    patch_dir, patch_run = run_trainer(
+        PATCH_RUN_FN, toy_data["patches"], toy_data["transform_graph"], str(tmp_path / "patch"),
+        {**_custom_config(TEST_PROFILE.patch_training), CHECKPOINTS_CONFIG_KEY: checkpoints})
+    assert _summary(patch_run)["resumed_from_epoch"] == 0
+    assert os.listdir(checkpoints) == []  # deleted after the export
+
+    schedule = [{"scope": "new_layers", "learning_rate": 1e-2, "epochs": 3}, {"scope": "all", "learning_rate": 1e-3,
+                                                                               "epochs": 3}]
+    image_config = {**_image_custom_config(TEST_PROFILE.image_training, schedule=schedule, cache_trunk_features=True),
+                    CHECKPOINTS_CONFIG_KEY: checkpoints}
+    arguments = [IMAGE_RUN_FN, toy_data["images"], toy_data["transform_graph"], str(tmp_path / "killed"),
+                 image_config, os.path.dirname(patch_dir)]
+    child = subprocess.Popen([sys.executable, "-c", "import json, sys; from tests.test_trainer_run_fn import "
+                              "run_trainer; run_trainer(*json.loads(sys.argv[1]))", json.dumps(arguments)],
+                             cwd=os.path.dirname(os.path.dirname(__file__)), start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state_files = os.path.join(checkpoints, "*", TRAINING_STATE_FILE)
+    deadline = time.monotonic() + 600
+    while not glob.glob(state_files) and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.killpg(child.pid, signal.SIGKILL)
+    child.wait()
+    with open(glob.glob(state_files)[0]) as handle:
+        epochs_checkpointed = json.load(handle)["epochs_done"]
+    assert 1 <= epochs_checkpointed < 6
+
+    _, image_run = run_trainer(*arguments[:3], str(tmp_path / "resumed"), image_config, os.path.dirname(patch_dir))
+    summary = _summary(image_run)
+    assert summary["resumed_from_epoch"] == epochs_checkpointed
+    assert [(step["scope"], step["epochs_run"], len(step["history"]["val_auc"])) for step in summary["steps"]] == \
+        [("new_layers", 3, 3), ("all", 3, 3)]
+    assert os.listdir(checkpoints) == []
