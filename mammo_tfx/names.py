@@ -98,3 +98,7 @@ PREDICTIONS_FILE = "predictions.csv"
 UNIT_EVALUATION_FILE = "unit_evaluation.json"
 MODEL_CARD_MARKDOWN = "model_card.md"
 MODEL_CARD_JSON = "model_card.json"
+# Files of a Trainer's epoch checkpoints (trainer_module/checkpoints.py), outside the artifacts: the progress of the
+# schedule, and the weights (+ optimizer) of an epoch as a TensorFlow checkpoint `epoch-<epochs done>`.
+TRAINING_STATE_FILE = "training_state.json"
+EPOCH_CHECKPOINT_PREFIX = "epoch-"

@@ -13,7 +13,7 @@ from components.patch_sampler.component import PatchSampler
 from pipeline.config import PipelineConfig, SplitConfig
 from pipeline.evaluation import create_evaluation_components
 from pipeline.paths import SCHEMA_FILE
-from trainer_module.hparams import IMAGE_LIMITS_CONFIG_KEY, SCREENING_CONFIG_KEY
+from trainer_module.hparams import CHECKPOINTS_CONFIG_KEY, IMAGE_LIMITS_CONFIG_KEY, SCREENING_CONFIG_KEY
 
 # Code runs from import paths of the installed project rather than `module_file`, which TFX would package and
 # upload at compile time (impossible without network, and unnecessary: the project is installed in the image).
@@ -24,11 +24,18 @@ PATCH_TRAINER_ID = "Trainer_patch"
 IMAGE_TRAINER_ID = "Trainer_image"
 # Under the pipeline root, beside (not inside) the artifact folders that TFX removes when an execution fails.
 REPORTS_FOLDER = "reports"
+CHECKPOINTS_FOLDER = "checkpoints"
 
 
 def reports_dir(pipeline_root: str, component_id: str) -> str:
     """Where a component keeps the reports of its executions; one subfolder per execution."""
     return os.path.join(pipeline_root, REPORTS_FOLDER, component_id)
+
+
+def checkpoints_dir(pipeline_root: str, component_id: str) -> str:
+    """Where a Trainer keeps its epoch checkpoints, so that a re-run of a killed Trainer resumes (one subfolder per
+    training inputs and hparams, trainer_module/checkpoints.py)."""
+    return os.path.join(pipeline_root, CHECKPOINTS_FOLDER, component_id)
 
 
 def output_config(splits: SplitConfig) -> example_gen_pb2.Output:
@@ -75,7 +82,7 @@ def create_components(
         examples=example_gen.outputs["examples"], sampling_options=config.patches, splits=("train", "eval"))
     trainer_class = tfx.extensions.google_cloud_ai_platform.Trainer if cloud_training else tfx.components.Trainer
 
-    def trainer(run_fn: str, examples, hparams, **base_model) -> tfx.components.Trainer:
+    def trainer(component_id: str, run_fn: str, examples, hparams, **base_model) -> tfx.components.Trainer:
         return trainer_class(
             run_fn=run_fn,
             examples=examples,
@@ -85,16 +92,16 @@ def create_components(
             eval_args=tfx.proto.EvalArgs(splits=["eval"]),
             # The whole-image export calibrates its answer and chooses its thresholds (evaluation.screening).
             custom_config={"hparams": hparams.to_dict(), IMAGE_LIMITS_CONFIG_KEY: config.serving.image.to_dict(),
+                           CHECKPOINTS_CONFIG_KEY: checkpoints_dir(pipeline_root, component_id),
                            **({SCREENING_CONFIG_KEY: config.evaluation.screening.to_dict()}
                               if run_fn == IMAGE_RUN_FN else {}),
                            **(cloud_training or {})},
-        )
+        ).with_id(component_id)
 
-    patch_trainer = trainer(PATCH_RUN_FN, patch_sampler.outputs["patches"], config.patch_training
-                            ).with_id(PATCH_TRAINER_ID)
+    patch_trainer = trainer(PATCH_TRAINER_ID, PATCH_RUN_FN, patch_sampler.outputs["patches"], config.patch_training)
     # Stage 2 takes stage 1's model as base_model, so a change to stage 2 re-uses the cached stage 1.
-    image_trainer = trainer(IMAGE_RUN_FN, example_gen.outputs["examples"], config.image_training,
-                            base_model=patch_trainer.outputs["model"]).with_id(IMAGE_TRAINER_ID)
+    image_trainer = trainer(IMAGE_TRAINER_ID, IMAGE_RUN_FN, example_gen.outputs["examples"], config.image_training,
+                            base_model=patch_trainer.outputs["model"])
     # Only the whole-image model is evaluated and can be blessed, so only it can become the next run's baseline.
     evaluation = create_evaluation_components(
         config.evaluation, example_gen.outputs["examples"], image_trainer.outputs["model"], pipeline_root,

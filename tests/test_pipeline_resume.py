@@ -1,24 +1,27 @@
-"""Resume and re-run: a killed run completes when started again, unchanged inputs are served from the MLMD cache,
-a stage-2 change re-runs only stage 2 and what follows, and new data flows through a new ExampleGen execution."""
+"""Resume and re-run: a run killed inside the patch Trainer's training completes when started again, the Trainer
+resuming from its epoch checkpoint; unchanged inputs are served from the MLMD cache, a stage-2 change re-runs only
+stage 2 and what follows, and new data flows through a new ExampleGen execution."""
 import glob
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 import tensorflow as tf
 
 from mammo_tfx import synth
+from mammo_tfx.names import TRAINING_STATE_FILE, TRAINING_SUMMARY_FILE
 from pipeline.config import load_config
-from pipeline.outputs import collect_outputs
-from pipeline.runners import run_local
+from pipeline.outputs import collect_outputs, latest_output_uri, open_store
+from pipeline.pipeline import PATCH_TRAINER_ID, checkpoints_dir
+from pipeline.runners import LocalRunLayout, run_local
 from pipeline.sources import DataSource
 
 pytestmark = pytest.mark.e2e  # the pipeline run several times on the LocalDagRunner
-
-KILL_WHEN = "Trainer_patch: started"
 
 
 def _statuses(progress):
@@ -31,19 +34,32 @@ def _examples(examples_uri):
 
 
 def _run_and_kill(args, out_dir):
-    """Starts `mammo-tfx run` and kills its whole process group once the patch Trainer has started."""
+    """Starts `mammo-tfx run` and kills its whole process group once the patch Trainer has checkpointed an epoch;
+    returns the run's output and the epochs that checkpoint holds."""
     process = subprocess.Popen([sys.executable, "-m", "mammo_tfx.cli", "run", *args, "--out", out_dir],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     seen = []
+    reader = threading.Thread(target=lambda: seen.extend(process.stdout), daemon=True)
+    reader.start()
+    pattern = os.path.join(checkpoints_dir(LocalRunLayout(out_dir).pipeline_root, PATCH_TRAINER_ID), "*",
+                           TRAINING_STATE_FILE)
     deadline = time.monotonic() + 600
-    for line in process.stdout:
-        seen.append(line)
-        if KILL_WHEN in line or time.monotonic() > deadline:
-            break
-    time.sleep(3)  # let it get properly into training
+    while not glob.glob(pattern) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    return "".join(seen)
+    reader.join(timeout=10)
+    states = glob.glob(pattern)
+    if not states:
+        return "".join(seen), 0
+    with open(states[0]) as handle:
+        return "".join(seen), json.load(handle)["epochs_done"]
+
+
+def _resumed_from_epoch(metadata_path, trainer_id):
+    run_dir = latest_output_uri(open_store(metadata_path), trainer_id, "model_run")
+    with open(os.path.join(run_dir, TRAINING_SUMMARY_FILE)) as handle:
+        return json.load(handle)["resumed_from_epoch"]
 
 
 @pytest.fixture(scope="module")
@@ -54,10 +70,12 @@ def runs(tmp_path_factory):
     sources = [DataSource.parse(f"cbis-ddsm={data / 'cbis'}"), DataSource.parse(f"mias={data / 'mias'}")]
     out = str(tmp_path_factory.mktemp("run"))
     args = ["--profile", "test", "--data", f"cbis-ddsm={data / 'cbis'}", "--data", f"mias={data / 'mias'}"]
-    results = {"killed_output": _run_and_kill(args, out)}
+    results = dict(zip(("killed_output", "epochs_checkpointed"), _run_and_kill(args, out)))
     config = load_config("test")
     layout, results["resumed"] = run_local(config, sources, out, show_progress=False)
     results["resumed_outputs"] = collect_outputs(layout.metadata_path)
+    results["patch_resumed_from_epoch"] = _resumed_from_epoch(layout.metadata_path, PATCH_TRAINER_ID)
+    results["checkpoints_left"] = glob.glob(os.path.join(checkpoints_dir(layout.pipeline_root, PATCH_TRAINER_ID), "*"))
     start = time.monotonic()
     _, results["unchanged"] = run_local(config, sources, out, show_progress=False)
     results["unchanged_seconds"] = time.monotonic() - start
@@ -70,7 +88,10 @@ def runs(tmp_path_factory):
 
 
 def test_killed_run_completes_when_started_again_without_duplicates(runs):
-    assert KILL_WHEN in runs["killed_output"]
+    # Killed inside the patch Trainer, after its first epoch checkpoint: the re-run Trainer resumed from it.
+    assert runs["epochs_checkpointed"] >= 1, runs["killed_output"][-3000:]
+    assert runs["patch_resumed_from_epoch"] == runs["epochs_checkpointed"]
+    assert runs["checkpoints_left"] == []  # deleted after the successful export
     statuses = _statuses(runs["resumed"])
     # What finished before the kill is re-used; the killed Trainer and what follows run.
     assert statuses["MammoExampleGen"] == "cached"

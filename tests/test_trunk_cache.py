@@ -88,7 +88,7 @@ def test_a_cached_new_layers_step_trains_the_head_and_leaves_the_trunk(toy_data)
     steps = (TrainingStep(TrainScope.NEW_LAYERS, 1e-2, 4, steps_per_epoch=12),)
     results = run_schedule(FitTarget(model, train, validation), SPEC, dataclasses.replace(hparams, schedule=steps),
                            steps_per_epoch=1, metrics_factory=image_metrics,
-                           new_layers_target=cache.fit_target(head_on_trunk_features(model, hparams), hparams))
+                           new_layers_target=lambda: cache.fit_target(head_on_trunk_features(model, hparams), hparams))
     assert results[0].epochs_run == 4 and results[0].scope == "new_layers"
     assert results[0].history["loss"][-1] < results[0].history["loss"][0]
     for before, after in zip(trunk_before, model.get_layer(TRUNK_NAME).get_weights()):

@@ -40,6 +40,12 @@ class BestWeightsKeeper(tf_keras.callbacks.Callback):
             self.best_value, self.best_epoch = value, epoch
             self._best_weights = self._owner().get_weights()
 
+    def resume(self, best_value: float, best_epoch: int) -> None:
+        """Takes the weights the model holds now as the best so far: those of `best_epoch`, read back from a
+        checkpoint when a killed training resumes."""
+        self.best_value, self.best_epoch = best_value, best_epoch
+        self._best_weights = self._owner().get_weights()
+
     def restore(self) -> bool:
         """Loads the best weights into the model; False when no epoch ran."""
         if self._best_weights is None:

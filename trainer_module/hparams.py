@@ -26,6 +26,8 @@ SCREENING_CONFIG_KEY = "screening"
 # TFX's Google Cloud Trainer extension (Kubeflow runs with kubeflow.trainer_service 'vertex') hands its own
 # custom_config keys, which all start with this, on to the run_fn in the Vertex AI job.
 CLOUD_TRAINING_KEY_PREFIX = "ai_platform_"
+# Folder of the Trainer's epoch checkpoints (trainer_module/checkpoints.py); absent: no checkpoints.
+CHECKPOINTS_CONFIG_KEY = "checkpoints_dir"
 
 BACKBONES = ("resnet50", "vgg16", "small")
 
@@ -270,7 +272,8 @@ def hparams_from_custom_config(cls: Type[_T], custom_config: Optional[Mapping[st
     """A stage's hparams from a Trainer custom_config: `custom_config['hparams']`, defaults for missing keys."""
     config = {key: value for key, value in (custom_config or {}).items()
               if not key.startswith(CLOUD_TRAINING_KEY_PREFIX)}
-    check_known_keys("custom_config", config, (HPARAMS_CONFIG_KEY, IMAGE_LIMITS_CONFIG_KEY, SCREENING_CONFIG_KEY))
+    check_known_keys("custom_config", config,
+                     (HPARAMS_CONFIG_KEY, IMAGE_LIMITS_CONFIG_KEY, SCREENING_CONFIG_KEY, CHECKPOINTS_CONFIG_KEY))
     return cls.from_dict(config.get(HPARAMS_CONFIG_KEY) or {})
 
 

@@ -4,7 +4,8 @@
 its trunk is fine-tuned here, and a second, untouched copy of the patch classifier goes into the
 export for the `heatmap` signature. custom_config: {'hparams': ImageHParams fields (defaults for missing ones),
 'image_limits': ImageLimits fields the export's graph enforces, 'screening': ScreeningOptions fields of the
-calibration and operating thresholds fitted on the eval split after training (export.py)};
+calibration and operating thresholds fitted on the eval split after training (export.py), 'checkpoints_dir' as for
+the patch Trainer};
 `init_from` fine-tunes an existing whole-image model (export dir or Keras .h5) of the same architecture.
 """
 from __future__ import annotations
@@ -20,12 +21,14 @@ from trainer_module.hparams import (ImageHParams, TrainScope, hparams_from_custo
                                     image_limits_from_custom_config, screening_options_from_custom_config)
 from trainer_module.metrics import MalignantAUC
 from trainer_module.model_io import load_patch_model, load_whole_image_weights
-from trainer_module.patch_trainer import open_stage_data
+from trainer_module.patch_trainer import open_stage_data, stage_checkpoints
 from trainer_module.schedule import FitTarget, run_schedule
 from trainer_module.trunk_cache import CachedTrunkFeatures
 from trainer_module.whole_image_model import MALIGNANT_IMAGE_CLASS, build_whole_image_model, head_on_trunk_features
 
 logger = logging.getLogger(__name__)
+
+STAGE = "whole_image"
 
 
 def image_metrics() -> list:
@@ -46,6 +49,7 @@ def run_fn(fn_args) -> None:
         raise ValueError("the whole-image Trainer needs base_model = the patch Trainer's model output")
     spec = inputs.whole_image_example_spec(hparams.image_size, hparams.train_views)
     tf_transform_output, train_dataset, validation_dataset = open_stage_data(fn_args, hparams, spec)
+    checkpoints = stage_checkpoints(fn_args, hparams, STAGE)
     with runtime.precision_policy(hparams.mixed_precision):
         with runtime.select_strategy(hparams.distribution).scope():
             patch_hparams, patch_model = load_patch_model(fn_args.base_model)
@@ -58,23 +62,30 @@ def run_fn(fn_args) -> None:
                 logger.info("whole-image model initialised from %s", hparams.init_from)
             # Built in the strategy's scope like the model whose layers it shares.
             head = head_on_trunk_features(model, hparams) if _trains_on_cached_features(hparams) else None
-        new_layers_target = None
-        if head is not None:
+
+        def head_on_cached_features() -> FitTarget:
+            # Called by the schedule when a 'new_layers' step is about to train: not at all when a resumed
+            # schedule is past those steps (computing the features is the expensive part).
             cache = CachedTrunkFeatures.compute(
                 model.get_layer(TRUNK_NAME), inputs.tfx_train_split_once(fn_args, tf_transform_output, spec, hparams),
                 validation_dataset, hparams.augmentation)
-            new_layers_target = cache.fit_target(head, hparams)
+            return cache.fit_target(head, hparams)
+
         results = run_schedule(
             FitTarget(model, train_dataset, validation_dataset),
             backbone_spec(patch_hparams.backbone, patch_hparams.small_backbone_widths), hparams,
             runtime.steps_per_epoch(hparams, fn_args.train_steps), image_metrics,
-            runtime.tensorboard_callbacks(fn_args.model_run_dir), new_layers_target)
+            runtime.tensorboard_callbacks(fn_args.model_run_dir),
+            head_on_cached_features if head is not None else None, checkpoints)
         # The eval split only: the test split, which the Trainer never sees, judges the calibrated model.
         export_whole_image_model(model, original_patch_model, hparams, patch_hparams, tf_transform_output,
                                  fn_args.serving_model_dir, fn_args.eval_files, screening_options, image_limits)
     # TF Serving replays this at load so the first real request does not pay for graph tracing; the Pusher copies
     # it with the model.
     write_warmup_file(fn_args.serving_model_dir, [first_image_png(fn_args.eval_files)])
-    runtime.write_training_summary(fn_args.model_run_dir, "whole_image", results,
-                                   {"hparams": hparams.to_dict(), "patch_hparams": patch_hparams.to_dict()})
+    runtime.write_training_summary(fn_args.model_run_dir, STAGE, results,
+                                   {"hparams": hparams.to_dict(), "patch_hparams": patch_hparams.to_dict()},
+                                   checkpoints)
+    if checkpoints:
+        checkpoints.clear()
     logger.info("whole-image classifier exported to %s", fn_args.serving_model_dir)

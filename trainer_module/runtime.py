@@ -13,6 +13,7 @@ import tensorflow as tf
 import tf_keras
 
 from mammo_tfx.names import TRAINING_SUMMARY_FILE
+from trainer_module.checkpoints import CheckpointStore
 from trainer_module.hparams import Distribution, TrainingConfig
 from trainer_module.schedule import StepResult
 
@@ -62,13 +63,15 @@ def tensorboard_callbacks(model_run_dir: Optional[str]) -> list[tf_keras.callbac
 
 
 def write_training_summary(model_run_dir: Optional[str], stage: str, results: Sequence[StepResult],
-                           extra: dict[str, Any]) -> Optional[str]:
-    """Writes what each step ran (epochs, losses, validation metrics) as JSON in model_run_dir."""
+                           extra: dict[str, Any], checkpoints: Optional[CheckpointStore] = None) -> Optional[str]:
+    """Writes what each step ran (epochs, losses, validation metrics) as JSON in model_run_dir, and the epochs done
+    before this attempt (`resumed_from_epoch`, 0 for a training that started afresh)."""
     if not model_run_dir:
         return None
     tf.io.gfile.makedirs(model_run_dir)
     path = os.path.join(model_run_dir, TRAINING_SUMMARY_FILE)
-    summary = {"stage": stage, "steps": [dataclasses.asdict(result) for result in results], **extra}
+    summary = {"stage": stage, "steps": [dataclasses.asdict(result) for result in results],
+               "resumed_from_epoch": checkpoints.resumed_from_epoch if checkpoints else 0, **extra}
     with tf.io.gfile.GFile(path, "w") as handle:
         json.dump(summary, handle, indent=2)
     return path

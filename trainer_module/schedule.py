@@ -17,6 +17,7 @@ import tf_keras
 
 from trainer_module.backbones import TRUNK_NAME, BackboneSpec, is_top_of_trunk
 from trainer_module.callbacks import BestWeightsKeeper
+from trainer_module.checkpoints import EPOCHS_DONE_KEY, CheckpointStore
 from trainer_module.hparams import TrainingConfig, TrainingStep, TrainScope
 
 logger = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ class FitTarget:
 
 @dataclasses.dataclass
 class StepResult:
-    """What one schedule step did, for logs and the training summary."""
+    """What one schedule step did, for logs and the training summary; also the progress a resume starts from."""
 
     index: int
     scope: str
@@ -87,6 +88,50 @@ class StepResult:
     epochs_planned: int
     epochs_run: int
     history: dict[str, list[float]]
+    stopped_early: bool = False
+
+    @property
+    def complete(self) -> bool:
+        return self.stopped_early or self.epochs_run >= self.epochs_planned
+
+
+class _ProgressRecorder(tf_keras.callbacks.Callback):
+    """Adds each epoch's logs to its step's result and, with a checkpoint store, checkpoints the epoch.
+
+    Runs after the BestWeightsKeeper (so the best epoch is known) and after EarlyStopping (so a step that stops
+    early is saved as complete, and a resume does not re-open it).
+    """
+
+    def __init__(self, results: list[StepResult], keeper: BestWeightsKeeper, weights_of: tf_keras.Model,
+                 checkpoints: Optional[CheckpointStore]) -> None:
+        super().__init__()
+        self._results, self._keeper, self._weights_of, self._checkpoints = results, keeper, weights_of, checkpoints
+
+    def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
+        result = self._results[-1]
+        result.epochs_run += 1
+        for key, value in (logs or {}).items():
+            result.history.setdefault(key, []).append(float(value))
+        result.stopped_early = bool(self.model.stop_training) and result.epochs_run < result.epochs_planned
+        if self._checkpoints is not None:
+            best = self._keeper.best_epoch
+            self._checkpoints.save_epoch(self._weights_of, self.model.optimizer,
+                                         _progress_state(self._results, self._keeper),
+                                         best_epochs_done=None if best is None else best + 1)
+
+
+def _progress_state(results: Sequence[StepResult], keeper: BestWeightsKeeper) -> dict:
+    return {EPOCHS_DONE_KEY: sum(result.epochs_run for result in results),
+            "steps": [dataclasses.asdict(result) for result in results],
+            "best_value": keeper.best_value, "best_epoch": keeper.best_epoch}
+
+
+def _resume_progress(state: dict, checkpoints: CheckpointStore, keeper: BestWeightsKeeper,
+                     model: tf_keras.Model) -> list[StepResult]:
+    """The steps begun before the kill; puts the best epoch's weights (read into `model`) in `keeper`."""
+    if checkpoints.restore_best(state, model):
+        keeper.resume(state["best_value"], state["best_epoch"])
+    return [StepResult(**step) for step in state["steps"]]
 
 
 def run_schedule(
@@ -96,49 +141,74 @@ def run_schedule(
     steps_per_epoch: int,
     metrics_factory: Callable[[], list],
     extra_callbacks: Sequence[tf_keras.callbacks.Callback] = (),
-    new_layers_target: Optional[FitTarget] = None,
+    new_layers_target: Optional[Callable[[], FitTarget]] = None,
+    checkpoints: Optional[CheckpointStore] = None,
 ) -> list[StepResult]:
     """Trains `images.model` through `hparams.schedule`, then restores the best epoch's weights.
 
     The best epoch is the one with the highest `hparams.best_model_monitor`. Epoch numbers continue across steps
     (TensorBoard shows one curve). Early stopping, when `hparams.early_stopping_patience` is set, watches val_loss
-    within each step. `new_layers_target`, when given, is what 'new_layers' steps fit instead of the model on
-    images: the new layers as a model on cached trunk features (trunk_cache.py). A step's own steps_per_epoch and
-    weight_decay, when set, replace `steps_per_epoch` and `hparams.weight_decay`.
+    within each step. `new_layers_target`, when given, makes what 'new_layers' steps fit instead of the model on
+    images: the new layers as a model on cached trunk features (trunk_cache.py); it is called once, when the first
+    such step is about to train. A step's own steps_per_epoch and weight_decay, when set, replace
+    `steps_per_epoch` and `hparams.weight_decay`. With `checkpoints`, every epoch is checkpointed, and a schedule
+    that was checkpointed before resumes after its last checkpointed epoch (checkpoints.py).
     """
     model, steps = images.model, hparams.schedule
     keeper = BestWeightsKeeper(hparams.best_model_monitor, weights_of=model)
-    results: list[StepResult] = []
-    epoch = 0
+    state = checkpoints.load() if checkpoints else None
+    results = _resume_progress(state, checkpoints, keeper, model) if state else []
+    epoch = sum(result.epochs_run for result in results)
+    begun = {result.index: result for result in results}
+    if state:
+        next_step = next((index for index, step in enumerate(steps, start=1)
+                          if step.epochs and not (index in begun and begun[index].complete)), None)
+        logger.info("resuming %s from epoch %d (%s) from %s", checkpoints.stage, epoch,
+                    f"schedule step {next_step} of {len(steps)}" if next_step else "schedule complete",
+                    checkpoints.directory)
+        checkpoints.restore_latest(state, model)  # the keeper holds the best epoch's weights already
+    new_layers_fit: Optional[FitTarget] = None
     for index, step in enumerate(steps, start=1):
         weight_decay = hparams.weight_decay if step.weight_decay is None else step.weight_decay
         if step.epochs == 0:
             logger.info("step %d (%s): 0 epochs, skipped", index, step.scope.value)
             continue
+        result = begun.get(index)
+        if result is not None and result.complete:
+            continue
         set_trainable_scope(model, step.scope, spec)
         set_weight_decay(model, weight_decay)
-        target = new_layers_target if (step.scope == TrainScope.NEW_LAYERS and new_layers_target) else images
+        target = images
+        if step.scope == TrainScope.NEW_LAYERS and new_layers_target:
+            new_layers_fit = new_layers_fit or new_layers_target()
+            target = new_layers_fit
         compile_for_step(target.model, step, metrics_factory)
-        callbacks: list[tf_keras.callbacks.Callback] = [keeper, *extra_callbacks]
+        if result is None:
+            result = StepResult(index, step.scope.value, step.learning_rate, weight_decay, step.epochs, 0, {})
+            results.append(result)
+        else:  # resumed within this step: its optimizer state goes on too
+            optimizer = target.model.optimizer
+            with target.model.distribute_strategy.scope():
+                optimizer.build(target.model.trainable_variables)
+            checkpoints.restore_latest(state, model, optimizer)
+        callbacks: list[tf_keras.callbacks.Callback] = [keeper]
         if hparams.early_stopping_patience:
             callbacks.append(tf_keras.callbacks.EarlyStopping(monitor="val_loss",
                                                               patience=hparams.early_stopping_patience))
+        callbacks += [_ProgressRecorder(results, keeper, model, checkpoints), *extra_callbacks]
         logger.info("step %d/%d: scope=%s lr=%g weight_decay=%g epochs=%d trainable weights=%d%s",
                     index, len(steps), step.scope.value, step.learning_rate, weight_decay, step.epochs,
                     len(target.model.trainable_weights),
                     " (on cached trunk features)" if target is not images else "")
-        history = target.model.fit(target.train_dataset, validation_data=target.validation_dataset,
-                                   initial_epoch=epoch, epochs=epoch + step.epochs,
-                                   steps_per_epoch=step.steps_per_epoch or steps_per_epoch,
-                                   callbacks=callbacks, verbose=2)
-        epochs_run = len(history.epoch)
-        epoch += epochs_run
-        record = {key: [float(v) for v in values] for key, values in history.history.items()}
-        results.append(StepResult(index, step.scope.value, step.learning_rate, weight_decay,
-                                  step.epochs, epochs_run, record))
-        logger.info("step %d done after %d epochs: loss=%s val_loss=%s %s=%s", index, epochs_run,
-                    _last(record, "loss"), _last(record, "val_loss"), hparams.best_model_monitor,
-                    _last(record, hparams.best_model_monitor))
+        step_start = epoch - result.epochs_run
+        target.model.fit(target.train_dataset, validation_data=target.validation_dataset,
+                         initial_epoch=epoch, epochs=step_start + step.epochs,
+                         steps_per_epoch=step.steps_per_epoch or steps_per_epoch,
+                         callbacks=callbacks, verbose=2)
+        epoch = step_start + result.epochs_run
+        logger.info("step %d done after %d epochs: loss=%s val_loss=%s %s=%s", index, result.epochs_run,
+                    _last(result.history, "loss"), _last(result.history, "val_loss"), hparams.best_model_monitor,
+                    _last(result.history, hparams.best_model_monitor))
     keeper.restore()
     return results
 
