@@ -130,6 +130,7 @@ def _assert_same_weights(actual: list[np.ndarray], expected: list[np.ndarray]) -
         np.testing.assert_array_equal(a, e)
 
 
+@pytest.mark.e2e  # trains the tiny patch model for a schedule of 7 epochs
 @pytest.mark.parametrize("kill_after, resumed_at", [(0, 1), (3, 4), (4, 5)],
                          ids=["inside-step-1", "inside-step-2", "at-step-boundary"])
 def test_killed_schedule_resumes_after_its_last_epoch_and_keeps_the_best(tmp_path, kill_after, resumed_at):
@@ -155,6 +156,7 @@ def test_killed_schedule_resumes_after_its_last_epoch_and_keeps_the_best(tmp_pat
     _assert_same_weights(model.get_weights(), {**killed.weights_after, **resumed.weights_after}[BEST_EPOCH])
 
 
+@pytest.mark.e2e  # trains the tiny patch model for a schedule of 7 epochs
 def test_resumed_training_continues_from_the_checkpointed_weights(tmp_path):
     store = CheckpointStore(str(tmp_path / "ckpt"), "patch")
     _, killed, _ = _run(store, kill_after=3)
@@ -168,6 +170,7 @@ def test_resumed_training_continues_from_the_checkpointed_weights(tmp_path):
     assert names == ["epoch-3", "epoch-4"]
 
 
+@pytest.mark.e2e  # trains the tiny patch model for a schedule of 7 epochs
 def test_a_completed_schedule_is_not_trained_again(tmp_path):
     store = CheckpointStore(str(tmp_path / "ckpt"), "patch")
     _, first, first_results = _run(store)
