@@ -19,7 +19,7 @@ Estimated (a memory model, not a GPU measurement): the largest batch per stage a
 
 Usage:
     TF_USE_LEGACY_KERAS=1 .venv/bin/python benchmarks/production_benchmark.py [--json OUT.json]
-        [--patch-batches 4 8 16] [--image-batches 1 2] [--steps 1]
+        [--stages patch whole-image] [--patch-batches 4 8 16] [--image-batches 1 2] [--steps 1]
 """
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ class Measurement:
 
 
 def _build(stage: str):
-    """The production model of `stage` (random weights) and its hyper-parameters."""
+    """The production model of `stage` (random weights) and the name of its backbone."""
     from trainer_module.backbones import TRUNK_NAME
     from trainer_module.hparams import ImageHParams, PatchHParams
     from trainer_module.patch_model import build_patch_model
@@ -88,8 +88,8 @@ def _build(stage: str):
     patch, image = PatchHParams(), ImageHParams()
     patch_model = build_patch_model(patch)
     if stage == PATCH_STAGE:
-        return patch_model, patch
-    return build_whole_image_model(patch_model.get_layer(TRUNK_NAME), image), image
+        return patch_model, patch.backbone
+    return build_whole_image_model(patch_model.get_layer(TRUNK_NAME), image), patch.backbone
 
 
 def _count(weights) -> int:
@@ -108,14 +108,14 @@ def measure(stage: str, scope: str, batch_size: int, steps: int) -> Measurement:
 
     tf.random.set_seed(0)
     baseline = _rss_bytes()
-    model, hparams = _build(IMAGE_STAGE if stage == EVALUATION else stage)
+    model, backbone = _build(IMAGE_STAGE if stage == EVALUATION else stage)
     rows, cols = model.input_shape[1:3]
     images = tf.random.normal((batch_size, rows, cols, 1))
     if stage == EVALUATION:
         score = tf.function(lambda batch: flip_tta(model, batch))
         timed = lambda: score(images)  # noqa: E731
     else:
-        set_trainable_scope(model, TrainScope(scope), backbone_spec(hparams.backbone))
+        set_trainable_scope(model, TrainScope(scope), backbone_spec(backbone))
         compile_for_step(model, TrainingStep(TrainScope(scope), 1e-4, 1), lambda: [])
         classes = model.output_shape[-1]
         labels = tf.one_hot(np.arange(batch_size) % classes, classes)
@@ -166,11 +166,11 @@ def plan(measurements: Sequence[Measurement]) -> BatchPlan:
     return BatchPlan(first.stage, first.scope, fixed, per_sample, max_batch)
 
 
-def run(patch_batches: Sequence[int], image_batches: Sequence[int], steps: int
+def run(batches_per_stage: Dict[str, Sequence[int]], steps: int
         ) -> Tuple[List[Measurement], Measurement, List[BatchPlan]]:
     training: List[Measurement] = []
     plans: List[BatchPlan] = []
-    for stage, batches in ((PATCH_STAGE, patch_batches), (IMAGE_STAGE, image_batches)):
+    for stage, batches in batches_per_stage.items():
         for scope in ("new_layers", "all"):
             group = []
             for batch in batches:
@@ -208,6 +208,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--patch-batches", type=int, nargs="+", default=[4, 8, 16])
     parser.add_argument("--image-batches", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--stages", nargs="+", choices=(PATCH_STAGE, IMAGE_STAGE), default=[PATCH_STAGE, IMAGE_STAGE])
     parser.add_argument("--steps", type=int, default=1, help="timed steps per measurement, after one warm-up step")
     parser.add_argument("--json", help="write the figures to this file")
     parser.add_argument("--measure", nargs=3, metavar=("STAGE", "SCOPE", "BATCH"), help=argparse.SUPPRESS)
@@ -220,7 +221,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import tensorflow as tf
     print(f"{os.cpu_count()} CPU cores; TensorFlow {tf.__version__}; one subprocess per measurement", flush=True)
     start = time.perf_counter()
-    training, evaluation, plans = run(args.patch_batches, args.image_batches, args.steps)
+    batches = {PATCH_STAGE: args.patch_batches, IMAGE_STAGE: args.image_batches}
+    training, evaluation, plans = run({stage: batches[stage] for stage in args.stages}, args.steps)
     print_tables(training, evaluation, plans)
     print(f"\nbenchmark wall time {time.perf_counter() - start:.0f} s")
     if args.json:
