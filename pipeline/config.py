@@ -230,6 +230,45 @@ def _production() -> PipelineConfig:
     )
 
 
+def _production_smoke() -> PipelineConfig:
+    # The production run end to end on a CPU in minutes: every production value (1152x896, ResNet50 on 224-pixel
+    # S10 patches, [512-512-1024]x2 top blocks, the schedules' scopes and rates, the breast gate unit) follows
+    # `_production`; only step counts and data sizes are cut (docs/training.md, "Production-smoke profile").
+    production = _production()
+
+    def one_epoch_per_step(schedule: Tuple[TrainingStep, ...]) -> Tuple[TrainingStep, ...]:
+        return tuple(dataclasses.replace(step, epochs=1, steps_per_epoch=None) for step in schedule)
+
+    def smoke_training(hparams: Any, batch_size: int) -> Any:
+        return dataclasses.replace(
+            hparams, schedule=one_epoch_per_step(hparams.schedule), steps_per_epoch=1, validation_steps=1,
+            batch_size=batch_size, early_stopping_patience=None, shuffle_buffer=16,
+            # Keras emulates float16 on a CPU: a ResNet50 step runs many times slower than in float32. A GPU run
+            # (the production profile) keeps it.
+            mixed_precision=False)
+
+    return dataclasses.replace(
+        production,
+        profile="production-smoke",
+        # A handful of patients: the few CBIS-DDSM training patients hash to train or eval (its Test patients are
+        # always test), so eval needs a large share of the buckets to hold images of both classes.
+        splits=SplitConfig(train=1, eval=1, test=1),
+        patch_training=dataclasses.replace(
+            # A random-init trunk: the smoke runs offline from a fresh clone (no ImageNet file to read); the e2e
+            # test passes a stand-in weights file with --set patch_training.backbone_weights=<file>.
+            # Batch 8 instead of 32: a ResNet50 step on 32 patches costs tens of seconds on two CPU cores.
+            smoke_training(production.patch_training, batch_size=8), backbone_weights=None),
+        # Batch 1 instead of 4: one 1152x896 image through ResNet50 is already a ~20 s training step on a CPU.
+        image_training=smoke_training(production.image_training, batch_size=1),
+        # A model trained for a few steps cannot reach the production AUC bounds: the bounds are 0 so the gate
+        # (breast unit, as production) runs and blesses, and the Pusher pushes. Tiny splits: every slice counts,
+        # no TFMA confidence intervals, a few bootstrap resamples.
+        evaluation=dataclasses.replace(
+            production.evaluation, min_overall_auc=0.0, min_dataset_auc={}, min_slice_size=1,
+            min_examples_per_class=1, insufficient_blocks_blessing=False, compute_confidence_intervals=False,
+            bootstrap_samples=20),
+    )
+
 def _test() -> PipelineConfig:
     # A few steps of tiny models on 64x48 scans and 32-pixel patches: the test profile checks mechanics.
     return PipelineConfig(
@@ -265,7 +304,8 @@ DERIVED_KEYS = {
     "patch_training.patch_size": "patches.patch_size",
 }
 
-PROFILES: Dict[str, Callable[[], PipelineConfig]] = {"demo": _demo, "production": _production, "test": _test}
+PROFILES: Dict[str, Callable[[], PipelineConfig]] = {
+    "demo": _demo, "production": _production, "production-smoke": _production_smoke, "test": _test}
 
 
 def parse_set_overrides(assignments: List[str]) -> Dict[str, Any]:

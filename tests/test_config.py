@@ -161,3 +161,28 @@ def test_incomplete_or_unsupported_vertex_settings_are_refused(overrides, messag
 def test_a_service_not_named_in_the_enum_is_refused_when_built_in_code():
     with pytest.raises(ValueError, match=r"kubeflow.trainer_service must be one of \['pod', 'vertex'\], got 'gpu'"):
         KubeflowConfig(trainer_service="gpu")
+
+
+def test_production_smoke_keeps_every_production_value_but_steps_data_sizes_and_gate_bounds():
+    production, smoke = load_config("production"), load_config("production-smoke")
+    assert smoke.ingest == production.ingest and smoke.patches == production.patches
+    for stage in ("patch_training", "image_training"):
+        full, cut = getattr(production, stage), getattr(smoke, stage)
+        assert [(s.scope, s.learning_rate, s.weight_decay) for s in cut.schedule] == \
+            [(s.scope, s.learning_rate, s.weight_decay) for s in full.schedule]
+        assert {s.epochs for s in cut.schedule} == {1} and cut.steps_per_epoch == 1
+        assert not cut.mixed_precision and full.mixed_precision  # float16 is emulated on a CPU
+        assert cut.augmentation == full.augmentation and cut.weight_decay == full.weight_decay
+    assert smoke.patch_training.backbone == production.patch_training.backbone == "resnet50"
+    assert smoke.patch_training.backbone_weights is None  # offline from a fresh clone
+    assert smoke.image_training.top_block == production.image_training.top_block
+    assert smoke.image_training.image_size == (1152, 896)
+    assert smoke.evaluation.gate_unit == production.evaluation.gate_unit == "breast"
+    assert smoke.evaluation.min_overall_auc == 0.0 and smoke.evaluation.min_dataset_auc == {}
+    assert smoke.kubeflow == production.kubeflow and smoke.beam == production.beam
+
+
+def test_production_smoke_takes_a_backbone_weights_file_from_set(tmp_path):
+    weights = tmp_path / "resnet50_notop.h5"
+    config = load_config("production-smoke", overrides=[f"patch_training.backbone_weights={weights}"])
+    assert config.patch_training.backbone_weights == str(weights)
