@@ -154,7 +154,8 @@ def _bad_predicts():
         "unknown version": (predict_request(good, version=1), grpc.StatusCode.NOT_FOUND, f"Specific({MODEL}, 1)"),
         "version label": (label, grpc.StatusCode.INVALID_ARGUMENT, "stable"),
         # Over the server's max_body_bytes: refused by gRPC before the message is parsed.
-        "oversize": (predict_request([b"\0" * (MAX_MESSAGE_BYTES + 1)]), grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
+        "oversize": (predict_request([b"\0" * (MAX_MESSAGE_BYTES + 1)]), grpc.StatusCode.RESOURCE_EXHAUSTED,
+                     "larger than max"),
     }
 
 
