@@ -3,6 +3,7 @@ the same answers as its REST API for the same input, TF Serving's status codes f
 stays up after them."""
 import base64
 import os
+import threading
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
@@ -193,3 +194,19 @@ def test_bad_status_and_metadata_requests_get_tf_serving_status_codes(prediction
     classify = classification_pb2.ClassificationRequest()
     classify.model_spec.name = MODEL
     assert status_code(predictions.Classify, classify)[0] == grpc.StatusCode.UNIMPLEMENTED
+
+
+def _watchers():
+    return sum(thread.name == "model-version-watcher" for thread in threading.enumerate())
+
+
+def test_a_grpc_port_in_use_fails_the_start_and_leaves_nothing_running(server, models):
+    watchers = _watchers()
+    taken = ModelServer(str(server.repository.base_path), MODEL, limits=LIMITS, poll_interval_s=60,
+                        grpc_port=server.grpc_port)
+    with pytest.raises(OSError, match="cannot listen for gRPC"):
+        taken.start()
+    assert _watchers() == watchers
+    request = get_model_status_pb2.GetModelStatusRequest()
+    request.model_spec.name = MODEL
+    assert len(models.GetModelStatus(request, timeout=TIMEOUT_S).model_version_status) == 1

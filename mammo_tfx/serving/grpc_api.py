@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
-from typing import Callable, Dict, Optional, TypeVar
+from typing import Callable, Dict, Optional, Sequence, TypeVar
 
 import grpc
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2
 from tensorflow.core.protobuf import error_codes_pb2
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_pb2, model_service_pb2_grpc,
                                      predict_pb2, prediction_service_pb2_grpc)
@@ -57,7 +58,7 @@ def _name_and_version(spec: model_pb2.ModelSpec) -> tuple[str, Optional[int]]:
     return spec.name, (spec.version.value if spec.HasField("version") else None)
 
 
-def _to_array(key: str, proto: tf.compat.v1.TensorProto) -> np.ndarray:
+def _to_array(key: str, proto: tensor_pb2.TensorProto) -> np.ndarray:
     try:
         return tf.make_ndarray(proto)
     except (TypeError, ValueError) as error:
@@ -113,7 +114,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         return response
 
 
-def _filtered(outputs: Dict[str, np.ndarray], output_filter: "list[str]") -> Dict[str, np.ndarray]:
+def _filtered(outputs: Dict[str, np.ndarray], output_filter: Sequence[str]) -> Dict[str, np.ndarray]:
     """The outputs named in a request's `output_filter` (all when it is empty)."""
     if not output_filter:
         return outputs

@@ -74,10 +74,15 @@ class ModelServer:
         self.repository.start()
         limits = self.servables.limits
         self._limiter = InFlightLimiter(limits.max_in_flight, limits.request_timeout_s)
-        if self._requested_grpc_port is not None:
-            self._grpc_server, self._grpc_port = start_grpc_server(self.servables, self._limiter, self._address[0],
-                                                                   self._requested_grpc_port)
-        self._httpd = ThreadingHTTPServer(self._address, make_handler_class(self.api, self._limiter))
+        try:
+            if self._requested_grpc_port is not None:
+                self._grpc_server, self._grpc_port = start_grpc_server(
+                    self.servables, self._limiter, self._address[0], self._requested_grpc_port)
+            self._httpd = ThreadingHTTPServer(self._address, make_handler_class(self.api, self._limiter))
+        except BaseException:
+            # A port in use: leave no watcher thread or half-started gRPC server behind.
+            self.stop()
+            raise
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="rest-server", daemon=True)
