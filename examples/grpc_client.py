@@ -1,6 +1,7 @@
-"""Ask a running `tensorflow_model_server` for screening probabilities over gRPC.
+"""Ask a running TF Serving for screening probabilities over gRPC: `tensorflow_model_server` or the built-in
+server of `mammo-tfx serve`, which speaks the same PredictionService.
 
-Usage (TF Serving's gRPC port is 8500; the built-in Python server speaks REST only):
+Usage (TF Serving's gRPC port is 8500, `mammo-tfx serve --grpc-port`):
     TF_USE_LEGACY_KERAS=1 .venv/bin/python examples/grpc_client.py --server localhost:8500 \
         --model-name mammo scan1.png scan2.png
 
@@ -64,7 +65,7 @@ def predict(server: str, request: predict_pb2.PredictRequest, timeout_s: float =
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("images", nargs="+", help="PNG or JPEG files")
-    parser.add_argument("--server", default="localhost:8500", help="gRPC host:port of tensorflow_model_server")
+    parser.add_argument("--server", default="localhost:8500", help="gRPC host:port of the model server")
     parser.add_argument("--model-name", default="mammo")
     parser.add_argument("--signature-name", default="serving_default")
     parser.add_argument("--version", type=int, default=None, help="a specific version (default: the newest)")

@@ -299,11 +299,13 @@ def build_parser() -> argparse.ArgumentParser:
                                 "StudyInstanceUID, laterality and view, else by file-name tokens)")
     predict_parser.set_defaults(func=_cmd_predict)
 
-    serve_parser = sub.add_parser("serve", help="serve pushed models over TF Serving's REST API")
+    serve_parser = sub.add_parser("serve", help="serve pushed models over TF Serving's REST and gRPC APIs")
     serve_parser.add_argument("--model-dir", required=True, help="serving dir or <serving dir>/<model name>")
     serve_parser.add_argument("--model-name", required=True)
     serve_parser.add_argument("--port", type=int, default=8501, help="REST port")
-    serve_parser.add_argument("--grpc-port", type=int, default=8500, help="gRPC port (tensorflow_model_server only)")
+    serve_parser.add_argument("--grpc-port", type=int, default=8500,
+                              help="gRPC port (TF Serving's PredictionService and ModelService); 0 picks a free port, "
+                                   "printed at start (as does --port 0)")
     serve_parser.add_argument("--host", default="127.0.0.1", help="address of the built-in server")
     serve_parser.add_argument("--profile", default="production", help="profile whose `serving` limits apply")
     serve_parser.add_argument("--max-in-flight", type=int, help="predict requests worked on at once; more get 429 "

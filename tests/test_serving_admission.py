@@ -1,5 +1,5 @@
-"""The built-in server's cap on requests in flight (429 + Retry-After) and its per-request deadline (504), against a
-real SavedModel whose predict call waits on a FIFO the test opens: a model call of controlled length without CPU."""
+"""The built-in server's cap on requests in flight (429 + Retry-After; gRPC RESOURCE_EXHAUSTED) and its per-request
+deadline (504; gRPC DEADLINE_EXCEEDED), shared by REST and gRPC, against a real SavedModel whose predict call waits on a FIFO the test opens: a model call of controlled length without CPU."""
 from __future__ import annotations
 
 import concurrent.futures
@@ -12,8 +12,11 @@ from typing import Callable
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
+import grpc  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from tensorflow_serving.apis import (get_model_status_pb2, model_service_pb2_grpc, predict_pb2,  # noqa: E402
+                                     prediction_service_pb2_grpc)
 
 from mammo_tfx.names import DEFAULT_SIGNATURE, IMAGE_BYTES_INPUT  # noqa: E402
 from mammo_tfx.serving.admission import RETRY_AFTER_S  # noqa: E402
@@ -133,6 +136,61 @@ def test_a_request_past_its_deadline_gets_504_and_keeps_its_slot_until_the_model
         answers = []
         _open_gate_until(gate, lambda: answers.append(_post(server.url, UNGATED)) or answers[-1][0] != 429)
         assert answers[-1][0] == 200 and answers[-1][2] == {"predictions": [0.25]}
+
+
+def _grpc_predict(target: str, signature: str = DEFAULT_SIGNATURE) -> tuple[grpc.StatusCode, float]:
+    """One gRPC predict call: its status code and, if OK, the first probability (else NaN)."""
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = MODEL
+    request.model_spec.signature_name = signature
+    request.inputs[IMAGE_BYTES_INPUT].CopyFrom(tf.make_tensor_proto([synthetic_png(1)], dtype=tf.string))
+    with grpc.insecure_channel(target) as channel:
+        try:
+            response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=WAIT_S)
+        except grpc.RpcError as error:
+            return error.code(), float("nan")
+    return grpc.StatusCode.OK, float(tf.make_ndarray(response.outputs["probability"])[0])
+
+
+def _grpc_status(target: str) -> int:
+    request = get_model_status_pb2.GetModelStatusRequest()
+    request.model_spec.name = MODEL
+    with grpc.insecure_channel(target) as channel:
+        response = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(request, timeout=WAIT_S)
+    return len(response.model_version_status)
+
+
+@pytest.mark.e2e
+def test_rest_and_grpc_share_the_in_flight_cap_and_grpc_is_refused_with_resource_exhausted(gated_base):
+    base, gate = gated_base
+    limits = RequestLimits(max_in_flight=1, request_timeout_s=WAIT_S)
+    with ModelServer(str(base), MODEL, limits=limits, poll_interval_s=60, grpc_port=0) as server, \
+            concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        admitted = pool.submit(_post, server.url)
+        # Until the REST request holds the only slot, ungated gRPC calls are answered; then they are refused.
+        deadline = time.monotonic() + WAIT_S
+        while _grpc_predict(server.grpc_target, UNGATED)[0] == grpc.StatusCode.OK:
+            assert time.monotonic() < deadline, "the REST request never took the slot"
+            time.sleep(0.05)
+        assert _grpc_predict(server.grpc_target, UNGATED)[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert _grpc_status(server.grpc_target) == 1  # status calls are never refused
+        _open_gate_until(gate, admitted.done)
+        assert admitted.result()[0] == 200
+        assert _grpc_predict(server.grpc_target, UNGATED) == (grpc.StatusCode.OK, 0.25)
+
+
+@pytest.mark.e2e
+def test_a_grpc_call_past_its_deadline_gets_deadline_exceeded_and_keeps_its_slot(gated_base):
+    base, gate = gated_base
+    limits = RequestLimits(max_in_flight=1, request_timeout_s=0.5)
+    with ModelServer(str(base), MODEL, limits=limits, poll_interval_s=60, grpc_port=0) as server:
+        assert _grpc_predict(server.grpc_target)[0] == grpc.StatusCode.DEADLINE_EXCEEDED
+        # The abandoned model call still holds the slot, for REST as for gRPC.
+        assert _post(server.url, UNGATED)[0] == 429
+        answers = []
+        _open_gate_until(gate, lambda: answers.append(_grpc_predict(server.grpc_target, UNGATED))
+                         or answers[-1][0] != grpc.StatusCode.RESOURCE_EXHAUSTED)
+        assert answers[-1] == (grpc.StatusCode.OK, 0.25)
 
 
 def test_tensorflow_model_server_gets_the_same_deadline_and_concurrency():

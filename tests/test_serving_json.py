@@ -10,13 +10,12 @@ import tensorflow as tf  # noqa: E402
 
 from mammo_tfx.serving.errors import InvalidArgument  # noqa: E402
 from mammo_tfx.serving.json_tensors import decode_inputs, encode_outputs, parse_predict_body  # noqa: E402
-from mammo_tfx.serving.limits import ImageLimits  # noqa: E402
 
 TWO_INPUTS = {"pixels": tf.float32, "age": tf.int64}
 
 
 def decode(body: bytes, dtypes=TWO_INPUTS):
-    return decode_inputs(parse_predict_body(body), "serving_default", dtypes, ImageLimits())
+    return decode_inputs(parse_predict_body(body), "serving_default", dtypes)
 
 
 def test_named_row_instances_are_stacked_per_input_with_the_signature_dtypes():

@@ -1,5 +1,4 @@
 """Serving tools around the server: the gRPC example client, the Kubernetes manifest, `serve()` dispatch."""
-import concurrent.futures
 import importlib.util
 import os
 import signal
@@ -9,12 +8,10 @@ import threading
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-import grpc  # noqa: E402
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import yaml  # noqa: E402
-from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
+from tensorflow_serving.apis import predict_pb2  # noqa: E402
 
 from mammo_tfx.serving.server import serve  # noqa: E402
 from mammo_tfx.serving.rest_client import RestClient, images_request, model_path  # noqa: E402
@@ -50,39 +47,6 @@ def test_grpc_client_builds_a_predict_request_from_png_files(tmp_path):
     assert list(parsed.inputs) == ["image_bytes"]
     tensor = tf.make_ndarray(parsed.inputs["image_bytes"])
     assert tensor.shape == (2,) and tensor.tolist() == images
-
-
-class _SavedModelPredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    """TF Serving's Predict RPC over a SavedModel, standing in for tensorflow_model_server on loopback."""
-
-    def __init__(self, export_dir):
-        self.model = tf.saved_model.load(export_dir)
-
-    def Predict(self, request, context):  # noqa: N802 - gRPC method name
-        function = self.model.signatures[request.model_spec.signature_name]
-        inputs = {key: tf.constant(tf.make_ndarray(proto)) for key, proto in request.inputs.items()}
-        response = predict_pb2.PredictResponse()
-        for name, tensor in function(**inputs).items():
-            response.outputs[name].CopyFrom(tf.make_tensor_proto(tensor.numpy()))
-        return response
-
-
-@pytest.mark.e2e
-def test_grpc_client_predicts_against_a_grpc_prediction_service(tiny_export):
-    client = load_grpc_example()
-    server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=2))
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(_SavedModelPredictionService(tiny_export),
-                                                                        server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    try:
-        images = [synthetic_png(3), synthetic_png(4)]
-        outputs = client.predict(f"127.0.0.1:{port}", client.build_predict_request(images, "mammo"), timeout_s=20)
-    finally:
-        server.stop(grace=None)
-    expected = tf.saved_model.load(tiny_export).signatures["serving_default"](image_bytes=tf.constant(images))
-    np.testing.assert_array_equal(outputs["probability"], expected["probability"].numpy())
-    assert outputs["probability_single"].shape == (2,)
 
 
 def test_kubernetes_manifest_serves_rest_and_grpc_with_a_readiness_probe():
@@ -125,24 +89,45 @@ def test_serve_runs_tensorflow_model_server_when_it_is_on_path(tmp_path, monkeyp
 
 
 @pytest.mark.e2e
-def test_serve_without_the_binary_runs_the_built_in_server_until_sigterm(tmp_path, tiny_export):
+def test_serve_without_the_binary_runs_the_built_in_server_for_rest_and_the_grpc_example_until_sigterm(
+        tmp_path, tiny_export):
     os.symlink(os.path.dirname(tiny_export), tmp_path / "mammo")
     script = ("from mammo_tfx.serving.server import serve; import sys; "
-              f"sys.exit(serve({str(tmp_path)!r}, 'mammo', port=0, use_model_server_binary=False))")
+              f"sys.exit(serve({str(tmp_path)!r}, 'mammo', port=0, grpc_port=0, use_model_server_binary=False))")
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3")
     process = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL, text=True)
     # Bounds the blocking reads below: a server that never comes up is killed, and the test fails.
-    watchdog = threading.Timer(90, process.kill)
+    watchdog = threading.Timer(120, process.kill)
     watchdog.start()
     try:
         line = process.stdout.readline()  # printed once the server listens
         assert line.startswith("serving model mammo"), line
         url = line.split(" at ")[1].split("/v1/")[0]
+        grpc_target = line.split(" and gRPC ")[1].split()[0]
+        images = [synthetic_png(5), synthetic_png(6, bit_depth=8)]
         with RestClient(url) as client:
             assert client.get(model_path("mammo"))[0] == 200
-            status, body = client.predict("mammo", images_request([synthetic_png(5)]))
+            status, body = client.predict("mammo", images_request(images))
             assert status == 200 and 0.0 <= body["predictions"][0]["probability"] <= 1.0
+        paths = []
+        for index, image in enumerate(images):
+            paths.append(str(tmp_path / f"scan{index}.png"))
+            with open(paths[-1], "wb") as handle:
+                handle.write(image)
+        # The example client, unchanged, as a user runs it against TF Serving.
+        example = subprocess.run([sys.executable, os.path.join(REPO, "examples", "grpc_client.py"), "--server",
+                                  grpc_target, "--model-name", "mammo", *paths], cwd=REPO, env=env,
+                                 capture_output=True, text=True, timeout=120)
+        assert example.returncode == 0, example.stderr
+        printed = example.stdout.splitlines()
+        assert [row.split(":")[0] for row in printed] == paths
+        for row, prediction in zip(printed, body["predictions"]):
+            assert f"probability={prediction['probability']:.4f}" in row
+        unknown = subprocess.run([sys.executable, os.path.join(REPO, "examples", "grpc_client.py"), "--server",
+                                  grpc_target, "--model-name", "other", paths[0]], cwd=REPO, env=env,
+                                 capture_output=True, text=True, timeout=120)
+        assert unknown.returncode == 1 and "NOT_FOUND" in unknown.stderr
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0
     finally:

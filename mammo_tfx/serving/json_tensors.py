@@ -17,15 +17,8 @@ from typing import Any, Callable, Dict, List, Mapping
 import numpy as np
 import tensorflow as tf
 
-from mammo_tfx.names import EXAMPLES_INPUT, IMAGE_BYTES_INPUT
 from mammo_tfx.serving.errors import InvalidArgument
-from mammo_tfx.serving.limits import ImageLimits, check_example_images, check_image
 from mammo_tfx.serving.signatures import check_input_keys
-
-# Inputs whose values are checked against the image limits before the model runs: encoded images, and serialized
-# tf.Examples whose image is checked the same way.
-_IMAGE_CHECKS: Dict[str, Callable[[bytes, ImageLimits], None]] = {
-    IMAGE_BYTES_INPUT: check_image, EXAMPLES_INPUT: check_example_images}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,9 +62,10 @@ def _is_named(value: Any) -> bool:
     return isinstance(value, dict) and not _is_b64(value)
 
 
-def decode_inputs(request: PredictJson, signature_name: str, dtypes: Mapping[str, tf.dtypes.DType],
-                  limits: ImageLimits) -> Dict[str, np.ndarray]:
-    """Typed input arrays (batch first) for the signature whose input dtypes are `dtypes`."""
+def decode_inputs(request: PredictJson, signature_name: str,
+                  dtypes: Mapping[str, tf.dtypes.DType]) -> Dict[str, np.ndarray]:
+    """Typed input arrays (batch first) for the signature whose input dtypes are `dtypes`; the image limits are
+    checked later, on the arrays, for every transport (servables.py)."""
     if request.row_format:
         columns = _columns_from_instances(request.payload, dtypes)
     elif _is_named(request.payload):
@@ -79,7 +73,7 @@ def decode_inputs(request: PredictJson, signature_name: str, dtypes: Mapping[str
     else:
         columns = {_only_input(dtypes): request.payload}
     check_input_keys(signature_name, dtypes, columns)
-    return {key: _to_array(value, dtypes[key], key, limits) for key, value in columns.items()}
+    return {key: _to_array(value, dtypes[key], key) for key, value in columns.items()}
 
 
 def _only_input(dtypes: Mapping[str, tf.dtypes.DType]) -> str:
@@ -103,9 +97,9 @@ def _columns_from_instances(instances: List[Any], dtypes: Mapping[str, tf.dtypes
     return {key: [instance[key] for instance in instances] for key in keys}
 
 
-def _to_array(value: Any, dtype: tf.dtypes.DType, key: str, limits: ImageLimits) -> np.ndarray:
+def _to_array(value: Any, dtype: tf.dtypes.DType, key: str) -> np.ndarray:
     if dtype == tf.string:
-        return _to_string_array(value, key, limits)
+        return _to_string_array(value, key)
     not_numbers = InvalidArgument(f"input '{key}' expects {dtype.name} numbers, got strings, objects or ragged lists")
     if _contains_dict_or_str(value):
         raise not_numbers
@@ -129,7 +123,7 @@ def _contains_dict_or_str(value: Any) -> bool:
     return False
 
 
-def _to_string_array(value: Any, key: str, limits: ImageLimits) -> np.ndarray:
+def _to_string_array(value: Any, key: str) -> np.ndarray:
     leaves = _bytes_tree(value, key)
     try:
         array = np.array(leaves, dtype=object)
@@ -138,10 +132,6 @@ def _to_string_array(value: Any, key: str, limits: ImageLimits) -> np.ndarray:
     # With dtype=object numpy may also build an array of lists from ragged nesting instead of failing.
     if not all(isinstance(item, bytes) for item in array.flat):
         raise InvalidArgument(f"input '{key}' is a ragged list")
-    check = _IMAGE_CHECKS.get(key)
-    if check is not None:
-        for item in array.flat:
-            check(item, limits)
     return array
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 import dataclasses
 import io
 import warnings
+from typing import Callable, Dict, Mapping
 
+import numpy as np
 import tensorflow as tf
 from google.protobuf.message import DecodeError
 from PIL import Image
@@ -112,3 +114,21 @@ def check_example_images(serialized: bytes, limits: ImageLimits) -> None:
     for image in feature.bytes_list.value:
         check_image(image, limits)
 
+
+# Inputs whose values are checked against the image limits before the model runs: encoded images, and serialized
+# tf.Examples whose image is checked the same way.
+_IMAGE_CHECKS: Dict[str, Callable[[bytes, ImageLimits], None]] = {
+    names.IMAGE_BYTES_INPUT: check_image, names.EXAMPLES_INPUT: check_example_images}
+
+
+def check_image_inputs(inputs: Mapping[str, np.ndarray], limits: ImageLimits) -> None:
+    """Raise InvalidArgument unless every value of the image inputs (`image_bytes`, `examples`) of a request is a
+    byte string within `limits`; other inputs are left to the signature."""
+    for key, array in inputs.items():
+        check = _IMAGE_CHECKS.get(key)
+        if check is None:
+            continue
+        for item in np.asarray(array, dtype=object).flat:
+            if not isinstance(item, bytes):
+                raise InvalidArgument(f"input '{key}' expects byte strings, got {type(item).__name__}")
+            check(item, limits)

@@ -12,11 +12,10 @@ import urllib.parse
 from typing import Any, Dict, Optional
 
 from mammo_tfx.names import DEFAULT_SIGNATURE
-from mammo_tfx.serving.errors import InvalidArgument, NotFound, Unimplemented
+from mammo_tfx.serving.errors import InvalidArgument, Unimplemented
 from mammo_tfx.serving.json_tensors import decode_inputs, encode_outputs, parse_predict_body
 from mammo_tfx.serving.limits import RequestLimits
-from mammo_tfx.serving.model import LoadedModel
-from mammo_tfx.serving.repository import ModelRepository
+from mammo_tfx.serving.servables import Servables
 from mammo_tfx.serving.signatures import signature_def_map_json
 
 # TF Serving matches paths case-insensitively; the model name may be URL-encoded.
@@ -27,12 +26,14 @@ Document = Dict[str, Any]
 
 
 class RestApi:
-    """Answers REST requests for the model `model_name` whose versions `repository` manages."""
+    """Answers REST requests for the model that `servables` serves."""
 
-    def __init__(self, model_name: str, repository: ModelRepository, limits: RequestLimits) -> None:
-        self.model_name = model_name
-        self.repository = repository
-        self.limits = limits
+    def __init__(self, servables: Servables) -> None:
+        self.servables = servables
+
+    @property
+    def limits(self) -> RequestLimits:
+        return self.servables.limits
 
     def get(self, path: str) -> Document:
         match = _STATUS_PATH.fullmatch(urllib.parse.urlsplit(path).path)
@@ -59,34 +60,20 @@ class RestApi:
         return urllib.parse.unquote(match.group(1)), (int(version) if version is not None else None)
 
     def _status(self, name: str, version: Optional[int]) -> Document:
-        states = self.repository.version_states() if name == self.model_name else []
-        if version is not None:
-            states = [state for state in states if state.version == version]
-        if not states:
-            if version is None:
-                raise NotFound(f"Could not find any versions of model {name}")
-            raise NotFound(f"Could not find version {version} of model {name}")
         return {"model_version_status": [
             {"version": str(state.version), "state": state.state,
              "status": {"error_code": state.error_code, "error_message": state.error_message}}
-            for state in states]}
+            for state in self.servables.version_states(name, version)]}
 
     def _metadata(self, name: str, version: Optional[int]) -> Document:
-        model = self._model(name, version)
+        model = self.servables.model(name, version)
         return {"model_spec": {"name": name, "signature_name": "", "version": str(model.version)},
                 "metadata": {"signature_def": signature_def_map_json(model.signature_defs)}}
 
     def _predict(self, name: str, version: Optional[int], body: bytes) -> Document:
         request = parse_predict_body(body)
-        # Take the model once: a newer version swapped in meanwhile must not serve half of this request.
-        model = self._model(name, version)
+        model = self.servables.model(name, version)
         signature_name = request.signature_name or DEFAULT_SIGNATURE
-        inputs = decode_inputs(request, signature_name, model.input_dtypes(signature_name), self.limits.image)
-        outputs = model.predict(signature_name, inputs)
+        inputs = decode_inputs(request, signature_name, model.input_dtypes(signature_name))
+        outputs = self.servables.predict(model, signature_name, inputs)
         return encode_outputs(outputs, request.row_format)
-
-    def _model(self, name: str, version: Optional[int]) -> LoadedModel:
-        if name != self.model_name:
-            wanted = f"Latest({name})" if version is None else f"Specific({name}, {version})"
-            raise NotFound(f"Servable not found for request: {wanted}")
-        return self.repository.get(name, version)

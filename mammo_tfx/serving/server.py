@@ -1,5 +1,5 @@
-"""Serve a model directory over TF Serving's REST API: the real `tensorflow_model_server` when installed,
-otherwise the built-in Python server (`ModelServer`) that implements the same routes and version policy."""
+"""Serve a model directory over TF Serving's REST and gRPC APIs: the real `tensorflow_model_server` when installed,
+otherwise the built-in Python server (`ModelServer`) that implements the same routes, services and version policy."""
 from __future__ import annotations
 
 import logging
@@ -11,11 +11,15 @@ import threading
 from http.server import ThreadingHTTPServer
 from typing import List, Optional
 
+import grpc
+
 from mammo_tfx.serving.admission import InFlightLimiter
+from mammo_tfx.serving.grpc_api import start_grpc_server
 from mammo_tfx.serving.http_handler import make_handler_class
 from mammo_tfx.serving.limits import RequestLimits
 from mammo_tfx.serving.repository import ModelRepository, list_complete_versions
 from mammo_tfx.serving.rest_api import RestApi
+from mammo_tfx.serving.servables import Servables
 
 logger = logging.getLogger(__name__)
 
@@ -24,18 +28,24 @@ DEFAULT_GRPC_PORT = 8500
 
 
 class ModelServer:
-    """The built-in REST server for one model, in background threads. Use as a context manager or
-    `start()`/`stop()`; `port=0` picks a free port (see `.port`)."""
+    """The built-in server for one model, in background threads: REST on `port` and, unless `grpc_port` is None,
+    gRPC on `grpc_port`; both share the loaded model, the limits and the in-flight cap. Use as a context manager or
+    `start()`/`stop()`; port 0 picks a free port (see `.port`, `.grpc_port`)."""
 
     def __init__(self, model_base_path: str, model_name: str, port: int = 0, host: str = "127.0.0.1",
-                 poll_interval_s: float = 2.0, limits: Optional[RequestLimits] = None) -> None:
+                 poll_interval_s: float = 2.0, limits: Optional[RequestLimits] = None,
+                 grpc_port: Optional[int] = None) -> None:
         self.model_name = model_name
         self.repository = ModelRepository(model_base_path, poll_interval_s=poll_interval_s)
-        self.api = RestApi(model_name, self.repository, limits or RequestLimits())
+        self.servables = Servables(model_name, self.repository, limits or RequestLimits())
+        self.api = RestApi(self.servables)
         self._limiter: Optional[InFlightLimiter] = None
         self._address = (host, port)
+        self._requested_grpc_port = grpc_port
         self._httpd: Optional[ThreadingHTTPServer] = None
         self._thread: Optional[threading.Thread] = None
+        self._grpc_server: Optional[grpc.Server] = None
+        self._grpc_port: Optional[int] = None
 
     @property
     def port(self) -> int:
@@ -48,18 +58,39 @@ class ModelServer:
         """Base URL, e.g. http://127.0.0.1:8501; the REST paths start with /v1/models/."""
         return f"http://{self._address[0]}:{self.port}"
 
+    @property
+    def grpc_port(self) -> int:
+        if self._grpc_port is None:
+            raise RuntimeError("the gRPC server is not started (grpc_port=None or not started)")
+        return self._grpc_port
+
+    @property
+    def grpc_target(self) -> str:
+        """host:port of the gRPC services, as grpc.insecure_channel takes it."""
+        return f"{self._address[0]}:{self.grpc_port}"
+
     def start(self) -> "ModelServer":
         # Load before listening, so a readiness probe never sees a half-started server.
         self.repository.start()
-        self._limiter = InFlightLimiter(self.api.limits.max_in_flight, self.api.limits.request_timeout_s)
-        self._httpd = ThreadingHTTPServer(self._address, make_handler_class(self.api, self._limiter))
+        limits = self.servables.limits
+        self._limiter = InFlightLimiter(limits.max_in_flight, limits.request_timeout_s)
+        try:
+            if self._requested_grpc_port is not None:
+                self._grpc_server, self._grpc_port = start_grpc_server(
+                    self.servables, self._limiter, self._address[0], self._requested_grpc_port)
+            self._httpd = ThreadingHTTPServer(self._address, make_handler_class(self.api, self._limiter))
+        except BaseException:
+            # A port in use: leave no watcher thread or half-started gRPC server behind.
+            self.stop()
+            raise
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="rest-server", daemon=True)
         self._thread.start()
         current = self.repository.current()
-        logger.info("serving model %s (%s) at %s", self.model_name,
-                    "no version yet" if current is None else f"version {current.version}", self.url)
+        logger.info("serving model %s (%s) at %s%s", self.model_name,
+                    "no version yet" if current is None else f"version {current.version}", self.url,
+                    "" if self._grpc_port is None else f" and gRPC {self.grpc_target}")
         return self
 
     def stop(self) -> None:
@@ -70,6 +101,11 @@ class ModelServer:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        if self._grpc_server is not None:
+            # Calls in progress get a second to finish, like REST requests whose connection is being served.
+            self._grpc_server.stop(grace=1.0).wait()
+            self._grpc_server = None
+            self._grpc_port = None
         if self._limiter is not None:
             self._limiter.shutdown()
             self._limiter = None
@@ -116,10 +152,11 @@ def model_server_command(binary: str, model_base_path: str, model_name: str, res
 def serve(model_dir: str, model_name: str, port: int, host: str = "127.0.0.1", *,
           grpc_port: int = DEFAULT_GRPC_PORT, poll_interval_s: float = 2.0,
           limits: Optional[RequestLimits] = None, use_model_server_binary: bool = True) -> int:
-    """Serve `model_name` from `model_dir` on REST `port` until interrupted; returns an exit code.
+    """Serve `model_name` from `model_dir` on REST `port` and gRPC `grpc_port` until interrupted; returns an exit
+    code. Port 0 picks a free port (printed at start).
 
-    With `tensorflow_model_server` on PATH (and `use_model_server_binary`) that binary runs in the foreground
-    with gRPC on `grpc_port`; it listens on all interfaces, so `host` applies only to the built-in server.
+    With `tensorflow_model_server` on PATH (and `use_model_server_binary`) that binary runs in the foreground;
+    it listens on all interfaces, so `host` applies only to the built-in server.
     """
     base_path = resolve_model_base_path(model_dir, model_name)
     limits = limits or RequestLimits()
@@ -131,9 +168,9 @@ def serve(model_dir: str, model_name: str, port: int, host: str = "127.0.0.1", *
     if not list_complete_versions(base_path):
         logger.warning("no complete version under %s yet; the model will be served once one is pushed", base_path)
     server = ModelServer(base_path, model_name, port=port, host=host, poll_interval_s=poll_interval_s,
-                         limits=limits).start()
-    print(f"serving model {model_name} from {base_path} at {server.url}/v1/models/{model_name} (Ctrl-C stops)",
-          flush=True)
+                         limits=limits, grpc_port=grpc_port).start()
+    print(f"serving model {model_name} from {base_path} at {server.url}/v1/models/{model_name} and gRPC "
+          f"{server.grpc_target} (Ctrl-C stops)", flush=True)
     try:
         _wait_for_termination()
     finally:

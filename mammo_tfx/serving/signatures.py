@@ -39,15 +39,22 @@ def check_input_keys(signature_name: str, expected: Collection[str], given: Coll
             f"missing {missing}, unexpected {extra}, expected {sorted(expected)}")
 
 
+def signature_def_map(signature_defs: Mapping[str, meta_graph_pb2.SignatureDef]
+                      ) -> get_model_metadata_pb2.SignatureDefMap:
+    """The signature defs as the `SignatureDefMap` proto of a metadata response (gRPC packs it in an Any)."""
+    signature_map = get_model_metadata_pb2.SignatureDefMap()
+    for name, signature_def in signature_defs.items():
+        signature_map.signature_def[name].CopyFrom(signature_def)
+    return signature_map
+
+
 def signature_def_map_json(signature_defs: Mapping[str, meta_graph_pb2.SignatureDef]) -> Dict[str, Any]:
-    """The signature defs as TF Serving prints them in a metadata response.
+    """The signature defs as TF Serving prints them in a REST metadata response.
 
     TF Serving serialises a `SignatureDefMap` proto with proto field names and default-valued fields printed
     (so `"name": ""` and `"unknown_rank": false` appear and int64 sizes are strings); the same proto through
     protobuf's JSON printer gives the same document.
     """
-    signature_map = get_model_metadata_pb2.SignatureDefMap()
-    for name, signature_def in signature_defs.items():
-        signature_map.signature_def[name].CopyFrom(signature_def)
+    signature_map = signature_def_map(signature_defs)
     return json_format.MessageToDict(signature_map, including_default_value_fields=True,
                                      preserving_proto_field_name=True)
