@@ -21,10 +21,13 @@ import apache_beam as beam
 import tensorflow as tf
 from google.protobuf import json_format, struct_pb2
 from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
+from tfx.components.example_gen import utils as example_gen_utils, write_split
+from tfx.components.util import examples_utils
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
+from components.mammo_example_gen.stored_gzip import WriteStoredGzipSplit
 from mammo_tfx.ingest.layouts import list_records
 from mammo_tfx.ingest.options import IngestOptions
 from mammo_tfx.ingest.phi import salted_key
@@ -359,10 +362,36 @@ class Executor(BaseExampleGenExecutor):
             tf.io.gfile.copy(os.path.join(quarantine_uri, file_name), os.path.join(kept, file_name), overwrite=True)
         return kept
 
+    def _generate(self, input_dict, output_dict, exec_properties: Dict[str, Any]) -> None:
+        """BaseExampleGenExecutor.Do, writing each split with WriteStoredGzipSplit instead of TFX's WriteSplit
+        (which reshuffles every example and recompresses the PNG payload at zlib level 6): same files, names and
+        artifact properties."""
+        self._log_startup(input_dict, output_dict, exec_properties)
+        input_config = example_gen_pb2.Input()
+        proto_utils.json_to_proto(exec_properties[standard_component_specs.INPUT_CONFIG_KEY], input_config)
+        output_config = example_gen_pb2.Output()
+        proto_utils.json_to_proto(exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY], output_config)
+        file_format = exec_properties.get(standard_component_specs.OUTPUT_FILE_FORMAT_KEY,
+                                          example_gen_pb2.FILE_FORMAT_UNSPECIFIED)
+        format_name = write_split.to_file_format_str(file_format)  # raises for any format but GZIP TFRecords
+        payload_format = exec_properties.get(standard_component_specs.OUTPUT_DATA_FORMAT_KEY)
+        if payload_format not in (None, example_gen_pb2.FORMAT_TF_EXAMPLE):
+            raise ValueError(f"MammoExampleGen writes tf.Examples, not payload format {payload_format}")
+        examples = output_dict[standard_component_specs.EXAMPLES_KEY]
+        artifact = artifact_utils.get_single_instance(examples)
+        artifact.split_names = artifact_utils.encode_split_names(
+            example_gen_utils.generate_output_split_names(input_config, output_config))
+        with self._make_beam_pipeline() as pipeline:
+            for split_name, split in self.GenerateExamplesByBeam(pipeline, exec_properties).items():
+                _ = split | f"WriteSplit[{split_name}]" >> WriteStoredGzipSplit(
+                    artifact_utils.get_split_uri(examples, split_name))
+        examples_utils.set_payload_format(artifact, example_gen_pb2.FORMAT_TF_EXAMPLE)
+        examples_utils.set_file_format(artifact, format_name)
+
     def Do(self, input_dict, output_dict, exec_properties) -> None:
         quarantine = artifact_utils.get_single_instance(output_dict["quarantine"])
         exec_properties = dict(exec_properties, **{_QUARANTINE_URI_KEY: quarantine.uri})
-        super().Do(input_dict, output_dict, exec_properties)
+        self._generate(input_dict, output_dict, exec_properties)
 
         report_dir = self._keep_report(quarantine.uri, exec_properties.get(REPORTS_DIR_KEY))
         quarantine.set_string_custom_property(REPORTS_DIR_KEY, report_dir)
