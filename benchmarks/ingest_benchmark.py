@@ -266,7 +266,8 @@ def _child(mode: str, folder: str, height: int, width: int) -> None:
         start = time.perf_counter()
         records = run_baseline(folder, height, width)
     else:
-        import components.mammo_example_gen.executor  # noqa: F401
+        # The pipeline package imports tfx.v1 (with Vertex AI's client, ~4 s) before any ingestion runs.
+        import components.mammo_example_gen.executor, pipeline.pipeline  # noqa: F401,E401
         workers = int(mode.split("-")[1])
         with tempfile.TemporaryDirectory() as out_dir:
             start = time.perf_counter()

@@ -18,7 +18,7 @@ from PIL import Image
 from pydicom.pixels import pixel_array
 from tfx_bsl.public import tfxio
 
-from components.mammo_example_gen.stored_gzip import WriteStoredGzipSplit
+from components.mammo_example_gen.stored_gzip import WriteStoredGzipSplit, write_tfrecord
 from mammo_tfx import names
 from mammo_tfx.ingest.layouts import list_records
 from mammo_tfx.ingest.options import IngestOptions
@@ -86,6 +86,16 @@ def test_split_files_are_gzip_tfrecords_that_store_the_png_payload_without_recom
     # Plain gzip to any reader: Python's own module decompresses it to the TFRecord framing of the payloads.
     raw = b"".join(gzip.decompress(open(f, "rb").read()) for f in files)
     assert len(raw) == sum(map(len, payloads)) + framing
+
+
+def test_a_record_is_framed_as_tensorflow_frames_it(tmp_path):
+    for payload in (b"", b"x", bytes(range(256)) * 300):
+        path = str(tmp_path / f"{len(payload)}.tfrecord")
+        with tf.io.TFRecordWriter(path) as writer:
+            writer.write(payload)
+        framed = io.BytesIO()
+        write_tfrecord(framed, payload)
+        assert framed.getvalue() == open(path, "rb").read()
 
 
 def test_tfx_readers_read_the_split_as_they_read_tfx_own_output(tmp_path):

@@ -10,18 +10,34 @@ from __future__ import annotations
 
 import gzip
 import os
+import struct
 from typing import BinaryIO
 
 import apache_beam as beam
+import google_crc32c
 from apache_beam.io import filebasedsink
 from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.tfrecordio import _TFRecordUtil
 
 # TFX's own names for the files of a split (tfx.components.example_gen.write_split).
 FILE_PREFIX = "data_tfrecord"
 FILE_SUFFIX = ".gz"
 # zlib level of the gzip container: 0 stores the (already PNG-compressed) payload as is.
 GZIP_LEVEL = 0
+
+
+def _masked_crc32c(data: bytes) -> int:
+    """TFRecord's masked CRC-32C. google_crc32c's hardware CRC: 0.1 ms per 0.85 MB example against 6 ms for Beam's
+    crcmod fallback (python-snappy, which Beam prefers, is not installed)."""
+    crc = google_crc32c.value(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def write_tfrecord(handle: BinaryIO, data: bytes) -> None:
+    """One TFRecord: length (uint64 LE), its masked CRC (uint32 LE), the data, the data's masked CRC."""
+    length = struct.pack("<Q", len(data))
+    handle.write(length + struct.pack("<I", _masked_crc32c(length)))
+    handle.write(data)
+    handle.write(struct.pack("<I", _masked_crc32c(data)))
 
 
 class _GzipOverRaw(gzip.GzipFile):
@@ -54,7 +70,7 @@ class _GzipTFRecordSink(filebasedsink.FileBasedSink):
         return _GzipOverRaw(super().open(temp_path), self._level)
 
     def write_encoded_record(self, file_handle: BinaryIO, encoded_value: bytes) -> None:
-        _TFRecordUtil.write_record(file_handle, encoded_value)
+        write_tfrecord(file_handle, encoded_value)
 
 
 @beam.ptransform_fn
