@@ -18,7 +18,7 @@ from PIL import Image
 from pydicom.pixels import pixel_array
 from tfx_bsl.public import tfxio
 
-from components.mammo_example_gen.stored_gzip import WriteStoredGzipSplit, write_tfrecord
+from mammo_tfx.ingest.tfrecord_files import WriteStoredGzipSplit, write_tfrecord
 from mammo_tfx import names
 from mammo_tfx.ingest.layouts import list_records
 from mammo_tfx.ingest.options import IngestOptions

@@ -1,4 +1,4 @@
-"""Writing an ExampleGen split as GZIP TFRecords whose deflate stream stores the bytes without compressing them.
+"""Writing an Examples split as GZIP TFRecords whose deflate stream stores the bytes without compressing them.
 
 The examples' payload is PNG, i.e. already deflate-compressed: Beam's GZIP writer (zlib level 6) spends ~23 ms
 per 0.85 MB example to save 0.5% (docs/benchmarks.md, Ingestion). TFX 1.16's ExampleGen only knows the
@@ -18,9 +18,8 @@ import google_crc32c
 from apache_beam.io import filebasedsink
 from apache_beam.io.filesystem import CompressionTypes
 
-# TFX's own names for the files of a split (tfx.components.example_gen.write_split).
-FILE_PREFIX = "data_tfrecord"
-FILE_SUFFIX = ".gz"
+from mammo_tfx.names import EXAMPLES_FILE_PREFIX, EXAMPLES_FILE_SUFFIX
+
 # zlib level of the gzip container: 0 stores the (already PNG-compressed) payload as is.
 GZIP_LEVEL = 0
 
@@ -61,7 +60,7 @@ class _GzipTFRecordSink(filebasedsink.FileBasedSink):
 
     def __init__(self, file_path_prefix: str, level: int):
         super().__init__(file_path_prefix=file_path_prefix, coder=beam.coders.BytesCoder(),
-                         file_name_suffix=FILE_SUFFIX, num_shards=0, shard_name_template=None,
+                         file_name_suffix=EXAMPLES_FILE_SUFFIX, num_shards=0, shard_name_template=None,
                          mime_type="application/octet-stream",
                          compression_type=CompressionTypes.UNCOMPRESSED)
         self._level = level
@@ -79,4 +78,5 @@ def WriteStoredGzipSplit(serialized: beam.PCollection, split_uri: str,  # noqa: 
     """Serialized examples -> `split_uri/data_tfrecord-NNNNN-of-MMMMM.gz`, one file per bundle, written in the stage
     that made them (no reshuffle before writing, unlike TFX's WriteSplit: a shuffle would move every multi-megabyte
     example through the runner; the Trainer shuffles its input anyway)."""
-    return serialized | "Write" >> beam.io.Write(_GzipTFRecordSink(os.path.join(split_uri, FILE_PREFIX), level))
+    sink = _GzipTFRecordSink(os.path.join(split_uri, EXAMPLES_FILE_PREFIX), level)
+    return serialized | "Write" >> beam.io.Write(sink)
