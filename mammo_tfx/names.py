@@ -85,6 +85,9 @@ EXAMPLES_INPUT = "examples"
 
 # Files inside artifacts and exports.
 SOURCES_MANIFEST_FILE = "sources.json"
+# An Examples split's files, as TFX names them: <split dir>/data_tfrecord-00000-of-00002.gz (GZIP TFRecords).
+EXAMPLES_FILE_PREFIX = "data_tfrecord"
+EXAMPLES_FILE_SUFFIX = ".gz"
 QUARANTINE_FILE = "quarantine.csv"
 INGEST_SUMMARY_FILE = "summary.json"
 PATCH_COUNTS_FILE = "patch_counts.json"

@@ -9,8 +9,8 @@ import shutil
 import numpy as np
 import pytest
 
-from components.mammo_example_gen.executor import (
-    assign_split, read_quarantine_rows, split_of_patient)
+from components.mammo_example_gen.executor import read_quarantine_rows
+from mammo_tfx.ingest.beam_graph import assign_split, split_of_patient
 from mammo_tfx import synth
 from mammo_tfx.names import INGEST_SUMMARY_FILE, QUARANTINE_FILE
 from pipeline.sources import DataSource

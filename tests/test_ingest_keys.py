@@ -13,7 +13,8 @@ from google.protobuf import text_format
 from PIL import Image
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-from components.mammo_example_gen.executor import _summarise, describe_units, unit_count_keys
+from components.mammo_example_gen.executor import describe_units
+from mammo_tfx.ingest.beam_graph import summarise, unit_count_keys
 from mammo_tfx import names, synth
 from mammo_tfx.ingest.identity import (ImageIdentity, breast_id, exam_id, image_identity, name_identity,
                                       read_dicom_identity, unit_keys)
@@ -217,7 +218,7 @@ def test_unplaced_scans_are_counted_in_the_ingest_summary(tmp_path, write_dicom,
         counts[("ingested", "train", record.dataset)] += 1
         for key in unit_count_keys(record, example, small_options.patient_salt):
             counts[key] += 1
-    summary = _summarise(list(counts.items()))
+    summary = summarise(list(counts.items()))
     assert summary["ingested"] == summary["listed"] == 3
     assert summary["per_dataset"]["folder"]["units"] == {"own_breast": 2, "own_exam": 1}
     assert describe_units(summary) == [
