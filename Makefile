@@ -26,9 +26,12 @@ $(STAMP): requirements/stack.txt requirements/tfx.txt setup.py
 	$(BIN)/pip check
 	touch $(STAMP)
 
+# Two workers, a test file per work unit (module fixtures run once); tests/conftest.py starts the longest first.
+TEST_WORKERS ?= 2
+
 test: setup
 	sh scripts/ensure_chromium.sh
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder tests
 
 # The unit tests only, without the end-to-end ones (pytest.ini's e2e marker): for the edit-test loop.
 test-fast: setup

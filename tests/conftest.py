@@ -440,3 +440,19 @@ def unit_evaluation_document(directory: str, models: dict[str, list], thresholds
     write_unit_evaluation(UnitEvaluation(uri=directory, split="test", breast_rule=rule,
                                          bootstrap_samples=bootstrap_samples, models=documents), directory)
     return read_unit_evaluation(directory)
+
+
+# `make test` runs the suite on two pytest-xdist workers, a file per work unit in collection order
+# (`--dist loadfile --no-loadscope-reorder`). These modules take most of the suite's time, so they are collected
+# first: one worker starts the production smoke run while the other starts the pipeline runs and then takes the
+# rest, and neither waits alone at the end.
+LONGEST_MODULES_FIRST = ("test_production_smoke.py", "test_pipeline_resume.py", "test_pipeline_local.py",
+                         "test_trainer_resume.py", "test_trainer_run_fn.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONGEST_MODULES_FIRST.index(name) if name in LONGEST_MODULES_FIRST else len(LONGEST_MODULES_FIRST)
+
+    items.sort(key=rank)  # stable: every module keeps its own order
