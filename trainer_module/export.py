@@ -183,9 +183,15 @@ def export_whole_image_model(model: tf_keras.Model, patch_model: tf_keras.Model,
     module = _ServingModule(tf_transform_output, rows, cols, image_limits)
     module.model, module.patch_model = model, patch_model
 
+    # One trace of the model over the four flips, shared by the eval scoring and every signature that scores images:
+    # at the production geometry each trace costs tens of seconds on a CPU (docs/benchmarks.md, Export).
+    @tf.function
+    def flip_scores(images):
+        return flip_tta(module.model, images)
+
     @tf.function(input_signature=[_examples_spec()])
     def score_examples(examples):
-        return flip_tta(module.model, module.images_from_examples(examples))
+        return flip_scores(module.images_from_examples(examples))
 
     record = fit_screening_record(scored_eval_images(score_examples, eval_files, image_hparams.batch_size),
                                   screening_options)
@@ -193,7 +199,7 @@ def export_whole_image_model(model: tf_keras.Model, patch_model: tf_keras.Model,
                 record.calibration.method, record.reason or "fitted", record.thresholds, record.eval_ece)
 
     def served(images: tf.Tensor) -> dict[str, tf.Tensor]:
-        scores = flip_tta(module.model, images)
+        scores = flip_scores(images)
         return image_outputs(record, scores[SCORE], scores[PROBABILITY_SINGLE])
 
     @tf.function(input_signature=[_bytes_spec()])
@@ -208,7 +214,7 @@ def export_whole_image_model(model: tf_keras.Model, patch_model: tf_keras.Model,
     def serve_exam(image_bytes, breast_id):
         tf.debugging.assert_equal(tf.size(image_bytes), tf.size(breast_id),
                                   message=f"{IMAGE_BYTES_INPUT} and {BREAST_ID_INPUT} must have one entry per image")
-        scores = flip_tta(module.model, module.images_from_bytes(image_bytes))
+        scores = flip_scores(module.images_from_bytes(image_bytes))
         return exam_outputs(record, scores[SCORE], scores[PROBABILITY_SINGLE], breast_id)
 
     @tf.function(input_signature=[_bytes_spec()])
