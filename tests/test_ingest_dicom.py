@@ -7,12 +7,14 @@ import pydicom
 import pytest
 import tensorflow as tf
 from pydicom.dataset import Dataset
+from pydicom.pixels import get_decoder
 from pydicom.sequence import Sequence
-from pydicom.uid import JPEG2000Lossless, RLELossless
+from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless, RLELossless
 
 from mammo_tfx.ingest.decoded import to_uint16
-from mammo_tfx.ingest.dicom_io import read_dicom
+from mammo_tfx.ingest.dicom_io import decoding_plugin_for, read_dicom
 from mammo_tfx.ingest.image_io import read_image
+from mammo_tfx.ingest.options import FASTEST_DECODING_PLUGIN
 from mammo_tfx.ingest.process import process_record
 from mammo_tfx.ingest.records import BadInputError, ScanRecord
 
@@ -92,16 +94,29 @@ def test_voi_lut_sequence_wins_over_window(tmp_path, write_dicom):
     np.testing.assert_array_equal(image, [[65535, 0, 65535, 0]])
 
 
-@pytest.mark.parametrize("syntax", [RLELossless, JPEG2000Lossless])
+@pytest.mark.parametrize("syntax", [RLELossless, JPEG2000Lossless, JPEGLSLossless])
 def test_compressed_syntaxes_decode_losslessly(tmp_path, write_dicom, syntax):
     pixels = (np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 5) % 4096  # J2K needs >= 64 px
     path = write_dicom(tmp_path / "a.dcm", pixels, bits_stored=12)
     ds = pydicom.dcmread(path)
     ds.compress(syntax)
     ds.save_as(path)
-    for plugin in ("pylibjpeg", ""):  # preferred plugin and pydicom's own choice give the same pixels
+    # The default (the fastest plugin for the syntax), a preferred plugin and pydicom's own choice: same pixels.
+    for plugin in (FASTEST_DECODING_PLUGIN, "pylibjpeg", ""):
         image, _ = full16(path, plugin)
         np.testing.assert_allclose(image, scaled_12bit(pixels), atol=1)
+
+
+def test_the_default_plugin_is_the_fastest_installed_for_the_syntax():
+    # docs/benchmarks.md, "Decode cost per transfer syntax": pyjpegls decodes JPEG-LS ~3.5x as fast as pylibjpeg;
+    # pylibjpeg is the fastest for RLE (pydicom's own) and JPEG 2000 (Pillow).
+    chosen = {syntax: decoding_plugin_for(get_decoder(syntax))
+              for syntax in (JPEGLSLossless, RLELossless, JPEG2000Lossless, ExplicitVRLittleEndian)}
+    assert chosen == {JPEGLSLossless: "pyjpegls", RLELossless: "pylibjpeg", JPEG2000Lossless: "pylibjpeg",
+                      ExplicitVRLittleEndian: ""}
+    # A named plugin is honoured where it decodes the syntax; elsewhere pydicom chooses.
+    assert decoding_plugin_for(get_decoder(JPEG2000Lossless), "pillow") == "pillow"
+    assert decoding_plugin_for(get_decoder(RLELossless), "pillow") == ""
 
 
 def test_tags_are_read(tmp_path, write_dicom):

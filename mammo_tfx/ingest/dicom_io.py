@@ -1,4 +1,5 @@
-"""DICOM decoding: pixels via pydicom (pylibjpeg preferred), modality LUT, VOI LUT/windowing, MONOCHROME1."""
+"""DICOM decoding: pixels via pydicom (the fastest installed plugin per transfer syntax), modality LUT, VOI
+LUT/windowing, MONOCHROME1."""
 from __future__ import annotations
 
 import math
@@ -11,11 +12,12 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_modality_lut, apply_voi, get_decoder, pixel_array
 from pydicom.pixels.decoders.base import Decoder
+from pydicom.uid import JPEGLSLossless, JPEGLSNearLossless
 
 from mammo_tfx.ingest.decoded import DecodedImage, check_source_pixels, full_range_affine
 from mammo_tfx.ingest.identity import dicom_laterality, dicom_view
 from mammo_tfx.ingest.input_files import open_input
-from mammo_tfx.ingest.options import DEFAULT_MAX_SOURCE_PIXELS
+from mammo_tfx.ingest.options import DEFAULT_MAX_SOURCE_PIXELS, FASTEST_DECODING_PLUGIN
 from mammo_tfx.ingest.records import BadInputError
 
 
@@ -38,7 +40,7 @@ def read_dataset(path: str) -> Dataset:
     return ds
 
 
-def decode_stored_pixels(ds: Dataset, path: str, decoding_plugin: str = "pylibjpeg",
+def decode_stored_pixels(ds: Dataset, path: str, decoding_plugin: str = FASTEST_DECODING_PLUGIN,
                          max_pixels: int = DEFAULT_MAX_SOURCE_PIXELS) -> np.ndarray:
     """The stored pixel values of a single-frame greyscale DICOM as a 2-D array.
 
@@ -63,7 +65,7 @@ def decode_stored_pixels(ds: Dataset, path: str, decoding_plugin: str = "pylibjp
     decoder = _decoder(ds, path)
     if decoder.is_native:
         _check_native_length(ds, path, rows * columns * samples * _header_int(ds, path, "BitsAllocated"))
-    plugin = decoding_plugin if decoding_plugin in decoder.available_plugins else ""
+    plugin = decoding_plugin_for(decoder, decoding_plugin)
     try:
         pixels = pixel_array(ds, decoding_plugin=plugin)
     except (KeyboardInterrupt, SystemExit):
@@ -86,6 +88,20 @@ def _header_int(ds: Dataset, path: str, keyword: str, default: Optional[int] = N
     if number is None or number < 0:
         raise BadInputError(path, f"header element {keyword} is {'missing' if number is None else number}")
     return number
+
+
+# Installed decoder plugins in order of speed per transfer syntax, measured on the real CBIS-DDSM DICOMs transcoded
+# (docs/benchmarks.md, "Decode cost per transfer syntax"); any other syntax tries pylibjpeg, then pydicom's choice.
+_FASTEST_PLUGINS = {JPEGLSLossless: ("pyjpegls", "pylibjpeg"), JPEGLSNearLossless: ("pyjpegls", "pylibjpeg")}
+_OTHER_SYNTAXES_PLUGINS = ("pylibjpeg",)
+
+
+def decoding_plugin_for(decoder: Decoder, preferred: str = FASTEST_DECODING_PLUGIN) -> str:
+    """The plugin that decodes with `decoder`: for "auto" the fastest installed one for its transfer syntax,
+    otherwise `preferred` when it is installed for the syntax; "" (pydicom's own choice) when none is."""
+    candidates = (_FASTEST_PLUGINS.get(decoder.UID, _OTHER_SYNTAXES_PLUGINS)
+                  if preferred == FASTEST_DECODING_PLUGIN else (preferred,))
+    return next((plugin for plugin in candidates if plugin in decoder.available_plugins), "")
 
 
 def _decoder(ds: Dataset, path: str) -> Decoder:
@@ -116,7 +132,7 @@ def _check_native_length(ds: Dataset, path: str, header_bits: int) -> None:
                                   "(Rows x Columns x BitsAllocated/8): corrupt header or pixel data")
 
 
-def read_dicom(path: str, decoding_plugin: str = "pylibjpeg",
+def read_dicom(path: str, decoding_plugin: str = FASTEST_DECODING_PLUGIN,
                max_pixels: int = DEFAULT_MAX_SOURCE_PIXELS) -> DecodedImage:
     """Decode a DICOM mammogram; the returned affine maps it to the full 16-bit range for display."""
     ds = read_dataset(path)

@@ -6,7 +6,7 @@ import os
 from mammo_tfx.ingest.decoded import DecodedImage
 from mammo_tfx.ingest.dicom_io import read_dicom
 from mammo_tfx.ingest.input_files import read_input
-from mammo_tfx.ingest.options import DEFAULT_MAX_SOURCE_PIXELS
+from mammo_tfx.ingest.options import DEFAULT_MAX_SOURCE_PIXELS, FASTEST_DECODING_PLUGIN
 from mammo_tfx.ingest.pgm_io import read_pgm
 from mammo_tfx.ingest.png_io import read_png
 from mammo_tfx.ingest.records import BadInputError
@@ -31,7 +31,7 @@ def sniff_format(path: str) -> str:
     raise BadInputError(path, "unrecognised image format (not DICOM, PGM or PNG)")
 
 
-def read_image(path: str, decoding_plugin: str = "pylibjpeg",
+def read_image(path: str, decoding_plugin: str = FASTEST_DECODING_PLUGIN,
                max_pixels: int = DEFAULT_MAX_SOURCE_PIXELS) -> DecodedImage:
     """Decode any supported image file; BadInputError for one whose header promises more than max_pixels."""
     image_format = sniff_format(path)

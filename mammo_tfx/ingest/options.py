@@ -14,6 +14,8 @@ DEFAULT_PATIENT_SALT = "mammo-tfx-default-salt-change-me"
 
 # 50 megapixels: 2.5x the largest real mammograms (about 5k x 4k = 20 MP), yet a decoded image stays near 100 MB
 # (uint16) plus its float32 intensity pass, so one hostile header cannot exhaust a worker's memory.
+# `dicom_decoding_plugin` value: the fastest installed plugin per transfer syntax.
+FASTEST_DECODING_PLUGIN = "auto"
 DEFAULT_MAX_SOURCE_PIXELS = 50_000_000
 # A real record decodes and resizes in 1-3 s; 300 s tolerates a slow bucket read or a busy worker, while a record
 # that hangs costs at most 5 minutes of one worker thread.
@@ -36,9 +38,10 @@ class IngestOptions(Options):
     png_compress_level: zlib level of the PNG encoder (1 = fast, 9 = small).
     point_lesion_radius_px: radius, in source pixels, of the disc drawn for a point annotation
         (INbreast ROIs with at most 2 points).
-    dicom_decoding_plugin: preferred pydicom decoding plugin for compressed DICOM ("pylibjpeg" is ~2-3x
-        faster than pydicom's own RLE decoder); "" lets pydicom choose. Falls back to pydicom's choice
-        when the plugin cannot decode the transfer syntax.
+    dicom_decoding_plugin: pydicom decoding plugin for compressed DICOM. "auto": the fastest installed one for
+        the file's transfer syntax (pyjpegls for JPEG-LS, pylibjpeg for RLE and JPEG 2000; docs/benchmarks.md,
+        "Decode cost per transfer syntax"); a plugin name prefers that plugin; "" lets pydicom choose. Falls back
+        to pydicom's choice when the plugin cannot decode the transfer syntax.
     max_source_pixels: largest source image (rows x columns x frames x samples, read from the DICOM/PNG/PGM
         header, before any pixel buffer is allocated) that is decoded; larger images and ROI masks are quarantined.
     record_timeout_s: wall-time limit of one record (decode, resize, masks, example); a record that exceeds it
@@ -55,7 +58,7 @@ class IngestOptions(Options):
     vindr_positive_birads: tuple[str, ...] = ("4", "5")
     png_compress_level: int = 1
     point_lesion_radius_px: int = 3
-    dicom_decoding_plugin: str = "pylibjpeg"
+    dicom_decoding_plugin: str = FASTEST_DECODING_PLUGIN
     max_source_pixels: int = DEFAULT_MAX_SOURCE_PIXELS
     record_timeout_s: float = DEFAULT_RECORD_TIMEOUT_S
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 from mammo_tfx.ingest.dicom_io import decode_stored_pixels, read_dataset
 from mammo_tfx.ingest.image_io import sniff_format
-from mammo_tfx.ingest.options import DEFAULT_MAX_SOURCE_PIXELS
+from mammo_tfx.ingest.options import DEFAULT_MAX_SOURCE_PIXELS, FASTEST_DECODING_PLUGIN
 from mammo_tfx.ingest.pgm_io import read_pgm
 from mammo_tfx.ingest.png_io import read_png
 from mammo_tfx.ingest.records import BadInputError
@@ -46,7 +46,7 @@ class _Candidate:
         return self._pixels
 
 
-def load_roi_mask(files: Sequence[str], image_shape: tuple[int, int], decoding_plugin: str = "pylibjpeg",
+def load_roi_mask(files: Sequence[str], image_shape: tuple[int, int], decoding_plugin: str = FASTEST_DECODING_PLUGIN,
                   max_pixels: int = DEFAULT_MAX_SOURCE_PIXELS) -> tuple[np.ndarray, bool]:
     """The ROI mask among `files` as a boolean array of image_shape, and whether it had to be resized.
 

@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 
 from mammo_tfx.ingest.masks import class_code, draw_outlines, merge_class_layers
-from mammo_tfx.ingest.options import DEFAULT_MAX_SOURCE_PIXELS
+from mammo_tfx.ingest.options import DEFAULT_MAX_SOURCE_PIXELS, FASTEST_DECODING_PLUGIN
 from mammo_tfx.ingest.records import LesionRef
 from mammo_tfx.ingest.resize import ContentBox, paste, resize_binary_mask
 from mammo_tfx.ingest.roi_files import load_roi_mask
@@ -23,7 +23,7 @@ class ScanMask:
 
 
 def build_scan_mask(lesions: Sequence[LesionRef], image_shape: tuple[int, int], box: ContentBox,
-                    working_shape: tuple[int, int], point_radius: float, decoding_plugin: str = "pylibjpeg",
+                    working_shape: tuple[int, int], point_radius: float, decoding_plugin: str = FASTEST_DECODING_PLUGIN,
                     max_pixels: int = DEFAULT_MAX_SOURCE_PIXELS) -> ScanMask:
     """Rasterise every lesion at source resolution, union per class, resize each class once, merge.
 
