@@ -7,9 +7,7 @@ import os
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import argparse  # noqa: E402
-import builtins  # noqa: E402
 import logging  # noqa: E402
-import re  # noqa: E402
 import sys  # noqa: E402
 import warnings  # noqa: E402
 from typing import List, Optional, Sequence  # noqa: E402
@@ -19,38 +17,61 @@ from typing import List, Optional, Sequence  # noqa: E402
 DEMO_LAYOUT_PATIENTS = {"cbis-ddsm": 90, "inbreast": 36, "mias": 60}
 
 
-# Hidden unless --verbose. Third-party deprecation chatter (google-cloud's notices about Python 3.11 and grpcio,
-# pyparsing, Beam) says nothing about this run; TFMA's divisions by zero come from slices without positives, which
-# the gate and the report already call insufficient.
-QUIET_WARNINGS = (
-    "ignore::FutureWarning",
-    "ignore::DeprecationWarning",
-    "ignore::UserWarning",
-    "ignore::RuntimeWarning:tensorflow_model_analysis.metrics.binary_confusion_matrices",
-    "ignore::RuntimeWarning:tensorflow_model_analysis.metrics.confusion_matrix_metrics",
-)
+# Without --verbose the console holds only the tool's own lines. The stack's libraries speak from the moment they are
+# imported (TensorFlow's C++ start-up lines, some marked E on CPU-only machines; Google client libraries' notices
+# about Python 3.11; Beam's and TensorFlow's deprecation notices), and again in every process a run starts (Beam's
+# workers, which inherit this environment). So everything below is set before the first heavy import, in the
+# environment for child processes and in this process. What matters to a user (a quarantined file, an anomaly) the
+# tool says itself: the quarantine report and its grouped lines, the progress lines, the evaluation summary.
+QUIET_ENVIRONMENT = {
+    # Level 3 hides TensorFlow's C++ INFO, WARNING and ERROR lines (the CUDA-plugin registrations fail harmlessly on
+    # CPU-only machines); it is read once, when TensorFlow loads.
+    "TF_CPP_MIN_LOG_LEVEL": "3",
+}
+VERBOSE_ENVIRONMENT = {"TF_CPP_MIN_LOG_LEVEL": "0"}
+# Every Python warning: the tool itself issues none, so what would show is a third-party library's.
+QUIET_WARNINGS = "ignore"
+# Library loggers (absl, tensorflow, apache_beam, pydicom, tfx ...) reach the console through the root logger's
+# handler; below this level nothing passes it, also from loggers that set their own level when imported (pydicom
+# sets WARNING) and from Beam workers, whose records Beam's job service logs again in this process.
+QUIET_LOG_LEVEL = logging.ERROR
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+ERROR_PREFIX = "mammo-tfx: error: "
 
 
 def quiet_warnings() -> None:
-    """Applies QUIET_WARNINGS here and, through PYTHONWARNINGS, in the Beam worker processes this run starts
-    (they print every notice again, once per worker and step)."""
-    for spec in QUIET_WARNINGS:
-        action, _, category, module = (spec.split(":") + [""])[:4]  # PYTHONWARNINGS' action:message:category:module
-        warnings.filterwarnings(action, category=getattr(builtins, category),
-                                module=re.escape(module) if module else "")
-    inherited = [spec for spec in os.environ.get("PYTHONWARNINGS", "").split(",") if spec]
-    os.environ["PYTHONWARNINGS"] = ",".join(inherited + [spec for spec in QUIET_WARNINGS if spec not in inherited])
+    """Ignores Python warnings here and, through PYTHONWARNINGS, in the processes this one starts; filters the user
+    put in PYTHONWARNINGS come later and so keep precedence there."""
+    warnings.simplefilter(QUIET_WARNINGS)
+    inherited = [spec for spec in os.environ.get("PYTHONWARNINGS", "").split(",") if spec and spec != QUIET_WARNINGS]
+    os.environ["PYTHONWARNINGS"] = ",".join([QUIET_WARNINGS] + inherited)
 
 
-def _configure_logging(verbose: bool) -> None:
+def configure_console(verbose: bool) -> None:
+    """Sets what reaches the console, before TensorFlow, Beam or TFX are imported (see QUIET_ENVIRONMENT)."""
+    os.environ.update(VERBOSE_ENVIRONMENT if verbose else QUIET_ENVIRONMENT)
     if not verbose:
         quiet_warnings()
-    logging.basicConfig(level=logging.INFO if verbose else logging.ERROR, format="%(levelname)s %(message)s")
-    from absl import logging as absl_logging
+    root = logging.getLogger()
+    if not root.handlers:  # a host that set up logging (pytest, a notebook) keeps its handlers
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        handler.setLevel(logging.NOTSET if verbose else QUIET_LOG_LEVEL)
+        root.addHandler(handler)
+    from absl import logging as absl_logging  # absl alone, no TensorFlow
 
+    # Sets the root logger's level (and absl's): TensorFlow's logger and the others without a level of their own
+    # follow it.
     absl_logging.set_verbosity(absl_logging.INFO if verbose else absl_logging.ERROR)
-    # Level 3 also hides the harmless CUDA-plugin registration errors TensorFlow prints on CPU-only machines.
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0" if verbose else "3"
+
+
+def error_line(message: object) -> str:
+    """The console line of an error that stops a command: the message as a sentence, not a Python repr."""
+    if isinstance(message, KeyError) and len(message.args) == 1:
+        message = message.args[0]  # str(KeyError) is the repr of its argument, in quotes
+    elif isinstance(message, OSError) and message.filename and message.strerror:
+        message = f"{message.filename}: {message.strerror}"  # not "[Errno 2] No such file or directory: '...'"
+    return f"{ERROR_PREFIX}{message}"
 
 
 def _describe(summary) -> str:
@@ -105,7 +126,7 @@ def _local_orchestrator(name: str) -> str:
     from pipeline.runners import LOCAL_ORCHESTRATORS  # here, not at the top: it loads TFX
 
     if name not in LOCAL_ORCHESTRATORS:
-        raise argparse.ArgumentTypeError(f"choose one of {sorted(LOCAL_ORCHESTRATORS)}")
+        raise argparse.ArgumentTypeError(f"{name} is not one of {', '.join(sorted(LOCAL_ORCHESTRATORS))}")
     return name
 
 
@@ -231,17 +252,44 @@ DATA_HELP = ("a dataset: cbis-ddsm=ROOT, inbreast=ROOT, mias=ROOT or folder=ROOT
              "for an emulator)")
 
 
+VERBOSE_FLAG = "--verbose"
+VERBOSE_HELP = "show the logs and warnings of TensorFlow, TFX, Beam and the other libraries"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with errors as sentences: its own message for a wrong choice quotes the reprs of every choice."""
+
+    def _check_value(self, action: argparse.Action, value: object) -> None:
+        if action.choices is not None and value not in action.choices:
+            raise argparse.ArgumentError(action, f"{value} is not one of {', '.join(map(str, action.choices))}")
+
+
+def _whole_number(text: str) -> int:
+    """argparse type of integer options (argparse's own message for int quotes the value's repr)."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text} is not a whole number") from None
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text} is not a number") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mammo-tfx", description=__doc__)
-    parser.add_argument("--verbose", action="store_true", help="show TFX's and Beam's own logs")
+    parser = _Parser(prog="mammo-tfx", description=__doc__)
+    parser.add_argument(VERBOSE_FLAG, action="store_true", help=VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
 
     synth_parser = sub.add_parser("synth", help="write synthetic phantoms in a public dataset's on-disk layout")
     synth_parser.add_argument("--layout", required=True, choices=["cbis-ddsm", "inbreast", "mias", "rsna", "vindr"])
     synth_parser.add_argument("--out", required=True)
-    synth_parser.add_argument("--patients", type=int, default=8)
-    synth_parser.add_argument("--seed", type=int, default=0)
-    synth_parser.add_argument("--scale", type=float, default=1.0, help="image size factor (MIAS stays 1024x1024)")
+    synth_parser.add_argument("--patients", type=_whole_number, default=8)
+    synth_parser.add_argument("--seed", type=_whole_number, default=0)
+    synth_parser.add_argument("--scale", type=_number, default=1.0, help="image size factor (MIAS stays 1024x1024)")
     synth_parser.add_argument("--inject-faults", action="store_true",
                               help="add broken files of each kind the ingestion must quarantine")
     synth_parser.add_argument("--download-layout", choices=["csv", "classic", "descriptive"],
@@ -267,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo_parser = sub.add_parser("demo", help="synthetic data of all layouts + real DICOMs, then a full run")
     demo_parser.add_argument("--out", default="demo_out")
-    demo_parser.add_argument("--seed", type=int, default=0)
+    demo_parser.add_argument("--seed", type=_whole_number, default=0)
     add_config_args(demo_parser)
     demo_parser.set_defaults(func=_cmd_demo)
 
@@ -302,30 +350,34 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser = sub.add_parser("serve", help="serve pushed models over TF Serving's REST and gRPC APIs")
     serve_parser.add_argument("--model-dir", required=True, help="serving dir or <serving dir>/<model name>")
     serve_parser.add_argument("--model-name", required=True)
-    serve_parser.add_argument("--port", type=int, default=8501, help="REST port")
-    serve_parser.add_argument("--grpc-port", type=int, default=8500,
+    serve_parser.add_argument("--port", type=_whole_number, default=8501, help="REST port")
+    serve_parser.add_argument("--grpc-port", type=_whole_number, default=8500,
                               help="gRPC port (TF Serving's PredictionService and ModelService); 0 picks a free port, "
                                    "printed at start (as does --port 0)")
     serve_parser.add_argument("--host", default="127.0.0.1", help="address of the built-in server")
     serve_parser.add_argument("--profile", default="production", help="profile whose `serving` limits apply")
-    serve_parser.add_argument("--max-in-flight", type=int, help="predict requests worked on at once; more get 429 "
-                              "(= --set serving.max_in_flight=N)")
-    serve_parser.add_argument("--request-timeout-s", type=float, help="per-request deadline in seconds; later: 504 "
+    serve_parser.add_argument("--max-in-flight", type=_whole_number,
+                              help="predict requests worked on at once; more get 429 (= --set serving.max_in_flight=N)")
+    serve_parser.add_argument("--request-timeout-s", type=_number, help="per-request deadline in seconds; later: 504 "
                               "(= --set serving.request_timeout_s=S)")
     add_config_args(serve_parser)
     serve_parser.set_defaults(func=_cmd_serve)
+    for command_parser in sub.choices.values():  # also after the command, where users tend to put it
+        command_parser.add_argument(VERBOSE_FLAG, action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    _configure_logging(args.verbose)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    # Before parsing: some argument types load TFX, and TensorFlow reads its log level once, when it loads.
+    configure_console(verbose=VERBOSE_FLAG in arguments)
+    args = build_parser().parse_args(arguments)
     try:
         return args.func(args)
-    except (KeyError, ValueError, RuntimeError, FileNotFoundError) as error:
+    except (KeyError, ValueError, RuntimeError, OSError) as error:
         if args.verbose:
             raise
-        print(f"mammo-tfx: error: {error}", file=sys.stderr)
+        print(error_line(error), file=sys.stderr)
         return 2
 
 

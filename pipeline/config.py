@@ -328,7 +328,7 @@ def load_config(
 ) -> PipelineConfig:
     """Profile, then the YAML file, then `--set` overrides, then the patient salt from the environment."""
     if profile not in PROFILES:
-        raise KeyError(f"unknown profile {profile!r}; known: {sorted(PROFILES)}")
+        raise KeyError(f"unknown profile {profile}; the profiles are {', '.join(PROFILES)}")
     config = PROFILES[profile]()
     if config_file:
         with open(config_file) as f:
