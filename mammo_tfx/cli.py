@@ -102,23 +102,22 @@ def _write_sample_png(examples_uri: str, out_path: str) -> str:
     return out_path
 
 
-def _print_evaluation(outputs, out_dir: str, model_name: str) -> None:
-    from mammo_tfx.report import format_console_summary, write_report_from_artifacts
+def _evaluation_lines(outputs, report, model_name: str, sample: Optional[str]) -> List[str]:
+    from mammo_tfx.report import format_console_summary
 
-    report = write_report_from_artifacts(outputs.evaluation_uri, os.path.join(out_dir, "report"),
-                                         outputs.blessing_uri, outputs.unit_evaluation_uri, outputs.model_export_dir)
-    print("\n" + format_console_summary(report.tables, report.gates, blessed=report.blessed, units=report.units,
-                                        screening_record=report.screening_record))
-    print(f"\n  report:            {report.html}")
+    lines = ["", format_console_summary(report.tables, report.gates, blessed=report.blessed, units=report.units,
+                                        screening_record=report.screening_record), "",
+             f"  report:            {report.html}"]
     if outputs.pushed_uri:
         serving_dir = os.path.dirname(outputs.pushed_uri.rstrip("/"))
-        sample = _write_sample_png(outputs.examples_uri, os.path.join(out_dir, "sample.png"))
-        print(f"  pushed model:      {outputs.pushed_uri}")
-        print(f"  serve it:          mammo-tfx serve --model-dir {serving_dir} --model-name {model_name} --port 8501")
-        print(f"  then query it:     curl -s -X POST http://127.0.0.1:8501/v1/models/{model_name}:predict "
-              f"-d '{{\"instances\": [{{\"b64\": \"'$(base64 -w0 {sample})'\"}}]}}'")
+        lines += [f"  pushed model:      {outputs.pushed_uri}",
+                  f"  serve it:          mammo-tfx serve --model-dir {serving_dir} --model-name {model_name} "
+                  "--port 8501",
+                  f"  then query it:     curl -s -X POST http://127.0.0.1:8501/v1/models/{model_name}:predict "
+                  f"-d '{{\"instances\": [{{\"b64\": \"'$(base64 -w0 {sample})'\"}}]}}'"]
     else:
-        print("  pushed model:      none (the model was not blessed; see the gate results above)")
+        lines.append("  pushed model:      none (the model was not blessed; see the gate results above)")
+    return lines
 
 
 def _local_orchestrator(name: str) -> str:
@@ -130,35 +129,51 @@ def _local_orchestrator(name: str) -> str:
     return name
 
 
-def _run_and_report(config, sources, out_dir: str, orchestrator: str = "local") -> int:
+def _write_report(outputs, out_dir: str):
+    from mammo_tfx.report import write_report_from_artifacts
+
+    return write_report_from_artifacts(outputs.evaluation_uri, os.path.join(out_dir, "report"), outputs.blessing_uri,
+                                       outputs.unit_evaluation_uri, outputs.model_export_dir)
+
+
+def run_summary_lines(config, layout, progress, outputs, report=None, sample: Optional[str] = None) -> List[str]:
+    """What `run` and `demo` print after the progress lines: the component table, the ingestion counts and where
+    the outputs are, then the evaluation summary when the run has one (`report`, written by _write_report)."""
     from components.mammo_example_gen.executor import describe_paths, describe_units, read_quarantine_rows
     from mammo_tfx.ingest.reasons import format_reason_groups, group_reasons
+
+    summary = outputs.ingest_summary
+    lines = ["", f"mammo-tfx run finished (profile {config.profile}) -> {layout.out_dir}", "", progress.table(), "",
+             f"  records: {summary.get('listed')} listed, {summary.get('ingested')} ingested, "
+             f"{summary.get('quarantined')} quarantined, {summary.get('excluded')} excluded"]
+    for split, per_dataset in sorted(summary.get("per_split", {}).items()):
+        lines.append(f"  split {split}: " + ", ".join(f"{d} {n}" for d, n in sorted(per_dataset.items())))
+    lines += [f"  {line}" for line in describe_paths(summary) + describe_units(summary)]
+    lines += [f"  TFRecords:         {outputs.examples_uri}",
+              f"  statistics:        {outputs.statistics_uri}",
+              f"  anomalies:         {outputs.anomalies_uri}"]
+    for split, found in sorted(outputs.anomalies.items()):
+        lines.append(f"    {split}: " + ("; ".join(found) if found else "no anomalies"))
+    lines.append(f"  quarantine report: {outputs.quarantine_uri}")
+    if outputs.quarantine_uri and (summary.get("quarantined") or summary.get("excluded")):
+        groups = group_reasons(read_quarantine_rows(outputs.quarantine_uri))
+        lines += [f"    {line}" for line in format_reason_groups(groups)]
+    lines.append(f"  metadata (MLMD):   {layout.metadata_path}")
+    if report is not None:
+        lines += _evaluation_lines(outputs, report, config.evaluation.model_name, sample)
+    return lines
+
+
+def _run_and_report(config, sources, out_dir: str, orchestrator: str = "local") -> int:
     from pipeline.outputs import collect_outputs
     from pipeline.runners import run_local
 
     layout, progress = run_local(config, sources, out_dir, orchestrator=orchestrator)
     outputs = collect_outputs(layout.metadata_path)
-    summary = outputs.ingest_summary
-    print(f"\nmammo-tfx run finished (profile {config.profile}) -> {layout.out_dir}\n")
-    print(progress.table() + "\n")
-    print(f"  records: {summary.get('listed')} listed, {summary.get('ingested')} ingested, "
-          f"{summary.get('quarantined')} quarantined, {summary.get('excluded')} excluded")
-    for split, per_dataset in sorted(summary.get("per_split", {}).items()):
-        print(f"  split {split}: " + ", ".join(f"{d} {n}" for d, n in sorted(per_dataset.items())))
-    for line in describe_paths(summary) + describe_units(summary):
-        print(f"  {line}")
-    print(f"  TFRecords:         {outputs.examples_uri}")
-    print(f"  statistics:        {outputs.statistics_uri}")
-    print(f"  anomalies:         {outputs.anomalies_uri}")
-    for split, found in sorted(outputs.anomalies.items()):
-        print(f"    {split}: " + ("; ".join(found) if found else "no anomalies"))
-    print(f"  quarantine report: {outputs.quarantine_uri}")
-    if outputs.quarantine_uri and (summary.get("quarantined") or summary.get("excluded")):
-        for line in format_reason_groups(group_reasons(read_quarantine_rows(outputs.quarantine_uri))):
-            print(f"    {line}")
-    print(f"  metadata (MLMD):   {layout.metadata_path}")
-    if outputs.evaluation_uri:
-        _print_evaluation(outputs, layout.out_dir, config.evaluation.model_name)
+    report = _write_report(outputs, layout.out_dir) if outputs.evaluation_uri else None
+    sample = (_write_sample_png(outputs.examples_uri, os.path.join(layout.out_dir, "sample.png"))
+              if report is not None and outputs.pushed_uri else None)
+    print("\n".join(run_summary_lines(config, layout, progress, outputs, report, sample)))
     return 0
 
 
