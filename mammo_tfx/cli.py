@@ -129,7 +129,8 @@ def _local_orchestrator(name: str) -> str:
     return name
 
 
-def _write_report(outputs, out_dir: str):
+def write_run_report(outputs, out_dir: str):
+    """The HTML report of a run with an evaluation, in OUT_DIR/report."""
     from mammo_tfx.report import write_report_from_artifacts
 
     return write_report_from_artifacts(outputs.evaluation_uri, os.path.join(out_dir, "report"), outputs.blessing_uri,
@@ -138,7 +139,7 @@ def _write_report(outputs, out_dir: str):
 
 def run_summary_lines(config, layout, progress, outputs, report=None, sample: Optional[str] = None) -> List[str]:
     """What `run` and `demo` print after the progress lines: the component table, the ingestion counts and where
-    the outputs are, then the evaluation summary when the run has one (`report`, written by _write_report)."""
+    the outputs are, then the evaluation summary when the run has one (`report`, written by write_run_report)."""
     from components.mammo_example_gen.executor import describe_paths, describe_units, read_quarantine_rows
     from mammo_tfx.ingest.reasons import format_reason_groups, group_reasons
 
@@ -170,7 +171,7 @@ def _run_and_report(config, sources, out_dir: str, orchestrator: str = "local") 
 
     layout, progress = run_local(config, sources, out_dir, orchestrator=orchestrator)
     outputs = collect_outputs(layout.metadata_path)
-    report = _write_report(outputs, layout.out_dir) if outputs.evaluation_uri else None
+    report = write_run_report(outputs, layout.out_dir) if outputs.evaluation_uri else None
     sample = (_write_sample_png(outputs.examples_uri, os.path.join(layout.out_dir, "sample.png"))
               if report is not None and outputs.pushed_uri else None)
     print("\n".join(run_summary_lines(config, layout, progress, outputs, report, sample)))
