@@ -70,12 +70,13 @@ class MammogramHeaderRule:
     def check(self, ds: Dataset, path: str) -> tuple[str, ...]:
         """The notes (HEADER_NOTES) of a header this rule accepts. Raises BadInputError (quarantine) for a header
         that is no 2-D mammogram, ExcludedInputError for a FOR PROCESSING image. Reads header elements only."""
-        modality = _text(ds, "Modality").upper()
-        if modality and modality != MAMMOGRAPHY_MODALITY:
-            raise BadInputError(path, f"not a mammogram: DICOM Modality is {modality}, expected MG")
+        # The SOP class first: it names what the object is (a structured report, a CT image ...).
         sop_class = _sop_class(ds)
         if sop_class and _contradicts_mammogram(sop_class):
             raise BadInputError(path, f"not a mammogram: the SOP class is {sop_class.name} ({sop_class})")
+        modality = _text(ds, "Modality").upper()
+        if modality and modality != MAMMOGRAPHY_MODALITY:
+            raise BadInputError(path, f"not a mammogram: DICOM Modality is {modality}, expected MG")
         frames = _frames(ds)
         if frames > 1:
             raise BadInputError(path, f"not a 2-D mammogram: a multi-frame DICOM of {frames} frames")
