@@ -122,7 +122,7 @@ def _run_and_report(config, sources, out_dir: str, orchestrator: str = "local") 
     print(f"\nmammo-tfx run finished (profile {config.profile}) -> {layout.out_dir}\n")
     quarantine_rows = read_quarantine_rows(outputs.quarantine_uri) if outputs.quarantine_uri else []
     for line in rule_mismatch_warnings(quarantine_rows, summary):  # first: it can explain everything below
-        print(line + "\n")
+        print(f"WARNING: {line}\n")
     print(progress.table() + "\n")
     print(f"  records: {summary.get('listed')} listed, {summary.get('ingested')} ingested, "
           f"{summary.get('quarantined')} quarantined, {summary.get('excluded')} excluded")

@@ -208,7 +208,9 @@ def test_one_reason_for_most_of_a_dataset_is_reported_as_a_likely_rule_mismatch(
                          (("ingested", "train", "rsna"), 1), (("quarantined", "", "rsna"), 1)])
     warnings = rule_mismatch_warnings(rows, summary)
     assert len(warnings) == 1  # rsna: 1 of 2 is not more than half
-    assert warnings[0].startswith("WARNING: 3 of the 5 records listed for folder were quarantined for one reason")
+    assert warnings[0].startswith("Likely a mismatch between the data and a rule: 3 of the 5 records listed for "
+                                  "folder were quarantined for one reason (not named a mammogram by its header")
     assert "the setting that governs it is ingest.folder_requires_mammogram_header" in warnings[0]
     rsna_only = summarise([(("quarantined", "", "rsna"), 1)])
-    assert "no setting relaxes it" in rule_mismatch_warnings(rows, rsna_only)[0]
+    assert rule_mismatch_warnings(rows, rsna_only)[0].endswith(
+        "no setting governs it: check that the source is what the rsna layout expects.")

@@ -104,9 +104,7 @@ def rule_mismatch_warnings(rows: Iterable[Mapping[str, str]], summary: Mapping[s
                 continue
             setting = _SETTING.search(group.reason)
             governs = (f"the setting that governs it is {setting.group(0)}" if setting else
-                       f"no setting relaxes it: check that these files are what the {dataset} layout expects")
-            example = f" (e.g. {group.example_file})" if group.example_file not in group.reason else ""
-            warnings.append(f"WARNING: {group.count} of the {listed} records listed for {dataset} were {group.status} "
-                            f"for one reason, likely a mismatch between the data and a rule rather than bad files; "
-                            f"{governs}. Reason: {group.reason}{example}")
+                       f"no setting governs it: check that the source is what the {dataset} layout expects")
+            warnings.append(f"Likely a mismatch between the data and a rule: {group.count} of the {listed} records "
+                            f"listed for {dataset} were {group.status} for one reason ({group.reason}); {governs}.")
     return warnings
