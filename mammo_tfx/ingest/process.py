@@ -8,8 +8,8 @@ import tensorflow as tf
 
 from mammo_tfx.ingest.decoded import DecodedImage, to_uint16
 from mammo_tfx.ingest.demographics import age_group, device_name
-from mammo_tfx.ingest.header_rule import PUBLISHED_MAMMOGRAMS, MammogramHeaderRule
 from mammo_tfx.ingest.example import ScanFeatures, build_example
+from mammo_tfx.ingest.header_rule import PUBLISHED_MAMMOGRAMS, MammogramHeaderRule
 from mammo_tfx.ingest.identity import UnitKeys, unit_keys
 from mammo_tfx.ingest.image_io import read_image
 from mammo_tfx.ingest.options import IngestOptions
