@@ -112,6 +112,7 @@ def _local_orchestrator(name: str) -> str:
 def _run_and_report(config, sources, out_dir: str, orchestrator: str = "local") -> int:
     from components.mammo_example_gen.executor import describe_paths, describe_units, read_quarantine_rows
     from mammo_tfx.ingest.reasons import format_reason_groups, group_reasons
+    from mammo_tfx.ingest.splits import describe_moves
     from pipeline.outputs import collect_outputs
     from pipeline.runners import run_local
 
@@ -124,7 +125,7 @@ def _run_and_report(config, sources, out_dir: str, orchestrator: str = "local") 
           f"{summary.get('quarantined')} quarantined, {summary.get('excluded')} excluded")
     for split, per_dataset in sorted(summary.get("per_split", {}).items()):
         print(f"  split {split}: " + ", ".join(f"{d} {n}" for d, n in sorted(per_dataset.items())))
-    for line in describe_paths(summary) + describe_units(summary):
+    for line in describe_paths(summary) + describe_units(summary) + describe_moves(summary):
         print(f"  {line}")
     print(f"  TFRecords:         {outputs.examples_uri}")
     print(f"  statistics:        {outputs.statistics_uri}")

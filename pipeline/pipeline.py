@@ -95,7 +95,8 @@ def create_components(
         disable_statistics=True,
     )
     patch_sampler = PatchSampler(
-        examples=example_gen.outputs["examples"], sampling_options=config.patches, splits=(TRAIN_SPLIT, EVAL_SPLIT))
+        examples=example_gen.outputs["examples"], sampling_options=config.patches, splits=(TRAIN_SPLIT, EVAL_SPLIT),
+        lesion_splits=(TRAIN_SPLIT,))
     trainer_class = tfx.extensions.google_cloud_ai_platform.Trainer if cloud_training else tfx.components.Trainer
 
     def trainer(component_id: str, run_fn: str, examples, hparams, **base_model) -> tfx.components.Trainer:

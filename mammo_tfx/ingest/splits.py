@@ -245,8 +245,8 @@ def _shortfall(split: str, kind: str, totals: Mapping[str, int], use: str, patie
     where = f"The {split} split" + (f" ({use})" if use else "")
     if kind == ANY_SCAN:
         if patients < needed_patients:
-            advice = (f"the data ({datasets}) holds {patients} patients, and each of the {needed_patients} splits "
-                      "needs at least one: add patients")
+            advice = (f"the data ({datasets}) has fewer patients than the {needed_patients} splits, each of which "
+                      "needs one: add patients")
         else:
             advice = ("no other patient could move there (a dataset's own test patients stay in test, its own "
                       "training patients never go to test, and no split gives up its last patient): add patients, "
@@ -255,7 +255,7 @@ def _shortfall(split: str, kind: str, totals: Mapping[str, int], use: str, patie
     if kind in (MALIGNANT, OTHER):
         other_kind = OTHER if kind == MALIGNANT else MALIGNANT
         return (f"{where} has no {KIND_NAMES[kind]} among its {_count(totals[ANY_SCAN], 'scan')} (all "
-                f"{KIND_NAMES[other_kind]}s), and a classifier's AUC on it needs both classes: add patients with "
+                f"{KIND_NAMES[other_kind]}s), and the AUC of a classifier on it needs both classes: add patients with "
                 f"{KIND_NAMES[kind]}s (every split needs one), or change the split sizes (splits.train, splits.eval, "
                 "splits.test).")
     if kind == LOCATED_LESION:
