@@ -50,11 +50,11 @@ def output_config(splits: SplitConfig) -> example_gen_pb2.Output:
 
 def split_needs(config: PipelineConfig) -> SplitNeeds:
     """What the stages below need of each split, as they are wired: both Trainers train on `train` and validate on
-    `eval`, the whole-image export calibrates on `eval`, the Evaluator and the gate judge `test` (AUCs need both
-    classes in each), and the patch stage draws lesion patches from `train` and validates on patches of `eval`."""
+    `eval`, the whole-image export calibrates on `eval`, the Evaluator and the gate judge `test` (their AUCs need both
+    classes), and the patch stage draws lesion patches from `train` and validates on patches of `eval`."""
     return SplitNeeds(
         examples=tuple(name for name, _ in config.splits.buckets()),
-        both_classes=(TRAIN_SPLIT, EVAL_SPLIT, TEST_SPLIT),
+        both_classes=(EVAL_SPLIT, TEST_SPLIT),
         located_lesions=(TRAIN_SPLIT,),
         patches=(EVAL_SPLIT,),
         uses={TRAIN_SPLIT: "the Trainers learn from it",

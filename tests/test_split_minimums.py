@@ -132,10 +132,12 @@ def datasets(tmp_path_factory) -> dict[tuple[str, int], Path]:
     return paths
 
 
-def _listed_decision(layout: str, path: Path, profile: str) -> tuple[dict, list[str]]:
-    """The summary and causes of an ingestion of every listed record of `path` under `profile`'s splits."""
+def listed_decision(sources: list[tuple[str, Path]], profile: str) -> tuple[dict, list[str]]:
+    """The summary and causes of an ingestion of every listed record of the (layout, root) `sources` under
+    `profile`'s splits."""
     config = load_config(profile)
-    records = [r for r in list_records(layout, str(path), OPTIONS) if isinstance(r, ScanRecord)]
+    records = [r for layout, path in sources for r in list_records(layout, str(path), OPTIONS)
+               if isinstance(r, ScanRecord)]
     scans = collections.defaultdict(list)
     for record in records:
         scans[patient_key(record, OPTIONS.patient_salt)].append(
@@ -160,7 +162,7 @@ def test_every_small_dataset_either_meets_every_need_or_stops_with_one_sentence_
     needs = split_needs(load_config(profile))
     decisions = {}
     for (layout, size), path in datasets.items():
-        summary, causes = _listed_decision(layout, path, profile)
+        summary, causes = listed_decision([(layout, path)], profile)
         decisions[layout, size] = bool(causes)
         if not causes:
             for split in needs.splits:
@@ -193,3 +195,18 @@ def test_the_minimums_are_reported_when_they_moved_patients() -> None:
     assert describe_moves(summary) == [
         "split minimums: moved 1 mias patient from train to eval, which had no malignant scan",
         "split minimums: moved 2 vindr patients from train to test, which had no scan"]
+
+
+@pytest.mark.e2e
+def test_a_run_on_too_few_patients_stops_after_ingestion_with_the_causes(tmp_path) -> None:
+    data = tmp_path / "mias"
+    synth.generate("mias", data, patients=2, seed=4)
+    run = subprocess.run(
+        [sys.executable, "-m", "mammo_tfx.cli", "run", "--profile", "test", "--data", f"mias={data}",
+         "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=600)
+    console = run.stdout + run.stderr
+    assert run.returncode == 2, console
+    assert "mammo-tfx: error: MammoExampleGen: the ingested data cannot give every stage what it needs" in console
+    assert "  - The eval split (the Trainers validate on it, the export calibrates on it) has no scans" in console
+    assert "Splits: train: 1 patient, " in console and "Traceback" not in console
+    assert "PatchSampler: started" not in console and "Trainer" not in console  # nothing ran after ingestion
