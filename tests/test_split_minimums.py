@@ -209,4 +209,17 @@ def test_a_run_on_too_few_patients_stops_after_ingestion_with_the_causes(tmp_pat
     assert "mammo-tfx: error: MammoExampleGen: the ingested data cannot give every stage what it needs" in console
     assert "  - The eval split (the Trainers validate on it, the export calibrates on it) has no scans" in console
     assert "Splits: train: 1 patient, " in console and "Traceback" not in console
-    assert "PatchSampler: started" not in console and "Trainer" not in console  # nothing ran after ingestion
+    # Nothing ran after ingestion.
+    assert "PatchSampler: started" not in console and "Trainer_patch: started" not in console
+
+
+def test_patch_counts_stop_a_split_without_patches_or_a_training_split_without_lesion_patches(caplog) -> None:
+    from components.patch_sampler.executor import check_patch_counts, complete_tally
+
+    background_only = complete_tally({"background": 6, "scans": 3})
+    with_lesions = complete_tally({"background": 6, "mass_malignant": 2, "scans": 3})
+    check_patch_counts({"train": with_lesions, "eval": background_only}, ["train"], "examples")  # logged only
+    with pytest.raises(RuntimeError, match=r"the 3 scans of split 'train' gave no lesion patches"):
+        check_patch_counts({"train": background_only, "eval": with_lesions}, ["train"], "examples")
+    with pytest.raises(RuntimeError, match=r"the 2 scans of split 'eval' gave no patches: none has a complete"):
+        check_patch_counts({"train": with_lesions, "eval": complete_tally({"scans": 2})}, ["train"], "examples")

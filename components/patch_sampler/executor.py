@@ -266,7 +266,6 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             with tf.io.gfile.GFile(os.path.join(tally_dir, f"{split}.json")) as handle:
                 counts[split] = complete_tally(json.load(handle))
         self._publish(patches, counts)
-        check_patch_counts(counts, json.loads(exec_properties.get(LESION_SPLITS_KEY) or "[]"), examples.uri)
         for split, split_counts in counts.items():
             if split_counts[FAILED_SCANS] and not split_counts[SCANS]:
                 # Single bad scans are skipped, but a split where none decodes is a broken input
@@ -277,6 +276,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 raise RuntimeError(
                     f"PatchSampler: all {split_counts[FAILED_SCANS]} scans of split '{split}' in "
                     f"{examples.uri} failed to decode or sample (scans x reason):{causes}")
+        check_patch_counts(counts, json.loads(exec_properties.get(LESION_SPLITS_KEY) or "[]"), examples.uri)
 
     @staticmethod
     def _publish(patches: types.Artifact, counts: Mapping[str, Mapping[str, int]]) -> None:
