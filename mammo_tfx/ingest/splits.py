@@ -260,11 +260,11 @@ def _shortfall(split: str, kind: str, totals: Mapping[str, int], use: str, patie
                 "splits.test).")
     if kind == LOCATED_LESION:
         return (f"{where} has no {KIND_NAMES[kind]} among its {_count(totals[ANY_SCAN], 'scan')}: the patch stage "
-                "learns from patches of lesions whose outline, box or centre the dataset gives (CBIS-DDSM, INbreast, MIAS and "
-                "VinDr-Mammo do for some scans; RSNA and plain folders never do): add such patients.")
+                "learns from patches of lesions whose outline, box or centre the dataset gives (CBIS-DDSM, INbreast, "
+                "MIAS and VinDr-Mammo do for some scans; RSNA and plain folders never do): add such patients.")
     return (f"{where} has no {KIND_NAMES[kind]} among its {_count(totals[ANY_SCAN], 'scan')} (no scan with a "
-            "complete lesion mask or a located lesion), so the patch stage has nothing to validate on: add patients of a dataset "
-            "with lesion outlines (CBIS-DDSM, INbreast, MIAS, VinDr-Mammo).")
+            "complete lesion mask or a located lesion), so the patch stage has nothing to validate on: add patients of "
+            "a dataset with lesion outlines (CBIS-DDSM, INbreast, MIAS, VinDr-Mammo).")
 
 
 def shortfalls(summary: Mapping[str, Any], needs: SplitNeeds) -> List[str]:
