@@ -113,6 +113,7 @@ def _run_and_report(config, sources, out_dir: str, orchestrator: str = "local") 
     from components.mammo_example_gen.executor import describe_paths, describe_units, read_quarantine_rows
     from mammo_tfx.ingest.header_rule import describe_header_notes
     from mammo_tfx.ingest.reasons import format_reason_groups, group_reasons, rule_mismatch_warnings
+    from mammo_tfx.ingest.splits import describe_moves
     from pipeline.outputs import collect_outputs
     from pipeline.runners import run_local
 
@@ -128,7 +129,7 @@ def _run_and_report(config, sources, out_dir: str, orchestrator: str = "local") 
           f"{summary.get('quarantined')} quarantined, {summary.get('excluded')} excluded")
     for split, per_dataset in sorted(summary.get("per_split", {}).items()):
         print(f"  split {split}: " + ", ".join(f"{d} {n}" for d, n in sorted(per_dataset.items())))
-    for line in describe_paths(summary) + describe_units(summary) + describe_header_notes(summary):
+    for line in describe_paths(summary) + describe_units(summary) + describe_header_notes(summary) + describe_moves(summary):
         print(f"  {line}")
     print(f"  TFRecords:         {outputs.examples_uri}")
     print(f"  statistics:        {outputs.statistics_uri}")

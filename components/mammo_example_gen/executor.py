@@ -19,10 +19,11 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
-from mammo_tfx.ingest.beam_graph import OWN_BREAST, OWN_EXAM, TEST_SPLIT, build_ingestion
+from mammo_tfx.ingest.beam_graph import OWN_BREAST, OWN_EXAM, build_ingestion
 from mammo_tfx.ingest.header_rule import describe_header_notes
 from mammo_tfx.ingest.options import IngestOptions
 from mammo_tfx.ingest.reasons import causes_block, rule_mismatch_warnings
+from mammo_tfx.ingest.splits import TEST_SPLIT, SplitNeeds, describe_moves, describe_split, shortfalls
 from mammo_tfx.ingest.records import PATH_RESOLUTIONS
 from mammo_tfx.ingest.tfrecord_files import WriteStoredGzipSplit
 from mammo_tfx.names import INGEST_SUMMARY_FILE, QUARANTINE_FILE
@@ -32,6 +33,10 @@ _QUARANTINE_URI_KEY = "_quarantine_uri"
 # Exec property: folder outside the artifact folders where every execution keeps a copy of its report, because
 # TFX removes the output artifacts of a failed execution, i.e. the report just when the user needs it most.
 REPORTS_DIR_KEY = "reports_dir"
+# Exec property: what the pipeline's stages need of each split (mammo_tfx.ingest.splits.SplitNeeds as JSON). Given,
+# the split assignment fills those minimums where the data allows, and an ingestion that still cannot meet them
+# stops the run here, before any training, with one sentence per cause.
+SPLIT_NEEDS_KEY = "split_needs"
 
 
 def encode_custom_config(options: IngestOptions) -> example_gen_pb2.CustomConfig:
@@ -93,6 +98,21 @@ def describe_units(summary: Dict[str, Any]) -> List[str]:
     return lines
 
 
+def _split_needs(exec_properties: Dict[str, Any]) -> SplitNeeds:
+    return SplitNeeds.from_json(exec_properties.get(SPLIT_NEEDS_KEY) or "{}")
+
+
+def check_split_needs(summary: Dict[str, Any], needs: SplitNeeds, report_path: str) -> None:
+    """Raises, naming every cause, when the ingested splits cannot give the stages what `needs` says they need."""
+    causes = shortfalls(summary, needs)
+    if causes:
+        raise RuntimeError(
+            "MammoExampleGen: the ingested data cannot give every stage what it needs, so the run stops before any "
+            "training.\n" + "".join(f"  - {cause}\n" for cause in causes)
+            + "  Splits: " + "; ".join(describe_split(summary, split) for split in needs.splits) + ".\n"
+            + f"  The minimum data of each profile: docs/troubleshooting.md. Ingestion report: {report_path}")
+
+
 class Executor(BaseExampleGenExecutor):
     """MammoExampleGen's executor."""
 
@@ -117,7 +137,7 @@ class Executor(BaseExampleGenExecutor):
         manifest_path = os.path.join(
             exec_properties[standard_component_specs.INPUT_BASE_KEY], input_config.splits[0].pattern)
         return build_ingestion(pipeline, read_manifest(manifest_path), options, split_buckets,
-                               exec_properties[_QUARANTINE_URI_KEY])
+                               exec_properties[_QUARANTINE_URI_KEY], _split_needs(exec_properties))
 
     def _execution_id(self) -> str:
         """The MLMD execution id locally, the task id on Kubeflow; TFX exposes it publicly only as the last part of
@@ -192,7 +212,7 @@ class Executor(BaseExampleGenExecutor):
             summary["listed"], summary["ingested"], summary["quarantined"], summary["excluded"],
             json.dumps(summary["per_split"], sort_keys=True), report_path, causes,
         )
-        for line in describe_paths(summary) + describe_units(summary) + describe_header_notes(summary):
+        for line in describe_paths(summary) + describe_units(summary) + describe_header_notes(summary) + describe_moves(summary):
             logging.info("MammoExampleGen: %s", line)
         if summary["ingested"] == 0:
             raise RuntimeError(
@@ -200,3 +220,4 @@ class Executor(BaseExampleGenExecutor):
                 + f"MammoExampleGen: none of the {summary['listed']} listed records could be ingested; "
                 f"see the quarantine report {report_path}. Causes (records x reason):{causes}"
             )
+        check_split_needs(summary, _split_needs(exec_properties), report_path)
