@@ -8,6 +8,7 @@ from typing import Any, Callable, Dict, Sequence, Tuple
 
 from tfx import v1 as tfx
 
+from mammo_tfx.ingest.salt import read_patient_salt
 from pipeline.config import PipelineConfig
 from pipeline.pipeline import create_pipeline
 from pipeline.progress import ProgressWatcher, RunProgress
@@ -66,6 +67,9 @@ def run_local(
     # Missing backbone weights (offline, wrong path) stop the run here, not in the Trainer after ingestion; the
     # Trainer resolves them again from the cache this fills.
     resolve_backbone_weights(config.patch_training.backbone, config.patch_training.backbone_weights)
+    # The ExampleGen runs in this process and reads the salt here too: its properties get the salt's fingerprint,
+    # so a new salt misses the cache.
+    config = config.for_patient_salt(read_patient_salt(config.ingest.patient_salt_file).fingerprint)
     layout = LocalRunLayout(os.path.abspath(out_dir))
     write_manifest(sources, layout.manifest_dir)
     stream = sys.stdout if show_progress else open(os.devnull, "w")
