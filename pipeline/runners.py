@@ -35,6 +35,12 @@ class LocalRunLayout:
         return os.path.join(self.out_dir, "metadata.sqlite")
 
 
+def for_local_salt(config: PipelineConfig) -> PipelineConfig:
+    """The configuration for the patient-key salt that a local ExampleGen will read (it runs on this machine, with
+    this environment): its properties get the salt's fingerprint, so a new salt misses the cache."""
+    return config.for_patient_salt(read_patient_salt(config.ingest.patient_salt_file).fingerprint)
+
+
 def _beam_dag_runner() -> Any:
     from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner  # loaded only for runs that choose it
 
@@ -67,9 +73,7 @@ def run_local(
     # Missing backbone weights (offline, wrong path) stop the run here, not in the Trainer after ingestion; the
     # Trainer resolves them again from the cache this fills.
     resolve_backbone_weights(config.patch_training.backbone, config.patch_training.backbone_weights)
-    # The ExampleGen runs in this process and reads the salt here too: its properties get the salt's fingerprint,
-    # so a new salt misses the cache.
-    config = config.for_patient_salt(read_patient_salt(config.ingest.patient_salt_file).fingerprint)
+    config = for_local_salt(config)
     layout = LocalRunLayout(os.path.abspath(out_dir))
     write_manifest(sources, layout.manifest_dir)
     stream = sys.stdout if show_progress else open(os.devnull, "w")
