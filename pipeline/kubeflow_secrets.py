@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from google.protobuf import json_format
-from kfp.kubernetes import kubernetes_executor_config_pb2 as k8s_config
 
 from mammo_tfx.ingest.salt import PATIENT_SALT_ENV, read_patient_salt
 from pipeline.config import SALT_AS_FILE, KubeflowConfig, PipelineConfig
@@ -46,6 +45,9 @@ class SaltSecretMount:
 
     def executor_config(self) -> Dict[str, Any]:
         """The step's KubernetesExecutorConfig, as JSON."""
+        # Imported here: only compiling needs kfp-kubernetes (requirements/stack.txt), not the step image.
+        from kfp.kubernetes import kubernetes_executor_config_pb2 as k8s_config
+
         config = k8s_config.KubernetesExecutorConfig()
         if self.as_file:
             config.secret_as_volume.append(k8s_config.SecretAsVolume(

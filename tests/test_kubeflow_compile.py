@@ -29,7 +29,8 @@ IMAGE = "europe-docker.pkg.dev/mammo-project/mammo/mammo-tfx:2024-06-01"
 PIPELINE_ROOT = "gs://mammo-bucket/pipeline-root"
 MANIFEST_DIR = "gs://mammo-bucket/manifests/run-1"
 # The production profile compiles only with a source of the patient-key salt (tests/test_kubeflow_secrets.py).
-SALT_FROM_BUCKET = ["ingest.patient_salt_file=gs://mammo-secrets/patient-salt"]
+SALT_FILE = "gs://mammo-secrets/patient-salt"
+SALT_FROM_BUCKET = [f"ingest.patient_salt_file={SALT_FILE}"]
 
 
 @dataclass(frozen=True)
@@ -186,7 +187,7 @@ def test_every_path_is_in_the_bucket_or_the_image(compiled: Compiled) -> None:
         text = path.read_text()
         for local in ("/work/", "/tmp/", str(compiled.out_dir), str(compiled.working_dir), REPO_ROOT):
             assert local not in text, f"{path.name} mentions {local}"
-    allowed = (PIPELINE_ROOT, MANIFEST_DIR, kubeflow.IMAGE_REPO_DIR + "/")
+    allowed = (PIPELINE_ROOT, MANIFEST_DIR, kubeflow.IMAGE_REPO_DIR + "/", SALT_FILE)
     paths = list(_path_like_strings(compiled.json_job))
     assert paths, "the compiled job should carry the pipeline root and manifest dir"
     assert [p for p in paths if not p.startswith(allowed)] == []

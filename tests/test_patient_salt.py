@@ -134,23 +134,23 @@ def test_a_run_keeps_the_salt_out_of_every_file_and_a_new_salt_misses_the_cache(
     salt_file.parent.mkdir()
 
     caplog.set_level(logging.DEBUG)
-    keys = {}
-    for run, salt in enumerate((SALT_A, SALT_B, SALT_A)):
+    executions = []
+    for salt in (SALT_A, SALT_B, SALT_A):
         salt_file.write_text(salt)
         _run_example_gen(config, layout, source)
-        executions = _example_gen_outputs(layout)
-        keys[run] = _patient_keys(str(Path(layout.pipeline_root) / "MammoExampleGen" / "examples" / executions[-1]))
-        if run == 1:
-            # The new salt changed the ExampleGen's properties: it ran again instead of re-using run 0's output.
-            assert len(executions) == 2
-    # The first salt again: its output is cached (no third execution), so the cache follows only the salt.
-    assert len(_example_gen_outputs(layout)) == 2
-    assert keys[0] and keys[0].isdisjoint(keys[1])
-    assert keys[2] == keys[0]
+        executions.append(_example_gen_outputs(layout))
+    # The new salt changed the ExampleGen's properties: it ran again instead of re-using the first output. The first
+    # salt again re-uses the first output (no third execution): the cache follows the salt and nothing else.
+    assert [len(outputs) for outputs in executions] == [1, 2, 2]
+    examples_dir = Path(layout.pipeline_root) / "MammoExampleGen" / "examples"
+    keys_a, keys_b = (_patient_keys(str(examples_dir / name)) for name in executions[-1])
+    assert keys_a and keys_b and keys_a.isdisjoint(keys_b)
 
     needles = [SALT_A.encode(), SALT_B.encode()]
-    assert _files_holding(layout_root := Path(layout.out_dir), needles) == [], layout_root
-    assert (Path(layout.metadata_path)).is_file()
+    assert _files_holding(Path(layout.out_dir), needles) == []
+    # The scan reads the metadata store: the fingerprint, which the ExampleGen's properties do carry, is found there.
+    assert any("metadata.sqlite" in hit for hit in _files_holding(Path(layout.out_dir),
+                                                                  [salt_fingerprint(SALT_B).encode()]))
     out, err = capfd.readouterr()
     logged = out + err + "\n".join(record.getMessage() for record in caplog.records)
     assert SALT_A not in logged and SALT_B not in logged
