@@ -21,8 +21,9 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
 from mammo_tfx.ingest.beam_graph import OWN_BREAST, OWN_EXAM, TEST_SPLIT, build_ingestion
+from mammo_tfx.ingest.header_rule import describe_header_notes
 from mammo_tfx.ingest.options import IngestOptions
-from mammo_tfx.ingest.reasons import causes_block
+from mammo_tfx.ingest.reasons import causes_block, rule_mismatch_warnings
 from mammo_tfx.ingest.records import PATH_RESOLUTIONS
 from mammo_tfx.ingest.salt import PatientSalt, read_patient_salt, say_where_the_salt_comes_from
 from mammo_tfx.ingest.tfrecord_files import WriteStoredGzipSplit
@@ -202,16 +203,21 @@ class Executor(BaseExampleGenExecutor):
             examples.set_int_custom_property(key, summary[key])
         examples.set_string_custom_property("split_counts", json.dumps(summary["per_split"], sort_keys=True))
         examples.set_string_custom_property(SALT_FINGERPRINT_PROPERTY, self._salt_fingerprint)
-        causes = causes_block(read_quarantine_rows(report_path))
+        rows = read_quarantine_rows(report_path)
+        causes = causes_block(rows)
+        mismatches = rule_mismatch_warnings(rows, summary)
+        for line in mismatches:
+            logging.warning("MammoExampleGen: %s", line)
         logging.info(
             "MammoExampleGen: %d records listed, %d ingested, %d quarantined, %d excluded; per split %s; report %s%s",
             summary["listed"], summary["ingested"], summary["quarantined"], summary["excluded"],
             json.dumps(summary["per_split"], sort_keys=True), report_path, causes,
         )
-        for line in describe_paths(summary) + describe_units(summary):
+        for line in describe_paths(summary) + describe_units(summary) + describe_header_notes(summary):
             logging.info("MammoExampleGen: %s", line)
         if summary["ingested"] == 0:
             raise RuntimeError(
-                f"MammoExampleGen: none of the {summary['listed']} listed records could be ingested; "
+                "".join(line + "\n" for line in mismatches)
+                + f"MammoExampleGen: none of the {summary['listed']} listed records could be ingested; "
                 f"see the quarantine report {report_path}. Causes (records x reason):{causes}"
             )

@@ -25,7 +25,7 @@ import tensorflow as tf
 from mammo_tfx.ingest.layouts import list_records
 from mammo_tfx.ingest.options import IngestOptions
 from mammo_tfx.ingest.phi import salted_key
-from mammo_tfx.ingest.process import process_record, scan_unit_keys
+from mammo_tfx.ingest.process import process_record_noting_header, scan_unit_keys
 from mammo_tfx.ingest.records import QuarantineEntry, ScanRecord
 from mammo_tfx import names
 from mammo_tfx.names import INGEST_SUMMARY_FILE, QUARANTINE_FILE
@@ -38,6 +38,8 @@ PATH_KEY_PREFIX = "path:"
 UNIT_KEY_PREFIX = "units:"
 OWN_BREAST = "own_breast"
 OWN_EXAM = "own_exam"
+# Count keys of ingested scans whose header the mammogram header rule accepted with a note (header_rule.HEADER_NOTES).
+HEADER_KEY_PREFIX = "header:"
 
 
 def _list_source(source: Dict[str, str], options: IngestOptions) -> Iterator[ScanRecord | QuarantineEntry]:
@@ -54,7 +56,8 @@ def _list_source(source: Dict[str, str], options: IngestOptions) -> Iterator[Sca
 
 class _ProcessRecord(beam.DoFn):
     """(split, record) -> (split, dataset, serialized example) (main output), or a quarantine entry (tagged
-    QUARANTINE); for a scan that is a breast or an exam of its own, its count keys (tagged UNITS)."""
+    QUARANTINE); for a scan that is a breast or an exam of its own, or whose header was accepted with a note, its
+    count keys (tagged UNITS)."""
 
     QUARANTINE = "quarantine"
     UNITS = "units"
@@ -66,7 +69,7 @@ class _ProcessRecord(beam.DoFn):
 
     def process(self, split_and_record: Tuple[str, ScanRecord]):
         split, record = split_and_record
-        result = process_record(record, self._options)
+        result, header_notes = process_record_noting_header(record, self._options)
         if isinstance(result, QuarantineEntry):
             self._quarantined.inc()
             yield beam.pvalue.TaggedOutput(self.QUARANTINE, result)
@@ -74,6 +77,8 @@ class _ProcessRecord(beam.DoFn):
             self._ingested.inc()
             for key in unit_count_keys(record, result, self._options.patient_salt):
                 yield beam.pvalue.TaggedOutput(self.UNITS, key)
+            for note in header_notes:
+                yield beam.pvalue.TaggedOutput(self.UNITS, (HEADER_KEY_PREFIX + note, "", record.dataset))
             yield split, record.dataset, result.SerializeToString()
 
 
@@ -146,7 +151,8 @@ def summarise(counts: List[Tuple[Tuple[str, str, str], int]]) -> Dict[str, Any]:
     Keys whose status is "path:<method>" count how the listed file paths were found (per dataset "paths", and
     "missing_paths" naming the paths not found, whose split slot holds the path). Keys "units:own_breast" and
     "units:own_exam" count, per dataset ("units"), the ingested scans that are a breast (laterality unknown) or an
-    exam (no patient or study known) of their own.
+    exam (no patient or study known) of their own. Keys "header:<note>" count, per dataset ("header"), the ingested
+    scans whose DICOM header the mammogram header rule accepted with that note (e.g. no Modality).
     """
     summary: Dict[str, Any] = {"listed": 0, "ingested": 0, "quarantined": 0, "excluded": 0,
                                "per_split": {}, "per_dataset": {}}
@@ -162,6 +168,9 @@ def summarise(counts: List[Tuple[Tuple[str, str, str], int]]) -> Dict[str, Any]:
         if status.startswith(UNIT_KEY_PREFIX):
             units = per_dataset.setdefault("units", {})
             units[status[len(UNIT_KEY_PREFIX):]] = count
+            continue
+        if status.startswith(HEADER_KEY_PREFIX):
+            per_dataset.setdefault("header", {})[status[len(HEADER_KEY_PREFIX):]] = count
             continue
         summary["listed"] += count
         summary[status] += count

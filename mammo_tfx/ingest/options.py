@@ -50,6 +50,9 @@ class IngestOptions(Options):
         header, before any pixel buffer is allocated) that is decoded; larger images and ROI masks are quarantined.
     record_timeout_s: wall-time limit of one record (decode, resize, masks, example); a record that exceeds it
         is quarantined with the reason and the run goes on (see process.py for what happens to its work).
+    folder_requires_mammogram_header: a `folder`-layout DICOM must name itself a mammogram (Modality MG and a SOP
+        class present), as no publisher vouches for such files; False holds them to the public datasets' rule,
+        which refuses only a header that contradicts a mammogram (mammo_tfx/ingest/header_rule.py).
     """
 
     height: int = 1152
@@ -67,6 +70,7 @@ class IngestOptions(Options):
     dicom_decoding_plugin: str = FASTEST_DECODING_PLUGIN
     max_source_pixels: int = DEFAULT_MAX_SOURCE_PIXELS
     record_timeout_s: float = DEFAULT_RECORD_TIMEOUT_S
+    folder_requires_mammogram_header: bool = True
 
     def __post_init__(self) -> None:
         # JSON turns tuples into lists; normalise so equality and hashing keep working after a round trip.
