@@ -147,7 +147,7 @@ def gcs_emulator() -> Iterator[GcsEmulator]:
         server.wait(timeout=30)
 
 
-EXAMPLE_GEN_OPTIONS = IngestOptions(height=96, width=80, patient_salt="test-salt")
+EXAMPLE_GEN_OPTIONS = IngestOptions(height=96, width=80)
 EXAMPLE_GEN_SPLITS = SplitConfig(train=6, eval=2, test=2)
 
 

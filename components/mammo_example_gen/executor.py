@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ from mammo_tfx.ingest.options import IngestOptions
 from mammo_tfx.ingest.reasons import causes_block, rule_mismatch_warnings
 from mammo_tfx.ingest.splits import TEST_SPLIT, SplitNeeds, describe_moves, describe_split, shortfalls
 from mammo_tfx.ingest.records import PATH_RESOLUTIONS
+from mammo_tfx.ingest.salt import PatientSalt, read_patient_salt, say_where_the_salt_comes_from
 from mammo_tfx.ingest.tfrecord_files import WriteStoredGzipSplit
 from mammo_tfx.names import INGEST_SUMMARY_FILE, QUARANTINE_FILE
 
@@ -37,6 +39,8 @@ REPORTS_DIR_KEY = "reports_dir"
 # the split assignment fills those minimums where the data allows, and an ingestion that still cannot meet them
 # stops the run here, before any training, with one sentence per cause.
 SPLIT_NEEDS_KEY = "split_needs"
+# Custom property of the examples: the fingerprint of the salt their keys were made with (never the salt).
+SALT_FINGERPRINT_PROPERTY = "patient_salt_fingerprint"
 
 
 def encode_custom_config(options: IngestOptions) -> example_gen_pb2.CustomConfig:
@@ -54,6 +58,20 @@ def decode_custom_config(custom_config_json: str) -> IngestOptions:
     config = struct_pb2.Struct()
     custom.custom_config.Unpack(config)
     return IngestOptions.from_dict(json.loads(json_format.MessageToDict(config)["ingest_options_json"]))
+
+
+def with_patient_salt(options: IngestOptions) -> tuple[IngestOptions, PatientSalt]:
+    """The options with the salt read here (environment or `patient_salt_file`), after checking it is the salt the
+    pipeline was built for. The salt stays in memory: the Beam graph's functions carry it to the workers."""
+    salt = read_patient_salt(options.patient_salt_file)
+    if options.patient_salt_fingerprint and options.patient_salt_fingerprint != salt.fingerprint:
+        raise ValueError(
+            f"MammoExampleGen: the patient-key salt read from {salt.source} has the fingerprint {salt.fingerprint}, "
+            f"but this pipeline was built for the salt with the fingerprint {options.patient_salt_fingerprint}. "
+            "Give this step the same salt as where the pipeline was built or compiled (docs/patient-salt.md), or "
+            "rebuild it for the new salt")
+    say_where_the_salt_comes_from(salt, logging.getLogger(__name__))
+    return dataclasses.replace(options, patient_salt=salt.value), salt
 
 
 def read_manifest(path: str) -> List[Dict[str, str]]:
@@ -133,7 +151,9 @@ class Executor(BaseExampleGenExecutor):
         if TEST_SPLIT not in dict(split_buckets):
             raise ValueError("MammoExampleGen needs output_config.split_config with a 'test' split and others")
 
-        options = decode_custom_config(exec_properties[standard_component_specs.CUSTOM_CONFIG_KEY])
+        options, salt = with_patient_salt(
+            decode_custom_config(exec_properties[standard_component_specs.CUSTOM_CONFIG_KEY]))
+        self._salt_fingerprint = salt.fingerprint
         manifest_path = os.path.join(
             exec_properties[standard_component_specs.INPUT_BASE_KEY], input_config.splits[0].pattern)
         return build_ingestion(pipeline, read_manifest(manifest_path), options, split_buckets,
@@ -202,6 +222,7 @@ class Executor(BaseExampleGenExecutor):
             quarantine.set_int_custom_property(key, summary[key])
             examples.set_int_custom_property(key, summary[key])
         examples.set_string_custom_property("split_counts", json.dumps(summary["per_split"], sort_keys=True))
+        examples.set_string_custom_property(SALT_FINGERPRINT_PROPERTY, self._salt_fingerprint)
         rows = read_quarantine_rows(report_path)
         causes = causes_block(rows)
         mismatches = rule_mismatch_warnings(rows, summary)
