@@ -161,15 +161,16 @@ _VERTEX_EXECUTORS = _OPEN_SOURCE_KFP_EXECUTORS + ("customJob",)
 
 
 def check_compiled_spec(pipeline_spec: Mapping[str, Any], trainer_service: TrainerService) -> None:
-    """Raises ValueError naming every task (and the rule it breaks) that the target engine would refuse.
+    """Raises ValueError naming every task (and the rule it breaks) that the target engines would refuse.
 
-    The target: open-source KFP 2.x and Vertex AI Pipelines with `trainer_service` pod (the spec must run on both),
-    Vertex AI Pipelines only with `trainer_service` vertex. The rules: executor kinds the engine runs (no
-    `resolver`; `customJob` only for Vertex AI) and schema 2.1 parameters (`runtimeValue.constant`).
+    The targets: open-source KFP 2.x and Vertex AI Pipelines with `trainer_service` pod (the file must run on
+    both), Vertex AI Pipelines with `trainer_service` vertex. The rules: executor kinds (open-source KFP runs only
+    container and importer executors, so no `resolver`; `customJob` is Google Cloud's and only allowed for Vertex
+    AI) and schema 2.1 parameters (`runtimeValue.constant`).
     """
-    allowed = _VERTEX_EXECUTORS if trainer_service == TrainerService.VERTEX else _OPEN_SOURCE_KFP_EXECUTORS
-    engines = ("Vertex AI Pipelines" if trainer_service == TrainerService.VERTEX
-               else "open-source Kubeflow Pipelines 2.x and Vertex AI Pipelines")
+    vertex_only = trainer_service == TrainerService.VERTEX
+    allowed = _VERTEX_EXECUTORS if vertex_only else _OPEN_SOURCE_KFP_EXECUTORS
+    engines = "Vertex AI Pipelines" if vertex_only else "open-source Kubeflow Pipelines 2.x and Vertex AI Pipelines"
     problems = []
     version = pipeline_spec.get("schemaVersion")
     if version != PIPELINE_SCHEMA_VERSION:
@@ -181,9 +182,14 @@ def check_compiled_spec(pipeline_spec: Mapping[str, Any], trainer_service: Train
         component = components.get(task.get("componentRef", {}).get("name"), {})
         executor = executors.get(component.get("executorLabel"), {})
         for kind in sorted(set(executor) - set(allowed)):
-            rule = ("open-source Kubeflow Pipelines refuses customJob executors (Google Cloud only); they are for "
-                    "kubeflow.trainer_service vertex" if kind == "customJob" else
-                    f"{engines} run only {' and '.join(allowed)} executors")
+            if kind == "customJob":
+                rule = ("open-source Kubeflow Pipelines refuses customJob executors (Google Cloud only); they are "
+                        "allowed only with kubeflow.trainer_service vertex, for Vertex AI Pipelines")
+            elif vertex_only:
+                rule = f"the pipeline for Vertex AI Pipelines uses only {', '.join(allowed)} executors"
+            else:
+                rule = ("open-source Kubeflow Pipelines compiles only container and importer executors, and the "
+                        "file is for it as well as for Vertex AI Pipelines")
             problems.append(f"task {task_name} has a {kind} executor: {rule}")
         for name, parameter in sorted(task.get("inputs", {}).get("parameters", {}).items()):
             if "constantValue" in parameter.get("runtimeValue", {}):
