@@ -204,7 +204,7 @@ def _carry_over_resources(pipeline_job: Dict[str, Any], components: Iterable[bas
     """Puts each component's ResourceSpec on its container where TFX's step builder left it out: the builder
     copies platform configs for ordinary components but not for FileBasedExampleGen (MammoExampleGen)."""
     for component in components:
-        # Resolvers and importers are not containers and have no platform config.
+        # Importers are not containers and have no platform config.
         platform_config = getattr(component, "platform_config", None)
         if isinstance(platform_config, ResourceSpec):
             container = _executor_container(pipeline_job, component.id)
