@@ -73,3 +73,16 @@ def test_the_component_takes_the_candidate_and_the_push_directory() -> None:
     assert component.exec_properties == {"push_base_directory": "gs://bucket/serving/mammo"}
     assert component.outputs["baseline_model"].type is model
     assert component.inputs["model"].type is model
+
+
+def test_the_run_prints_which_version_the_candidate_is_gated_against(tmp_path: Path) -> None:
+    from pipeline.evaluation import BASELINE_ID
+    from pipeline.progress import SUMMARISERS
+
+    base = tmp_path / "serving" / "mammo"
+    _version(base, "1700000100")
+    found = _find(base, tmp_path / "found").mlmd_artifact
+    none = _find(tmp_path / "nothing", tmp_path / "none").mlmd_artifact
+    assert SUMMARISERS[BASELINE_ID]({"baseline_model": found}) == \
+        f"baseline: pushed version {base / '1700000100'}"
+    assert SUMMARISERS[BASELINE_ID]({"baseline_model": none}) == "no pushed version yet: gated without a baseline"
