@@ -26,8 +26,8 @@ from tfx.dsl.io import fileio
 
 from components.mammo_example_gen.component import MammoExampleGen
 from pipeline.config import KubeflowConfig, PipelineConfig, TrainerService
-from pipeline.kubeflow_checks import (ResourceSpec, check_kubeflow_compatibility, check_vertex_job_spec,
-                                      find_machine_paths, require_remote_uri)
+from pipeline.kubeflow_checks import (ResourceSpec, check_compiled_spec, check_kubeflow_compatibility,
+                                      check_vertex_job_spec, find_machine_paths, require_remote_uri)
 from pipeline.kubeflow_secrets import SaltSecretMount, prepare_patient_salt, salt_platform_spec
 from pipeline.paths import REPO_ROOT
 from pipeline.pipeline import create_pipeline
@@ -206,11 +206,21 @@ def _carry_over_resources(pipeline_job: Dict[str, Any], components: Iterable[bas
     """Puts each component's ResourceSpec on its container where TFX's step builder left it out: the builder
     copies platform configs for ordinary components but not for FileBasedExampleGen (MammoExampleGen)."""
     for component in components:
-        # Resolvers and importers are not containers and have no platform config.
+        # Importers are not containers and have no platform config.
         platform_config = getattr(component, "platform_config", None)
         if isinstance(platform_config, ResourceSpec):
             container = _executor_container(pipeline_job, component.id)
             container.setdefault("resources", json_format.MessageToDict(platform_config))
+
+
+def _compiled_job(pipeline: tfx.dsl.Pipeline, image: str) -> Dict[str, Any]:
+    """The PipelineJob as TFX's KubeflowV2DagRunner compiles it, in PipelineSpec schema 2.1 (`runtimeValue.constant`
+    parameters, which the current KFP driver reads; 2.0 also drops the ExampleGen driver's span updates)."""
+    runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
+        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
+            default_image=image, display_name=pipeline.pipeline_info.pipeline_name, use_pipeline_spec_2_1=True))
+    # write_out=False: the runner only compiles; the package is written after the fix-ups.
+    return runner.run(pipeline, write_out=False)
 
 
 def _write_package(pipeline_job: Mapping[str, Any], out_path: str,
@@ -258,21 +268,19 @@ def compile_pipeline(
         raise ValueError("an image is required: the steps run the project's code, which the TFX image lacks")
     require_remote_uri("pipeline root", pipeline.pipeline_info.pipeline_root)
     components = pipeline.components
-    apply_resource_requests(components, kubeflow or KubeflowConfig())
+    kubeflow = kubeflow or KubeflowConfig()
+    apply_resource_requests(components, kubeflow)
     relocate_repo_paths(components, REPO_ROOT, image_repo_dir)
     relocate_beam_args(pipeline, REPO_ROOT, image_repo_dir)
     check_kubeflow_compatibility(pipeline)
 
-    runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
-        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
-            default_image=image, display_name=pipeline.pipeline_info.pipeline_name))
-    # write_out=False: the runner only compiles; the package is written below, after the fix-ups.
-    pipeline_job = runner.run(pipeline, write_out=False)
+    pipeline_job = _compiled_job(pipeline, image)
     _carry_over_resources(pipeline_job, components)
     # TFX puts the pipeline root only in the PipelineJob's runtimeConfig, which the YAML form leaves out; as the
     # spec's default root (as kfp's own compiler writes it) it travels with the YAML to open-source KFP too.
     _pipeline_spec(pipeline_job)["defaultPipelineRoot"] = pipeline.pipeline_info.pipeline_root
 
+    check_compiled_spec(_pipeline_spec(pipeline_job), kubeflow.trainer_service)
     leaked = find_machine_paths(pipeline_job, image_repo_dir)
     if leaked:
         raise ValueError(f"the compiled pipeline refers to paths of this machine, which pods cannot read: {leaked}")
