@@ -141,15 +141,22 @@ def run_summary_lines(config, layout, progress, outputs, report=None, sample: Op
     """What `run` and `demo` print after the progress lines: the component table, the ingestion counts and where
     the outputs are, then the evaluation summary when the run has one (`report`, written by write_run_report)."""
     from components.mammo_example_gen.executor import describe_paths, describe_units, read_quarantine_rows
-    from mammo_tfx.ingest.reasons import format_reason_groups, group_reasons
+    from mammo_tfx.ingest.header_rule import describe_header_notes
+    from mammo_tfx.ingest.reasons import format_reason_groups, group_reasons, rule_mismatch_warnings
+    from mammo_tfx.ingest.splits import describe_moves
 
     summary = outputs.ingest_summary
-    lines = ["", f"mammo-tfx run finished (profile {config.profile}) -> {layout.out_dir}", "", progress.table(), "",
-             f"  records: {summary.get('listed')} listed, {summary.get('ingested')} ingested, "
-             f"{summary.get('quarantined')} quarantined, {summary.get('excluded')} excluded"]
+    quarantine_rows = read_quarantine_rows(outputs.quarantine_uri) if outputs.quarantine_uri else []
+    lines = ["", f"mammo-tfx run finished (profile {config.profile}) -> {layout.out_dir}", ""]
+    for line in rule_mismatch_warnings(quarantine_rows, summary):  # first: it can explain everything below
+        lines += [f"WARNING: {line}", ""]
+    lines += [progress.table(), "",
+              f"  records: {summary.get('listed')} listed, {summary.get('ingested')} ingested, "
+              f"{summary.get('quarantined')} quarantined, {summary.get('excluded')} excluded"]
     for split, per_dataset in sorted(summary.get("per_split", {}).items()):
         lines.append(f"  split {split}: " + ", ".join(f"{d} {n}" for d, n in sorted(per_dataset.items())))
-    lines += [f"  {line}" for line in describe_paths(summary) + describe_units(summary)]
+    notes = describe_paths(summary) + describe_units(summary) + describe_header_notes(summary) + describe_moves(summary)
+    lines += [f"  {line}" for line in notes]
     lines += [f"  TFRecords:         {outputs.examples_uri}",
               f"  statistics:        {outputs.statistics_uri}",
               f"  anomalies:         {outputs.anomalies_uri}"]
@@ -157,8 +164,7 @@ def run_summary_lines(config, layout, progress, outputs, report=None, sample: Op
         lines.append(f"    {split}: " + ("; ".join(found) if found else "no anomalies"))
     lines.append(f"  quarantine report: {outputs.quarantine_uri}")
     if outputs.quarantine_uri and (summary.get("quarantined") or summary.get("excluded")):
-        groups = group_reasons(read_quarantine_rows(outputs.quarantine_uri))
-        lines += [f"    {line}" for line in format_reason_groups(groups)]
+        lines += [f"    {line}" for line in format_reason_groups(group_reasons(quarantine_rows))]
     lines.append(f"  metadata (MLMD):   {layout.metadata_path}")
     if report is not None:
         lines += _evaluation_lines(outputs, report, config.evaluation.model_name, sample)

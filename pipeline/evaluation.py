@@ -1,14 +1,17 @@
-"""Evaluation, blessing and push of the whole-image model: TFMA config, gates, Pusher and model card wiring.
+"""Evaluation, blessing and push of the whole-image model: TFMA config, baseline, gates, Pusher, model card.
 
 Who blesses: the ModelGate component (components/model_gate), not the Evaluator. The Evaluator gets no metric
 thresholds, so it computes metrics only and writes no `blessed` property on its own blessing output (TFX skips
 validation when no threshold is configured). The gate reads the evaluation and applies this project's rules, which
 TFMA thresholds cannot express: a slice that is too small or holds one class gets TFMA AUC 0.0, which a TFMA
-threshold would count as a failure; the gate reports it as `insufficient` instead. The Pusher and the
-latest-blessed-model Resolver both obey the gate's blessing, which follows TFX's conventions.
+threshold would count as a failure; the gate reports it as `insufficient` instead. The Pusher obeys the gate's
+blessing, which follows TFX's conventions.
 
-Only the whole-image model may pass through here: the Resolver takes the newest blessed Model of any producer, so
-blessing anything else (e.g. the patch model) would make it the next baseline.
+The baseline: the PushedBaseline component (components/pushed_baseline) copies the newest version under the
+Pusher's base directory, which holds only models the gate blessed, and hands it to the Evaluator, the
+ScreeningEvaluator and the gate; on a first run (nothing pushed yet) its artifact holds no model and they evaluate
+the candidate alone. The same mechanism runs on every runner: TFX's latest-blessed-model Resolver it replaces is a
+`resolver` task in a compiled KFP pipeline, which open-source KFP refuses (kfp/README.md).
 """
 from __future__ import annotations
 
@@ -17,8 +20,10 @@ from typing import Any, List, Mapping, Optional, Tuple
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
+from components.evaluator.component import Evaluator
 from components.model_card.component import ModelCardWriter
 from components.model_gate import ModelGate
+from components.pushed_baseline.component import PushedBaseline
 from components.screening_evaluator.component import ScreeningEvaluator
 from mammo_tfx import names
 from mammo_tfx.evaluation.config import EvaluationConfig
@@ -27,7 +32,7 @@ from mammo_tfx.evaluation.config import EvaluationConfig
 OPERATING_POINT = 0.9
 CANDIDATE_MODEL_NAME = tfma.CANDIDATE_KEY
 BASELINE_MODEL_NAME = tfma.BASELINE_KEY
-RESOLVER_ID = "latest_blessed_model_resolver"
+BASELINE_ID = "PushedBaseline"
 EVALUATOR_ID = "Evaluator"
 SCREENING_EVALUATOR_ID = "ScreeningEvaluator"
 GATE_ID = "ModelGate"
@@ -69,7 +74,8 @@ def build_eval_config(cfg: EvaluationConfig, with_baseline: bool) -> tfma.EvalCo
     """TFMA config of the whole-image model on its tf.Example signature, both outputs, all slices.
 
     With a baseline the candidate and baseline specs are named; TFX's Evaluator drops the baseline spec itself
-    when the Resolver finds no blessed model (first run), so the pipeline always passes `with_baseline=True`.
+    when it gets no baseline model (first run: nothing pushed yet), so the pipeline always passes
+    `with_baseline=True`.
     """
     def model_spec(**extra: Any) -> tfma.ModelSpec:
         # model_type tf_generic: TFMA would otherwise load the SavedModel once more as Keras just to find its type.
@@ -101,23 +107,20 @@ def create_evaluation_components(
     profile: Mapping[str, Any],
     schema_channel: Optional[tfx.types.BaseChannel] = None,
 ) -> List[tfx.types.BaseNode]:
-    """Resolver -> Evaluator and ScreeningEvaluator -> ModelGate -> Pusher -> ModelCardWriter for the whole-image
-    model. The Evaluator (TFMA) gives the per-image figures, the ScreeningEvaluator the per-breast and per-exam ones
-    (TFMA cannot group examples); the gate and the card read both.
+    """PushedBaseline -> Evaluator and ScreeningEvaluator -> ModelGate -> Pusher -> ModelCardWriter for the
+    whole-image model. The Evaluator (TFMA) gives the per-image figures, the ScreeningEvaluator the per-breast and
+    per-exam ones (TFMA cannot group examples); the gate and the card read both.
 
     `examples_channel`: ExampleGen's examples (the `config.split` split is evaluated; its `split_counts` and
     ingestion counts go into the card). `model_channel`: the whole-image Trainer's model. `profile`: the whole
     pipeline configuration as a dict (PipelineConfig.to_dict()), recorded in the model card.
     """
-    resolver = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id(RESOLVER_ID)
-    evaluator = tfx.components.Evaluator(
+    push_base_directory = config.push_base_directory(pipeline_root)
+    baseline = PushedBaseline(model=model_channel, push_base_directory=push_base_directory).with_id(BASELINE_ID)
+    evaluator = Evaluator(
         examples=examples_channel,
         model=model_channel,
-        baseline_model=resolver.outputs["model"],
+        baseline_model=baseline.outputs["baseline_model"],
         schema=schema_channel,
         eval_config=build_eval_config(config, with_baseline=True),
         example_splits=[config.split],
@@ -125,13 +128,13 @@ def create_evaluation_components(
     screening_evaluator = ScreeningEvaluator(
         examples=examples_channel,
         model=model_channel,
-        baseline_model=resolver.outputs["model"],
+        baseline_model=baseline.outputs["baseline_model"],
         config=config,
     ).with_id(SCREENING_EVALUATOR_ID)
     gate = ModelGate(
         evaluation=evaluator.outputs["evaluation"],
         model=model_channel,
-        baseline_model=resolver.outputs["model"],
+        baseline_model=baseline.outputs["baseline_model"],
         unit_evaluation=screening_evaluator.outputs["unit_evaluation"],
         config=config,
     ).with_id(GATE_ID)
@@ -140,7 +143,7 @@ def create_evaluation_components(
         model_blessing=gate.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(
-                base_directory=config.push_base_directory(pipeline_root))),
+                base_directory=push_base_directory)),
     ).with_id(PUSHER_ID)
     model_card = ModelCardWriter(
         model=model_channel,
@@ -153,4 +156,4 @@ def create_evaluation_components(
         split=config.split,
         unit_evaluation=screening_evaluator.outputs["unit_evaluation"],
     ).with_id(MODEL_CARD_ID)
-    return [resolver, evaluator, screening_evaluator, gate, pusher, model_card]
+    return [baseline, evaluator, screening_evaluator, gate, pusher, model_card]

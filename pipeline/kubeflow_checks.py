@@ -1,6 +1,7 @@
 """Checks that a pipeline can run on Kubeflow Pipelines v2: before compiling (names, custom artifact types,
 module files, bucket URIs, the Vertex AI job spec of Trainers that train there and no GPUs on their waiting pods)
-and after (no path of this machine in the compiled spec).
+and after (what the target engine accepts: executor kinds and parameter form; no path of this machine in the
+compiled spec).
 
 TFX itself checks some of these only at run time inside the step container (the import of custom artifact
 classes), after the cluster has spent a pod on it.
@@ -20,6 +21,7 @@ from tfx.orchestration.kubeflow.v2 import compiler_utils
 from tfx.types import artifact as tfx_artifact
 from tfx.utils import import_utils, name_utils
 
+from pipeline.config import TrainerService
 from pipeline.paths import REPO_ROOT
 
 ResourceSpec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec
@@ -147,3 +149,55 @@ def find_machine_paths(
             if any(not text.startswith(image_prefix, m.start()) for m in pattern.finditer(text)):
                 found.add(text)
     return sorted(found)
+
+
+# PipelineSpec schema 2.1: what the current KFP driver (backend/src/v2/driver/resolve.go) reads; 2.0's
+# `runtimeValue.constantValue` and `inputDefinitions.parameters.*.type` are the deprecated forms.
+PIPELINE_SCHEMA_VERSION = "2.1.0"
+# Executor kinds each engine runs. Open-source KFP's Argo compiler (backend/src/v2/compiler/argocompiler/dag.go)
+# compiles only container and importer executors; Vertex AI also runs `customJob` executors.
+_OPEN_SOURCE_KFP_EXECUTORS = ("container", "importer")
+_VERTEX_EXECUTORS = _OPEN_SOURCE_KFP_EXECUTORS + ("customJob",)
+
+
+def check_compiled_spec(pipeline_spec: Mapping[str, Any], trainer_service: TrainerService) -> None:
+    """Raises ValueError naming every task (and the rule it breaks) that the target engines would refuse.
+
+    The targets: open-source KFP 2.x and Vertex AI Pipelines with `trainer_service` pod (the file must run on
+    both), Vertex AI Pipelines with `trainer_service` vertex. The rules: executor kinds (open-source KFP runs only
+    container and importer executors, so no `resolver`; `customJob` is Google Cloud's and only allowed for Vertex
+    AI) and schema 2.1 parameters (`runtimeValue.constant`).
+    """
+    vertex_only = trainer_service == TrainerService.VERTEX
+    allowed = _VERTEX_EXECUTORS if vertex_only else _OPEN_SOURCE_KFP_EXECUTORS
+    engines = "Vertex AI Pipelines" if vertex_only else "open-source Kubeflow Pipelines 2.x and Vertex AI Pipelines"
+    problems = []
+    version = pipeline_spec.get("schemaVersion")
+    if version != PIPELINE_SCHEMA_VERSION:
+        problems.append(f"the pipeline spec has schema version {version}; the parameter form of schema "
+                        f"{PIPELINE_SCHEMA_VERSION} is required (compile with use_pipeline_spec_2_1)")
+    components = pipeline_spec.get("components", {})
+    executors = pipeline_spec.get("deploymentSpec", {}).get("executors", {})
+    for task_name, task in sorted(pipeline_spec.get("root", {}).get("dag", {}).get("tasks", {}).items()):
+        component = components.get(task.get("componentRef", {}).get("name"), {})
+        executor = executors.get(component.get("executorLabel"), {})
+        for kind in sorted(set(executor) - set(allowed)):
+            if kind == "customJob":
+                rule = ("open-source Kubeflow Pipelines refuses customJob executors (Google Cloud only); they are "
+                        "allowed only with kubeflow.trainer_service vertex, for Vertex AI Pipelines")
+            elif vertex_only:
+                rule = f"the pipeline for Vertex AI Pipelines uses only {', '.join(allowed)} executors"
+            else:
+                rule = ("open-source Kubeflow Pipelines compiles only container and importer executors, and the "
+                        "file is for it as well as for Vertex AI Pipelines")
+            problems.append(f"task {task_name} has a {kind} executor: {rule}")
+        for name, parameter in sorted(task.get("inputs", {}).get("parameters", {}).items()):
+            if "constantValue" in parameter.get("runtimeValue", {}):
+                problems.append(f"task {task_name}, parameter {name}: runtimeValue.constantValue is the schema 2.0 "
+                                "form; the KFP driver reads runtimeValue.constant (schema 2.1)")
+        for name, definition in sorted(component.get("inputDefinitions", {}).get("parameters", {}).items()):
+            if "parameterType" not in definition:
+                problems.append(f"task {task_name}, input {name}: no parameterType (schema 2.1) in its component's "
+                                "input definitions")
+    if problems:
+        raise ValueError(f"the compiled pipeline would be refused by {engines}:\n  " + "\n  ".join(problems))

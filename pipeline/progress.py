@@ -19,9 +19,11 @@ import tensorflow as tf
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from components.pushed_baseline import executor as pushed_baseline
 from mammo_tfx.evaluation.screening import UNITS
 from mammo_tfx.evaluation.unit_results import read_unit_evaluation
 from mammo_tfx.names import PATCH_COUNTS_FILE, TRAINING_SUMMARY_FILE
+from pipeline.evaluation import BASELINE_ID
 from pipeline.outputs import SCREENING_EVALUATOR_ID, UNIT_EVALUATION_OUTPUT, open_store, read_anomalies
 
 @dataclass
@@ -144,6 +146,16 @@ def _screening_evaluator(outputs: Dict[str, metadata_store_pb2.Artifact]) -> str
     return ", ".join(f"{item.count} {unit}s AUC {item.auc:.3f}" for unit, item in overall.items())
 
 
+def _baseline(outputs: Dict[str, metadata_store_pb2.Artifact]) -> str:
+    baseline = outputs.get(pushed_baseline.BASELINE_MODEL_KEY)
+    if baseline is None:
+        return ""
+    if _int(baseline, pushed_baseline.FOUND_PROPERTY) != 1:
+        return "no pushed version yet: gated without a baseline"
+    return ("baseline: pushed version "
+            + baseline.custom_properties[pushed_baseline.SOURCE_PROPERTY].string_value)
+
+
 def _pusher(outputs: Dict[str, metadata_store_pb2.Artifact]) -> str:
     pushed = outputs.get("pushed_model")
     if pushed is None:
@@ -159,6 +171,7 @@ SUMMARISERS: Dict[str, Callable[[Dict[str, metadata_store_pb2.Artifact]], str]] 
     "Trainer": _trainer,
     "ExampleValidator": _example_validator,
     SCREENING_EVALUATOR_ID: _screening_evaluator,
+    BASELINE_ID: _baseline,
     "ModelGate": _blessing,
     "Pusher": _pusher,
 }

@@ -181,3 +181,57 @@ def test_accelerators_on_the_pod_of_a_trainer_on_vertex_are_refused() -> None:
     on_vertex.with_platform_config(kubeflow.ResourceRequest(gpu_count=1).to_resource_spec())
     with pytest.raises(ValueError, match="Trainer_patch: trains in a Vertex AI job.*would stay idle"):
         kubeflow_checks.check_kubeflow_compatibility(_pipeline([examples, on_vertex]))
+
+
+def _spec(executor: dict, parameter: dict, schema_version: str = "2.1.0") -> dict:
+    """A one-task PipelineSpec as TFX's v2 compiler lays it out."""
+    return {
+        "schemaVersion": schema_version,
+        "root": {"dag": {"tasks": {"Trainer_image": {
+            "componentRef": {"name": "Trainer_image"},
+            "inputs": {"parameters": {"run_fn": {"runtimeValue": parameter}}}}}}},
+        "components": {"Trainer_image": {"executorLabel": "Trainer_image_executor",
+                                         "inputDefinitions": {"parameters": {"run_fn": {"parameterType": "STRING"}}}}},
+        "deploymentSpec": {"executors": {"Trainer_image_executor": executor}},
+    }
+
+
+CONTAINER = {"container": {"image": "registry/mammo-tfx:1", "args": ["--executor_class_path", "x.Executor"]}}
+CUSTOM_JOB = {"customJob": {"customJob": {"jobSpec": {"workerPoolSpecs": [{"replicaCount": "1"}]}}}}
+RESOLVER = {"resolver": {"outputArtifactQueries": {"model": {"filter": "schema_title=\"tfx.Model\""}}}}
+CONSTANT = {"constant": "trainer_module.image_trainer.run_fn"}
+
+
+def test_a_container_spec_in_schema_2_1_passes_for_both_trainer_services() -> None:
+    for service in (kubeflow.TrainerService.POD, kubeflow.TrainerService.VERTEX):
+        kubeflow_checks.check_compiled_spec(_spec(CONTAINER, CONSTANT), service)
+
+
+def test_a_custom_job_is_refused_unless_the_trainers_train_on_vertex() -> None:
+    with pytest.raises(ValueError) as error:
+        kubeflow_checks.check_compiled_spec(_spec(CUSTOM_JOB, CONSTANT), kubeflow.TrainerService.POD)
+    assert str(error.value) == (
+        "the compiled pipeline would be refused by open-source Kubeflow Pipelines 2.x and Vertex AI Pipelines:\n"
+        "  task Trainer_image has a customJob executor: open-source Kubeflow Pipelines refuses customJob executors "
+        "(Google Cloud only); they are allowed only with kubeflow.trainer_service vertex, for Vertex AI Pipelines")
+    kubeflow_checks.check_compiled_spec(_spec(CUSTOM_JOB, CONSTANT), kubeflow.TrainerService.VERTEX)
+
+
+def test_a_resolver_task_is_refused_for_either_target() -> None:
+    with pytest.raises(ValueError, match="task Trainer_image has a resolver executor: open-source Kubeflow "
+                                         "Pipelines compiles only container and importer executors"):
+        kubeflow_checks.check_compiled_spec(_spec(RESOLVER, CONSTANT), kubeflow.TrainerService.POD)
+    with pytest.raises(ValueError, match="task Trainer_image has a resolver executor: the pipeline for Vertex AI "
+                                         "Pipelines uses only container, importer, customJob executors"):
+        kubeflow_checks.check_compiled_spec(_spec(RESOLVER, CONSTANT), kubeflow.TrainerService.VERTEX)
+
+
+def test_schema_2_0_parameters_are_refused() -> None:
+    legacy = {"constantValue": {"stringValue": "trainer_module.image_trainer.run_fn"}}
+    with pytest.raises(ValueError) as error:
+        kubeflow_checks.check_compiled_spec(_spec(CONTAINER, legacy, schema_version="2.0.0"),
+                                            kubeflow.TrainerService.POD)
+    message = str(error.value)
+    assert "schema version 2.0.0; the parameter form of schema 2.1.0 is required" in message
+    assert ("task Trainer_image, parameter run_fn: runtimeValue.constantValue is the schema 2.0 form; the KFP "
+            "driver reads runtimeValue.constant (schema 2.1)") in message

@@ -28,6 +28,9 @@ from trainer_module.hparams import CLOUD_TRAINING_KEY_PREFIX, ImageHParams, Patc
 IMAGE = "europe-docker.pkg.dev/mammo-project/mammo/mammo-tfx:2024-06-01"
 PIPELINE_ROOT = "gs://mammo-bucket/pipeline-root"
 MANIFEST_DIR = "gs://mammo-bucket/manifests/run-1"
+# The production profile compiles only with a source of the patient-key salt (tests/test_kubeflow_secrets.py).
+SALT_FILE = "gs://mammo-secrets/patient-salt"
+SALT_FROM_BUCKET = [f"ingest.patient_salt_file={SALT_FILE}"]
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,7 @@ def offline() -> Iterator[None]:
 def compiled(tmp_path_factory: pytest.TempPathFactory, offline: None) -> Compiled:
     out_dir = tmp_path_factory.mktemp("kfp_out")
     working_dir = tmp_path_factory.mktemp("kfp_cwd")
-    config = load_config("production")
+    config = load_config("production", overrides=SALT_FROM_BUCKET)
     with pytest.MonkeyPatch.context() as patch:
         # From an empty working dir, a stray relative write (wheels, a "gs:" folder) shows up as a file there.
         patch.chdir(working_dir)
@@ -82,7 +85,7 @@ def _executor(pipeline_job: Mapping[str, Any], task_name: str) -> Dict[str, Any]
 
 
 def _container_task_names(pipeline_job: Mapping[str, Any]) -> List[str]:
-    """Tasks that run a container (resolver tasks, which only query metadata, do not)."""
+    """Tasks that run a container (all of them: compile refuses any other executor kind)."""
     return [name for name in _task_names(pipeline_job) if "container" in _executor(pipeline_job, name)]
 
 
@@ -120,23 +123,47 @@ def test_yaml_is_the_strictly_valid_pipeline_spec_and_kfp_loads_it(compiled: Com
     assert sorted(component.pipeline_spec.root.dag.tasks) == _task_names(compiled.json_job)
 
 
-def _node_of_task(task: str, node_ids: List[str]) -> str:
-    """The pipeline node a compiled task belongs to: TFX's v2 compiler turns a Resolver node into one resolver
-    task per input channel, named `<resolver id>-<channel>-resolver`."""
-    return next((node for node in node_ids if task == node or task.startswith(node + "-")), task)
-
-
 def test_every_component_is_a_task_waiting_for_its_upstream_components(compiled: Compiled) -> None:
     pipeline = _expected_pipeline(compiled.config)
-    node_ids = [c.id for c in pipeline.components]
-    expected = {c.id: set(u.id for u in c.upstream_nodes) for c in pipeline.components}
-    compiled_graph: Dict[str, set] = {}
-    for task, dependencies in _task_dependencies(compiled.json_job).items():
-        compiled_graph.setdefault(_node_of_task(task, node_ids), set()).update(
-            _node_of_task(d, node_ids) for d in dependencies)
-    assert sorted(compiled_graph) == sorted(expected)
-    assert compiled_graph == expected
+    expected = {c.id: tuple(sorted(u.id for u in c.upstream_nodes)) for c in pipeline.components}
+    assert _task_dependencies(compiled.json_job) == expected
     assert any(expected.values()), "the pipeline should have at least one dependency to check"
+
+
+def test_the_spec_is_schema_2_1_with_container_tasks_only(compiled: Compiled) -> None:
+    """What open-source KFP 2.x accepts: no resolver task (the baseline is the PushedBaseline component's), every
+    parameter in schema 2.1's `runtimeValue.constant` form."""
+    spec = compiled.json_job["pipelineSpec"]
+    assert spec["schemaVersion"] == kubeflow_checks.PIPELINE_SCHEMA_VERSION == "2.1.0"
+    assert {name: sorted(_executor(compiled.json_job, name)) for name in _task_names(compiled.json_job)} == {
+        name: ["container"] for name in _task_names(compiled.json_job)}
+    for name, task in spec["root"]["dag"]["tasks"].items():
+        for parameter in task.get("inputs", {}).get("parameters", {}).values():
+            assert list(parameter["runtimeValue"]) == ["constant"], name
+    assert "PushedBaseline" in _task_names(compiled.json_job)
+
+
+def test_a_resolver_fails_the_compile_naming_the_task_and_the_rule(tmp_path: Path, offline: None) -> None:
+    model = tfx.dsl.Importer(source_uri="gs://bucket/model", artifact_type=tfx.types.standard_artifacts.Model
+                             ).with_id("model_importer")
+    resolver = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("latest_blessed_model_resolver")
+    pusher = tfx.components.Pusher(model=model.outputs["result"], model_blessing=resolver.outputs["model_blessing"],
+                                   push_destination=tfx.proto.PushDestination(
+                                       filesystem=tfx.proto.PushDestination.Filesystem(base_directory="gs://b/s")))
+    pipeline = tfx.dsl.Pipeline(pipeline_name="with-resolver", pipeline_root=PIPELINE_ROOT,
+                                components=[model, resolver, pusher])
+    with pytest.raises(ValueError) as error:
+        kubeflow.compile_pipeline(pipeline, IMAGE, str(tmp_path / "pipeline.yaml"))
+    message = str(error.value)
+    assert "would be refused by open-source Kubeflow Pipelines 2.x and Vertex AI Pipelines" in message
+    for channel in ("model", "model-blessing"):
+        assert (f"task latest_blessed_model_resolver-{channel}-resolver has a resolver executor: open-source "
+                "Kubeflow Pipelines compiles only container and importer executors") in message
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_every_step_runs_the_given_image_with_the_configured_beam_args(compiled: Compiled) -> None:
@@ -153,7 +180,7 @@ def test_every_step_runs_the_given_image_with_the_configured_beam_args(compiled:
 
 def test_the_manifest_dir_feeds_the_example_gen(compiled: Compiled) -> None:
     tasks = compiled.json_job["pipelineSpec"]["root"]["dag"]["tasks"]
-    input_bases = [task["inputs"]["parameters"]["input_base"]["runtimeValue"]["constantValue"]["stringValue"]
+    input_bases = [task["inputs"]["parameters"]["input_base"]["runtimeValue"]["constant"]
                    for task in tasks.values() if "input_base" in task.get("inputs", {}).get("parameters", {})]
     assert input_bases == [MANIFEST_DIR]
 
@@ -184,7 +211,7 @@ def test_every_path_is_in_the_bucket_or_the_image(compiled: Compiled) -> None:
         text = path.read_text()
         for local in ("/work/", "/tmp/", str(compiled.out_dir), str(compiled.working_dir), REPO_ROOT):
             assert local not in text, f"{path.name} mentions {local}"
-    allowed = (PIPELINE_ROOT, MANIFEST_DIR, kubeflow.IMAGE_REPO_DIR + "/")
+    allowed = (PIPELINE_ROOT, MANIFEST_DIR, kubeflow.IMAGE_REPO_DIR + "/", SALT_FILE)
     paths = list(_path_like_strings(compiled.json_job))
     assert paths, "the compiled job should carry the pipeline root and manifest dir"
     assert [p for p in paths if not p.startswith(allowed)] == []
@@ -246,7 +273,7 @@ def test_any_component_can_request_resources_including_the_example_gen(tmp_path:
 
 
 def test_local_paths_are_refused_before_compiling(tmp_path: Path) -> None:
-    config = load_config("production")
+    config = load_config("production", overrides=SALT_FROM_BUCKET)
     with pytest.raises(ValueError, match="manifest dir"):
         kubeflow.compile_kfp(config, IMAGE, PIPELINE_ROOT, str(tmp_path), str(tmp_path / "p.json"))
     with pytest.raises(ValueError, match="pipeline root"):
@@ -258,7 +285,8 @@ def test_local_paths_are_refused_before_compiling(tmp_path: Path) -> None:
 
 VERTEX_SETTINGS = ["kubeflow.trainer_service=vertex", "kubeflow.vertex_project=mammo-project",
                    "kubeflow.vertex_region=europe-west4", "kubeflow.vertex_machine_type=a2-highgpu-2g",
-                   "kubeflow.vertex_accelerator_type=NVIDIA_TESLA_A100", "kubeflow.vertex_accelerator_count=2"]
+                   "kubeflow.vertex_accelerator_type=NVIDIA_TESLA_A100", "kubeflow.vertex_accelerator_count=2",
+                   *SALT_FROM_BUCKET]
 TRAINER_IDS = (PATCH_TRAINER_ID, IMAGE_TRAINER_ID)
 CLOUD = tfx.extensions.google_cloud_ai_platform
 
@@ -278,7 +306,7 @@ def _executor_class(pipeline_job: Mapping[str, Any], task_name: str) -> str:
 
 def _custom_config(pipeline_job: Mapping[str, Any], task_name: str) -> Dict[str, Any]:
     parameters = pipeline_job["pipelineSpec"]["root"]["dag"]["tasks"][task_name]["inputs"]["parameters"]
-    return json.loads(parameters["custom_config"]["runtimeValue"]["constantValue"]["stringValue"])
+    return json.loads(parameters["custom_config"]["runtimeValue"]["constant"])
 
 
 def test_plain_trainers_train_in_their_pods(compiled: Compiled) -> None:

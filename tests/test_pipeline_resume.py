@@ -107,8 +107,7 @@ def test_killed_run_completes_when_started_again_without_duplicates(runs):
 
 def test_unchanged_rerun_is_served_from_the_cache(runs):
     statuses = _statuses(runs["unchanged"])
-    # The resolver has no outputs of its own to cache: it looks up the latest blessed model on every run.
-    statuses.pop("latest_blessed_model_resolver")
+    # PushedBaseline too: it looks the baseline up once per candidate model, and the candidate is cached.
     assert set(statuses.values()) == {"cached"}, statuses
     assert runs["unchanged_seconds"] < sum(run.seconds for run in runs["resumed"].components)
 
@@ -117,7 +116,7 @@ def test_stage2_change_reruns_stage2_only(runs):
     statuses = _statuses(runs["stage2_changed"])
     assert statuses.pop("Trainer_image") == "ran"
     downstream_of_stage2 = {"Evaluator", "ScreeningEvaluator", "ModelGate", "Pusher", "ModelCard",
-                            "latest_blessed_model_resolver"}
+                            "PushedBaseline"}
     assert all(status == "cached" for node, status in statuses.items()
                if not any(node.startswith(d) for d in downstream_of_stage2)), statuses
 

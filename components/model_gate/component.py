@@ -21,7 +21,7 @@ class ModelGateSpec(ComponentSpec):
     INPUTS = {
         executor.EVALUATION_KEY: ChannelParameter(type=standard_artifacts.ModelEvaluation),
         executor.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
-        # The latest blessed model the Evaluator compared against; empty on the first run.
+        # The baseline the Evaluator compared against (PushedBaseline); it holds no model on the first run.
         executor.BASELINE_MODEL_KEY: ChannelParameter(type=standard_artifacts.Model, optional=True),
         # The ScreeningEvaluator's figures per unit; the breast gates (evaluation.gate_unit = breast) read them.
         executor.UNIT_EVALUATION_KEY: ChannelParameter(type=UnitEvaluation, optional=True),
@@ -33,7 +33,7 @@ class ModelGate(base_component.BaseComponent):
     """Applies the AUC gates of `config` to an Evaluator's output and writes a standard ModelBlessing.
 
     The blessing carries TFX's markers (BLESSED/NOT_BLESSED file, `blessed` custom property, `current_model_id`),
-    so the standard Pusher and LatestBlessedModelStrategy obey it, and `gate_results.json` with every gate's value,
+    so the standard Pusher (and TFX's LatestBlessedModelStrategy) obey it, and `gate_results.json` with every gate's value,
     bound and status (passed / failed / insufficient / skipped). Give the Evaluator no thresholds: this gate is the
     only blessing authority.
     """

@@ -4,7 +4,8 @@ TFX-conventional ModelBlessing.
 
 The blessing follows TFX's Evaluator: `BLESSED`/`NOT_BLESSED` file, int custom property `blessed` 1/0 (what the
 Pusher checks), `current_model`/`current_model_id` (what LatestBlessedModelStrategy matches a blessing to its model
-by), `baseline_model`/`baseline_model_id` when there was one, plus `blessing_message` and `gate_results.json`.
+by), `baseline_model`/`baseline_model_id` when there was one (and `baseline_pushed_version`, the served version it
+is a copy of), plus `blessing_message` and `gate_results.json`.
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from tfx.components.evaluator import constants as evaluator_constants
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
+from components.pushed_baseline import executor as pushed_baseline
+from components.pushed_baseline.executor import baseline_models
 from mammo_tfx import names
 from mammo_tfx.evaluation.config import GATED_OUTPUT, EvaluationConfig
 from mammo_tfx.evaluation.gates import GateReport, evaluate_gates, write_gate_report
@@ -33,6 +36,7 @@ BLESSING_KEY = "blessing"
 EVALUATION_CONFIG_KEY = "evaluation_config"
 # Optional: the ScreeningEvaluator's artifact holding names.UNIT_EVALUATION_FILE.
 UNIT_EVALUATION_KEY = "unit_evaluation"
+BASELINE_VERSION_PROPERTY = "baseline_pushed_version"
 
 
 def read_unit_evaluation_input(input_dict: Dict[str, List[types.Artifact]]) -> Optional[UnitEvaluation]:
@@ -60,6 +64,10 @@ def write_blessing(blessing: types.Artifact, report: GateReport, model: types.Ar
                                             baseline_model.uri)
         blessing.set_int_custom_property(evaluator_constants.ARTIFACT_PROPERTY_BASELINE_MODEL_ID_KEY,
                                          baseline_model.id)
+        if baseline_model.has_custom_property(pushed_baseline.VERSION_PROPERTY):
+            # Which served version the candidate was compared with (the PushedBaseline's copy of it).
+            blessing.set_string_custom_property(
+                BASELINE_VERSION_PROPERTY, baseline_model.get_string_custom_property(pushed_baseline.VERSION_PROPERTY))
     message = "blessed: all gates passed or skipped" if report.blessed else "not blessed: " + "; ".join(
         report.reasons)
     blessing.set_string_custom_property(evaluator_constants.ARTIFACT_PROPERTY_BLESSING_MESSAGE_KEY, message)
@@ -73,7 +81,7 @@ class Executor(base_executor.BaseExecutor):
         self._log_startup(input_dict, output_dict, exec_properties)
         evaluation = artifact_utils.get_single_instance(input_dict[EVALUATION_KEY])
         model = artifact_utils.get_single_instance(input_dict[MODEL_KEY])
-        baselines = input_dict.get(BASELINE_MODEL_KEY) or []
+        baselines = baseline_models(input_dict.get(BASELINE_MODEL_KEY))
         if len(baselines) > 1:
             raise ValueError(f"ModelGate: at most one baseline model, got {len(baselines)}")
         blessing = artifact_utils.get_single_instance(output_dict[BLESSING_KEY])

@@ -21,7 +21,7 @@ class ScreeningEvaluatorSpec(ComponentSpec):
     INPUTS = {
         executor.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
         executor.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
-        # The latest blessed model; empty on the first run.
+        # The PushedBaseline's copy of the newest pushed version; it holds no model on the first run.
         executor.BASELINE_MODEL_KEY: ChannelParameter(type=standard_artifacts.Model, optional=True),
     }
     OUTPUTS = {

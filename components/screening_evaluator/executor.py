@@ -11,6 +11,7 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
+from components.pushed_baseline.executor import baseline_models
 from mammo_tfx.evaluation.calibration import read_screening_record
 from mammo_tfx.evaluation.config import EvaluationConfig
 from mammo_tfx.evaluation.unit_pipeline import ModelUnderTest, add_unit_evaluation, evaluated_breast_rule
@@ -30,7 +31,7 @@ def _model(name: str, artifact: types.Artifact) -> ModelUnderTest:
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):
-    """Runs candidate (and baseline, when the Resolver found one) on the configured split of the examples."""
+    """Runs candidate (and baseline, when the PushedBaseline holds one) on the configured split of the examples."""
 
     def Do(self, input_dict: Dict[str, List[types.Artifact]], output_dict: Dict[str, List[types.Artifact]],
            exec_properties: Dict[str, Any]) -> None:
@@ -43,7 +44,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                              f"(it has {available})")
         files = tf.io.gfile.glob(os.path.join(artifact_utils.get_split_uri([examples], config.split), "*"))
         models = [_model(CANDIDATE, artifact_utils.get_single_instance(input_dict[MODEL_KEY]))]
-        baselines = input_dict.get(BASELINE_MODEL_KEY) or []
+        baselines = baseline_models(input_dict.get(BASELINE_MODEL_KEY))
         if baselines:
             models.append(_model(BASELINE, artifact_utils.get_single_instance(baselines)))
         rule = evaluated_breast_rule(models[0].record, config.screening.breast_rule)
