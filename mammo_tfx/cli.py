@@ -7,9 +7,7 @@ import os
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import argparse  # noqa: E402
-import builtins  # noqa: E402
 import logging  # noqa: E402
-import re  # noqa: E402
 import sys  # noqa: E402
 import warnings  # noqa: E402
 from typing import List, Optional, Sequence  # noqa: E402
@@ -19,38 +17,61 @@ from typing import List, Optional, Sequence  # noqa: E402
 DEMO_LAYOUT_PATIENTS = {"cbis-ddsm": 90, "inbreast": 36, "mias": 60}
 
 
-# Hidden unless --verbose. Third-party deprecation chatter (google-cloud's notices about Python 3.11 and grpcio,
-# pyparsing, Beam) says nothing about this run; TFMA's divisions by zero come from slices without positives, which
-# the gate and the report already call insufficient.
-QUIET_WARNINGS = (
-    "ignore::FutureWarning",
-    "ignore::DeprecationWarning",
-    "ignore::UserWarning",
-    "ignore::RuntimeWarning:tensorflow_model_analysis.metrics.binary_confusion_matrices",
-    "ignore::RuntimeWarning:tensorflow_model_analysis.metrics.confusion_matrix_metrics",
-)
+# Without --verbose the console holds only the tool's own lines. The stack's libraries speak from the moment they are
+# imported (TensorFlow's C++ start-up lines, some marked E on CPU-only machines; Google client libraries' notices
+# about Python 3.11; Beam's and TensorFlow's deprecation notices), and again in every process a run starts (Beam's
+# workers, which inherit this environment). So everything below is set before the first heavy import, in the
+# environment for child processes and in this process. What matters to a user (a quarantined file, an anomaly) the
+# tool says itself: the quarantine report and its grouped lines, the progress lines, the evaluation summary.
+QUIET_ENVIRONMENT = {
+    # Level 3 hides TensorFlow's C++ INFO, WARNING and ERROR lines (the CUDA-plugin registrations fail harmlessly on
+    # CPU-only machines); it is read once, when TensorFlow loads.
+    "TF_CPP_MIN_LOG_LEVEL": "3",
+}
+VERBOSE_ENVIRONMENT = {"TF_CPP_MIN_LOG_LEVEL": "0"}
+# Every Python warning: the tool itself issues none, so what would show is a third-party library's.
+QUIET_WARNINGS = "ignore"
+# Library loggers (absl, tensorflow, apache_beam, pydicom, tfx ...) reach the console through the root logger's
+# handler; below this level nothing passes it, also from loggers that set their own level when imported (pydicom
+# sets WARNING) and from Beam workers, whose records Beam's job service logs again in this process.
+QUIET_LOG_LEVEL = logging.ERROR
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+ERROR_PREFIX = "mammo-tfx: error: "
 
 
 def quiet_warnings() -> None:
-    """Applies QUIET_WARNINGS here and, through PYTHONWARNINGS, in the Beam worker processes this run starts
-    (they print every notice again, once per worker and step)."""
-    for spec in QUIET_WARNINGS:
-        action, _, category, module = (spec.split(":") + [""])[:4]  # PYTHONWARNINGS' action:message:category:module
-        warnings.filterwarnings(action, category=getattr(builtins, category),
-                                module=re.escape(module) if module else "")
-    inherited = [spec for spec in os.environ.get("PYTHONWARNINGS", "").split(",") if spec]
-    os.environ["PYTHONWARNINGS"] = ",".join(inherited + [spec for spec in QUIET_WARNINGS if spec not in inherited])
+    """Ignores Python warnings here and, through PYTHONWARNINGS, in the processes this one starts; filters the user
+    put in PYTHONWARNINGS come later and so keep precedence there."""
+    warnings.simplefilter(QUIET_WARNINGS)
+    inherited = [spec for spec in os.environ.get("PYTHONWARNINGS", "").split(",") if spec and spec != QUIET_WARNINGS]
+    os.environ["PYTHONWARNINGS"] = ",".join([QUIET_WARNINGS] + inherited)
 
 
-def _configure_logging(verbose: bool) -> None:
+def configure_console(verbose: bool) -> None:
+    """Sets what reaches the console, before TensorFlow, Beam or TFX are imported (see QUIET_ENVIRONMENT)."""
+    os.environ.update(VERBOSE_ENVIRONMENT if verbose else QUIET_ENVIRONMENT)
     if not verbose:
         quiet_warnings()
-    logging.basicConfig(level=logging.INFO if verbose else logging.ERROR, format="%(levelname)s %(message)s")
-    from absl import logging as absl_logging
+    root = logging.getLogger()
+    if not root.handlers:  # a host that set up logging (pytest, a notebook) keeps its handlers
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        handler.setLevel(logging.NOTSET if verbose else QUIET_LOG_LEVEL)
+        root.addHandler(handler)
+    from absl import logging as absl_logging  # absl alone, no TensorFlow
 
+    # Sets the root logger's level (and absl's): TensorFlow's logger and the others without a level of their own
+    # follow it.
     absl_logging.set_verbosity(absl_logging.INFO if verbose else absl_logging.ERROR)
-    # Level 3 also hides the harmless CUDA-plugin registration errors TensorFlow prints on CPU-only machines.
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0" if verbose else "3"
+
+
+def error_line(message: object) -> str:
+    """The console line of an error that stops a command: the message as a sentence, not a Python repr."""
+    if isinstance(message, KeyError) and len(message.args) == 1:
+        message = message.args[0]  # str(KeyError) is the repr of its argument, in quotes
+    elif isinstance(message, OSError) and message.filename and message.strerror:
+        message = f"{message.filename}: {message.strerror}"  # not "[Errno 2] No such file or directory: '...'"
+    return f"{ERROR_PREFIX}{message}"
 
 
 def _describe(summary) -> str:
@@ -81,23 +102,22 @@ def _write_sample_png(examples_uri: str, out_path: str) -> str:
     return out_path
 
 
-def _print_evaluation(outputs, out_dir: str, model_name: str) -> None:
-    from mammo_tfx.report import format_console_summary, write_report_from_artifacts
+def _evaluation_lines(outputs, report, model_name: str, sample: Optional[str]) -> List[str]:
+    from mammo_tfx.report import format_console_summary
 
-    report = write_report_from_artifacts(outputs.evaluation_uri, os.path.join(out_dir, "report"),
-                                         outputs.blessing_uri, outputs.unit_evaluation_uri, outputs.model_export_dir)
-    print("\n" + format_console_summary(report.tables, report.gates, blessed=report.blessed, units=report.units,
-                                        screening_record=report.screening_record))
-    print(f"\n  report:            {report.html}")
+    lines = ["", format_console_summary(report.tables, report.gates, blessed=report.blessed, units=report.units,
+                                        screening_record=report.screening_record), "",
+             f"  report:            {report.html}"]
     if outputs.pushed_uri:
         serving_dir = os.path.dirname(outputs.pushed_uri.rstrip("/"))
-        sample = _write_sample_png(outputs.examples_uri, os.path.join(out_dir, "sample.png"))
-        print(f"  pushed model:      {outputs.pushed_uri}")
-        print(f"  serve it:          mammo-tfx serve --model-dir {serving_dir} --model-name {model_name} --port 8501")
-        print(f"  then query it:     curl -s -X POST http://127.0.0.1:8501/v1/models/{model_name}:predict "
-              f"-d '{{\"instances\": [{{\"b64\": \"'$(base64 -w0 {sample})'\"}}]}}'")
+        lines += [f"  pushed model:      {outputs.pushed_uri}",
+                  f"  serve it:          mammo-tfx serve --model-dir {serving_dir} --model-name {model_name} "
+                  "--port 8501",
+                  f"  then query it:     curl -s -X POST http://127.0.0.1:8501/v1/models/{model_name}:predict "
+                  f"-d '{{\"instances\": [{{\"b64\": \"'$(base64 -w0 {sample})'\"}}]}}'"]
     else:
-        print("  pushed model:      none (the model was not blessed; see the gate results above)")
+        lines.append("  pushed model:      none (the model was not blessed; see the gate results above)")
+    return lines
 
 
 def _local_orchestrator(name: str) -> str:
@@ -105,44 +125,62 @@ def _local_orchestrator(name: str) -> str:
     from pipeline.runners import LOCAL_ORCHESTRATORS  # here, not at the top: it loads TFX
 
     if name not in LOCAL_ORCHESTRATORS:
-        raise argparse.ArgumentTypeError(f"choose one of {sorted(LOCAL_ORCHESTRATORS)}")
+        raise argparse.ArgumentTypeError(f"{name} is not one of {', '.join(sorted(LOCAL_ORCHESTRATORS))}")
     return name
 
 
-def _run_and_report(config, sources, out_dir: str, orchestrator: str = "local") -> int:
+def write_run_report(outputs, out_dir: str):
+    """The HTML report of a run with an evaluation, in OUT_DIR/report."""
+    from mammo_tfx.report import write_report_from_artifacts
+
+    return write_report_from_artifacts(outputs.evaluation_uri, os.path.join(out_dir, "report"), outputs.blessing_uri,
+                                       outputs.unit_evaluation_uri, outputs.model_export_dir)
+
+
+def run_summary_lines(config, layout, progress, outputs, report=None, sample: Optional[str] = None) -> List[str]:
+    """What `run` and `demo` print after the progress lines: the component table, the ingestion counts and where
+    the outputs are, then the evaluation summary when the run has one (`report`, written by write_run_report)."""
     from components.mammo_example_gen.executor import describe_paths, describe_units, read_quarantine_rows
     from mammo_tfx.ingest.header_rule import describe_header_notes
     from mammo_tfx.ingest.reasons import format_reason_groups, group_reasons, rule_mismatch_warnings
     from mammo_tfx.ingest.splits import describe_moves
+
+    summary = outputs.ingest_summary
+    quarantine_rows = read_quarantine_rows(outputs.quarantine_uri) if outputs.quarantine_uri else []
+    lines = ["", f"mammo-tfx run finished (profile {config.profile}) -> {layout.out_dir}", ""]
+    for line in rule_mismatch_warnings(quarantine_rows, summary):  # first: it can explain everything below
+        lines += [f"WARNING: {line}", ""]
+    lines += [progress.table(), "",
+              f"  records: {summary.get('listed')} listed, {summary.get('ingested')} ingested, "
+              f"{summary.get('quarantined')} quarantined, {summary.get('excluded')} excluded"]
+    for split, per_dataset in sorted(summary.get("per_split", {}).items()):
+        lines.append(f"  split {split}: " + ", ".join(f"{d} {n}" for d, n in sorted(per_dataset.items())))
+    notes = describe_paths(summary) + describe_units(summary) + describe_header_notes(summary) + describe_moves(summary)
+    lines += [f"  {line}" for line in notes]
+    lines += [f"  TFRecords:         {outputs.examples_uri}",
+              f"  statistics:        {outputs.statistics_uri}",
+              f"  anomalies:         {outputs.anomalies_uri}"]
+    for split, found in sorted(outputs.anomalies.items()):
+        lines.append(f"    {split}: " + ("; ".join(found) if found else "no anomalies"))
+    lines.append(f"  quarantine report: {outputs.quarantine_uri}")
+    if outputs.quarantine_uri and (summary.get("quarantined") or summary.get("excluded")):
+        lines += [f"    {line}" for line in format_reason_groups(group_reasons(quarantine_rows))]
+    lines.append(f"  metadata (MLMD):   {layout.metadata_path}")
+    if report is not None:
+        lines += _evaluation_lines(outputs, report, config.evaluation.model_name, sample)
+    return lines
+
+
+def _run_and_report(config, sources, out_dir: str, orchestrator: str = "local") -> int:
     from pipeline.outputs import collect_outputs
     from pipeline.runners import run_local
 
     layout, progress = run_local(config, sources, out_dir, orchestrator=orchestrator)
     outputs = collect_outputs(layout.metadata_path)
-    summary = outputs.ingest_summary
-    print(f"\nmammo-tfx run finished (profile {config.profile}) -> {layout.out_dir}\n")
-    quarantine_rows = read_quarantine_rows(outputs.quarantine_uri) if outputs.quarantine_uri else []
-    for line in rule_mismatch_warnings(quarantine_rows, summary):  # first: it can explain everything below
-        print(f"WARNING: {line}\n")
-    print(progress.table() + "\n")
-    print(f"  records: {summary.get('listed')} listed, {summary.get('ingested')} ingested, "
-          f"{summary.get('quarantined')} quarantined, {summary.get('excluded')} excluded")
-    for split, per_dataset in sorted(summary.get("per_split", {}).items()):
-        print(f"  split {split}: " + ", ".join(f"{d} {n}" for d, n in sorted(per_dataset.items())))
-    for line in describe_paths(summary) + describe_units(summary) + describe_header_notes(summary) + describe_moves(summary):
-        print(f"  {line}")
-    print(f"  TFRecords:         {outputs.examples_uri}")
-    print(f"  statistics:        {outputs.statistics_uri}")
-    print(f"  anomalies:         {outputs.anomalies_uri}")
-    for split, found in sorted(outputs.anomalies.items()):
-        print(f"    {split}: " + ("; ".join(found) if found else "no anomalies"))
-    print(f"  quarantine report: {outputs.quarantine_uri}")
-    if outputs.quarantine_uri and (summary.get("quarantined") or summary.get("excluded")):
-        for line in format_reason_groups(group_reasons(quarantine_rows)):
-            print(f"    {line}")
-    print(f"  metadata (MLMD):   {layout.metadata_path}")
-    if outputs.evaluation_uri:
-        _print_evaluation(outputs, layout.out_dir, config.evaluation.model_name)
+    report = write_run_report(outputs, layout.out_dir) if outputs.evaluation_uri else None
+    sample = (_write_sample_png(outputs.examples_uri, os.path.join(layout.out_dir, "sample.png"))
+              if report is not None and outputs.pushed_uri else None)
+    print("\n".join(run_summary_lines(config, layout, progress, outputs, report, sample)))
     return 0
 
 
@@ -236,17 +274,44 @@ DATA_HELP = ("a dataset: cbis-ddsm=ROOT, inbreast=ROOT, mias=ROOT or folder=ROOT
              "for an emulator)")
 
 
+VERBOSE_FLAG = "--verbose"
+VERBOSE_HELP = "show the logs and warnings of TensorFlow, TFX, Beam and the other libraries"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with errors as sentences: its own message for a wrong choice quotes the reprs of every choice."""
+
+    def _check_value(self, action: argparse.Action, value: object) -> None:
+        if action.choices is not None and value not in action.choices:
+            raise argparse.ArgumentError(action, f"{value} is not one of {', '.join(map(str, action.choices))}")
+
+
+def _whole_number(text: str) -> int:
+    """argparse type of integer options (argparse's own message for int quotes the value's repr)."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text} is not a whole number") from None
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text} is not a number") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mammo-tfx", description=__doc__)
-    parser.add_argument("--verbose", action="store_true", help="show TFX's and Beam's own logs")
+    parser = _Parser(prog="mammo-tfx", description=__doc__)
+    parser.add_argument(VERBOSE_FLAG, action="store_true", help=VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
 
     synth_parser = sub.add_parser("synth", help="write synthetic phantoms in a public dataset's on-disk layout")
     synth_parser.add_argument("--layout", required=True, choices=["cbis-ddsm", "inbreast", "mias", "rsna", "vindr"])
     synth_parser.add_argument("--out", required=True)
-    synth_parser.add_argument("--patients", type=int, default=8)
-    synth_parser.add_argument("--seed", type=int, default=0)
-    synth_parser.add_argument("--scale", type=float, default=1.0, help="image size factor (MIAS stays 1024x1024)")
+    synth_parser.add_argument("--patients", type=_whole_number, default=8)
+    synth_parser.add_argument("--seed", type=_whole_number, default=0)
+    synth_parser.add_argument("--scale", type=_number, default=1.0, help="image size factor (MIAS stays 1024x1024)")
     synth_parser.add_argument("--inject-faults", action="store_true",
                               help="add broken files of each kind the ingestion must quarantine")
     synth_parser.add_argument("--download-layout", choices=["csv", "classic", "descriptive"],
@@ -272,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo_parser = sub.add_parser("demo", help="synthetic data of all layouts + real DICOMs, then a full run")
     demo_parser.add_argument("--out", default="demo_out")
-    demo_parser.add_argument("--seed", type=int, default=0)
+    demo_parser.add_argument("--seed", type=_whole_number, default=0)
     add_config_args(demo_parser)
     demo_parser.set_defaults(func=_cmd_demo)
 
@@ -307,30 +372,34 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser = sub.add_parser("serve", help="serve pushed models over TF Serving's REST and gRPC APIs")
     serve_parser.add_argument("--model-dir", required=True, help="serving dir or <serving dir>/<model name>")
     serve_parser.add_argument("--model-name", required=True)
-    serve_parser.add_argument("--port", type=int, default=8501, help="REST port")
-    serve_parser.add_argument("--grpc-port", type=int, default=8500,
+    serve_parser.add_argument("--port", type=_whole_number, default=8501, help="REST port")
+    serve_parser.add_argument("--grpc-port", type=_whole_number, default=8500,
                               help="gRPC port (TF Serving's PredictionService and ModelService); 0 picks a free port, "
                                    "printed at start (as does --port 0)")
     serve_parser.add_argument("--host", default="127.0.0.1", help="address of the built-in server")
     serve_parser.add_argument("--profile", default="production", help="profile whose `serving` limits apply")
-    serve_parser.add_argument("--max-in-flight", type=int, help="predict requests worked on at once; more get 429 "
-                              "(= --set serving.max_in_flight=N)")
-    serve_parser.add_argument("--request-timeout-s", type=float, help="per-request deadline in seconds; later: 504 "
+    serve_parser.add_argument("--max-in-flight", type=_whole_number,
+                              help="predict requests worked on at once; more get 429 (= --set serving.max_in_flight=N)")
+    serve_parser.add_argument("--request-timeout-s", type=_number, help="per-request deadline in seconds; later: 504 "
                               "(= --set serving.request_timeout_s=S)")
     add_config_args(serve_parser)
     serve_parser.set_defaults(func=_cmd_serve)
+    for command_parser in sub.choices.values():  # also after the command, where users tend to put it
+        command_parser.add_argument(VERBOSE_FLAG, action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    _configure_logging(args.verbose)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    # Before parsing: some argument types load TFX, and TensorFlow reads its log level once, when it loads.
+    configure_console(verbose=VERBOSE_FLAG in arguments)
+    args = build_parser().parse_args(arguments)
     try:
         return args.func(args)
-    except (KeyError, ValueError, RuntimeError, FileNotFoundError) as error:
+    except (KeyError, ValueError, RuntimeError, OSError) as error:
         if args.verbose:
             raise
-        print(f"mammo-tfx: error: {error}", file=sys.stderr)
+        print(error_line(error), file=sys.stderr)
         return 2
 
 

@@ -35,15 +35,17 @@ from collections.abc import Sequence
 from typing import Optional, TextIO, Union
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
+from PIL.JpegImagePlugin import JpegImageFile
 
 from mammo_tfx.evaluation.calibration import read_screening_record
 from mammo_tfx.evaluation.screening import (BREAST_UNIT, EXAM_UNIT, IMAGE_UNIT, BreastRule, ScoredUnit,
                                             ScreeningOptions, breasts, exams)
-from mammo_tfx.ingest.decoded import DecodedImage, to_uint16
+from mammo_tfx.ingest.decoded import DecodedImage, check_source_pixels, to_uint16
 from mammo_tfx.ingest.example import encode_png
 from mammo_tfx.ingest.identity import SIDES, breast_id, exam_id, image_identity
 from mammo_tfx.ingest.image_io import read_image, sniff_format
+from mammo_tfx.ingest.options import DEFAULT_MAX_SOURCE_PIXELS
 from mammo_tfx.ingest.records import BadInputError
 from mammo_tfx.ingest.resize import resize_image
 from mammo_tfx.names import (DEFAULT_SIGNATURE, HEATMAP, HEATMAP_SIGNATURE, IMAGE_BYTES_INPUT, PROBABILITY,
@@ -292,21 +294,31 @@ def exit_code(predictions: Sequence[Prediction]) -> int:
     return 0 if any(prediction.ok for prediction in predictions) else 1
 
 
+def console_notes(result: PredictionResult, out: Optional[str] = None) -> list[str]:
+    """What `predict` says besides the CSV: each failed or unplaced file, then the totals."""
+    notes = []
+    for prediction in result.images:
+        if not prediction.ok:
+            notes.append(f"{prediction.file}: {prediction.error}")
+        elif not prediction.placed:
+            notes.append(f"{prediction.file}: {prediction.placement}")
+    failed = sum(not prediction.ok for prediction in result.images)
+    thresholds = ("recall at thresholds " + ", ".join(f"{unit} {value:.4g}" for unit, value in
+                                                      result.thresholds.items())
+                  if result.thresholds else "no recall thresholds recorded")
+    notes.append(f"{len(result.images)} images ({failed} failed) in {len(result.breasts)} breasts of "
+                 f"{len(result.exams)} exams (breast = {result.breast_rule.value} of its images, exam = max of its "
+                 f"breasts; {thresholds})" + (f"; written to {out}" if out is not None else ""))
+    return notes
+
+
 def run_predict(model_dir: str, files: Sequence[str], out: Optional[str] = None,
                 heatmap_dir: Optional[str] = None) -> int:
     """The `predict` command: predictions to `out` (stdout when None); returns the process exit code."""
     result = predict_units(model_dir, files, heatmap_dir)
     write_predictions_csv(result, out if out is not None else sys.stdout)
-    for prediction in result.images:
-        if not prediction.ok:
-            print(f"{prediction.file}: {prediction.error}", file=sys.stderr)
-        elif not prediction.placed:
-            print(f"{prediction.file}: {prediction.placement}", file=sys.stderr)
-    failed = sum(not prediction.ok for prediction in result.images)
-    print(f"{len(result.images)} images ({failed} failed) in {len(result.breasts)} breasts of {len(result.exams)} "
-          f"exams (breast = {result.breast_rule.value} of its images, exam = max of its breasts; "
-          + (f"recall at thresholds {result.thresholds})" if result.thresholds else "no recall thresholds recorded)")
-          + (f"; written to {out}" if out is not None else ""), file=sys.stderr)
+    for line in console_notes(result, out):
+        print(line, file=sys.stderr)
     return exit_code(result.images)
 
 
@@ -378,9 +390,15 @@ def _read_bytes(path: str) -> bytes:
 
 
 def _read_jpeg_grey(path: str) -> DecodedImage:
-    """A JPEG as 8-bit grey (the signature also decodes it to one channel), mapped like an 8-bit PNG."""
+    """A JPEG as 8-bit grey (the signature also decodes it to one channel), mapped like an 8-bit PNG.
+
+    Opened with the JPEG plugin directly, as ingestion opens PNGs: the size limit is ingest.max_source_pixels, not
+    Pillow's own decompression-bomb limit, which Image.open would apply first."""
     try:
-        with Image.open(path) as image:
+        with JpegImageFile(path) as image:
+            width, height = image.size
+            check_source_pixels(path, f"JPEG width x height {width}x{height}", width * height,
+                                DEFAULT_MAX_SOURCE_PIXELS)
             pixels = np.asarray(image.convert("L"))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise BadInputError(path, f"JPEG cannot be decoded, truncated or corrupt ({type(error).__name__}: {error})"

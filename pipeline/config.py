@@ -348,7 +348,7 @@ def load_config(
     """Profile, then the YAML file, then `--set` overrides. The patient-key salt is never part of it: the ExampleGen
     reads it where it runs (mammo_tfx/ingest/salt.py)."""
     if profile not in PROFILES:
-        raise KeyError(f"unknown profile {profile!r}; known: {sorted(PROFILES)}")
+        raise KeyError(f"unknown profile {profile}; the profiles are {', '.join(PROFILES)}")
     config = PROFILES[profile]()
     if config_file:
         with open(config_file) as f:

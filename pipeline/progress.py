@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -189,6 +190,11 @@ def summarise(metadata_path: str, node_id: str) -> str:
 _Execution = metadata_store_pb2.Execution
 _FINISHED_STATES = {_Execution.COMPLETE: "finished", _Execution.CACHED: "cached", _Execution.FAILED: "FAILED",
                     _Execution.CANCELED: "cancelled"}
+# A line ProgressWatcher prints (its time stamp, then the component's start or end), for reading a console back.
+PROGRESS_LINE = re.compile(
+    r"\[\d\d:\d\d:\d\d\] (?P<node_id>\S+): (?:started|(?P<cached>cached)|(?P<state>"
+    + "|".join(state for state in _FINISHED_STATES.values() if state != "cached")
+    + r") in (?P<seconds>\d+) s)(?: - (?P<summary>.+))?")
 
 
 class ProgressWatcher:

@@ -30,18 +30,18 @@ class DataSource:
         The root is checked here, before any work starts: a missing folder, an empty or misspelt prefix, a bucket
         that does not exist or cannot be read is one ValueError naming the root."""
         if "=" not in text:
-            raise ValueError(f"--data expects LAYOUT=ROOT, got {text!r}")
+            raise ValueError(f"--data expects LAYOUT=ROOT, got {text}")
         dataset, path = text.split("=", 1)
         if dataset not in LISTERS:
-            raise ValueError(f"--data {text!r}: unknown layout {dataset!r}; known: {sorted(LISTERS)}")
+            raise ValueError(f"--data {text}: unknown layout {dataset}; the layouts are {', '.join(sorted(LISTERS))}")
         root = path.rstrip("/") if storage.is_remote(path) else os.path.abspath(path)
         try:
             found = storage.is_dir(root)
         except (OSError, ValueError) as error:  # StorageError names the root and says why
-            raise ValueError(f"--data {text!r}: cannot read {error}") from None
+            raise ValueError(f"--data {text}: cannot read {error}") from None
         if not found:
             what = "no object under this prefix (empty or misspelt?)" if storage.is_remote(root) else "not a directory"
-            raise ValueError(f"--data {text!r}: {root}: {what}")
+            raise ValueError(f"--data {text}: {root}: {what}")
         return cls(dataset=dataset, path=root)
 
 

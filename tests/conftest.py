@@ -192,6 +192,14 @@ RAW_FEATURE_SPEC = {
 }
 
 
+def user_console(*cli_args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`mammo-tfx ARGS` in a child process, its console captured as a user sees it: without the settings that quiet
+    TensorFlow and Python warnings for the test session (the Makefile's TF_CPP_MIN_LOG_LEVEL, PYTHONWARNINGS)."""
+    env = {key: value for key, value in os.environ.items() if key not in ("TF_CPP_MIN_LOG_LEVEL", "PYTHONWARNINGS")}
+    return subprocess.run([sys.executable, "-m", "mammo_tfx.cli", *cli_args], capture_output=True, text=True,
+                          env={**env, "COLUMNS": "100"}, timeout=timeout)
+
+
 def encode_png16(pixels: np.ndarray) -> bytes:
     return tf.io.encode_png(tf.constant(pixels.astype(np.uint16)[..., None])).numpy()
 

@@ -9,12 +9,13 @@ from tfx.components.example_validator import executor as validator_executor
 from tfx.components.statistics_gen import executor as statistics_executor
 from tfx.types import artifact_utils, standard_artifacts
 
-from mammo_tfx import synth
+from mammo_tfx import cli, synth
 from pipeline.config import load_config
 from pipeline.outputs import collect_outputs, read_anomalies
 from pipeline.paths import SCHEMA_FILE
-from pipeline.runners import run_local
-from pipeline.sources import DataSource
+from pipeline.progress import PROGRESS_LINE, ComponentRun, RunProgress
+from pipeline.runners import LocalRunLayout
+from tests.conftest import user_console
 
 pytestmark = pytest.mark.e2e  # the whole pipeline on the BeamDagRunner
 
@@ -24,15 +25,19 @@ def local_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("datasets")
     for layout, patients in (("cbis-ddsm", 6), ("inbreast", 4), ("mias", 4)):
         synth.generate(layout, root / layout, patients=patients, seed=11, scale=0.25)
-    sources = [DataSource.parse(f"{layout}={root / layout}") for layout in ("cbis-ddsm", "inbreast", "mias")]
-    # The resume tests use the LocalDagRunner; this run covers the BeamDagRunner.
-    layout, _ = run_local(load_config("test"), sources, str(tmp_path_factory.mktemp("run")), show_progress=False,
-                          orchestrator="beam")
-    return layout, collect_outputs(layout.metadata_path)
+    out = tmp_path_factory.mktemp("run")
+    # `mammo-tfx run` as a user starts it, so its console is checked too. The resume tests use the LocalDagRunner;
+    # this run covers the BeamDagRunner.
+    run = user_console("run", "--profile", "test", "--orchestrator", "beam", "--out", str(out),
+                       *(f"--data={layout}={root / layout}" for layout in ("cbis-ddsm", "inbreast", "mias")),
+                       timeout=1100)
+    assert run.returncode == 0, run.stdout + run.stderr
+    layout = LocalRunLayout(str(out))
+    return layout, collect_outputs(layout.metadata_path), run
 
 
 def test_run_writes_examples_statistics_and_no_anomalies_on_clean_data(local_run):
-    layout, outputs = local_run
+    layout, outputs, _ = local_run
     for split in ("train", "eval", "test"):
         assert tf.io.gfile.glob(os.path.join(outputs.examples_uri, f"Split-{split}", "*.gz"))
         assert tf.io.gfile.exists(os.path.join(outputs.statistics_uri, f"Split-{split}", "FeatureStats.pb"))
@@ -55,7 +60,7 @@ def _tamper(examples_uri: str, out_uri: str) -> None:
 
 
 def test_schema_violations_are_reported_as_anomalies(local_run, tmp_path):
-    _, outputs = local_run
+    _, outputs, _ = local_run
     examples = standard_artifacts.Examples()
     examples.uri = str(tmp_path / "examples")
     examples.split_names = artifact_utils.encode_split_names(["train"])
@@ -74,3 +79,27 @@ def test_schema_violations_are_reported_as_anomalies(local_run, tmp_path):
     found = read_anomalies(anomalies.uri)["train"]
     assert any(line.startswith("view:") for line in found), found
     assert any(line.startswith("mask_png:") for line in found), found
+
+
+def test_the_console_holds_only_the_lines_the_tool_writes(local_run):
+    """Progress lines while it runs, then the summary: the tool's own lines, in its own formats, and nothing from
+    TensorFlow, Beam, TFX or Python's warnings (stderr is empty)."""
+    layout, outputs, run = local_run
+    assert run.stderr == ""
+    lines = run.stdout.splitlines()
+    progress_lines = lines[:lines.index("")]
+    progress = RunProgress()
+    for line in progress_lines:
+        match = PROGRESS_LINE.fullmatch(line)
+        assert match, f"not a progress line: {line!r}"
+        if match["cached"] or match["state"]:
+            progress.components.append(ComponentRun(
+                node_id=match["node_id"], execution_id=len(progress.components), seconds=float(match["seconds"] or 0),
+                cached=bool(match["cached"]), summary=match["summary"] or "", done=match["state"] != "FAILED",
+                failed=match["state"] == "FAILED"))
+    assert progress.components
+    # The run's own records, formatted by the tool's own code, are the rest of the console, line for line.
+    report = cli.write_run_report(outputs, layout.out_dir) if outputs.evaluation_uri else None
+    sample = os.path.join(layout.out_dir, "sample.png") if report is not None and outputs.pushed_uri else None
+    expected = cli.run_summary_lines(load_config("test"), layout, progress, outputs, report, sample)
+    assert lines[len(progress_lines):] == "\n".join(expected).splitlines()

@@ -23,13 +23,13 @@ from mammo_tfx.ingest.options import IngestOptions
 from mammo_tfx.ingest.process import process_record
 from mammo_tfx.evaluation.screening import BreastRule
 from mammo_tfx.ingest.real_samples import build_real_sample_folder, real_cases_dir
-from mammo_tfx.predict import (CSV_COLUMNS, OVERLAY_LONG_SIDE, Placement, Prediction, exit_code, group_predictions,
-                               place_file, predict_files, predict_units, prepare_model_input, read_model_geometry,
-                               run_predict, write_predictions_csv)
+from mammo_tfx.predict import (CSV_COLUMNS, OVERLAY_LONG_SIDE, Placement, Prediction, console_notes, exit_code,
+                               group_predictions, place_file, predict_files, predict_units, prepare_model_input,
+                               read_model_geometry, run_predict, write_predictions_csv)
 from mammo_tfx.predict_overlay import HeatmapGeometry, heatmap_extent, write_heatmap_overlay
 from mammo_tfx.serving.model_info import read_model_info
 from mammo_tfx.serving.tiny_model import export_tiny_model
-from tests.conftest import encode_png16, export_untrained_whole_image_model
+from tests.conftest import encode_png16, export_untrained_whole_image_model, user_console
 from trainer_module.backbones import backbone_spec
 from trainer_module.export import heatmap_window
 from trainer_module.hparams import PatchHParams
@@ -233,6 +233,27 @@ def test_saved_model_dir_directly_and_csv_to_stdout_without_out(serving_base, mi
     assert [row["file"] for row in rows] == [png]
     assert float(rows[0]["probability"]) == pytest.approx(mixed_run["predictions"][2].probability, abs=1e-8)
     assert rows[0]["heatmap"] == "" and rows[0]["error"] == ""
+
+
+@pytest.mark.e2e
+def test_the_console_of_predict_holds_the_csv_and_the_tools_notes_only(serving_base, mixed_run):
+    """`mammo-tfx predict` as a user starts it: the CSV on stdout, on stderr the note of the broken file and the
+    totals, in the tool's own words, and nothing from TensorFlow or Python's warnings."""
+    files = mixed_run["files"][2:]  # the PNG, the JPEG and the broken DICOM
+    run = user_console("predict", "--model-dir", str(serving_base), *files)
+    assert run.returncode == 0, run.stderr
+    expected = predict_units(str(serving_base), files)
+    assert run.stderr.splitlines() == console_notes(expected)
+    written = io.StringIO()
+    write_predictions_csv(expected, written)
+    rows, expected_rows = (list(csv.reader(io.StringIO(text))) for text in (run.stdout, written.getvalue()))
+    assert rows[0] == expected_rows[0] == list(CSV_COLUMNS) and len(rows) == len(expected_rows)
+    numbers = {CSV_COLUMNS.index("probability"), CSV_COLUMNS.index("probability_single")}
+    for row, expected_row in zip(rows[1:], expected_rows[1:]):
+        assert [cell for i, cell in enumerate(row) if i not in numbers] == [
+            cell for i, cell in enumerate(expected_row) if i not in numbers]
+        for i in numbers:  # the same model on the same bytes, in another process
+            assert (row[i] == expected_row[i] == "") or float(row[i]) == pytest.approx(float(expected_row[i]), abs=1e-6)
 
 
 @pytest.mark.e2e

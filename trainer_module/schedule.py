@@ -21,6 +21,9 @@ from trainer_module.checkpoints import EPOCHS_DONE_KEY, CheckpointStore
 from trainer_module.hparams import TrainingConfig, TrainingStep, TrainScope
 
 logger = logging.getLogger(__name__)
+# Keras prints a line per epoch to stdout where INFO logs are shown (`mammo-tfx --verbose`, Kubeflow's container
+# logs); the local console has the tool's own progress lines instead.
+_FIT_VERBOSITY = 2
 
 
 def set_trainable_scope(model: tf_keras.Model, scope: TrainScope, spec: BackboneSpec) -> None:
@@ -204,7 +207,7 @@ def run_schedule(
         target.model.fit(target.train_dataset, validation_data=target.validation_dataset,
                          initial_epoch=epoch, epochs=step_start + step.epochs,
                          steps_per_epoch=step.steps_per_epoch or steps_per_epoch,
-                         callbacks=callbacks, verbose=2)
+                         callbacks=callbacks, verbose=_FIT_VERBOSITY if logger.isEnabledFor(logging.INFO) else 0)
         epoch = step_start + result.epochs_run
         logger.info("step %d done after %d epochs: loss=%s val_loss=%s %s=%s", index, result.epochs_run,
                     _last(result.history, "loss"), _last(result.history, "val_loss"), hparams.best_model_monitor,
