@@ -86,26 +86,28 @@ def test_gate_settings_carry_the_bounds_and_the_config_round_trips_through_json(
         EvaluationConfig.from_dict({"min_auc": 0.9})
 
 
-def test_components_are_wired_resolver_evaluator_gate_pusher_card(tmp_path):
+def test_components_are_wired_baseline_evaluator_gate_pusher_card(tmp_path):
     examples = tfx.dsl.Channel(type=tfx.types.standard_artifacts.Examples)
     model = tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model)
     config = EvaluationConfig(serving_dir=str(tmp_path / "serving"), model_name="screening")
-    resolver, evaluator, screening_evaluator, gate, pusher, card = create_evaluation_components(
+    baseline, evaluator, screening_evaluator, gate, pusher, card = create_evaluation_components(
         config, examples, model, pipeline_root=str(tmp_path / "root"), profile={"profile": "test"})
 
-    assert resolver.id == "latest_blessed_model_resolver"
-    assert resolver.exec_properties["resolver_class"] is tfx.dsl.experimental.LatestBlessedModelStrategy
-    assert evaluator.inputs["baseline_model"] is resolver.outputs["model"]
+    # The baseline is the newest version pushed where this Pusher pushes (no Resolver: open-source KFP refuses it).
+    assert baseline.id == "PushedBaseline"
+    assert baseline.inputs["model"] is model
+    assert baseline.exec_properties["push_base_directory"] == str(tmp_path / "serving" / "screening")
+    assert evaluator.inputs["baseline_model"] is baseline.outputs["baseline_model"]
     assert evaluator.inputs["model"] is model and evaluator.inputs["examples"] is examples
     assert json.loads(evaluator.exec_properties["example_splits"]) == ["test"]
     assert isinstance(gate, ModelGate)
     assert gate.inputs["evaluation"] is evaluator.outputs["evaluation"]
-    assert gate.inputs["baseline_model"] is resolver.outputs["model"]
+    assert gate.inputs["baseline_model"] is baseline.outputs["baseline_model"]
     assert EvaluationConfig.from_dict(json.loads(gate.exec_properties["evaluation_config"])) == config
     # The screening evaluation runs the same models on the same split; the gate and the card read its figures.
     assert screening_evaluator.id == "ScreeningEvaluator"
     assert screening_evaluator.inputs["examples"] is examples and screening_evaluator.inputs["model"] is model
-    assert screening_evaluator.inputs["baseline_model"] is resolver.outputs["model"]
+    assert screening_evaluator.inputs["baseline_model"] is baseline.outputs["baseline_model"]
     assert EvaluationConfig.from_dict(json.loads(screening_evaluator.exec_properties["evaluation_config"])) == config
     assert gate.inputs["unit_evaluation"] is screening_evaluator.outputs["unit_evaluation"]
     assert card.inputs["unit_evaluation"] is screening_evaluator.outputs["unit_evaluation"]
