@@ -151,7 +151,8 @@ def read_dicom(path: str, decoding_plugin: str = FASTEST_DECODING_PLUGIN,
         laterality=dicom_laterality(ds), view=dicom_view(ds), modality=_text(ds, "Modality"),
         presentation_intent=_text(ds, "PresentationIntentType"), sop_class_uid=_text(ds, "SOPClassUID"),
         age=_text(ds, "PatientAge"),
-        manufacturer=_text(ds, "Manufacturer"), model=_text(ds, "ManufacturerModelName"))
+        manufacturer=_text(ds, "Manufacturer"), model=_text(ds, "ManufacturerModelName"),
+        photometric_interpretation=_text(ds, "PhotometricInterpretation"))
 
 
 def _values_of_interest(ds: Dataset, stored: np.ndarray, bits_stored: int) -> tuple[np.ndarray, float, float]:
