@@ -85,7 +85,8 @@ def _print_evaluation(outputs, out_dir: str, model_name: str) -> None:
     from mammo_tfx.report import format_console_summary, write_report_from_artifacts
 
     report = write_report_from_artifacts(outputs.evaluation_uri, os.path.join(out_dir, "report"),
-                                         outputs.blessing_uri, outputs.unit_evaluation_uri, outputs.model_export_dir)
+                                         outputs.blessing_uri, outputs.unit_evaluation_uri, outputs.model_export_dir,
+                                         anomalies_uri=outputs.anomalies_uri)
     print("\n" + format_console_summary(report.tables, report.gates, blessed=report.blessed, units=report.units,
                                         screening_record=report.screening_record))
     print(f"\n  report:            {report.html}")
@@ -98,6 +99,20 @@ def _print_evaluation(outputs, out_dir: str, model_name: str) -> None:
               f"-d '{{\"instances\": [{{\"b64\": \"'$(base64 -w0 {sample})'\"}}]}}'")
     else:
         print("  pushed model:      none (the model was not blessed; see the gate results above)")
+
+
+def _print_drift(drift) -> None:
+    """The ExampleValidator's drift check, one line per drifted feature and slice."""
+    if drift is None:
+        return
+    if drift.rows:
+        print(f"  drift from the served model's training data ({drift.baseline}): "
+              + (f"{len(drift.drifted)} of {len(drift.rows)} comparisons above threshold" if drift.drifted
+                 else f"none in {len(drift.rows)} comparisons"))
+    for row in drift.drifted:
+        print(f"    {row.sentence()}")
+    for note in drift.notes:
+        print(f"    {note}")
 
 
 def _local_orchestrator(name: str) -> str:
@@ -131,6 +146,7 @@ def _run_and_report(config, sources, out_dir: str, orchestrator: str = "local") 
     print(f"  anomalies:         {outputs.anomalies_uri}")
     for split, found in sorted(outputs.anomalies.items()):
         print(f"    {split}: " + ("; ".join(found) if found else "no anomalies"))
+    _print_drift(outputs.drift)
     print(f"  quarantine report: {outputs.quarantine_uri}")
     if outputs.quarantine_uri and (summary.get("quarantined") or summary.get("excluded")):
         for line in format_reason_groups(group_reasons(read_quarantine_rows(outputs.quarantine_uri))):
@@ -153,7 +169,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if not outputs.evaluation_uri:
         raise RuntimeError(f"{args.run}: the run has no Evaluator output yet")
     report = write_report_from_artifacts(outputs.evaluation_uri, args.out or os.path.join(layout.out_dir, "report"),
-                                         outputs.blessing_uri, outputs.unit_evaluation_uri, outputs.model_export_dir)
+                                         outputs.blessing_uri, outputs.unit_evaluation_uri, outputs.model_export_dir,
+                                         anomalies_uri=outputs.anomalies_uri)
     print(format_console_summary(report.tables, report.gates, blessed=report.blessed, units=report.units,
                                  screening_record=report.screening_record))
     print(f"\nreport: {report.html}")
@@ -216,8 +233,37 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     shortcuts = [f"serving.{key}={value}" for key, value in
                  (("max_in_flight", args.max_in_flight), ("request_timeout_s", args.request_timeout_s))
                  if value is not None]
-    limits = load_config(args.profile, args.config, args.set + shortcuts).serving
-    return serve(args.model_dir, args.model_name, args.port, host=args.host, grpc_port=args.grpc_port, limits=limits)
+    if args.request_log_rate is not None:
+        if not args.request_log_dir:
+            raise ValueError("--request-log-rate needs --request-log-dir, the folder the logged requests go to")
+        shortcuts.append(f"request_log.sampling_rate={args.request_log_rate}")
+    config = load_config(args.profile, args.config, args.set + shortcuts)
+    if args.request_log_dir and not config.request_log.sampling_rate:
+        raise ValueError("--request-log-dir logs nothing at a sampling rate of 0: give --request-log-rate R (the "
+                         "share of requests to log, e.g. 0.05)")
+    return serve(args.model_dir, args.model_name, args.port, host=args.host, grpc_port=args.grpc_port,
+                 limits=config.serving, request_log_dir=args.request_log_dir, request_log=config.request_log)
+
+
+def _cmd_monitor(args: argparse.Namespace) -> int:
+    from mammo_tfx.monitoring.monitor import monitor
+    from mammo_tfx.report.monitoring import write_monitor_report
+    from mammo_tfx.serving.server import resolve_model_base_path
+    from pipeline.config import load_config
+
+    options = load_config(args.profile, args.config, args.set).monitoring
+    base_path = resolve_model_base_path(args.model_dir, args.model_name) if args.model_name else args.model_dir
+    result = monitor(args.logs, base_path, args.out, options, window_hours=args.window_hours)
+    page = write_monitor_report(result, args.logs, args.out)
+    drifted = result.results.drifted
+    print(f"{len(result.current)} images in the current window, {len(result.previous)} in the previous one; "
+          f"{len(result.results.rows)} comparisons, {len(drifted)} above threshold")
+    for row in drifted:
+        print(f"  {row.sentence()}")
+    for note in result.results.notes:
+        print(f"  {note}")
+    print(f"report: {page}")
+    return MONITOR_DRIFT_EXIT if drifted else 0
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -225,6 +271,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     return run_predict(args.model_dir, args.files, out=args.out, heatmap_dir=args.heatmaps)
 
+
+# `mammo-tfx monitor`'s exit code when a skew or drift threshold is crossed (2 is an error, as for every command).
+MONITOR_DRIFT_EXIT = 1
 
 DATA_HELP = ("a dataset: cbis-ddsm=ROOT, inbreast=ROOT, mias=ROOT or folder=ROOT (repeatable); ROOT is a local folder "
              "or a bucket URI such as gs://BUCKET/CBIS-DDSM (Application Default Credentials; STORAGE_EMULATOR_HOST "
@@ -312,8 +361,26 @@ def build_parser() -> argparse.ArgumentParser:
                               "(= --set serving.max_in_flight=N)")
     serve_parser.add_argument("--request-timeout-s", type=float, help="per-request deadline in seconds; later: 504 "
                               "(= --set serving.request_timeout_s=S)")
+    serve_parser.add_argument("--request-log-dir", help="log a sample of answered predict requests here, in TF "
+                              "Serving's PredictionLog TFRecords (off by default; the logs hold patient images; "
+                              "never inside the model folder)")
+    serve_parser.add_argument("--request-log-rate", type=float, help="share of requests logged, 0..1 "
+                              "(= --set request_log.sampling_rate=R)")
     add_config_args(serve_parser)
     serve_parser.set_defaults(func=_cmd_serve)
+
+    monitor_parser = sub.add_parser(
+        "monitor", help="skew of logged requests from the served model's training data, drift from the previous "
+                        f"window; exits {MONITOR_DRIFT_EXIT} when a threshold is crossed")
+    monitor_parser.add_argument("--logs", required=True, help="the server's --request-log-dir")
+    monitor_parser.add_argument("--model-dir", required=True, help="serving dir or <serving dir>/<model name>")
+    monitor_parser.add_argument("--model-name", help="the model's name when --model-dir is the serving dir")
+    monitor_parser.add_argument("--out", default="monitoring", help="report folder (default: ./monitoring)")
+    monitor_parser.add_argument("--window-hours", type=float, default=24.0,
+                                help="length of the current and of the previous window, up to the newest request")
+    monitor_parser.add_argument("--profile", default="production", help="profile whose `monitoring` thresholds apply")
+    add_config_args(monitor_parser)
+    monitor_parser.set_defaults(func=_cmd_monitor)
     return parser
 
 

@@ -130,7 +130,7 @@ def build_card(model_name: str, split: str, profile: Mapping[str, Any], gate_rep
     }
 
 
-def _copy_statistics(statistics: types.Artifact, destination: str) -> None:
+def copy_statistics(statistics: types.Artifact, destination: str) -> None:
     """Every split's FeatureStats.pb of a StatisticsGen artifact into `destination/Split-<name>/`."""
     for split in artifact_utils.decode_split_names(statistics.split_names):
         source = os.path.join(artifact_utils.get_split_uri([statistics], split), STATISTICS_FILE)
@@ -169,7 +169,7 @@ class Executor(base_executor.BaseExecutor):
             write_card(card, serving_copy)
             statistics = input_dict.get(STATISTICS_KEY) or []
             if statistics:
-                _copy_statistics(artifact_utils.get_single_instance(statistics),
+                copy_statistics(artifact_utils.get_single_instance(statistics),
                                  os.path.join(serving_copy, names.TRAINING_STATISTICS_DIR))
             model_card.set_string_custom_property("serving_copy", serving_copy)
             logging.info("ModelCardWriter: card written to %s and %s", model_card.uri, serving_copy)

@@ -13,7 +13,7 @@ import os
 import random
 import threading
 import time
-from typing import Iterator, List, Mapping, Optional
+from typing import Callable, Iterator, List, Mapping, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -81,13 +81,15 @@ def model_server_config(model_base_path: str, model_name: str, log_dir: str, sam
 
 
 class RequestLogger:
-    """Writes a sample of answered predict requests to `log_dir` (thread-safe; `close()` when done)."""
+    """Writes a sample of answered predict requests to `log_dir` (thread-safe; `close()` when done). `clock` gives
+    the time recorded with each request (seconds since the epoch)."""
 
     def __init__(self, log_dir: str, model_base_path: str, options: RequestLogOptions,
-                 rng: Optional[random.Random] = None) -> None:
+                 rng: Optional[random.Random] = None, clock: Callable[[], float] = time.time) -> None:
         self.log_dir = check_log_dir(log_dir, model_base_path)
         self.options = options
         self._rng = rng or random.Random()
+        self._clock = clock
         self._lock = threading.Lock()
         self._writer: Optional[tf.io.TFRecordWriter] = None
         self._path = ""
@@ -107,7 +109,7 @@ class RequestLogger:
         metadata.model_spec.signature_name = signature_name
         metadata.sampling_config.sampling_rate = self.options.sampling_rate
         metadata.saved_model_tags.append(SERVING_TAG)
-        metadata.timestamp_secs = int(time.time())
+        metadata.timestamp_secs = int(self._clock())
         request, response = record.predict_log.request, record.predict_log.response
         request.model_spec.CopyFrom(metadata.model_spec)
         response.model_spec.CopyFrom(metadata.model_spec)

@@ -31,17 +31,16 @@ DEFAULT_GRPC_PORT = 8500
 
 class ModelServer:
     """The built-in server for one model, in background threads: REST on `port` and, unless `grpc_port` is None,
-    gRPC on `grpc_port`; both share the loaded model, the limits and the in-flight cap. Use as a context manager or
+    gRPC on `grpc_port`; both share the loaded model, the limits and the in-flight cap, and log a sample of answered
+    predict requests to `request_logger` (closed on stop) when one is given. Use as a context manager or
     `start()`/`stop()`; port 0 picks a free port (see `.port`, `.grpc_port`)."""
 
     def __init__(self, model_base_path: str, model_name: str, port: int = 0, host: str = "127.0.0.1",
                  poll_interval_s: float = 2.0, limits: Optional[RequestLimits] = None,
-                 grpc_port: Optional[int] = None, request_log_dir: Optional[str] = None,
-                 request_log: Optional[RequestLogOptions] = None) -> None:
+                 grpc_port: Optional[int] = None, request_logger: Optional[RequestLogger] = None) -> None:
         self.model_name = model_name
         self.repository = ModelRepository(model_base_path, poll_interval_s=poll_interval_s)
-        self.request_logger = (RequestLogger(request_log_dir, model_base_path, request_log or RequestLogOptions())
-                               if request_log_dir else None)
+        self.request_logger = request_logger
         self.servables = Servables(model_name, self.repository, limits or RequestLimits(), self.request_logger)
         self.api = RestApi(self.servables)
         self._limiter: Optional[InFlightLimiter] = None
@@ -200,8 +199,9 @@ def serve(model_dir: str, model_name: str, port: int, host: str = "127.0.0.1", *
     if not list_complete_versions(base_path):
         logger.warning("no complete version under %s yet; the model will be served once one is pushed", base_path)
     server = ModelServer(base_path, model_name, port=port, host=host, poll_interval_s=poll_interval_s,
-                         limits=limits, grpc_port=grpc_port, request_log_dir=request_log_dir,
-                         request_log=request_log).start()
+                         limits=limits, grpc_port=grpc_port,
+                         request_logger=RequestLogger(request_log_dir, base_path, request_log)
+                         if request_log_dir else None).start()
     if request_log_dir:
         print(f"logging {request_log.sampling_rate:.0%} of answered predict requests to {request_log_dir}; they "
               "hold patient images", flush=True)
