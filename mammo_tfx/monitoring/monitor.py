@@ -106,7 +106,7 @@ def window_statistics(images: Sequence[RequestImage], path: str) -> statistics_p
     with tf.io.TFRecordWriter(path) as writer:
         for image in images:
             writer.write(image.to_example().SerializeToString())
-    return tfdv.generate_statistics_from_tfrecord(path, compression_type="")
+    return tfdv.generate_statistics_from_tfrecord(path)
 
 
 @dataclasses.dataclass(frozen=True)
