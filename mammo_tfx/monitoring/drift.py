@@ -23,6 +23,7 @@ JENSEN_SHANNON = "jensen_shannon_divergence"
 INFINITY_NORM = "infinity_norm"
 DRIFT = "drift"  # against earlier data of the same kind (the previous run's, the previous window's)
 SKEW = "skew"  # served requests against the training data
+REQUESTS = "requests"  # the `split` of rows about served requests
 # StatisticsGen's file in each Split-<name> folder.
 STATISTICS_FILE = "FeatureStats.pb"
 _CATEGORICAL = (statistics_pb2.FeatureNameStatistics.STRING, statistics_pb2.FeatureNameStatistics.BYTES)
@@ -71,7 +72,7 @@ class DriftRow:
 
     def sentence(self) -> str:
         where = self.slice if self.slice == ALL_EXAMPLES else f"slice {self.slice}"
-        return (f"{self.kind} on {self.feature} ({where}, split {self.split}): {self.comparator.replace('_', ' ')} "
+        return (f"{self.kind} on {self.feature} ({where}, {_data(self.split)}): {self.comparator.replace('_', ' ')} "
                 f"{self.value:.3f} above the threshold {self.threshold:g}")
 
 
@@ -86,6 +87,10 @@ class DriftResults:
     @property
     def drifted(self) -> List[DriftRow]:
         return [row for row in self.rows if row.drifted]
+
+
+def _data(split: str) -> str:
+    return REQUESTS if split == REQUESTS else f"split {split}"
 
 
 def _comparator(feature: statistics_pb2.FeatureNameStatistics) -> str:
@@ -130,7 +135,7 @@ def slices(statistics: statistics_pb2.DatasetFeatureStatisticsList) -> Dict[str,
 
 
 def compare(current: statistics_pb2.DatasetFeatureStatisticsList, baseline: statistics_pb2.DatasetFeatureStatisticsList,
-            options: DriftOptions, kind: str = DRIFT, split: str = "",
+            options: DriftOptions, kind: str = DRIFT, split: str = REQUESTS,
             features: Sequence[str] = names.DRIFT_FEATURES) -> tuple[List[DriftRow], List[str]]:
     """The distances of `features` between `current` and `baseline`, per slice both have (All Examples and each
     dataset/site/device value); notes say which slices could not be compared and why."""
@@ -140,13 +145,12 @@ def compare(current: statistics_pb2.DatasetFeatureStatisticsList, baseline: stat
     for slice_name, statistics in slices(current).items():
         reference = baseline_slices.get(slice_name)
         if reference is None:
-            notes.append(f"slice {slice_name} (split {split or 'requests'}) has no counterpart in the baseline: new "
-                         "in this data")
+            notes.append(f"slice {slice_name} ({_data(split)}) has no counterpart in the baseline: new in this data")
             continue
         if min(statistics.num_examples, reference.num_examples) < options.min_slice_examples:
             if slice_name == ALL_EXAMPLES:
                 notes.append(f"{statistics.num_examples} examples against {reference.num_examples} in the baseline "
-                             f"(split {split or 'requests'}): fewer than monitoring.min_slice_examples="
+                             f"({_data(split)}): fewer than monitoring.min_slice_examples="
                              f"{options.min_slice_examples}, not compared")
             continue
         schema = comparison_schema(statistics, features, options)

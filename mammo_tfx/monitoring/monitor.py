@@ -15,7 +15,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 from mammo_tfx import names
 from mammo_tfx.ingest.image_statistics import decode_display_image, image_statistics
-from mammo_tfx.monitoring.drift import (DRIFT, SKEW, DriftOptions, DriftResults, compare, served_training_statistics,
+from mammo_tfx.monitoring.drift import (DRIFT, REQUESTS, SKEW, DriftOptions, DriftResults, compare, served_training_statistics,
                                         write_results)
 from mammo_tfx.serving.request_log import read_request_logs
 
@@ -137,12 +137,12 @@ def monitor(log_dir: str, model_base_path: str, out_dir: str, options: DriftOpti
         notes.append(f"no training statistics beside the served version under {model_base_path} "
                      f"({version_dir or 'nothing pushed'}): skew not computed")
     else:
-        split_rows, split_notes = compare(current_statistics, training, options, SKEW, "requests",
+        split_rows, split_notes = compare(current_statistics, training, options, SKEW, REQUESTS,
                                           names.IMAGE_STATISTICS)
         rows, notes = rows + split_rows, notes + split_notes
     if previous:
         previous_statistics = window_statistics(previous, os.path.join(out_dir, PREVIOUS_WINDOW_FILE))
-        split_rows, split_notes = compare(current_statistics, previous_statistics, options, DRIFT, "requests",
+        split_rows, split_notes = compare(current_statistics, previous_statistics, options, DRIFT, REQUESTS,
                                           WINDOW_FEATURES)
         rows, notes = rows + split_rows, notes + split_notes
     else:

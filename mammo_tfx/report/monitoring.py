@@ -92,14 +92,14 @@ def _training_histogram(training: Optional[statistics_pb2.DatasetFeatureStatisti
     return None
 
 
-def _shares(values: Sequence[float], edges: np.ndarray) -> np.ndarray:
-    counts, _ = np.histogram(np.clip(values, edges[0], edges[-1]), bins=edges)
-    return counts / max(counts.sum(), 1)
+def _density(values: Sequence[float], edges: np.ndarray) -> np.ndarray:
+    counts, _ = np.histogram(values, bins=edges)
+    return counts / max(counts.sum(), 1) / np.diff(edges)
 
 
 def distributions_png(result: MonitorResult) -> bytes:
     """One panel per pixel statistic (training, previous and current window) and one for the answered
-    probabilities (previous and current window), as shares of their images."""
+    probabilities (previous and current window), as densities (share of images per unit of the value)."""
     features = (*names.IMAGE_STATISTICS, names.PROBABILITY)
     figure = Figure(figsize=(12, 6.5))
     for index, feature in enumerate(features):
@@ -111,17 +111,21 @@ def distributions_png(result: MonitorResult) -> bytes:
             return [image.statistics[feature] for image in images]
 
         training = None if feature == names.PROBABILITY else _training_histogram(result.training_statistics, feature)
-        edges = training[0] if training is not None else np.linspace(0.0, 1.0, 11)
-        centres, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
+        windows = [(values(images), label, colour) for images, label, colour in (
+            (result.previous, "previous window", "tab:blue"), (result.current, "current window", "tab:red"))]
+        seen = [v for shown, _, _ in windows for v in shown] + ([] if training is None else list(training[0]))
+        low, high = (min(seen), max(seen)) if seen else (0.0, 1.0)
+        edges = np.linspace(low, high if high > low else low + 1e-3, 21)
         if training is not None:
-            axes.bar(centres, training[1], width=width, alpha=0.35, color="grey", label="training")
-        for images, label, colour in ((result.previous, "previous window", "tab:blue"),
-                                      (result.current, "current window", "tab:red")):
-            shown = values(images)
+            bucket_edges, shares = training
+            widths = np.maximum(np.diff(bucket_edges), 1e-9)
+            axes.bar(bucket_edges[:-1], shares / widths, width=widths, align="edge", alpha=0.35, color="grey",
+                     label="training")
+        for shown, label, colour in windows:
             if shown:
-                axes.step(edges, np.append(_shares(shown, edges), 0.0), where="post", color=colour, label=label)
+                axes.step(edges, np.append(_density(shown, edges), 0.0), where="post", color=colour, label=label)
         axes.set_title(feature.replace("_", " "), fontsize=9)
-        axes.set_ylabel("share of images", fontsize=8)
+        axes.set_ylabel("density", fontsize=8)
         axes.tick_params(labelsize=7)
         if index == 0:
             axes.legend(fontsize=7)
