@@ -250,3 +250,33 @@ def test_request_logs_stay_out_of_the_model_folder_and_rotate(served, tmp_path):
     logger.close()
     assert len(list((tmp_path / "logs").iterdir())) == 2
     assert len(list(read_request_logs(str(tmp_path / "logs")))) == 2
+
+
+def test_serve_passes_the_request_logging_config_to_tensorflow_model_server(tmp_path, monkeypatch):
+    # An executable that records its arguments stands in for the binary, which cannot be installed here.
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    from mammo_tfx.serving.server import serve
+
+    binary = tmp_path / "bin" / "tensorflow_model_server"
+    binary.parent.mkdir()
+    recorded = tmp_path / "args.txt"
+    binary.write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" > '{recorded}'\n")
+    binary.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{binary.parent}{os.pathsep}{os.environ['PATH']}")
+    base = tmp_path / "serving" / MODEL_NAME
+    base.mkdir(parents=True)
+    options = RequestLogOptions(sampling_rate=0.25)
+    with pytest.raises(ValueError, match="inside the model folder"):
+        serve(str(base), MODEL_NAME, port=8501, request_log_dir=str(base / "logs"), request_log=options)
+
+    assert serve(str(base), MODEL_NAME, port=8501, request_log_dir=str(tmp_path / "logs"), request_log=options) == 0
+    flags = dict(line.lstrip("-").split("=", 1) for line in recorded.read_text().splitlines())
+    assert "model_name" not in flags and "model_base_path" not in flags
+    config = text_format.Parse(Path(flags["model_config_file"]).read_text(),
+                               model_server_config_pb2.ModelServerConfig())
+    (model,) = config.model_config_list.config
+    assert (model.name, model.base_path) == (MODEL_NAME, str(base))
+    assert model.logging_config.sampling_config.sampling_rate == 0.25
+    assert model.logging_config.log_collector_config.filename_prefix.startswith(str(tmp_path / "logs"))
