@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 import yaml
 
 from mammo_tfx.ingest.options import DEFAULT_PATIENT_SALT, IngestOptions
-from mammo_tfx.monitoring.drift import DriftOptions
+from mammo_tfx.monitoring.options import DriftOptions
 from mammo_tfx.options import override
 from mammo_tfx.patches.options import PatchSamplingOptions
 from mammo_tfx.serving.limits import RequestLimits

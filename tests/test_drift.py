@@ -25,7 +25,8 @@ from mammo_tfx.ingest.image_statistics import decode_display_image, image_statis
 from mammo_tfx.ingest.layouts import list_records
 from mammo_tfx.ingest.options import IngestOptions
 from mammo_tfx.ingest.process import process_record
-from mammo_tfx.monitoring.drift import DriftOptions, read_results
+from mammo_tfx.monitoring.drift import read_results
+from mammo_tfx.monitoring.options import DriftOptions
 from mammo_tfx.predict import prepare_model_input
 from mammo_tfx.serving.request_log import RequestLogger, RequestLogOptions, read_request_logs
 from mammo_tfx.serving.server import ModelServer
@@ -103,7 +104,7 @@ def ingested_statistics(root: Path, out: Path) -> standard_artifacts.ExampleStat
 
 
 def push_baseline(statistics: standard_artifacts.ExampleStatistics, base_path: Path) -> Path:
-    """A served version (the tiny model) with the baseline's statistics beside it, as the ModelCardWriter writes them."""
+    """A served version (the tiny model) with the baseline's statistics beside it, as ModelCardWriter writes them."""
     version = base_path / "1"
     export_tiny_model(str(version))
     copy_statistics(statistics, str(version / names.SERVING_EXTRAS_DIR / names.TRAINING_STATISTICS_DIR))

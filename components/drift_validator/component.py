@@ -11,7 +11,7 @@ from tfx.types import standard_artifacts, standard_component_specs
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
 from components.drift_validator import executor
-from mammo_tfx.monitoring.drift import DriftOptions
+from mammo_tfx.monitoring.options import DriftOptions
 
 
 class DriftValidatorSpec(ComponentSpec):

@@ -20,8 +20,8 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import json_utils
 
 from mammo_tfx import names
-from mammo_tfx.monitoring.drift import (DRIFT, DriftOptions, DriftResults, compare, served_training_statistics,
-                                        write_results)
+from mammo_tfx.monitoring.drift import DRIFT, DriftResults, compare, served_training_statistics, write_results
+from mammo_tfx.monitoring.options import DriftOptions
 
 DRIFT_OPTIONS_KEY = "drift_options"
 BASELINE_DIR_KEY = "baseline_dir"

@@ -14,7 +14,7 @@ import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import schema_pb2, statistics_pb2
 
 from mammo_tfx import names
-from mammo_tfx.options import Options
+from mammo_tfx.monitoring.options import DriftOptions
 from mammo_tfx.serving.repository import list_complete_versions
 
 # TFDV's name of the slice holding every example.
@@ -27,30 +27,6 @@ REQUESTS = "requests"  # the `split` of rows about served requests
 # StatisticsGen's file in each Split-<name> folder.
 STATISTICS_FILE = "FeatureStats.pb"
 _CATEGORICAL = (statistics_pb2.FeatureNameStatistics.STRING, statistics_pb2.FeatureNameStatistics.BYTES)
-
-
-@dataclasses.dataclass(frozen=True)
-class DriftOptions(Options):
-    """Thresholds of the comparators (a feature drifts when its distance is above them) and what a drift does.
-
-    `jensen_shannon_threshold` applies to numeric features (intensities, sizes, spacing, bits stored, answered
-    probabilities), `infinity_norm_threshold` to categorical ones (device, photometric interpretation, recall
-    decisions): the largest change of one value's share. `stop_run_on_drift`: a pipeline run whose data drifted from
-    the served model's training data stops before training (ExampleValidator fails) instead of only reporting it.
-    `min_slice_examples`: slices with fewer examples on either side are not compared (their histograms are noise)."""
-
-    jensen_shannon_threshold: float = 0.1
-    infinity_norm_threshold: float = 0.1
-    stop_run_on_drift: bool = False
-    min_slice_examples: int = 5
-
-    def __post_init__(self) -> None:
-        for name in ("jensen_shannon_threshold", "infinity_norm_threshold"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
-                raise ValueError(f"monitoring.{name} must be in (0, 1], got {value!r}")
-        if self.min_slice_examples < 1:
-            raise ValueError(f"monitoring.min_slice_examples must be at least 1, got {self.min_slice_examples}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,7 +105,8 @@ def _only(statistics: statistics_pb2.DatasetFeatureStatistics, features: Sequenc
     return kept
 
 
-def slices(statistics: statistics_pb2.DatasetFeatureStatisticsList) -> Dict[str, statistics_pb2.DatasetFeatureStatistics]:
+def slices(statistics: statistics_pb2.DatasetFeatureStatisticsList
+           ) -> Dict[str, statistics_pb2.DatasetFeatureStatistics]:
     """Slice name -> statistics; the unsliced statistics (one dataset named "") count as All Examples."""
     return {(dataset.name or ALL_EXAMPLES): dataset for dataset in statistics.datasets}
 

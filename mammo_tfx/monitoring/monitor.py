@@ -15,8 +15,9 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 from mammo_tfx import names
 from mammo_tfx.ingest.image_statistics import decode_display_image, image_statistics
-from mammo_tfx.monitoring.drift import (DRIFT, REQUESTS, SKEW, DriftOptions, DriftResults, compare, served_training_statistics,
+from mammo_tfx.monitoring.drift import (DRIFT, REQUESTS, SKEW, DriftResults, compare, served_training_statistics,
                                         write_results)
+from mammo_tfx.monitoring.options import DriftOptions
 from mammo_tfx.serving.request_log import read_request_logs
 
 # Per-image features of a logged request: the pixel statistics (compared with training data), the served answer
