@@ -158,6 +158,7 @@ def test_statistics_are_those_of_the_pixels_whatever_size_the_image_arrives_at()
     assert image_statistics(np.zeros((8, 8), np.uint16)).breast_fraction == 0.0
 
 
+@pytest.mark.e2e  # StatisticsGen's Beam pipeline per acquisition
 def test_the_same_acquisition_raises_no_drift(served):
     results, error = validate(served, "same", BASELINE, stop=True)
     assert error is None
@@ -168,6 +169,7 @@ def test_the_same_acquisition_raises_no_drift(served):
     assert {row.slice for row in results.rows} >= {"All Examples", "dataset_folder", "device_Vendor A Unit 1"}
 
 
+@pytest.mark.e2e  # StatisticsGen's Beam pipeline per acquisition
 @pytest.mark.parametrize("shift", sorted(SHIFTS))
 def test_another_acquisition_drifts_on_the_features_that_moved_only(served, shift):
     acquisition, moved = SHIFTS[shift]
@@ -179,6 +181,7 @@ def test_another_acquisition_drifts_on_the_features_that_moved_only(served, shif
         assert any("device_Vendor B Unit 1" in note and "new" in note for note in results.notes), results.notes
 
 
+@pytest.mark.e2e  # StatisticsGen's Beam pipeline per acquisition
 def test_a_drift_stops_the_run_when_configured(served):
     results, error = validate(served, "gamma-stop", SHIFTS["gamma"][0], stop=True)
     assert error is not None and "intensity_p50" in str(error) and "stop_run_on_drift" in str(error)
@@ -218,6 +221,7 @@ def _monitor(served: dict, log_dir: Path, out: Path) -> tuple[int, dict]:
     return code, read_results(str(out))
 
 
+@pytest.mark.e2e  # StatisticsGen's Beam pipeline per acquisition
 def test_requests_of_the_training_acquisition_raise_nothing(served, tmp_path):
     _serve_and_log(served, tmp_path / "logs", [served["files"], served["files"]])
     logs = list(read_request_logs(str(tmp_path / "logs")))
@@ -230,6 +234,7 @@ def test_requests_of_the_training_acquisition_raise_nothing(served, tmp_path):
     assert (tmp_path / "report" / "monitoring.html").exists() and (tmp_path / "report" / "distributions.png").exists()
 
 
+@pytest.mark.e2e  # StatisticsGen's Beam pipeline per acquisition
 def test_requests_of_another_acquisition_raise_skew_and_drift_on_the_intensities(served, tmp_path):
     shifted = write_acquisition(tmp_path / "gamma", SHIFTS["gamma"][0])
     _serve_and_log(served, tmp_path / "logs", [served["files"], shifted])
@@ -238,12 +243,16 @@ def test_requests_of_another_acquisition_raise_skew_and_drift_on_the_intensities
     skewed = {row.feature for row in results.drifted if row.kind == "skew"}
     assert SHIFTS["gamma"][1] <= skewed <= set(names.IMAGE_STATISTICS), results.drifted
     assert SHIFTS["gamma"][1] <= {row.feature for row in results.drifted if row.kind == "drift"}
+    page = (tmp_path / "report" / "monitoring.html").read_text()
+    assert "comparison(s) above the threshold" in page and page.count('class="status-failed">drifted') == len(
+        results.drifted)
 
 
-def test_request_logs_stay_out_of_the_model_folder_and_rotate(served, tmp_path):
+def test_request_logs_stay_out_of_the_model_folder_and_rotate(tmp_path):
+    base_path = tmp_path / "serving" / MODEL_NAME
     with pytest.raises(ValueError, match="inside the model folder"):
-        RequestLogger(str(served["base_path"] / "logs"), str(served["base_path"]), RequestLogOptions(1.0))
-    logger = RequestLogger(str(tmp_path / "logs"), str(served["base_path"]),
+        RequestLogger(str(base_path / "1" / "logs"), str(base_path), RequestLogOptions(1.0))
+    logger = RequestLogger(str(tmp_path / "logs"), str(base_path),
                            RequestLogOptions(sampling_rate=1.0, max_file_mb=1e-6, max_files=2))
     image = {names.IMAGE_BYTES_INPUT: np.array([b"png"], dtype=object)}
     for _ in range(4):
