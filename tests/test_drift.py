@@ -290,3 +290,19 @@ def test_serve_passes_the_request_logging_config_to_tensorflow_model_server(tmp_
     assert (model.name, model.base_path) == (MODEL_NAME, str(base))
     assert model.logging_config.sampling_config.sampling_rate == 0.25
     assert model.logging_config.log_collector_config.filename_prefix.startswith(str(tmp_path / "logs"))
+
+
+def test_training_waits_for_the_validator_which_compares_with_the_push_directory(tmp_path):
+    from pipeline.config import load_config
+    from pipeline.pipeline import EXAMPLE_VALIDATOR_ID, create_components
+
+    config = load_config("test", overrides=["monitoring.stop_run_on_drift=true"])
+    components = {component.id: component for component in
+                  create_components(config, str(tmp_path / "manifest"), str(tmp_path / "root"))}
+    validator = components[EXAMPLE_VALIDATOR_ID]
+    assert validator in components["Transform"].upstream_nodes
+    assert validator.exec_properties[drift_executor.BASELINE_DIR_KEY] == config.evaluation.push_base_directory(
+        str(tmp_path / "root"))
+    assert json.loads(validator.exec_properties[drift_executor.DRIFT_OPTIONS_KEY])["stop_run_on_drift"] is True
+    slicing = json.loads(components["StatisticsGen"].exec_properties["stats_options_json"])
+    assert "slicing_config" in json.dumps(slicing)
