@@ -256,9 +256,9 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
     from mammo_tfx.serving.server import resolve_model_base_path
     from pipeline.config import load_config
 
-    options = load_config(args.profile, args.config, args.set).monitoring
-    base_path = resolve_model_base_path(args.model_dir, args.model_name) if args.model_name else args.model_dir
-    result = monitor(args.logs, base_path, args.out, options, window_hours=args.window_hours)
+    config = load_config(args.profile, args.config, args.set)
+    base_path = resolve_model_base_path(args.model_dir, args.model_name or config.evaluation.model_name)
+    result = monitor(args.logs, base_path, args.out, config.monitoring, window_hours=args.window_hours)
     page = write_monitor_report(result, args.logs, args.out)
     drifted = result.results.drifted
     print(f"{len(result.current)} images in the current window, {len(result.previous)} in the previous one; "
@@ -379,7 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
                         f"window; exits {MONITOR_DRIFT_EXIT} when a threshold is crossed")
     monitor_parser.add_argument("--logs", required=True, help="the server's --request-log-dir")
     monitor_parser.add_argument("--model-dir", required=True, help="serving dir or <serving dir>/<model name>")
-    monitor_parser.add_argument("--model-name", help="the model's name when --model-dir is the serving dir")
+    monitor_parser.add_argument("--model-name", help="the model's folder when --model-dir is the serving dir "
+                                "(default: the profile's evaluation.model_name)")
     monitor_parser.add_argument("--out", default="monitoring", help="report folder (default: ./monitoring)")
     monitor_parser.add_argument("--window-hours", type=float, default=24.0,
                                 help="length of the current and of the previous window, up to the newest request")
