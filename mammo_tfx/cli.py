@@ -120,6 +120,20 @@ def _evaluation_lines(outputs, report, model_name: str, sample: Optional[str]) -
     return lines
 
 
+def _drift_lines(drift) -> List[str]:
+    """The ExampleValidator's drift check, one line per drifted feature and slice."""
+    if drift is None:
+        return []
+    lines = []
+    if drift.rows:
+        lines.append(f"  drift from the served model's training data ({drift.baseline}): "
+                     + (f"{len(drift.drifted)} of {len(drift.rows)} comparisons above threshold" if drift.drifted
+                        else f"none in {len(drift.rows)} comparisons"))
+    lines += [f"    {row.sentence()}" for row in drift.drifted]
+    lines += [f"    {note}" for note in drift.notes]
+    return lines
+
+
 def _local_orchestrator(name: str) -> str:
     """argparse type of --orchestrator: a name of pipeline/runners.py's LOCAL_ORCHESTRATORS."""
     from pipeline.runners import LOCAL_ORCHESTRATORS  # here, not at the top: it loads TFX
@@ -134,7 +148,8 @@ def write_run_report(outputs, out_dir: str):
     from mammo_tfx.report import write_report_from_artifacts
 
     return write_report_from_artifacts(outputs.evaluation_uri, os.path.join(out_dir, "report"), outputs.blessing_uri,
-                                       outputs.unit_evaluation_uri, outputs.model_export_dir)
+                                       outputs.unit_evaluation_uri, outputs.model_export_dir,
+                                       anomalies_uri=outputs.anomalies_uri)
 
 
 def run_summary_lines(config, layout, progress, outputs, report=None, sample: Optional[str] = None) -> List[str]:
@@ -162,6 +177,7 @@ def run_summary_lines(config, layout, progress, outputs, report=None, sample: Op
               f"  anomalies:         {outputs.anomalies_uri}"]
     for split, found in sorted(outputs.anomalies.items()):
         lines.append(f"    {split}: " + ("; ".join(found) if found else "no anomalies"))
+    lines += _drift_lines(outputs.drift)
     lines.append(f"  quarantine report: {outputs.quarantine_uri}")
     if outputs.quarantine_uri and (summary.get("quarantined") or summary.get("excluded")):
         lines += [f"    {line}" for line in format_reason_groups(group_reasons(quarantine_rows))]
@@ -196,7 +212,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if not outputs.evaluation_uri:
         raise RuntimeError(f"{args.run}: the run has no Evaluator output yet")
     report = write_report_from_artifacts(outputs.evaluation_uri, args.out or os.path.join(layout.out_dir, "report"),
-                                         outputs.blessing_uri, outputs.unit_evaluation_uri, outputs.model_export_dir)
+                                         outputs.blessing_uri, outputs.unit_evaluation_uri, outputs.model_export_dir,
+                                         anomalies_uri=outputs.anomalies_uri)
     print(format_console_summary(report.tables, report.gates, blessed=report.blessed, units=report.units,
                                  screening_record=report.screening_record))
     print(f"\nreport: {report.html}")
@@ -259,8 +276,37 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     shortcuts = [f"serving.{key}={value}" for key, value in
                  (("max_in_flight", args.max_in_flight), ("request_timeout_s", args.request_timeout_s))
                  if value is not None]
-    limits = load_config(args.profile, args.config, args.set + shortcuts).serving
-    return serve(args.model_dir, args.model_name, args.port, host=args.host, grpc_port=args.grpc_port, limits=limits)
+    if args.request_log_rate is not None:
+        if not args.request_log_dir:
+            raise ValueError("--request-log-rate needs --request-log-dir, the folder the logged requests go to")
+        shortcuts.append(f"request_log.sampling_rate={args.request_log_rate}")
+    config = load_config(args.profile, args.config, args.set + shortcuts)
+    if args.request_log_dir and not config.request_log.sampling_rate:
+        raise ValueError("--request-log-dir logs nothing at a sampling rate of 0: give --request-log-rate R (the "
+                         "share of requests to log, e.g. 0.05)")
+    return serve(args.model_dir, args.model_name, args.port, host=args.host, grpc_port=args.grpc_port,
+                 limits=config.serving, request_log_dir=args.request_log_dir, request_log=config.request_log)
+
+
+def _cmd_monitor(args: argparse.Namespace) -> int:
+    from mammo_tfx.monitoring.monitor import monitor
+    from mammo_tfx.report.monitoring import write_monitor_report
+    from mammo_tfx.serving.server import resolve_model_base_path
+    from pipeline.config import load_config
+
+    config = load_config(args.profile, args.config, args.set)
+    base_path = resolve_model_base_path(args.model_dir, args.model_name or config.evaluation.model_name)
+    result = monitor(args.logs, base_path, args.out, config.monitoring, window_hours=args.window_hours)
+    page = write_monitor_report(result, args.logs, args.out)
+    drifted = result.results.drifted
+    print(f"{len(result.current)} images in the current window, {len(result.previous)} in the previous one; "
+          f"{len(result.results.rows)} comparisons, {len(drifted)} above threshold")
+    for row in drifted:
+        print(f"  {row.sentence()}")
+    for note in result.results.notes:
+        print(f"  {note}")
+    print(f"report: {page}")
+    return MONITOR_DRIFT_EXIT if drifted else 0
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -268,6 +314,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     return run_predict(args.model_dir, args.files, out=args.out, heatmap_dir=args.heatmaps)
 
+
+# `mammo-tfx monitor`'s exit code when a skew or drift threshold is crossed (2 is an error, as for every command).
+MONITOR_DRIFT_EXIT = 1
 
 DATA_HELP = ("a dataset: cbis-ddsm=ROOT, inbreast=ROOT, mias=ROOT or folder=ROOT (repeatable); ROOT is a local folder "
              "or a bucket URI such as gs://BUCKET/CBIS-DDSM (Application Default Credentials; STORAGE_EMULATOR_HOST "
@@ -382,8 +431,27 @@ def build_parser() -> argparse.ArgumentParser:
                               help="predict requests worked on at once; more get 429 (= --set serving.max_in_flight=N)")
     serve_parser.add_argument("--request-timeout-s", type=_number, help="per-request deadline in seconds; later: 504 "
                               "(= --set serving.request_timeout_s=S)")
+    serve_parser.add_argument("--request-log-dir", help="log a sample of answered predict requests here, in TF "
+                              "Serving's PredictionLog TFRecords (off by default; the logs hold patient images; "
+                              "never inside the model folder)")
+    serve_parser.add_argument("--request-log-rate", type=float, help="share of requests logged, 0..1 "
+                              "(= --set request_log.sampling_rate=R)")
     add_config_args(serve_parser)
     serve_parser.set_defaults(func=_cmd_serve)
+
+    monitor_parser = sub.add_parser(
+        "monitor", help="skew of logged requests from the served model's training data, drift from the previous "
+                        f"window; exits {MONITOR_DRIFT_EXIT} when a threshold is crossed")
+    monitor_parser.add_argument("--logs", required=True, help="the server's --request-log-dir")
+    monitor_parser.add_argument("--model-dir", required=True, help="serving dir or <serving dir>/<model name>")
+    monitor_parser.add_argument("--model-name", help="the model's folder when --model-dir is the serving dir "
+                                "(default: the profile's evaluation.model_name)")
+    monitor_parser.add_argument("--out", default="monitoring", help="report folder (default: ./monitoring)")
+    monitor_parser.add_argument("--window-hours", type=float, default=24.0,
+                                help="length of the current and of the previous window, up to the newest request")
+    monitor_parser.add_argument("--profile", default="production", help="profile whose `monitoring` thresholds apply")
+    add_config_args(monitor_parser)
+    monitor_parser.set_defaults(func=_cmd_monitor)
     for command_parser in sub.choices.values():  # also after the command, where users tend to put it
         command_parser.add_argument(VERBOSE_FLAG, action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
     return parser

@@ -37,6 +37,24 @@ AGE_GROUP = "age_group"
 SITE = "site"
 DEVICE = "device"
 IMPLANT = "implant"
+# Acquisition statistics (mammo_tfx/ingest/image_statistics.py): numbers that move when the images change under the
+# model (another device, vendor software, processing, bit depth). Pixel ones are computed on the display image
+# (full 16-bit range, bright = dense) inside the breast, by one function for ingestion and for served requests.
+INTENSITY_P05 = "intensity_p05"
+INTENSITY_P50 = "intensity_p50"
+INTENSITY_P95 = "intensity_p95"
+INTENSITY_MEAN = "intensity_mean"
+BREAST_FRACTION = "breast_fraction"
+PHOTOMETRIC_INTERPRETATION = "photometric_interpretation"
+
+# The pixel statistics, computed alike on ingested scans and on the images of served requests.
+IMAGE_STATISTICS = (INTENSITY_P05, INTENSITY_P50, INTENSITY_P95, INTENSITY_MEAN, BREAST_FRACTION)
+# The features whose drift from the served model's training data is watched (docs/monitoring.md): the pixel
+# statistics and the acquisition header values. Labels and population mix are left out: they move with case mix.
+DRIFT_FEATURES = (*IMAGE_STATISTICS, ORIGINAL_HEIGHT, ORIGINAL_WIDTH, PIXEL_SPACING_MM, BITS_STORED,
+                  PHOTOMETRIC_INTERPRETATION, DEVICE)
+# Statistics are computed per split and per value of each of these features as well as over all examples.
+STATISTICS_SLICE_FEATURES = (DATASET, SITE, DEVICE)
 
 # Patch examples written by PatchSampler (besides IMAGE_PNG, LABEL and DATASET).
 PATCH_CLASS = "patch_class"
@@ -101,6 +119,11 @@ PREDICTIONS_FILE = "predictions.csv"
 UNIT_EVALUATION_FILE = "unit_evaluation.json"
 MODEL_CARD_MARKDOWN = "model_card.md"
 MODEL_CARD_JSON = "model_card.json"
+# The statistics of the data a pushed model was trained on, beside the version (<version>/assets.extra/<this>/
+# Split-<name>/FeatureStats.pb, as StatisticsGen writes them); the baseline of drift checks and `mammo-tfx monitor`.
+TRAINING_STATISTICS_DIR = "training_statistics"
+# Drift results (mammo_tfx/monitoring/drift.py): in the ExampleValidator's anomalies artifact and in monitor output.
+DRIFT_RESULTS_FILE = "drift.json"
 # Files of a Trainer's epoch checkpoints (trainer_module/checkpoints.py), outside the artifacts: the progress of the
 # schedule, and the weights (+ optimizer) of an epoch as a TensorFlow checkpoint `epoch-<epochs done>`.
 TRAINING_STATE_FILE = "training_state.json"

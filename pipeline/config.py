@@ -15,9 +15,11 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 import yaml
 
 from mammo_tfx.ingest.options import IngestOptions
+from mammo_tfx.monitoring.options import DriftOptions
 from mammo_tfx.options import override
 from mammo_tfx.patches.options import PatchSamplingOptions
 from mammo_tfx.serving.limits import RequestLimits
+from mammo_tfx.serving.request_log import RequestLogOptions
 from mammo_tfx.evaluation.config import EvaluationConfig
 from mammo_tfx.evaluation.screening import BREAST_UNIT
 from pipeline.paths import SETUP_FILE
@@ -180,6 +182,10 @@ class PipelineConfig:
     # Input limits: `serving.image` is enforced in the exported graph (and by the built-in server), the rest by the
     # built-in server (`mammo-tfx serve`).
     serving: RequestLimits = field(default_factory=RequestLimits)
+    # Drift thresholds of the ExampleValidator and `mammo-tfx monitor`, and whether a drift stops a run.
+    monitoring: DriftOptions = field(default_factory=DriftOptions)
+    # Request logs of `mammo-tfx serve` (off unless --request-log-dir is given): sampling, file size, rotation.
+    request_log: RequestLogOptions = field(default_factory=RequestLogOptions)
     enable_cache: bool = True
 
     def __post_init__(self) -> None:

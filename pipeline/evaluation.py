@@ -106,6 +106,7 @@ def create_evaluation_components(
     pipeline_root: str,
     profile: Mapping[str, Any],
     schema_channel: Optional[tfx.types.BaseChannel] = None,
+    statistics_channel: Optional[tfx.types.BaseChannel] = None,
 ) -> List[tfx.types.BaseNode]:
     """PushedBaseline -> Evaluator and ScreeningEvaluator -> ModelGate -> Pusher -> ModelCardWriter for the
     whole-image model. The Evaluator (TFMA) gives the per-image figures, the ScreeningEvaluator the per-breast and
@@ -113,7 +114,8 @@ def create_evaluation_components(
 
     `examples_channel`: ExampleGen's examples (the `config.split` split is evaluated; its `split_counts` and
     ingestion counts go into the card). `model_channel`: the whole-image Trainer's model. `profile`: the whole
-    pipeline configuration as a dict (PipelineConfig.to_dict()), recorded in the model card.
+    pipeline configuration as a dict (PipelineConfig.to_dict()), recorded in the model card. `statistics_channel`:
+    StatisticsGen's statistics of the examples, pushed beside the model (the baseline of drift checks).
     """
     push_base_directory = config.push_base_directory(pipeline_root)
     baseline = PushedBaseline(model=model_channel, push_base_directory=push_base_directory).with_id(BASELINE_ID)
@@ -155,5 +157,6 @@ def create_evaluation_components(
         model_name=config.model_name,
         split=config.split,
         unit_evaluation=screening_evaluator.outputs["unit_evaluation"],
+        statistics=statistics_channel,
     ).with_id(MODEL_CARD_ID)
     return [baseline, evaluator, screening_evaluator, gate, pusher, model_card]

@@ -14,6 +14,7 @@ from tfx.utils import path_utils
 
 from components.mammo_example_gen.executor import REPORTS_DIR_KEY
 from components.screening_evaluator.executor import UNIT_EVALUATION_KEY as UNIT_EVALUATION_OUTPUT
+from mammo_tfx.monitoring.drift import DriftResults, read_results
 from mammo_tfx.names import INGEST_SUMMARY_FILE, QUARANTINE_FILE
 from pipeline.evaluation import EVALUATOR_ID, GATE_ID, SCREENING_EVALUATOR_ID
 from pipeline.pipeline import IMAGE_TRAINER_ID
@@ -32,6 +33,7 @@ class RunOutputs:
     quarantine_uri: Optional[str]
     ingest_summary: Dict[str, object]
     anomalies: Dict[str, List[str]]  # split -> anomaly descriptions
+    drift: Optional[DriftResults] = None  # the ExampleValidator's drift check against the served model's data
 
 
 def open_store(metadata_path: str) -> metadata_store.MetadataStore:
@@ -121,4 +123,5 @@ def collect_outputs(metadata_path: str) -> RunOutputs:
         quarantine_uri=os.path.join(quarantine_uri, QUARANTINE_FILE) if quarantine_uri else None,
         ingest_summary=summary,
         anomalies=read_anomalies(anomalies_uri) if anomalies_uri else {},
+        drift=read_results(anomalies_uri) if anomalies_uri else None,
     )

@@ -4,12 +4,16 @@ from __future__ import annotations
 import os
 from typing import Any, List, Mapping, Optional
 
+import tensorflow_data_validation as tfdv
 from tfx import v1 as tfx
 from tfx.proto import example_gen_pb2
+from tfx_bsl.public.proto import slicing_spec_pb2
 
+from components.drift_validator.component import DriftValidator
 from components.mammo_example_gen.component import MammoExampleGen
 from components.mammo_example_gen.executor import encode_custom_config
 from components.patch_sampler.component import PatchSampler
+from mammo_tfx import names
 from mammo_tfx.ingest.splits import EVAL_SPLIT, TEST_SPLIT, TRAIN_SPLIT, SplitNeeds
 from pipeline.config import PipelineConfig, SplitConfig
 from pipeline.evaluation import create_evaluation_components
@@ -26,6 +30,7 @@ IMAGE_TRAINER_ID = "Trainer_image"
 # Under the pipeline root, beside (not inside) the artifact folders that TFX removes when an execution fails.
 REPORTS_FOLDER = "reports"
 CHECKPOINTS_FOLDER = "checkpoints"
+EXAMPLE_VALIDATOR_ID = "ExampleValidator"
 
 
 def reports_dir(pipeline_root: str, component_id: str) -> str:
@@ -62,6 +67,13 @@ def split_needs(config: PipelineConfig) -> SplitNeeds:
               TEST_SPLIT: "the Evaluator and the gate judge the model on it"})
 
 
+def statistics_options() -> tfdv.StatsOptions:
+    """StatisticsGen's options: statistics over all examples and per dataset, site and device (a new device shows as
+    its own slice, and a device's drift is not diluted by the others)."""
+    return tfdv.StatsOptions(slicing_config=slicing_spec_pb2.SlicingConfig(slicing_specs=[
+        slicing_spec_pb2.SlicingSpec(feature_keys=[feature]) for feature in names.STATISTICS_SLICE_FEATURES]))
+
+
 def create_components(
     config: PipelineConfig,
     manifest_dir: str,
@@ -79,10 +91,14 @@ def create_components(
         reports_dir=reports_dir(pipeline_root, MammoExampleGen.__name__),
         split_needs=split_needs(config),
     )
-    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"],
+                                                  stats_options=statistics_options())
     schema_gen = tfx.components.ImportSchemaGen(schema_file=SCHEMA_FILE)
-    example_validator = tfx.components.ExampleValidator(
-        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
+    # Schema anomalies, and drift from the data the model in service (the newest pushed version) was trained on.
+    example_validator = DriftValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"],
+        options=config.monitoring, baseline_dir=config.evaluation.push_base_directory(pipeline_root),
+        reports_dir=reports_dir(pipeline_root, EXAMPLE_VALIDATOR_ID)).with_id(EXAMPLE_VALIDATOR_ID)
     # Full-size float images are never written to disk (4 MB each at 1152x896): Transform only analyses the train
     # split (the featurewise mean) and the Trainers apply its graph in their input pipelines and in the export.
     transform = tfx.components.Transform(
@@ -94,6 +110,8 @@ def create_components(
         materialize=False,
         disable_statistics=True,
     )
+    # Training starts only after the validation: with monitoring.stop_run_on_drift a drift stops the run here.
+    transform.add_upstream_node(example_validator)
     patch_sampler = PatchSampler(
         examples=example_gen.outputs["examples"], sampling_options=config.patches, splits=(TRAIN_SPLIT, EVAL_SPLIT),
         lesion_splits=(TRAIN_SPLIT,))
@@ -122,7 +140,8 @@ def create_components(
     # Only the whole-image model is evaluated and can be blessed, so only it can become the next run's baseline.
     evaluation = create_evaluation_components(
         config.evaluation, example_gen.outputs["examples"], image_trainer.outputs["model"], pipeline_root,
-        profile=config.to_dict(), schema_channel=schema_gen.outputs["schema"])
+        profile=config.to_dict(), schema_channel=schema_gen.outputs["schema"],
+        statistics_channel=statistics_gen.outputs["statistics"])
     return [example_gen, statistics_gen, schema_gen, example_validator, transform, patch_sampler, patch_trainer,
             image_trainer, *evaluation]
 

@@ -22,6 +22,7 @@ from ml_metadata.proto import metadata_store_pb2
 from components.pushed_baseline import executor as pushed_baseline
 from mammo_tfx.evaluation.screening import UNITS
 from mammo_tfx.evaluation.unit_results import read_unit_evaluation
+from mammo_tfx.monitoring.drift import read_results
 from mammo_tfx.names import PATCH_COUNTS_FILE, TRAINING_SUMMARY_FILE
 from pipeline.evaluation import BASELINE_ID
 from pipeline.outputs import SCREENING_EVALUATOR_ID, UNIT_EVALUATION_OUTPUT, open_store, read_anomalies
@@ -126,8 +127,12 @@ def _example_validator(outputs: Dict[str, metadata_store_pb2.Artifact]) -> str:
         return ""
     found = read_anomalies(anomalies.uri)
     total = sum(len(v) for v in found.values())
-    return "no anomalies" if total == 0 else f"{total} anomalies: " + "; ".join(
-        f"{split}: {', '.join(v)}" for split, v in found.items() if v)
+    drift = read_results(anomalies.uri)
+    drift_text = "" if drift is None or not drift.rows else (
+        f", drift: {len(drift.drifted)} of {len(drift.rows)} comparisons above threshold" if drift.drifted
+        else ", no drift")
+    return ("no anomalies" if total == 0 else f"{total} anomalies: " + "; ".join(
+        f"{split}: {', '.join(v)}" for split, v in found.items() if v)) + drift_text
 
 
 def _blessing(outputs: Dict[str, metadata_store_pb2.Artifact]) -> str:

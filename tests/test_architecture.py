@@ -10,7 +10,7 @@ REPO = Path(__file__).resolve().parents[1]
 PROJECT_PACKAGES = ("mammo_tfx", "trainer_module", "components", "pipeline")
 
 BASE = "names/options/storage"
-LIBRARIES = ("ingest", "patches", "evaluation", "serving", "synth", "example_files")
+LIBRARIES = ("ingest", "patches", "evaluation", "serving", "synth", "example_files", "monitoring")
 # unit -> the units it may import (besides itself), as docs/architecture.md states them.
 ALLOWED = {
     BASE: set(),
@@ -20,7 +20,8 @@ ALLOWED = {
     "evaluation": {BASE, "serving"},
     "serving": {BASE, "example_files"},
     "example_files": {BASE},
-    "report": {BASE, "evaluation"},
+    "monitoring": {BASE, "ingest", "serving"},
+    "report": {BASE, "evaluation", "monitoring"},
     "predict": {BASE, "ingest", "serving", "evaluation"},
     "trainer_module": {BASE, *LIBRARIES},
     "components": {BASE, *LIBRARIES, "report", "predict", "trainer_module"},
@@ -30,7 +31,7 @@ ALLOWED = {
 _MAMMO_TFX_UNITS = {
     "names": BASE, "options": BASE, "storage": BASE,
     "ingest": "ingest", "patches": "patches", "evaluation": "evaluation", "serving": "serving", "synth": "synth",
-    "example_files": "example_files", "report": "report", "predict": "predict", "predict_overlay": "predict",
+    "example_files": "example_files", "monitoring": "monitoring", "report": "report", "predict": "predict", "predict_overlay": "predict",
     "cli": "cli",
 }
 

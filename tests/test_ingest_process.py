@@ -18,7 +18,9 @@ from mammo_tfx.ingest.records import BadInputError, LesionRef, QuarantineEntry, 
 CONTRACT_KEYS = {"image_png", "mask_png", "label", "abnormality_type", "pathology", "dataset", "density", "view",
                  "laterality", "patient_key", "image_key", "breast_key", "exam_key", "source_split", "height", "width",
                  "original_height", "original_width", "pixel_spacing_mm", "content_box", "resize_mode", "bits_stored",
-                 "mask_resized", "mask_complete", "age_group", "site", "device", "implant"}
+                 "mask_resized", "mask_complete", "age_group", "site", "device", "implant",
+                 "intensity_p05", "intensity_p50", "intensity_p95", "intensity_mean", "breast_fraction",
+                 "photometric_interpretation"}
 
 
 def wide_breast(rows: int = 40, cols: int = 100) -> np.ndarray:

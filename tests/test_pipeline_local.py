@@ -9,7 +9,8 @@ from tfx.components.example_validator import executor as validator_executor
 from tfx.components.statistics_gen import executor as statistics_executor
 from tfx.types import artifact_utils, standard_artifacts
 
-from mammo_tfx import cli, synth
+from mammo_tfx import cli, names, synth
+from mammo_tfx.monitoring.drift import read_statistics, training_statistics_path
 from pipeline.config import load_config
 from pipeline.outputs import collect_outputs, read_anomalies
 from pipeline.paths import SCHEMA_FILE
@@ -103,3 +104,16 @@ def test_the_console_holds_only_the_lines_the_tool_writes(local_run):
     sample = os.path.join(layout.out_dir, "sample.png") if report is not None and outputs.pushed_uri else None
     expected = cli.run_summary_lines(load_config("test"), layout, progress, outputs, report, sample)
     assert lines[len(progress_lines):] == "\n".join(expected).splitlines()
+
+
+def test_the_run_checks_drift_and_pushes_its_training_statistics_sliced(local_run):
+    _, outputs, _ = local_run
+    # The first run of a pipeline root: nothing is served yet, so nothing is compared, and the notes say why.
+    assert outputs.drift is not None and outputs.drift.rows == []
+    assert "no model is pushed" in outputs.drift.notes[0]
+    assert outputs.pushed_uri, "the test profile blesses and pushes"
+    pushed = read_statistics(training_statistics_path(outputs.pushed_uri))
+    sliced = {dataset.name for dataset in pushed.datasets}
+    assert {"All Examples", "dataset_cbis-ddsm", "dataset_inbreast", "dataset_mias"} <= sliced, sliced
+    features = {feature.path.step[0] for feature in pushed.datasets[0].features}
+    assert set(names.DRIFT_FEATURES) <= features

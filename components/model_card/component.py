@@ -30,6 +30,8 @@ class ModelCardWriterSpec(ComponentSpec):
         executor.PUSHED_MODEL_KEY: ChannelParameter(type=standard_artifacts.PushedModel),
         # The ScreeningEvaluator's figures per unit (breast and exam figures in the card).
         executor.UNIT_EVALUATION_KEY: ChannelParameter(type=UnitEvaluation, optional=True),
+        # StatisticsGen's statistics of the model's examples, copied beside a pushed version (drift baseline).
+        executor.STATISTICS_KEY: ChannelParameter(type=standard_artifacts.ExampleStatistics, optional=True),
     }
     OUTPUTS = {executor.MODEL_CARD_KEY: ChannelParameter(type=ModelCard)}
 
@@ -37,17 +39,19 @@ class ModelCardWriterSpec(ComponentSpec):
 class ModelCardWriter(base_component.BaseComponent):
     """Writes `model_card.{md,json}` (decision, gate results, per-slice metrics of both outputs, data counts per
     dataset and split, configuration profile, MLMD lineage) into its ModelCard artifact, and a copy into
-    `<pushed version>/assets.extra/` when the Pusher pushed the model. `blessing` must come from a ModelGate."""
+    `<pushed version>/assets.extra/` when the Pusher pushed the model, with the `statistics` of its examples
+(`assets.extra/training_statistics/Split-<name>/FeatureStats.pb`, the baseline of drift checks). `blessing` must come from a ModelGate."""
 
     SPEC_CLASS = ModelCardWriterSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
     def __init__(self, model: types.BaseChannel, evaluation: types.BaseChannel, blessing: types.BaseChannel,
                  examples: types.BaseChannel, pushed_model: types.BaseChannel, profile: Mapping[str, Any],
-                 model_name: str, split: str, unit_evaluation: Optional[types.BaseChannel] = None) -> None:
+                 model_name: str, split: str, unit_evaluation: Optional[types.BaseChannel] = None,
+                 statistics: Optional[types.BaseChannel] = None) -> None:
         spec = ModelCardWriterSpec(
             model=model, evaluation=evaluation, blessing=blessing, examples=examples, pushed_model=pushed_model,
-            unit_evaluation=unit_evaluation,
+            unit_evaluation=unit_evaluation, statistics=statistics,
             profile=json.dumps(profile, sort_keys=True, default=str),
             model_name=model_name, split=split,
             model_card=types.Channel(type=ModelCard),

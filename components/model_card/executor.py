@@ -3,7 +3,9 @@
 The card always goes into the component's own ModelCard artifact (`model_card.md`, `model_card.json`). When the
 Pusher pushed the model, a copy goes inside the pushed version, `<serving_dir>/<model_name>/<version>/assets.extra/`:
 TF Serving only loads integer-named version folders and reads nothing from `assets.extra` but its warm-up file, so
-the base directory stays a clean list of versions and the card travels with the version it describes.
+the base directory stays a clean list of versions and the card travels with the version it describes. So do the
+statistics of the data the model was trained on (StatisticsGen's, every split), under
+`assets.extra/training_statistics/`: the baseline that drift checks and `mammo-tfx monitor` compare new data with.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import json
 import os
 from typing import Any, Dict, List, Mapping, Optional
 
+import tensorflow as tf
 from absl import logging
 from tfx import types
 from tfx.components.evaluator import constants as evaluator_constants
@@ -27,6 +30,7 @@ from mammo_tfx.evaluation.model_card import (INGEST_COUNTS, MODEL_DESCRIPTION, o
                                              write_card)
 from mammo_tfx.evaluation.tfma_results import EvaluationMetrics, read_evaluation
 from mammo_tfx.evaluation.unit_results import UnitEvaluation, read_unit_evaluation
+from mammo_tfx.monitoring.drift import STATISTICS_FILE
 from trainer_module.model_io import IMAGE_LIMITS_INFO_KEY, read_model_info
 
 MODEL_KEY = "model"
@@ -40,6 +44,8 @@ MODEL_NAME_KEY = "model_name"
 SPLIT_KEY = "split"
 # Optional: the ScreeningEvaluator's artifact holding names.UNIT_EVALUATION_FILE.
 UNIT_EVALUATION_KEY = "unit_evaluation"
+# Optional: StatisticsGen's statistics of the examples the model was trained on, copied beside a pushed version.
+STATISTICS_KEY = "statistics"
 
 # Properties the Pusher sets on its PushedModel (tfx/components/pusher/executor.py).
 _PUSHED = "pushed"
@@ -124,6 +130,15 @@ def build_card(model_name: str, split: str, profile: Mapping[str, Any], gate_rep
     }
 
 
+def copy_statistics(statistics: types.Artifact, destination: str) -> None:
+    """Every split's FeatureStats.pb of a StatisticsGen artifact into `destination/Split-<name>/`."""
+    for split in artifact_utils.decode_split_names(statistics.split_names):
+        source = os.path.join(artifact_utils.get_split_uri([statistics], split), STATISTICS_FILE)
+        target = os.path.join(destination, f"Split-{split}")
+        tf.io.gfile.makedirs(target)
+        tf.io.gfile.copy(source, os.path.join(target, STATISTICS_FILE), overwrite=True)
+
+
 class Executor(base_executor.BaseExecutor):
     """Writes the model card into its artifact and, when the model was pushed, beside the pushed version."""
 
@@ -152,6 +167,10 @@ class Executor(base_executor.BaseExecutor):
         if card["decision"]["pushed"]:
             serving_copy = os.path.join(card["decision"]["serving_path"], names.SERVING_EXTRAS_DIR)
             write_card(card, serving_copy)
+            statistics = input_dict.get(STATISTICS_KEY) or []
+            if statistics:
+                copy_statistics(artifact_utils.get_single_instance(statistics),
+                                 os.path.join(serving_copy, names.TRAINING_STATISTICS_DIR))
             model_card.set_string_custom_property("serving_copy", serving_copy)
             logging.info("ModelCardWriter: card written to %s and %s", model_card.uri, serving_copy)
         else:

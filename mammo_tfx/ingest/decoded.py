@@ -35,6 +35,7 @@ class DecodedImage:
     age: Optional[str] = None
     manufacturer: Optional[str] = None
     model: Optional[str] = None
+    photometric_interpretation: Optional[str] = None  # DICOM MONOCHROME1/MONOCHROME2; None for PNG/PGM
 
     @property
     def shape(self) -> tuple[int, int]:

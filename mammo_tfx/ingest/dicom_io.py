@@ -154,7 +154,8 @@ def read_dicom(path: str, decoding_plugin: str = FASTEST_DECODING_PLUGIN,
         pixel_spacing_mm=_pixel_spacing(ds), patient_id=_text(ds, "PatientID"),
         laterality=dicom_laterality(ds), view=dicom_view(ds), header_notes=header_notes,
         age=_text(ds, "PatientAge"),
-        manufacturer=_text(ds, "Manufacturer"), model=_text(ds, "ManufacturerModelName"))
+        manufacturer=_text(ds, "Manufacturer"), model=_text(ds, "ManufacturerModelName"),
+        photometric_interpretation=_text(ds, "PhotometricInterpretation"))
 
 
 def _values_of_interest(ds: Dataset, stored: np.ndarray, bits_stored: int) -> tuple[np.ndarray, float, float]:

@@ -9,6 +9,7 @@ import tensorflow as tf
 from PIL import Image
 
 from mammo_tfx import names
+from mammo_tfx.ingest.image_statistics import ImageStatistics
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,8 @@ class ScanFeatures:
     site: str
     device: str
     implant: str
+    image_statistics: ImageStatistics
+    photometric_interpretation: str
 
 
 def encode_png(pixels: np.ndarray, compress_level: int) -> bytes:
@@ -98,5 +101,7 @@ def build_example(scan: ScanFeatures, compress_level: int = 1) -> tf.train.Examp
         names.SITE: _bytes(scan.site),
         names.DEVICE: _bytes(scan.device),
         names.IMPLANT: _bytes(scan.implant),
+        names.PHOTOMETRIC_INTERPRETATION: _bytes(scan.photometric_interpretation),
+        **{name: _floats(value) for name, value in scan.image_statistics.as_features().items()},
     }
     return tf.train.Example(features=tf.train.Features(feature=features))

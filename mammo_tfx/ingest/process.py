@@ -11,6 +11,7 @@ from mammo_tfx.ingest.demographics import age_group, device_name
 from mammo_tfx.ingest.example import ScanFeatures, build_example
 from mammo_tfx.ingest.header_rule import PUBLISHED_MAMMOGRAMS, MammogramHeaderRule
 from mammo_tfx.ingest.identity import UnitKeys, unit_keys
+from mammo_tfx.ingest.image_statistics import image_statistics
 from mammo_tfx.ingest.image_io import read_image
 from mammo_tfx.ingest.options import IngestOptions
 from mammo_tfx.ingest.orientation import breast_side
@@ -122,6 +123,9 @@ def _build(record: ScanRecord, options: IngestOptions) -> tuple[tf.train.Example
         mask_resized=scan_mask.mask_resized,
         mask_complete=scan_mask.mask_complete and record.has_annotations,
         age_group=scan_age_group, site=record.site, device=device, implant=record.implant,
+        # The content, not the working image: padding is no part of the source, and a request has none.
+        image_statistics=image_statistics(content),
+        photometric_interpretation=decoded.photometric_interpretation or UNKNOWN,
     ), options.png_compress_level), decoded.header_notes
 
 

@@ -69,6 +69,8 @@ jackknife interval may reach past 0 or 1). A slice with fewer than
 {{ min_examples }} examples or fewer than {{ min_per_class }} positives or negatives reads "insufficient".</p>
 <div class="scroll">{{ metric_table_html }}</div>
 
+{% if drift_html %}{{ drift_html }}{% endif %}
+
 {% for figure in figures %}
 <h2>{{ figure.title }}</h2>
 {% if figure.src %}<img src="{{ figure.src }}" alt="{{ figure.title }}">
@@ -116,11 +118,12 @@ def render_report_html(*, evaluation_uri: str, model_name: str, outputs: Sequenc
                        figures: Sequence[Mapping[str, Optional[str]]], min_examples: int, min_per_class: int,
                        blessed: Optional[bool] = None,
                        fairness_features: Sequence[str] = names.FAIRNESS_FEATURES,
-                       screening: Optional[Mapping[str, Any]] = None) -> str:
+                       screening: Optional[Mapping[str, Any]] = None, drift_html: Optional[Markup] = None) -> str:
     """`figures`: dicts with `title`, `src` (relative PNG path, or None) and `missing` (why it is absent).
     `screening`: the "Screening units" section (`table`, `split`, `breast_rule`, `bootstrap_samples`, `uri`,
     `operating_point` lines, `roc_src`), None for a run without a screening evaluation.
-    `fairness_features`: the slicing features whose groups `fairness_table` compares."""
+    `fairness_features`: the slicing features whose groups `fairness_table` compares. `drift_html`: the "Data
+    drift" section (mammo_tfx/report/monitoring.py), None for a run without a drift check."""
     gate_html = _table_html(gate_table, GATE_TABLE_ID) if gate_table is not None else None
     fairness_html = _table_html(fairness_table, FAIRNESS_TABLE_ID)
     return _TEMPLATE.render(
@@ -140,6 +143,7 @@ def render_report_html(*, evaluation_uri: str, model_name: str, outputs: Sequenc
         min_examples=min_examples,
         min_per_class=min_per_class,
         screening=screening,
+        drift_html=drift_html,
         screening_table_html=Markup(_table_html(screening["table"], SCREENING_TABLE_ID) or "<p>No figures.</p>")
         if screening else None,
     )

@@ -20,7 +20,7 @@ from mammo_tfx.report.slices import SliceKey, slice_sort_key
 DPI = 100
 
 
-def _png_bytes(figure: Figure) -> bytes:
+def png_bytes(figure: Figure) -> bytes:
     FigureCanvasAgg(figure)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
@@ -81,7 +81,7 @@ def roc_by_dataset_png(tables: EvaluationTables) -> Optional[bytes]:
                       color="black" if not key else None,
                       label=f"{name} (n={format_count(info['examples'])}{auc_text})")
         _finish_roc_axes(axes, f"ROC by dataset: {output_label(output)}")
-    return _png_bytes(figure)
+    return png_bytes(figure)
 
 
 def auc_by_slice_png(tables: EvaluationTables) -> Optional[bytes]:
@@ -120,7 +120,7 @@ def auc_by_slice_png(tables: EvaluationTables) -> Optional[bytes]:
     axes.set_title("AUC per slice")
     axes.legend(loc="lower left", fontsize=8)
     axes.grid(axis="x", alpha=0.3)
-    return _png_bytes(figure)
+    return png_bytes(figure)
 
 
 def fairness_png(tables: EvaluationTables, column: str) -> Optional[bytes]:
@@ -164,7 +164,7 @@ def fairness_png(tables: EvaluationTables, column: str) -> Optional[bytes]:
         axes.set_title(f"{title}: {output_label(output)}")
         axes.grid(axis="y", alpha=0.3)
         axes.legend(fontsize=8)
-    return _png_bytes(figure)
+    return png_bytes(figure)
 
 
 def roc_by_unit_png(units: UnitEvaluation) -> Optional[bytes]:
@@ -188,4 +188,4 @@ def roc_by_unit_png(units: UnitEvaluation) -> Optional[bytes]:
             axes.plot([1.0 - operating["specificity"]], [operating["sensitivity"]], marker="o", markersize=7,
                       color=line.get_color(), linestyle="none")
     _finish_roc_axes(axes, f"ROC per screening unit ({units.split} split; dots: operating points)")
-    return _png_bytes(figure)
+    return png_bytes(figure)

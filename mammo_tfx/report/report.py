@@ -9,6 +9,7 @@ from typing import Any, Callable, Mapping, Optional
 
 import tensorflow as tf
 
+from mammo_tfx.monitoring.drift import DriftResults, read_results
 from mammo_tfx.report import plots
 from mammo_tfx import names
 from mammo_tfx.evaluation.calibration import read_screening_record
@@ -18,6 +19,7 @@ from mammo_tfx.evaluation.sufficiency import SufficiencyRule
 from mammo_tfx.evaluation.unit_results import UnitEvaluation, read_unit_evaluation
 from mammo_tfx.report.evaluation import EvaluationTables, load_evaluation
 from mammo_tfx.report.html import render_report_html
+from mammo_tfx.report.monitoring import drift_section_html
 from mammo_tfx.report.naming import feature_label
 from mammo_tfx.report.summary import fairness_table, gate_table, slice_metric_table
 from mammo_tfx.report.units import operating_point_text, units_table
@@ -68,7 +70,8 @@ def _sufficiency_rule(gate_report: Optional[GateReport], min_examples: Optional[
 def write_report(evaluation_uri: str, out_dir: str, gate_results_path: Optional[str] = None, *,
                  min_examples: Optional[int] = None, min_per_class: Optional[int] = None,
                  model_name: Optional[str] = None, unit_evaluation_path: Optional[str] = None,
-                 screening_record: Optional[Mapping[str, Any]] = None) -> ReportFiles:
+                 screening_record: Optional[Mapping[str, Any]] = None,
+                 drift: Optional[DriftResults] = None) -> ReportFiles:
     """Writes out_dir/report.html and the PNGs it shows (by relative path); out_dir may be local or gs://.
 
     evaluation_uri: the Evaluator's ModelEvaluation artifact URI (a TFMA output directory).
@@ -78,6 +81,7 @@ def write_report(evaluation_uri: str, out_dir: str, gate_results_path: Optional[
     unit_evaluation_path: the screening evaluation's unit_evaluation.json (or its directory): adds the section
     "Screening units" and roc_by_unit.png; without it (runs before the screening evaluation) the page is as before.
     screening_record: the export's screening record (ScreeningRecord.to_dict()): the target the thresholds meet.
+    drift: the ExampleValidator's drift check of the run's data: adds the section "Data drift".
     """
     gate_report = read_gate_report(gate_results_path) if gate_results_path else None
     rule = _sufficiency_rule(gate_report, min_examples, min_per_class)
@@ -116,6 +120,10 @@ def write_report(evaluation_uri: str, out_dir: str, gate_results_path: Optional[
         min_per_class=rule.min_examples_per_class,
         blessed=gate_report.blessed if gate_report else None,
         screening=screening,
+        drift_html=drift_section_html(
+            drift, "Data drift", "The acquisition statistics of this run's data (each split, all examples and each "
+            "dataset, site and device) against the data the model in service was trained on.")
+        if drift is not None else None,
     )
     html_path = os.path.join(out_dir, REPORT_HTML)
     _write_bytes(html_path, page.encode("utf-8"))
@@ -126,12 +134,14 @@ def write_report(evaluation_uri: str, out_dir: str, gate_results_path: Optional[
 
 def write_report_from_artifacts(evaluation_uri: str, out_dir: str, blessing_uri: Optional[str] = None,
                                 unit_evaluation_uri: Optional[str] = None,
-                                model_export_dir: Optional[str] = None) -> ReportFiles:
+                                model_export_dir: Optional[str] = None,
+                                anomalies_uri: Optional[str] = None) -> ReportFiles:
     """For the pipeline, after the Evaluator and the model gate: takes the artifacts' URIs.
 
     The gate results are read from blessing_uri/gate_results.json when the blessing has one (the TFMA
     Evaluator's own blessing does not); the unit evaluation from the ScreeningEvaluator's artifact when the run has
-    one; the screening record from the evaluated model's export (`model_export_dir`) when it records one.
+    one; the screening record from the evaluated model's export (`model_export_dir`) when it records one; the drift
+    check from the ExampleValidator's anomalies (`anomalies_uri`) when it holds one.
     """
     gate_path = None
     if blessing_uri:
@@ -139,4 +149,5 @@ def write_report_from_artifacts(evaluation_uri: str, out_dir: str, blessing_uri:
         gate_path = candidate if tf.io.gfile.exists(candidate) else None
     record = read_screening_record(model_export_dir) if model_export_dir else None
     return write_report(evaluation_uri, out_dir, gate_path, unit_evaluation_path=unit_evaluation_uri,
-                        screening_record=record.to_dict() if record is not None else None)
+                        screening_record=record.to_dict() if record is not None else None,
+                        drift=read_results(anomalies_uri) if anomalies_uri else None)

@@ -3,6 +3,7 @@ predict call with the image limits checked before TensorFlow runs. Transports de
 these, and map the ServingErrors raised here to their own statuses (errors.py)."""
 from __future__ import annotations
 
+import logging
 from typing import Dict, List, Mapping, Optional
 
 import numpy as np
@@ -11,15 +12,21 @@ from mammo_tfx.serving.errors import NotFound
 from mammo_tfx.serving.limits import RequestLimits, check_image_inputs
 from mammo_tfx.serving.model import LoadedModel
 from mammo_tfx.serving.repository import ModelRepository, VersionState
+from mammo_tfx.serving.request_log import RequestLogger
+
+logger = logging.getLogger(__name__)
 
 
 class Servables:
-    """The versions of the model `model_name` that `repository` manages, served within `limits`."""
+    """The versions of the model `model_name` that `repository` manages, served within `limits`; answered predict
+    requests are sampled into `request_logger`'s logs when one is given."""
 
-    def __init__(self, model_name: str, repository: ModelRepository, limits: RequestLimits) -> None:
+    def __init__(self, model_name: str, repository: ModelRepository, limits: RequestLimits,
+                 request_logger: Optional[RequestLogger] = None) -> None:
         self.model_name = model_name
         self.repository = repository
         self.limits = limits
+        self.request_logger = request_logger
 
     def model(self, name: str, version: Optional[int]) -> LoadedModel:
         """The model serving `name` (at `version`, if given); NotFound otherwise. Take it once per request, so a
@@ -44,4 +51,10 @@ class Servables:
                 inputs: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
         """Run `signature_name` of `model` on decoded inputs after checking their images against the limits."""
         check_image_inputs(inputs, self.limits.image)
-        return model.predict(signature_name, inputs)
+        outputs = model.predict(signature_name, inputs)
+        if self.request_logger is not None:
+            try:
+                self.request_logger.log(self.model_name, model.version, signature_name, inputs, outputs)
+            except Exception:  # noqa: BLE001 - a full disk must not turn answered requests into errors
+                logger.exception("request not logged")
+        return outputs

@@ -12,12 +12,14 @@ from http.server import ThreadingHTTPServer
 from typing import List, Optional
 
 import grpc
+from google.protobuf import text_format
 
 from mammo_tfx.serving.admission import InFlightLimiter
 from mammo_tfx.serving.grpc_api import start_grpc_server
 from mammo_tfx.serving.http_handler import make_handler_class
 from mammo_tfx.serving.limits import RequestLimits
 from mammo_tfx.serving.repository import ModelRepository, list_complete_versions
+from mammo_tfx.serving.request_log import RequestLogger, RequestLogOptions, check_log_dir, model_server_config
 from mammo_tfx.serving.rest_api import RestApi
 from mammo_tfx.serving.servables import Servables
 
@@ -29,15 +31,17 @@ DEFAULT_GRPC_PORT = 8500
 
 class ModelServer:
     """The built-in server for one model, in background threads: REST on `port` and, unless `grpc_port` is None,
-    gRPC on `grpc_port`; both share the loaded model, the limits and the in-flight cap. Use as a context manager or
+    gRPC on `grpc_port`; both share the loaded model, the limits and the in-flight cap, and log a sample of answered
+    predict requests to `request_logger` (closed on stop) when one is given. Use as a context manager or
     `start()`/`stop()`; port 0 picks a free port (see `.port`, `.grpc_port`)."""
 
     def __init__(self, model_base_path: str, model_name: str, port: int = 0, host: str = "127.0.0.1",
                  poll_interval_s: float = 2.0, limits: Optional[RequestLimits] = None,
-                 grpc_port: Optional[int] = None) -> None:
+                 grpc_port: Optional[int] = None, request_logger: Optional[RequestLogger] = None) -> None:
         self.model_name = model_name
         self.repository = ModelRepository(model_base_path, poll_interval_s=poll_interval_s)
-        self.servables = Servables(model_name, self.repository, limits or RequestLimits())
+        self.request_logger = request_logger
+        self.servables = Servables(model_name, self.repository, limits or RequestLimits(), self.request_logger)
         self.api = RestApi(self.servables)
         self._limiter: Optional[InFlightLimiter] = None
         self._address = (host, port)
@@ -109,6 +113,8 @@ class ModelServer:
         if self._limiter is not None:
             self._limiter.shutdown()
             self._limiter = None
+        if self.request_logger is not None:
+            self.request_logger.close()
         self.repository.stop()
 
     def __enter__(self) -> "ModelServer":
@@ -135,40 +141,70 @@ def find_model_server_binary() -> Optional[str]:
 
 
 def model_server_command(binary: str, model_base_path: str, model_name: str, rest_port: int,
-                         grpc_port: int = DEFAULT_GRPC_PORT, limits: RequestLimits = RequestLimits()) -> List[str]:
+                         grpc_port: int = DEFAULT_GRPC_PORT, limits: RequestLimits = RequestLimits(),
+                         model_config_file: Optional[str] = None) -> List[str]:
     """The `tensorflow_model_server` command line for one model with REST and gRPC.
 
     The REST deadline is `limits.request_timeout_s`, and REST requests are worked on by `limits.max_in_flight`
     threads (TF Serving queues the others instead of answering 429). Image limits need no flag: the exported graph
-    enforces them.
+    enforces them. `model_config_file` (e.g. with a `logging_config`) replaces the model name and base path flags.
     """
     if rest_port == grpc_port:
         raise ValueError(f"REST and gRPC need different ports (both {rest_port})")
-    return [binary, f"--port={grpc_port}", f"--rest_api_port={rest_port}", f"--model_name={model_name}",
-            f"--model_base_path={model_base_path}", f"--rest_api_num_threads={limits.max_in_flight}",
+    model = ([f"--model_config_file={model_config_file}"] if model_config_file else
+             [f"--model_name={model_name}", f"--model_base_path={model_base_path}"])
+    return [binary, f"--port={grpc_port}", f"--rest_api_port={rest_port}", *model,
+            f"--rest_api_num_threads={limits.max_in_flight}",
             f"--rest_api_timeout_in_ms={round(limits.request_timeout_s * 1000)}"]
+
+
+def write_model_server_config(model_base_path: str, model_name: str, log_dir: str, sampling_rate: float) -> str:
+    """A model config file with the request logging config, beside the logs (never beside the model); its path."""
+    path = os.path.join(log_dir, f"{model_name}.model_config.pbtxt")
+    os.makedirs(log_dir, exist_ok=True)
+    with open(path, "w") as handle:
+        handle.write(text_format.MessageToString(model_server_config(model_base_path, model_name, log_dir,
+                                                                     sampling_rate)))
+    return path
 
 
 def serve(model_dir: str, model_name: str, port: int, host: str = "127.0.0.1", *,
           grpc_port: int = DEFAULT_GRPC_PORT, poll_interval_s: float = 2.0,
-          limits: Optional[RequestLimits] = None, use_model_server_binary: bool = True) -> int:
+          limits: Optional[RequestLimits] = None, use_model_server_binary: bool = True,
+          request_log_dir: Optional[str] = None, request_log: Optional[RequestLogOptions] = None) -> int:
     """Serve `model_name` from `model_dir` on REST `port` and gRPC `grpc_port` until interrupted; returns an exit
     code. Port 0 picks a free port (printed at start).
 
     With `tensorflow_model_server` on PATH (and `use_model_server_binary`) that binary runs in the foreground;
-    it listens on all interfaces, so `host` applies only to the built-in server.
+    it listens on all interfaces, so `host` applies only to the built-in server. `request_log_dir`: answered
+    predict requests are sampled there (`request_log.sampling_rate`), by either server.
     """
     base_path = resolve_model_base_path(model_dir, model_name)
     limits = limits or RequestLimits()
+    request_log = request_log or RequestLogOptions()
+    if request_log_dir:
+        request_log_dir = check_log_dir(request_log_dir, base_path)
     binary = find_model_server_binary() if use_model_server_binary else None
     if binary is not None:
-        command = model_server_command(binary, base_path, model_name, port, grpc_port, limits)
+        config_file = None
+        if request_log_dir:
+            config_file = write_model_server_config(base_path, model_name, request_log_dir,
+                                                    request_log.sampling_rate)
+            logger.warning("request logging asks %s for a request logger (model config %s); builds without a "
+                           "registered LogCollector refuse to start with 'No request-logger-creator provided' "
+                           "(docs/monitoring.md)", binary, config_file)
+        command = model_server_command(binary, base_path, model_name, port, grpc_port, limits, config_file)
         logger.info("running %s", " ".join(command))
         return subprocess.call(command)
     if not list_complete_versions(base_path):
         logger.warning("no complete version under %s yet; the model will be served once one is pushed", base_path)
     server = ModelServer(base_path, model_name, port=port, host=host, poll_interval_s=poll_interval_s,
-                         limits=limits, grpc_port=grpc_port).start()
+                         limits=limits, grpc_port=grpc_port,
+                         request_logger=RequestLogger(request_log_dir, base_path, request_log)
+                         if request_log_dir else None).start()
+    if request_log_dir:
+        print(f"logging {request_log.sampling_rate:.0%} of answered predict requests to {request_log_dir}; they "
+              "hold patient images", flush=True)
     print(f"serving model {model_name} from {base_path} at {server.url}/v1/models/{model_name} and gRPC "
           f"{server.grpc_target} (Ctrl-C stops)", flush=True)
     try:
