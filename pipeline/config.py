@@ -194,6 +194,8 @@ class PipelineConfig:
             self.image_training, image_size=(self.ingest.height, self.ingest.width)))
         object.__setattr__(self, "patch_training", dataclasses.replace(
             self.patch_training, patch_size=self.patches.patch_size))
+        object.__setattr__(self, "evaluation", dataclasses.replace(
+            self.evaluation, external_datasets=self.ingest.external_datasets))
 
     def for_patient_salt(self, fingerprint: str) -> PipelineConfig:
         """This configuration for the salt of `fingerprint`, unless a fingerprint is configured already (the
@@ -327,6 +329,7 @@ DERIVED_KEYS = {
     "profile": "the profile chosen (load_config's profile, the CLI's --profile)",
     "image_training.image_size": "ingest.height / ingest.width",
     "patch_training.patch_size": "patches.patch_size",
+    "evaluation.external_datasets": "ingest.external_datasets (the CLI's --external)",
 }
 
 PROFILES: Dict[str, Callable[[], PipelineConfig]] = {

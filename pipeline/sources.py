@@ -7,15 +7,17 @@ Roots and the manifest dir may be local folders or bucket URIs (gs://...): every
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 from dataclasses import dataclass
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 from mammo_tfx import storage
 from mammo_tfx.ingest.layouts import LISTERS
 from mammo_tfx.names import SOURCES_MANIFEST_FILE
+from pipeline.config import PipelineConfig
 
 
 @dataclass(frozen=True)
@@ -69,3 +71,24 @@ def write_manifest(sources: Sequence[DataSource], manifest_dir: str) -> str:
         return path
     storage.write_text(path, text)
     return path
+
+
+def parse_sources(config: PipelineConfig, data: Sequence[str], external: Sequence[str] = ()
+                  ) -> Tuple[PipelineConfig, List[DataSource]]:
+    """The configuration and sources of `--data` and `--external` (datasets held out of training): each external
+    layout joins `ingest.external_datasets`, which ingestion and the gate read. A layout is either trained on or
+    held out, so one passed both ways, or held out by the configuration and yet not passed, is an error."""
+    sources = [DataSource.parse(text) for text in data]
+    held_out = [DataSource.parse(text) for text in external]
+    both = sorted({s.dataset for s in sources} & {s.dataset for s in held_out})
+    if both:
+        raise ValueError(f"{', '.join(both)} is passed with both --data and --external: a dataset is either trained "
+                         "on or held out of training; the slices of a run are per layout, so pass another layout's "
+                         "data with --data, or hold the whole layout out")
+    external_datasets = tuple(dict.fromkeys(config.ingest.external_datasets + tuple(s.dataset for s in held_out)))
+    passed = {s.dataset for s in sources + held_out}
+    missing = [name for name in external_datasets if name not in passed]
+    if missing:
+        raise ValueError(f"ingest.external_datasets names {', '.join(missing)}, which no --data or --external passes")
+    config = dataclasses.replace(config, ingest=dataclasses.replace(config.ingest, external_datasets=external_datasets))
+    return config, sources + held_out

@@ -86,3 +86,19 @@ def test_the_run_prints_which_version_the_candidate_is_gated_against(tmp_path: P
     assert SUMMARISERS[BASELINE_ID]({"baseline_model": found}) == \
         f"baseline: pushed version {base / '1700000100'}"
     assert SUMMARISERS[BASELINE_ID]({"baseline_model": none}) == "no pushed version yet: gated without a baseline"
+
+
+def test_a_version_folder_or_a_bare_export_is_taken_as_it_is(tmp_path: Path) -> None:
+    """A fine-tune run's base model may be named by one version folder, or be an export never pushed."""
+    base = tmp_path / "serving" / "mammo"
+    _version(base, "1700000000")
+    _version(base, "1700000100")
+    baseline = _find(base / "1700000000", tmp_path / "from_version")
+    assert (tmp_path / "from_version" / "Format-Serving" / "saved_model.pb").read_bytes() == b"graph of 1700000000"
+    assert baseline.get_string_custom_property(executor.VERSION_PROPERTY) == "1700000000"
+
+    export = _version(tmp_path / "exports", "model")
+    baseline = _find(export, tmp_path / "from_export")
+    assert (tmp_path / "from_export" / "Format-Serving" / "saved_model.pb").read_bytes() == b"graph of model"
+    assert baseline.get_string_custom_property(executor.VERSION_PROPERTY) == ""
+    assert baseline.get_string_custom_property(executor.SOURCE_PROPERTY) == str(export)

@@ -1,5 +1,6 @@
 """PushedBaseline executor: copies the newest complete version under the Pusher's base directory into its Model
-artifact's `Format-Serving` folder, where TFX's Evaluator and the other consumers read a model.
+artifact's `Format-Serving` folder, where TFX's Evaluator and the other consumers read a model. The directory may
+also be one version folder or a bare export (a fine-tune run's base model): that model is copied.
 
 The Pusher writes only blessed models there, so the newest complete version is the last model that passed the gate
 and was shipped. With no version yet (first run) the artifact holds no model: `holds_model` is False and the
@@ -18,7 +19,7 @@ from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
 from tfx.utils import io_utils, path_utils
 
-from mammo_tfx.serving.repository import list_complete_versions
+from mammo_tfx.serving.repository import find_model_folder
 
 MODEL_KEY = "model"
 BASELINE_MODEL_KEY = "baseline_model"
@@ -39,12 +40,6 @@ def baseline_models(artifacts: Optional[List[types.Artifact]]) -> List[types.Art
     return [artifact for artifact in artifacts or [] if holds_model(artifact)]
 
 
-def newest_pushed_version(push_base_directory: str) -> Optional[int]:
-    """The highest complete version (with `saved_model.pb`, which the Pusher copies last) or None."""
-    versions = list_complete_versions(push_base_directory)
-    return versions[-1] if versions else None
-
-
 class Executor(base_executor.BaseExecutor):
     """Finds the newest pushed version and copies it into the output Model artifact (or leaves it empty)."""
 
@@ -53,15 +48,15 @@ class Executor(base_executor.BaseExecutor):
         self._log_startup(input_dict, output_dict, exec_properties)
         push_base_directory = exec_properties[PUSH_BASE_DIRECTORY_KEY]
         baseline = artifact_utils.get_single_instance(output_dict[BASELINE_MODEL_KEY])
-        version = newest_pushed_version(push_base_directory)
-        if version is None:
+        found = find_model_folder(push_base_directory)
+        if found is None:
             baseline.set_int_custom_property(FOUND_PROPERTY, 0)
             logging.info("PushedBaseline: no model version under %s yet; the candidate is gated without a "
                          "baseline", push_base_directory)
             return
-        source = os.path.join(push_base_directory, str(version))
-        io_utils.copy_dir(source, path_utils.serving_model_dir(baseline.uri))
+        io_utils.copy_dir(found.path, path_utils.serving_model_dir(baseline.uri))
         baseline.set_int_custom_property(FOUND_PROPERTY, 1)
-        baseline.set_string_custom_property(VERSION_PROPERTY, str(version))
-        baseline.set_string_custom_property(SOURCE_PROPERTY, source)
-        logging.info("PushedBaseline: baseline is version %d (%s), copied to %s", version, source, baseline.uri)
+        # "" for a bare export, which has no version number.
+        baseline.set_string_custom_property(VERSION_PROPERTY, "" if found.version is None else str(found.version))
+        baseline.set_string_custom_property(SOURCE_PROPERTY, found.path)
+        logging.info("PushedBaseline: baseline is %s, copied to %s", found.path, baseline.uri)

@@ -53,7 +53,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         with self._make_beam_pipeline() as pipeline:
             add_unit_evaluation(pipeline, files, models, split=config.split, breast_rule=rule,
                                 bootstrap_samples=config.bootstrap_samples, predictions_dir=predictions.uri,
-                                evaluation_dir=unit_evaluation.uri)
+                                evaluation_dir=unit_evaluation.uri, external_datasets=config.external_datasets)
         for artifact in (predictions, unit_evaluation):
             artifact.set_string_custom_property("split", config.split)
             artifact.set_int_custom_property("with_baseline", int(len(models) > 1))

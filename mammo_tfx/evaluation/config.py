@@ -28,7 +28,8 @@ class EvaluationConfig(Options):
     AUC bounds apply to the flip-augmented output `probability` on `split`. A slice counts only with at least
     `min_slice_size` examples and `min_examples_per_class` of each class; a gate on a smaller slice is
     `insufficient`, and blocks blessing when `insufficient_blocks_blessing` (a gate that cannot be checked is not a
-    pass). The overall gate blocks when insufficient regardless: without it there is no evidence at all.
+    pass). Each dataset of `external_datasets` (held out of training) is gated at `min_external_auc`, like a
+    dataset bound. The overall gate blocks when insufficient regardless: without it there is no evidence at all.
     `serving_dir` empty means `<pipeline_root>/serving`; models are pushed to `<serving_dir>/<model_name>/<version>`.
     Every AUC bound of one gate is checked at `gate_unit` (image: TFMA's per-image figures; breast: the screening
     evaluation's per-breast figures). `screening` is how the Trainer calibrates the served answer and chooses its
@@ -41,6 +42,9 @@ class EvaluationConfig(Options):
     # Datasets without an entry (e.g. MIAS, too few malignant test scans for a stable AUC) are reported, not gated.
     min_dataset_auc: Dict[str, float] = _gate_setting(
         default_factory=lambda: {"cbis-ddsm": 0.80, "inbreast": 0.80})
+    # Datasets held out of training (ingest.external_datasets, set there): each is gated at min_external_auc.
+    external_datasets: Tuple[str, ...] = _gate_setting(())
+    min_external_auc: float = _gate_setting(0.70)
     max_auc_drop: float = _gate_setting(0.01)
     min_slice_size: int = _gate_setting(30)
     min_examples_per_class: int = _gate_setting(5)
@@ -53,7 +57,9 @@ class EvaluationConfig(Options):
     model_name: str = "mammo"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "external_datasets", tuple(self.external_datasets))
         bounds = {"min_overall_auc": self.min_overall_auc, "max_auc_drop": self.max_auc_drop,
+                  "min_external_auc": self.min_external_auc,
                   **{f"min_dataset_auc[{name}]": bound for name, bound in self.min_dataset_auc.items()}}
         for name, bound in bounds.items():
             if not 0.0 <= bound <= 1.0:
@@ -75,6 +81,9 @@ class EvaluationConfig(Options):
         values = self.to_dict()
         return {"gated_output": GATED_OUTPUT, **{f.name: values[f.name] for f in dataclasses.fields(self)
                                                  if f.metadata.get(_GATE_SETTING_KEY)}}
+
+    def is_external(self, dataset: str) -> bool:
+        return dataset in self.external_datasets
 
     def sufficiency_rule(self) -> SufficiencyRule:
         return SufficiencyRule(min_slice_size=self.min_slice_size, min_examples_per_class=self.min_examples_per_class)

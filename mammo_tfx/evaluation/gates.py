@@ -8,6 +8,8 @@ logic below as a GateSource.
 Gates (on the gated output, the flip-augmented `probability`, at the gate unit):
   * `overall_auc`            AUC on the whole evaluated split >= min_overall_auc
   * `dataset_auc[<name>]`    AUC on the `dataset=<name>` slice >= its own bound, for each configured dataset
+  * `external_auc[<name>]`   AUC on the `dataset=<name>` slice >= min_external_auc, for each dataset held out of
+                             training (evaluation.external_datasets)
   * `auc_drop_vs_baseline`   candidate AUC - baseline AUC (overall) >= -max_auc_drop, when a baseline was evaluated
 Each gate ends with one status:
   * `passed` / `failed`      the value was checked against the bound
@@ -50,6 +52,10 @@ BASELINE_GATE = "auc_drop_vs_baseline"
 
 def dataset_gate_name(dataset: str) -> str:
     return f"dataset_auc[{dataset}]"
+
+
+def external_gate_name(dataset: str) -> str:
+    return f"external_auc[{dataset}]"
 
 
 @dataclass
@@ -278,15 +284,19 @@ def apply_gates(source: GateSource, config: EvaluationConfig) -> GateReport:
     candidate = source.candidate
     gates = [_auc_gate(OVERALL_GATE, OVERALL_SLICE, candidate.get(OVERALL_SLICE), config.min_overall_auc, config,
                        source.unit, always_blocks_when_insufficient=True)]
-    for dataset, bound in sorted(config.min_dataset_auc.items()):
+    dataset_bounds = [(dataset_gate_name(dataset), dataset, bound)
+                      for dataset, bound in sorted(config.min_dataset_auc.items())]
+    dataset_bounds += [(external_gate_name(dataset), dataset, config.min_external_auc)
+                       for dataset in config.external_datasets]
+    for name, dataset, bound in dataset_bounds:
         slice_key: SliceKey = ((names.DATASET, dataset),)
         if slice_key not in candidate:
             gates.append(GateResult(
-                name=dataset_gate_name(dataset), unit=source.unit, output=GATED_OUTPUT, slice=slice_name(slice_key),
+                name=name, unit=source.unit, output=GATED_OUTPUT, slice=slice_name(slice_key),
                 metric="auc", bound=bound, status=SKIPPED, blocks_blessing=False,
                 detail=f"no {_counted(source.unit)} of dataset '{dataset}' in the evaluated split", example_count=0))
             continue
-        gates.append(_auc_gate(dataset_gate_name(dataset), slice_key, candidate[slice_key], bound, config,
+        gates.append(_auc_gate(name, slice_key, candidate[slice_key], bound, config,
                                source.unit, always_blocks_when_insufficient=False))
     gates.append(_baseline_gate(source, gates[0], config))
     return GateReport(blessed=not any(gate.blocks_blessing for gate in gates), gates=gates,

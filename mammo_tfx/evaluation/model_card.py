@@ -221,9 +221,15 @@ def render_markdown(card: Mapping[str, Any]) -> str:
               "Ingestion: " + ", ".join(f"{key} {_number(data[key])}" for key in INGEST_COUNTS) + ".", ""]
     datasets = sorted({name for per_split in data["split_counts"].values() for name in per_split})
     splits = sorted(data["split_counts"])
+    external = set(card["gate_settings"].get("external_datasets", ()))
     lines += _table(["dataset"] + splits,
-                    [[name] + [str(data["split_counts"][split].get(name, 0)) for split in splits]
+                    [[name + (" (external)" if name in external else "")]
+                     + [str(data["split_counts"][split].get(name, 0)) for split in splits]
                      for name in datasets])
+    if external:
+        lines += ["", "Datasets marked external were held out of training (`--external`): all their patients are "
+                  "in the test split, none trained, validated, calibrated or entered the Transform mean; their AUC "
+                  "is gated at `evaluation.min_external_auc`."]
 
     evaluation = card["evaluation"]
     settings = card["gate_settings"]

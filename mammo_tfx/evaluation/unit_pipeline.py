@@ -291,9 +291,9 @@ def _model_units(rows: beam.PCollection, model: ModelUnderTest, rule: BreastRule
 
 
 def _write_document(models: Dict[str, ModelUnits], directory: str, split: str, rule: BreastRule,
-                    bootstrap_samples: int) -> str:
+                    bootstrap_samples: int, external_datasets: Tuple[str, ...]) -> str:
     evaluation = UnitEvaluation(uri=directory, split=split, breast_rule=rule.value,
-                                bootstrap_samples=bootstrap_samples, models=models)
+                                bootstrap_samples=bootstrap_samples, models=models, external_datasets=external_datasets)
     tf.io.gfile.makedirs(directory)
     return write_unit_evaluation(evaluation, directory)
 
@@ -305,10 +305,11 @@ def predictions_path(predictions_dir: str, model_name: str) -> str:
 
 def add_unit_evaluation(pipeline: beam.Pipeline, example_files: Sequence[str], models: Sequence[ModelUnderTest],
                         split: str, breast_rule: BreastRule, bootstrap_samples: int, predictions_dir: str,
-                        evaluation_dir: str) -> None:
+                        evaluation_dir: str, external_datasets: Sequence[str] = ()) -> None:
     """Adds the whole evaluation to `pipeline` (run it afterwards): each model's predictions on the GZIP TFRecord
     `example_files` of `split` to `predictions_path(predictions_dir, name)`, and the unit evaluation of all models
-    to `<evaluation_dir>/unit_evaluation.json`."""
+    to `<evaluation_dir>/unit_evaluation.json`, which marks the slices of `external_datasets` (held out of
+    training)."""
     names_given = [model.name for model in models]
     if CANDIDATE not in names_given or not set(names_given) <= {CANDIDATE, BASELINE} or len(set(names_given)) != len(
             names_given):
@@ -339,4 +340,5 @@ def add_unit_evaluation(pipeline: beam.Pipeline, example_files: Sequence[str], m
         results.append(_model_units(rows, model, breast_rule, bootstrap_samples, relative))
     _ = (results | "AllModels" >> beam.Flatten()
          | "ByModel" >> beam.combiners.ToDict()
-         | "WriteEvaluation" >> beam.Map(_write_document, evaluation_dir, split, breast_rule, bootstrap_samples))
+         | "WriteEvaluation" >> beam.Map(_write_document, evaluation_dir, split, breast_rule, bootstrap_samples,
+                                                tuple(external_datasets)))

@@ -89,6 +89,7 @@ class UnitEvaluation:
     breast_rule: str
     bootstrap_samples: int
     models: Dict[str, ModelUnits]
+    external_datasets: Tuple[str, ...] = ()  # datasets held out of training (their slices are `external`)
 
     @property
     def candidate(self) -> ModelUnits:
@@ -100,6 +101,7 @@ class UnitEvaluation:
 
     def to_dict(self) -> Dict[str, Any]:
         return {"split": self.split, "breast_rule": self.breast_rule, "bootstrap_samples": self.bootstrap_samples,
+                "external_datasets": list(self.external_datasets),
                 "models": {name: model.to_dict() for name, model in self.models.items()}}
 
     @classmethod
@@ -109,6 +111,7 @@ class UnitEvaluation:
             raise ValueError(f"{uri}: not a unit evaluation document (missing {sorted(missing) or [CANDIDATE]})")
         return cls(uri=uri, split=document["split"], breast_rule=document["breast_rule"],
                    bootstrap_samples=int(document["bootstrap_samples"]),
+                   external_datasets=tuple(document.get("external_datasets", ())),
                    models={name: ModelUnits.from_dict(model) for name, model in document["models"].items()})
 
 

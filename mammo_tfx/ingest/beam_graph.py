@@ -212,7 +212,7 @@ def build_ingestion(pipeline: beam.Pipeline, sources: List[Dict[str, str]], opti
         | "PatientScans" >> beam.Map(
             lambda record: (patient_key(record, salt), (record.dataset, record.source_split, listed_kinds(record))))
         | "ScansByPatient" >> beam.GroupByKey()
-        | "SummarisePatients" >> beam.MapTuple(summarise_patient)
+        | "SummarisePatients" >> beam.MapTuple(summarise_patient, external_datasets=options.external_datasets)
     )
     assignment = (
         patients

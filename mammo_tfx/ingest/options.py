@@ -50,6 +50,9 @@ class IngestOptions(Options):
         header, before any pixel buffer is allocated) that is decoded; larger images and ROI masks are quarantined.
     record_timeout_s: wall-time limit of one record (decode, resize, masks, example); a record that exceeds it
         is quarantined with the reason and the run goes on (see process.py for what happens to its work).
+    external_datasets: layouts held out of training (the CLI's --external): every record of such a dataset goes to
+        the test split, so no image of it trains, validates, calibrates or enters the Transform mean; the evaluation
+        reports and gates it as `external` (docs/training.md, "External datasets").
     folder_requires_mammogram_header: a `folder`-layout DICOM must name itself a mammogram (Modality MG and a SOP
         class present), as no publisher vouches for such files; False holds them to the public datasets' rule,
         which refuses only a header that contradicts a mammogram (mammo_tfx/ingest/header_rule.py).
@@ -71,6 +74,7 @@ class IngestOptions(Options):
     max_source_pixels: int = DEFAULT_MAX_SOURCE_PIXELS
     record_timeout_s: float = DEFAULT_RECORD_TIMEOUT_S
     folder_requires_mammogram_header: bool = True
+    external_datasets: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # JSON turns tuples into lists; normalise so equality and hashing keep working after a round trip.
@@ -96,5 +100,9 @@ class IngestOptions(Options):
             raise ValueError(f"IngestOptions.max_source_pixels must be >= 1, got {self.max_source_pixels}")
         if not self.record_timeout_s > 0:
             raise ValueError(f"IngestOptions.record_timeout_s must be > 0 seconds, got {self.record_timeout_s}")
+        if isinstance(self.external_datasets, str):
+            raise ValueError(f"IngestOptions.external_datasets must be a list of layout names, got "
+                             f"{self.external_datasets}")
+        object.__setattr__(self, "external_datasets", tuple(dict.fromkeys(self.external_datasets)))
         if not self.patient_salt:
             raise ValueError("IngestOptions.patient_salt must not be empty")

@@ -6,7 +6,8 @@ changes between runs. On a small dataset the hash can leave a split without pati
 the stages downstream cannot work then (validation, calibration and the gate need examples of both classes). So,
 where a split lacks what a stage needs and another split can spare a patient that has it, that patient moves; the
 hash order decides which one. A dataset's own test split stays test: such patients never move, and patients whose
-scans are all in a dataset's own training split never move into test.
+scans are all in a dataset's own training split never move into test. Every patient of an external dataset (held
+out of training, the CLI's --external) is test and never moves.
 """
 from __future__ import annotations
 
@@ -101,10 +102,11 @@ class PatientSummary:
     dataset: str
     kinds: frozenset
     source_splits: frozenset
+    external: bool = False  # its dataset is held out of training: test only
 
     @property
     def pinned_to_test(self) -> bool:
-        return TEST_SPLIT in self.source_splits
+        return self.external or TEST_SPLIT in self.source_splits
 
     @property
     def kept_out_of_test(self) -> bool:
@@ -116,11 +118,14 @@ class PatientSummary:
         return not (split == TEST_SPLIT and self.kept_out_of_test)
 
 
-def summarise_patient(key: str, scans: Iterable[Tuple[str, str, Tuple[str, ...]]]) -> PatientSummary:
-    """(dataset, source split, scan kinds) of each listed scan of a patient -> its summary."""
+def summarise_patient(key: str, scans: Iterable[Tuple[str, str, Tuple[str, ...]]],
+                      external_datasets: Sequence[str] = ()) -> PatientSummary:
+    """(dataset, source split, scan kinds) of each listed scan of a patient -> its summary; `external_datasets`:
+    the datasets held out of training, whose patients are test only."""
     scans = list(scans)
     return PatientSummary(key=key, dataset=scans[0][0], source_splits=frozenset(scan[1] for scan in scans),
-                          kinds=frozenset(kind for scan in scans for kind in scan[2]))
+                          kinds=frozenset(kind for scan in scans for kind in scan[2]),
+                          external=scans[0][0] in external_datasets)
 
 
 def _hash(patient_key: str) -> int:
@@ -139,7 +144,7 @@ def assign_split(patient_key: str, split_buckets: Sequence[Tuple[str, int]]) -> 
 
 
 def split_of_patient(patient: PatientSummary, split_buckets: Sequence[Tuple[str, int]]) -> str:
-    """A patient with any image in its dataset's own test split goes to `test`; a patient whose images are all in
+    """A patient of an external dataset, or with any image in its dataset's own test split, goes to `test`; a patient whose images are all in
     the dataset's own training split goes to a non-test split; other patients are hashed over all splits."""
     if patient.pinned_to_test:
         return TEST_SPLIT
@@ -248,9 +253,10 @@ def _shortfall(split: str, kind: str, totals: Mapping[str, int], use: str, patie
             advice = (f"the data ({datasets}) has fewer patients than the {needed_patients} splits, each of which "
                       "needs one: add patients")
         else:
-            advice = ("no other patient could move there (a dataset's own test patients stay in test, its own "
-                      "training patients never go to test, and no split gives up its last patient): add patients, "
-                      "or change the split sizes (splits.train, splits.eval, splits.test)")
+            advice = ("no other patient could move there (a dataset's own test patients and every patient of an "
+                      "--external dataset stay in test, a dataset's own training patients never go to test, and no "
+                      "split gives up its last patient): add patients, pass a dataset with --data rather than "
+                      "--external, or change the split sizes (splits.train, splits.eval, splits.test)")
         return f"{where} has no scans: {advice}."
     if kind in (MALIGNANT, OTHER):
         other_kind = OTHER if kind == MALIGNANT else MALIGNANT
@@ -261,7 +267,9 @@ def _shortfall(split: str, kind: str, totals: Mapping[str, int], use: str, patie
     if kind == LOCATED_LESION:
         return (f"{where} has no {KIND_NAMES[kind]} among its {_count(totals[ANY_SCAN], 'scan')}: the patch stage "
                 "learns from patches of lesions whose outline, box or centre the dataset gives (CBIS-DDSM, INbreast, "
-                "MIAS and VinDr-Mammo do for some scans; RSNA and plain folders never do): add such patients.")
+                "MIAS and VinDr-Mammo do for some scans; RSNA and plain folders never do): add such patients, or "
+                "fine-tune a trained model on these labels instead (--profile finetune --base-model MODEL), "
+                "which trains no patch stage.")
     return (f"{where} has no {KIND_NAMES[kind]} among its {_count(totals[ANY_SCAN], 'scan')} (no scan with a "
             "complete lesion mask or a located lesion), so the patch stage has nothing to validate on: add patients of "
             "a dataset with lesion outlines (CBIS-DDSM, INbreast, MIAS, VinDr-Mammo).")

@@ -35,7 +35,7 @@ def format_units_summary(units: UnitEvaluation, screening_record: Optional[Mappi
     rows = []
     for key, per_unit in overall_and_dataset_slices(units):
         counts = [format_count(per_unit[unit].count) if unit in per_unit else "-" for unit in UNITS]
-        rows.append([slice_label(key)] + counts + [auc_text(per_unit.get(unit)) for unit in UNITS])
+        rows.append([slice_label(key, units.external_datasets)] + counts + [auc_text(per_unit.get(unit)) for unit in UNITS])
     lines = [f"screening units ({units.split} split; breast = {units.breast_rule} of its views, exam = max of its "
              f"breasts):"] + _render_table(header, rows, text_last=False)
     lines += [""] + operating_point_text(units, screening_record)

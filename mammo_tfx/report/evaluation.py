@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
 import pandas as pd
 
@@ -123,7 +123,7 @@ def _class_counts(rates: pd.DataFrame, roc: pd.DataFrame, key: SliceKey, output:
 
 
 def _slice_table(metrics: pd.DataFrame, rates: pd.DataFrame, roc: pd.DataFrame, primary: str,
-                 rule: SufficiencyRule) -> pd.DataFrame:
+                 rule: SufficiencyRule, external_datasets: Tuple[str, ...]) -> pd.DataFrame:
     keys = set(metrics["slice_key"]) | set(rates["slice_key"]) | set(roc["slice_key"])
     rows = []
     for key in sorted(keys, key=slice_sort_key):
@@ -136,17 +136,18 @@ def _slice_table(metrics: pd.DataFrame, rates: pd.DataFrame, roc: pd.DataFrame, 
             examples = positives + negatives
         else:
             examples = None
-        rows.append({"slice_key": key, "slice": slice_label(key), "columns": slice_columns(key),
+        rows.append({"slice_key": key, "slice": slice_label(key, external_datasets), "columns": slice_columns(key),
                      "examples": examples, "positives": positives, "negatives": negatives,
                      "insufficient_reason": rule.insufficient_reason(examples, positives, negatives)})
     return pd.DataFrame(rows, columns=SLICE_TABLE_COLUMNS)
 
 
 def load_evaluation(evaluation_uri: str, model_name: Optional[str] = None,
-                    rule: Optional[SufficiencyRule] = None) -> EvaluationTables:
+                    rule: Optional[SufficiencyRule] = None, external_datasets: Tuple[str, ...] = ()) -> EvaluationTables:
     """Reads metrics, plots and validation of one model from a TFMA output directory (local or gs://).
 
     `rule` decides which slices are insufficient; by default EvaluationConfig's (the gate's defaults).
+    `external_datasets`: datasets held out of training, whose slices the table marks `external`.
     """
     evaluation = read_evaluation(evaluation_uri)
     chosen_model = evaluation.choose_model(model_name)
@@ -165,6 +166,6 @@ def load_evaluation(evaluation_uri: str, model_name: Optional[str] = None,
         metrics=metrics,
         rates=rates.sort_values(["output", "threshold"], kind="stable").reset_index(drop=True),
         roc=roc,
-        slices=_slice_table(metrics, rates, roc, primary, rule),
+        slices=_slice_table(metrics, rates, roc, primary, rule, external_datasets),
         validation=_validation_summary(read_validation(evaluation_uri)),
     )

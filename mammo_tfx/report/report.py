@@ -85,7 +85,8 @@ def write_report(evaluation_uri: str, out_dir: str, gate_results_path: Optional[
     """
     gate_report = read_gate_report(gate_results_path) if gate_results_path else None
     rule = _sufficiency_rule(gate_report, min_examples, min_per_class)
-    tables = load_evaluation(evaluation_uri, model_name=model_name, rule=rule)
+    external = tuple(gate_report.settings.get("external_datasets", ())) if gate_report else ()
+    tables = load_evaluation(evaluation_uri, model_name=model_name, rule=rule, external_datasets=external)
     gates = tuple(gate_report.gates) if gate_report else ()
     tf.io.gfile.makedirs(out_dir)
     written: dict[str, str] = {}

@@ -28,11 +28,14 @@ def slice_columns(key: SliceKey) -> tuple[str, ...]:
     return tuple(column for column, _ in key)
 
 
-def slice_label(key: SliceKey) -> str:
-    """'Overall', 'dataset=inbreast' or 'dataset=mias & density=3'."""
+def slice_label(key: SliceKey, external_datasets: Iterable[str] = ()) -> str:
+    """'Overall', 'dataset=inbreast' or 'dataset=mias & density=3'; a slice of a dataset held out of training
+    (`external_datasets`) ends in ' (external)'."""
     if not key:
         return OVERALL_SLICE_NAME
-    return " & ".join(f"{column}={value}" for column, value in key)
+    label = " & ".join(f"{column}={value}" for column, value in key)
+    external = any(column == names.DATASET and value in set(external_datasets) for column, value in key)
+    return label + (" (external)" if external else "")
 
 
 def _value_rank(value: SliceValue) -> tuple[int, float, str]:

@@ -47,7 +47,7 @@ def units_table(units: UnitEvaluation) -> pd.DataFrame:
     interval], and sensitivity and specificity [Wilson interval] at the unit's threshold."""
     rows = []
     for key, per_unit in overall_and_dataset_slices(units):
-        row: dict[str, str] = {"Slice": slice_label(key)}
+        row: dict[str, str] = {"Slice": slice_label(key, units.external_datasets)}
         for unit in UNITS:
             figures = per_unit.get(unit)
             row[f"{unit} n"] = format_count(figures.count) if figures else "-"

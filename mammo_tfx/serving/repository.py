@@ -37,6 +37,32 @@ def list_complete_versions(base_path: str) -> List[int]:
     return sorted(versions)
 
 
+@dataclasses.dataclass(frozen=True)
+class ModelFolder:
+    """One SavedModel found from a path a user names: its folder, and its version when it is an integer version
+    folder of a base directory (None for a bare export)."""
+
+    path: str
+    version: Optional[int]
+
+    @property
+    def base_directory(self) -> Optional[str]:
+        """The base directory the version belongs to (where a next version goes); None for a bare export."""
+        return os.path.dirname(self.path.rstrip("/")) if self.version is not None else None
+
+
+def find_model_folder(path: str) -> Optional[ModelFolder]:
+    """The model `path` names: a base directory (its newest complete version), a version folder, or a bare export
+    (a folder holding saved_model.pb); None when it holds none of them (e.g. a base directory nothing was pushed
+    to yet)."""
+    path = path.rstrip("/")
+    if tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
+        name = os.path.basename(path)
+        return ModelFolder(path, int(name) if name.isdigit() else None)
+    versions = list_complete_versions(path)
+    return ModelFolder(os.path.join(path, str(versions[-1])), versions[-1]) if versions else None
+
+
 def load_and_warm_up(path: str, version: int) -> LoadedModel:
     """Load a version and replay its warm-up requests, as TF Serving does before a version goes live."""
     model = load_model(path, version)
