@@ -44,7 +44,8 @@ def check_known_keys(owner: str, values: Any, known: typing.Iterable[str], path:
         raise ValueError(f"{path.rstrip('.') or owner}: expected a mapping of {owner} keys, got {values!r}")
     unknown = sorted(f"{path}{key}" for key in set(values) - set(known))
     if unknown:
-        raise UnknownKeyError(f"Unknown {owner} keys {unknown}; expected a subset of {sorted(known)}")
+        raise UnknownKeyError(f"unknown {owner} key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+                              f"the keys are {', '.join(sorted(known))}")
 
 
 def from_mapping(cls: Type[_T], values: Mapping[str, Any], path: str = "") -> _T:
@@ -101,7 +102,7 @@ def _apply(cls: type, instance: Any, changes: Mapping[str, Any], path: str, fixe
     for key, value in changes.items():
         dotted = f"{path}{key}"
         if dotted in fixed_keys:
-            raise UnknownKeyError(f"configuration key {dotted!r} follows {fixed_keys[dotted]}; set that instead")
+            raise UnknownKeyError(f"configuration key {dotted} follows {fixed_keys[dotted]}; set that instead")
         current = getattr(instance, key) if instance is not None else None
         updates[key] = _convert(value, types[key], current, dotted, fixed_keys)
     if instance is not None:

@@ -44,12 +44,12 @@ def test_yaml_file_then_set_overrides(tmp_path):
 @pytest.mark.parametrize("override, key", [("ingest.heigth=10", "ingest.heigth"),
                                            ("nosuchsection.x=1", "nosuchsection")])
 def test_unknown_keys_are_errors(override, key):
-    with pytest.raises(KeyError, match=rf"Unknown \w+ keys \[{re.escape(repr(key))}\]; expected a subset of"):
+    with pytest.raises(KeyError, match=rf"unknown \w+ key {re.escape(key)}; the keys are "):
         load_config("demo", overrides=[override])
 
 
 def test_the_profile_name_is_not_a_key_to_set():
-    with pytest.raises(KeyError, match="configuration key 'profile' follows the profile chosen"):
+    with pytest.raises(KeyError, match="configuration key profile follows the profile chosen"):
         load_config("demo", overrides=["profile=production"])
 
 

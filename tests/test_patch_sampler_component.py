@@ -193,7 +193,7 @@ def test_component_serialises_its_parameters() -> None:
     assert PatchSamplingOptions.from_json(sampler.exec_properties["sampling_options"]) == options
     assert json.loads(sampler.exec_properties["splits"]) == ["train"]
     assert sampler.outputs["patches"].type == standard_artifacts.Examples
-    with pytest.raises(ValueError, match="Unknown PatchSamplingOptions keys"):
+    with pytest.raises(ValueError, match="unknown PatchSamplingOptions key"):
         PatchSampler(examples=examples, sampling_options='{"patch": 3}')
     with pytest.raises(ValueError, match="splits"):
         PatchSampler(examples=examples, splits="train")

@@ -72,7 +72,7 @@ def test_options_round_trip_and_validation() -> None:
     assert preprocessing.TransformOptions.from_dict(options.to_dict()) == options
     assert preprocessing.TransformOptions.from_dict(None) == preprocessing.TransformOptions()
     assert preprocessing.TransformOptions().rescale == pytest.approx(0.003891, abs=1e-6)
-    with pytest.raises(ValueError, match="Unknown TransformOptions keys"):
+    with pytest.raises(ValueError, match="unknown TransformOptions key"):
         preprocessing.TransformOptions.from_dict({"rescal": 1.0})
     with pytest.raises(ValueError, match="rescale"):
         preprocessing.TransformOptions(rescale=0.0)

@@ -45,9 +45,9 @@ def test_unknown_keys_are_errors_at_every_level():
 
 
 def test_unknown_nested_keys_are_named_by_their_dotted_path_with_the_known_keys():
-    with pytest.raises(ValueError, match=r"\['top_block\.knd'\]; expected a subset of \['bottleneck_expansion'"):
+    with pytest.raises(ValueError, match=r"key top_block\.knd; the keys are bottleneck_expansion"):
         ImageHParams.from_dict({"top_block": {"knd": "vgg"}})
-    with pytest.raises(ValueError, match=r"\['schedule\[1\]\.lr'\]"):
+    with pytest.raises(ValueError, match=r"key schedule\[1\]\.lr;"):
         PatchHParams.from_dict({"schedule": [{"scope": "all", "learning_rate": 0.1, "epochs": 1},
                                              {"scope": "all", "lr": 0.1, "epochs": 1}]})
     with pytest.raises(ValueError, match=r"TrainingStep needs the keys \['schedule\[0\]\.epochs'\]"):
