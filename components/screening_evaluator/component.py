@@ -1,7 +1,6 @@
 """ScreeningEvaluator: a TFX component that evaluates the whole-image model per screening unit and slice."""
 from __future__ import annotations
 
-import json
 from typing import Optional
 
 from tfx import types
@@ -15,9 +14,15 @@ from mammo_tfx.evaluation.config import EvaluationConfig
 
 
 class ScreeningEvaluatorSpec(ComponentSpec):
-    """`evaluation_config`: the EvaluationConfig as JSON (EvaluationConfig.to_dict()), as the ModelGate gets it."""
+    """Parameters: the evaluated `split`, the configured `breast_rule` (the candidate's recorded rule wins) and the
+    `bootstrap_samples` of the confidence intervals; nothing else of the EvaluationConfig, so that the cache key
+    changes only when the evaluation can."""
 
-    PARAMETERS = {executor.EVALUATION_CONFIG_KEY: ExecutionParameter(type=str)}
+    PARAMETERS = {
+        executor.SPLIT_KEY: ExecutionParameter(type=str),
+        executor.BREAST_RULE_KEY: ExecutionParameter(type=str),
+        executor.BOOTSTRAP_SAMPLES_KEY: ExecutionParameter(type=int),
+    }
     INPUTS = {
         executor.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
         executor.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
@@ -44,7 +49,9 @@ class ScreeningEvaluator(base_beam_component.BaseBeamComponent):
             examples=examples,
             model=model,
             baseline_model=baseline_model,
-            evaluation_config=json.dumps(config.to_dict(), sort_keys=True),
+            split=config.split,
+            breast_rule=config.screening.breast_rule.value,
+            bootstrap_samples=config.bootstrap_samples,
             predictions=types.Channel(type=ScreeningPredictions),
             unit_evaluation=types.Channel(type=UnitEvaluation),
         )
