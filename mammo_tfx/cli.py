@@ -111,7 +111,9 @@ def _local_orchestrator(name: str) -> str:
 
 def _run_and_report(config, sources, out_dir: str, orchestrator: str = "local") -> int:
     from components.mammo_example_gen.executor import describe_paths, describe_units, read_quarantine_rows
-    from mammo_tfx.ingest.reasons import format_reason_groups, group_reasons
+    from mammo_tfx.ingest.header_rule import describe_header_notes
+    from mammo_tfx.ingest.reasons import format_reason_groups, group_reasons, rule_mismatch_warnings
+    from mammo_tfx.ingest.splits import describe_moves
     from pipeline.outputs import collect_outputs
     from pipeline.runners import run_local
 
@@ -119,12 +121,15 @@ def _run_and_report(config, sources, out_dir: str, orchestrator: str = "local") 
     outputs = collect_outputs(layout.metadata_path)
     summary = outputs.ingest_summary
     print(f"\nmammo-tfx run finished (profile {config.profile}) -> {layout.out_dir}\n")
+    quarantine_rows = read_quarantine_rows(outputs.quarantine_uri) if outputs.quarantine_uri else []
+    for line in rule_mismatch_warnings(quarantine_rows, summary):  # first: it can explain everything below
+        print(f"WARNING: {line}\n")
     print(progress.table() + "\n")
     print(f"  records: {summary.get('listed')} listed, {summary.get('ingested')} ingested, "
           f"{summary.get('quarantined')} quarantined, {summary.get('excluded')} excluded")
     for split, per_dataset in sorted(summary.get("per_split", {}).items()):
         print(f"  split {split}: " + ", ".join(f"{d} {n}" for d, n in sorted(per_dataset.items())))
-    for line in describe_paths(summary) + describe_units(summary):
+    for line in describe_paths(summary) + describe_units(summary) + describe_header_notes(summary) + describe_moves(summary):
         print(f"  {line}")
     print(f"  TFRecords:         {outputs.examples_uri}")
     print(f"  statistics:        {outputs.statistics_uri}")
@@ -133,7 +138,7 @@ def _run_and_report(config, sources, out_dir: str, orchestrator: str = "local") 
         print(f"    {split}: " + ("; ".join(found) if found else "no anomalies"))
     print(f"  quarantine report: {outputs.quarantine_uri}")
     if outputs.quarantine_uri and (summary.get("quarantined") or summary.get("excluded")):
-        for line in format_reason_groups(group_reasons(read_quarantine_rows(outputs.quarantine_uri))):
+        for line in format_reason_groups(group_reasons(quarantine_rows)):
             print(f"    {line}")
     print(f"  metadata (MLMD):   {layout.metadata_path}")
     if outputs.evaluation_uri:

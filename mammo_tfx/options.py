@@ -5,6 +5,7 @@ configuration) travel as JSON and are changed by YAML files and `--set` override
 same way: missing keys keep their values (the defaults when building), an unknown key is an error that names the
 dotted key and the known keys (a typo must not silently leave a default in place), nested dataclasses take nested
 mappings, tuples of dataclasses take lists of mappings, and each value is checked against its field's type.
+A field marked secret (`secret_field`) lives only in memory: it is never written to JSON nor set from a mapping.
 """
 from __future__ import annotations
 
@@ -15,6 +16,19 @@ import typing
 from typing import Any, Mapping, Optional, Type, TypeVar
 
 _T = TypeVar("_T")
+
+# Field metadata key of a secret field; its value says where the secret comes from instead.
+_SECRET = "secret_from"
+
+
+def secret_field(default: Any, comes_from: str) -> Any:
+    """A dataclass field holding a secret: left out of `to_dict()` and of reprs, refused as a mapping key (the
+    error says `comes_from`, where the secret is read instead)."""
+    return dataclasses.field(default=default, repr=False, metadata={_SECRET: comes_from})
+
+
+def is_secret_field(field: dataclasses.Field) -> bool:
+    return _SECRET in field.metadata
 
 
 class UnknownKeyError(KeyError, ValueError):
@@ -60,7 +74,8 @@ class Options:
 
 def _json_value(value: Any) -> Any:
     if dataclasses.is_dataclass(value):
-        return {field.name: _json_value(getattr(value, field.name)) for field in dataclasses.fields(value)}
+        return {field.name: _json_value(getattr(value, field.name)) for field in dataclasses.fields(value)
+                if not is_secret_field(field)}
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, (tuple, list)):
@@ -78,6 +93,9 @@ def _field_types(cls: type) -> dict[str, Any]:
 
 def _apply(cls: type, instance: Any, changes: Mapping[str, Any], path: str, fixed_keys: Mapping[str, str]) -> Any:
     types = _field_types(cls)
+    secrets = {field.name: field.metadata[_SECRET] for field in dataclasses.fields(cls) if is_secret_field(field)}
+    for key in secrets.keys() & set(changes if isinstance(changes, Mapping) else ()):
+        raise UnknownKeyError(f"{path}{key} is a secret and is never part of a configuration: {secrets[key]}")
     check_known_keys(cls.__name__, changes, types, path)
     updates = {}
     for key, value in changes.items():

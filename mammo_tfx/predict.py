@@ -11,9 +11,9 @@ signature (and of `heatmap` when overlays are wanted):
     library (MONOCHROME1, modality/VOI LUT, bit depth -> full 16-bit range) and sent as a 16-bit PNG. When
     the export records its working size (keras/model_info.json), the image is first brought to it exactly as
     ingestion does (the export's resize mode, PIL bicubic), so requests stay small and the model sees what it
-    trained on; otherwise it is sent at full size and the signature resizes it. DICOMs that ingestion's input rule
-    refuses (another modality such as a CT slice, a FOR PROCESSING image) are refused with the reason; Secondary
-    Captures of Modality MG are accepted, as digitised film (CBIS-DDSM) is stored that way.
+    trained on; otherwise it is sent at full size and the signature resizes it. A DICOM is first held to ingestion's
+    mammogram header rule as the folder layout applies it (a CT slice, a FOR PROCESSING image, a header that does not
+    name a mammogram are refused with the reason).
 A file that fails is reported in its row's `error` and the others go on.
 
 Breasts and exams: each file is placed in a breast and an exam by mammo_tfx/ingest/identity.py (the DICOM header's
@@ -44,10 +44,11 @@ from mammo_tfx.evaluation.screening import (BREAST_UNIT, EXAM_UNIT, IMAGE_UNIT, 
                                             ScreeningOptions, breasts, exams)
 from mammo_tfx.ingest.decoded import DecodedImage, to_uint16
 from mammo_tfx.ingest.example import encode_png
+from mammo_tfx.ingest.header_rule import MammogramHeaderRule
 from mammo_tfx.ingest.identity import SIDES, breast_id, exam_id, image_identity
 from mammo_tfx.ingest.image_io import read_image, sniff_format
+from mammo_tfx.ingest.process import working_image
 from mammo_tfx.ingest.records import BadInputError
-from mammo_tfx.ingest.process import check_presentation_mammogram, working_image
 from mammo_tfx.ingest.resize import resize_image
 from mammo_tfx.names import (DEFAULT_SIGNATURE, HEATMAP, HEATMAP_SIGNATURE, IMAGE_BYTES_INPUT, PROBABILITY,
                              PROBABILITY_SINGLE, RECALL, STRETCH)
@@ -71,6 +72,9 @@ OVERLAY_LONG_SIDE = 1024
 # Fast PNG compression: the request is decoded once in-process, its size barely matters.
 _REQUEST_PNG_COMPRESS_LEVEL = 1
 _JPEG_MAGIC = b"\xff\xd8\xff"
+# Ingestion's mammogram header rule, as for the folder layout: no publisher vouches for a file handed to predict, so
+# its DICOM header must name a mammogram itself (mammo_tfx/ingest/header_rule.py).
+HEADER_RULE = MammogramHeaderRule(strict=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,9 +233,7 @@ def prepare_model_input(path: str, working_size: Optional[tuple[int, int]],
     if _is_jpeg(path):
         return ModelInput(_read_bytes(path), _display_image(_read_jpeg_grey(path)))
     image_format = sniff_format(path)
-    decoded = read_image(path)
-    if image_format == "dicom":
-        check_presentation_mammogram(path, decoded, accept_secondary_capture=True)
+    decoded = read_image(path, header_rule=HEADER_RULE)
     if image_format == "png":
         return ModelInput(_read_bytes(path), _display_image(decoded))
     if working_size is None:

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import yaml
 
-from mammo_tfx.ingest.options import DEFAULT_PATIENT_SALT, IngestOptions
+from mammo_tfx.ingest.options import IngestOptions
 from mammo_tfx.options import override
 from mammo_tfx.patches.options import PatchSamplingOptions
 from mammo_tfx.serving.limits import RequestLimits
@@ -25,7 +24,9 @@ from pipeline.paths import SETUP_FILE
 from trainer_module.hparams import ImageHParams, PatchHParams, TopBlockSpec, TrainingStep, TrainScope
 from trainer_module.preprocessing import TransformOptions
 
-PATIENT_SALT_ENV = "MAMMO_TFX_PATIENT_SALT"
+# How a Kubeflow ExampleGen pod gets the patient-key salt from its Kubernetes Secret.
+SALT_AS_ENV = "env"    # as the variable MAMMO_TFX_PATIENT_SALT
+SALT_AS_FILE = "file"  # as a file of a mounted volume (ingest.patient_salt_file points at it)
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,10 @@ class KubeflowConfig:
     AI"): machine type such as `a2-highgpu-1g`, accelerator type such as `NVIDIA_TESLA_A100`; `vertex_image` ""
     runs the image the pipeline is compiled with; `vertex_service_account` "" runs as Vertex AI's default;
     `vertex_spot` runs on Spot VMs, which are cheaper and can be preempted.
+    patient_salt_secret / patient_salt_secret_key: the Kubernetes Secret (in the run's namespace) and its key
+    that hold the patient-key salt; mounted into the ExampleGen step only, as `patient_salt_as` says: `env` (the
+    variable MAMMO_TFX_PATIENT_SALT) or `file` (a read-only volume; the compile points ingest.patient_salt_file
+    at it). "" mounts nothing (docs/patient-salt.md).
     """
 
     trainer_gpu_count: int = 0
@@ -116,8 +121,17 @@ class KubeflowConfig:
     vertex_image: str = ""
     vertex_service_account: str = ""
     vertex_spot: bool = False
+    patient_salt_secret: str = ""
+    patient_salt_secret_key: str = "salt"
+    patient_salt_as: str = SALT_AS_ENV
 
     def __post_init__(self) -> None:
+        if self.patient_salt_as not in (SALT_AS_ENV, SALT_AS_FILE):
+            raise ValueError(f"kubeflow.patient_salt_as must be {SALT_AS_ENV} or {SALT_AS_FILE}, got "
+                             f"{self.patient_salt_as}")
+        if self.patient_salt_secret and not self.patient_salt_secret_key:
+            raise ValueError(f"kubeflow.patient_salt_secret {self.patient_salt_secret} needs the key that holds the "
+                             "salt in kubeflow.patient_salt_secret_key")
         if self.trainer_gpu_count < 0 or self.trainer_cpu_limit < 0 or self.trainer_memory_limit_gb < 0:
             raise ValueError(f"Kubeflow resource requests must not be negative: {self}")
         if self.trainer_gpu_count and not self.trainer_gpu_type:
@@ -176,16 +190,21 @@ class PipelineConfig:
         object.__setattr__(self, "patch_training", dataclasses.replace(
             self.patch_training, patch_size=self.patches.patch_size))
 
+    def for_patient_salt(self, fingerprint: str) -> PipelineConfig:
+        """This configuration for the salt of `fingerprint`, unless a fingerprint is configured already (the
+        ExampleGen then refuses any other salt)."""
+        if self.ingest.patient_salt_fingerprint:
+            return self
+        return dataclasses.replace(self, ingest=dataclasses.replace(self.ingest, patient_salt_fingerprint=fingerprint))
+
     def to_dict(self) -> Dict[str, Any]:
         """The configuration as recorded outside ingestion (the model card shipped beside the served model).
 
-        The patient-key salt is a secret (with it, keys of known patient ids can be recomputed), so only whether it
-        was set is recorded; the ExampleGen alone receives it, through its own options.
+        The patient-key salt is a secret (with it, keys of known patient ids can be recomputed) and no part of a
+        configuration: its file path and fingerprint are recorded, never its value.
         """
         values = dataclasses.asdict(self)
-        values["ingest"]["patient_salt"] = (
-            f"<public default: set {PATIENT_SALT_ENV}>" if self.ingest.patient_salt == DEFAULT_PATIENT_SALT
-            else "<set, not recorded>")
+        values["ingest"] = self.ingest.to_dict()
         return values
 
 
@@ -328,7 +347,8 @@ def parse_set_overrides(assignments: List[str]) -> Dict[str, Any]:
 def load_config(
     profile: str, config_file: Optional[str] = None, overrides: Optional[List[str]] = None
 ) -> PipelineConfig:
-    """Profile, then the YAML file, then `--set` overrides, then the patient salt from the environment."""
+    """Profile, then the YAML file, then `--set` overrides. The patient-key salt is never part of it: the ExampleGen
+    reads it where it runs (mammo_tfx/ingest/salt.py)."""
     if profile not in PROFILES:
         raise KeyError(f"unknown profile {profile!r}; known: {sorted(PROFILES)}")
     config = PROFILES[profile]()
@@ -340,8 +360,4 @@ def load_config(
         config = override(config, from_file, DERIVED_KEYS)
     if overrides:
         config = override(config, parse_set_overrides(overrides), DERIVED_KEYS)
-    salt = os.environ.get(PATIENT_SALT_ENV)
-    if salt:
-        # The salt is a secret: it comes from the environment rather than a file checked into a repository.
-        config = dataclasses.replace(config, ingest=dataclasses.replace(config.ingest, patient_salt=salt))
     return config

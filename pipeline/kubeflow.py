@@ -24,9 +24,11 @@ from tfx import v1 as tfx
 from tfx.dsl.components.base import base_component, base_node, executor_spec
 from tfx.dsl.io import fileio
 
+from components.mammo_example_gen.component import MammoExampleGen
 from pipeline.config import KubeflowConfig, PipelineConfig, TrainerService
 from pipeline.kubeflow_checks import (ResourceSpec, check_kubeflow_compatibility, check_vertex_job_spec,
                                       find_machine_paths, require_remote_uri)
+from pipeline.kubeflow_secrets import SaltSecretMount, prepare_patient_salt, salt_platform_spec
 from pipeline.paths import REPO_ROOT
 from pipeline.pipeline import create_pipeline
 from pipeline.sources import DataSource, write_manifest
@@ -211,8 +213,11 @@ def _carry_over_resources(pipeline_job: Dict[str, Any], components: Iterable[bas
             container.setdefault("resources", json_format.MessageToDict(platform_config))
 
 
-def _write_package(pipeline_job: Mapping[str, Any], out_path: str) -> None:
-    """`.yaml`/`.yml`: the PipelineSpec document that open-source KFP uploads; `.json`: the whole PipelineJob."""
+def _write_package(pipeline_job: Mapping[str, Any], out_path: str,
+                   platform_spec: Optional[Mapping[str, Any]] = None) -> None:
+    """`.yaml`/`.yml`: the PipelineSpec document that open-source KFP uploads, then the PlatformSpec document if
+    there is one (as KFP's own compiler writes them); `.json`: the whole PipelineJob, which has no place for a
+    PlatformSpec."""
     parent = os.path.dirname(out_path)
     if parent and not fileio.exists(parent):
         fileio.makedirs(parent)
@@ -222,7 +227,11 @@ def _write_package(pipeline_job: Mapping[str, Any], out_path: str) -> None:
                   f"# Compiled from the mammo-tfx TFX pipeline by pipeline/kubeflow.py ({spec.get('sdkVersion')})\n")
         with fileio.open(out_path, "w") as f:
             f.write(header + yaml.safe_dump(spec, sort_keys=True))
+            if platform_spec:
+                f.write("---\n" + yaml.safe_dump(dict(platform_spec), sort_keys=True))
     else:
+        if platform_spec:
+            raise ValueError(f"{out_path}: a PipelineJob (.json) cannot carry a platform spec; write .yaml")
         with fileio.open(out_path, "w") as f:
             f.write(json.dumps(pipeline_job, sort_keys=True, indent=1))
 
@@ -233,11 +242,14 @@ def compile_pipeline(
     out_path: str,
     kubeflow: Optional[KubeflowConfig] = None,
     image_repo_dir: str = IMAGE_REPO_DIR,
+    salt_secret: Optional[SaltSecretMount] = None,
 ) -> Dict[str, Any]:
     """Compiles a built pipeline (its components are changed for Kubeflow: do not run it locally afterwards).
 
     Applies the Trainer resource requests, points repo paths (exec properties, Beam args) at the image's copy,
     checks KFP v2 compatibility, compiles with KubeflowV2DagRunner and writes `out_path` (see `compile_kfp`).
+    salt_secret: the Kubernetes Secret that the MammoExampleGen step gets the patient-key salt from (written as
+    the YAML's platform spec, pipeline/kubeflow_secrets.py).
     Returns the PipelineJob dict.
     """
     if not out_path.endswith(_PACKAGE_SUFFIXES):
@@ -264,7 +276,8 @@ def compile_pipeline(
     leaked = find_machine_paths(pipeline_job, image_repo_dir)
     if leaked:
         raise ValueError(f"the compiled pipeline refers to paths of this machine, which pods cannot read: {leaked}")
-    _write_package(pipeline_job, out_path)
+    platform_spec = salt_platform_spec(pipeline_job, MammoExampleGen.__name__, salt_secret) if salt_secret else None
+    _write_package(pipeline_job, out_path, platform_spec)
     return pipeline_job
 
 
@@ -294,7 +307,7 @@ def compile_kfp(
     out_path: `.yaml`/`.yml` writes the PipelineSpec (upload to open-source KFP); `.json` writes the whole
         PipelineJob (Vertex AI `PipelineJob(template_path=...)`, or KFP's client, which accepts both).
     kubeflow: where the Trainers train and on what (their pods' resource requests, or the Vertex AI jobs they
-        submit); defaults to `config.kubeflow`.
+        submit), and the Secret holding the patient-key salt; defaults to `config.kubeflow`.
     Returns the PipelineJob as a dict.
     """
     require_remote_uri("manifest dir", manifest_dir)
@@ -303,5 +316,6 @@ def compile_kfp(
         kubeflow = config.kubeflow
     cloud_training = (vertex_training_config(kubeflow, image) if kubeflow.trainer_service == TrainerService.VERTEX
                       else None)
+    config, salt_secret = prepare_patient_salt(config, kubeflow, out_path)
     pipeline = create_pipeline(config, manifest_dir, pipeline_root, metadata_path=None, cloud_training=cloud_training)
-    return compile_pipeline(pipeline, image, out_path, kubeflow=kubeflow)
+    return compile_pipeline(pipeline, image, out_path, kubeflow=kubeflow, salt_secret=salt_secret)

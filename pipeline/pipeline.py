@@ -10,6 +10,7 @@ from tfx.proto import example_gen_pb2
 from components.mammo_example_gen.component import MammoExampleGen
 from components.mammo_example_gen.executor import encode_custom_config
 from components.patch_sampler.component import PatchSampler
+from mammo_tfx.ingest.splits import EVAL_SPLIT, TEST_SPLIT, TRAIN_SPLIT, SplitNeeds
 from pipeline.config import PipelineConfig, SplitConfig
 from pipeline.evaluation import create_evaluation_components
 from pipeline.paths import SCHEMA_FILE
@@ -47,6 +48,20 @@ def output_config(splits: SplitConfig) -> example_gen_pb2.Output:
     )
 
 
+def split_needs(config: PipelineConfig) -> SplitNeeds:
+    """What the stages below need of each split, as they are wired: both Trainers train on `train` and validate on
+    `eval`, the whole-image export calibrates on `eval`, the Evaluator and the gate judge `test` (their AUCs need both
+    classes), and the patch stage draws lesion patches from `train` and validates on patches of `eval`."""
+    return SplitNeeds(
+        examples=tuple(name for name, _ in config.splits.buckets()),
+        both_classes=(EVAL_SPLIT, TEST_SPLIT),
+        located_lesions=(TRAIN_SPLIT,),
+        patches=(EVAL_SPLIT,),
+        uses={TRAIN_SPLIT: "the Trainers learn from it",
+              EVAL_SPLIT: "the Trainers validate on it, the export calibrates on it",
+              TEST_SPLIT: "the Evaluator and the gate judge the model on it"})
+
+
 def create_components(
     config: PipelineConfig,
     manifest_dir: str,
@@ -62,6 +77,7 @@ def create_components(
         custom_config=encode_custom_config(config.ingest),
         output_config=output_config(config.splits),
         reports_dir=reports_dir(pipeline_root, MammoExampleGen.__name__),
+        split_needs=split_needs(config),
     )
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     schema_gen = tfx.components.ImportSchemaGen(schema_file=SCHEMA_FILE)
@@ -74,12 +90,13 @@ def create_components(
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
         custom_config=config.transform.to_dict(),
-        splits_config=tfx.proto.SplitsConfig(analyze=["train"]),
+        splits_config=tfx.proto.SplitsConfig(analyze=[TRAIN_SPLIT]),
         materialize=False,
         disable_statistics=True,
     )
     patch_sampler = PatchSampler(
-        examples=example_gen.outputs["examples"], sampling_options=config.patches, splits=("train", "eval"))
+        examples=example_gen.outputs["examples"], sampling_options=config.patches, splits=(TRAIN_SPLIT, EVAL_SPLIT),
+        lesion_splits=(TRAIN_SPLIT,))
     trainer_class = tfx.extensions.google_cloud_ai_platform.Trainer if cloud_training else tfx.components.Trainer
 
     def trainer(component_id: str, run_fn: str, examples, hparams, **base_model) -> tfx.components.Trainer:
@@ -88,8 +105,8 @@ def create_components(
             examples=examples,
             transform_graph=transform.outputs["transform_graph"],
             **base_model,
-            train_args=tfx.proto.TrainArgs(splits=["train"]),
-            eval_args=tfx.proto.EvalArgs(splits=["eval"]),
+            train_args=tfx.proto.TrainArgs(splits=[TRAIN_SPLIT]),
+            eval_args=tfx.proto.EvalArgs(splits=[EVAL_SPLIT]),
             # Each Trainer gets only the settings it reads, so that its cache key changes only when its output can:
             # the whole-image export enforces the serving image limits in its graph and calibrates its answer and
             # chooses its thresholds (evaluation.screening); the patch export is never served.

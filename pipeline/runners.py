@@ -8,6 +8,7 @@ from typing import Any, Callable, Dict, Sequence, Tuple
 
 from tfx import v1 as tfx
 
+from mammo_tfx.ingest.salt import read_patient_salt
 from pipeline.config import PipelineConfig
 from pipeline.pipeline import create_pipeline
 from pipeline.progress import ProgressWatcher, RunProgress
@@ -32,6 +33,12 @@ class LocalRunLayout:
     @property
     def metadata_path(self) -> str:
         return os.path.join(self.out_dir, "metadata.sqlite")
+
+
+def for_local_salt(config: PipelineConfig) -> PipelineConfig:
+    """The configuration for the patient-key salt that a local ExampleGen will read (it runs on this machine, with
+    this environment): its properties get the salt's fingerprint, so a new salt misses the cache."""
+    return config.for_patient_salt(read_patient_salt(config.ingest.patient_salt_file).fingerprint)
 
 
 def _beam_dag_runner() -> Any:
@@ -66,6 +73,7 @@ def run_local(
     # Missing backbone weights (offline, wrong path) stop the run here, not in the Trainer after ingestion; the
     # Trainer resolves them again from the cache this fills.
     resolve_backbone_weights(config.patch_training.backbone, config.patch_training.backbone_weights)
+    config = for_local_salt(config)
     layout = LocalRunLayout(os.path.abspath(out_dir))
     write_manifest(sources, layout.manifest_dir)
     stream = sys.stdout if show_progress else open(os.devnull, "w")

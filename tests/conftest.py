@@ -41,6 +41,7 @@ from mammo_tfx.ingest.layouts import list_records
 from mammo_tfx.ingest.options import IngestOptions
 from mammo_tfx.ingest.process import process_record
 from mammo_tfx.ingest.records import QuarantineEntry, ScanRecord
+from mammo_tfx.ingest.splits import SplitNeeds
 from mammo_tfx.serving.limits import ImageLimits
 from mammo_tfx.serving.model_info import WHOLE_IMAGE_KIND, ModelInfo, ServingGeometry
 from pipeline.config import BeamConfig, SplitConfig, load_config
@@ -148,14 +149,16 @@ def gcs_emulator() -> Iterator[GcsEmulator]:
         server.wait(timeout=30)
 
 
-EXAMPLE_GEN_OPTIONS = IngestOptions(height=96, width=80, patient_salt="test-salt")
+EXAMPLE_GEN_OPTIONS = IngestOptions(height=96, width=80)
 EXAMPLE_GEN_SPLITS = SplitConfig(train=6, eval=2, test=2)
 
 
 def run_executor(sources: list[DataSource], out_dir: str, options: IngestOptions = EXAMPLE_GEN_OPTIONS,
                  splits: SplitConfig = EXAMPLE_GEN_SPLITS, reports_dir: str | None = None,
+                 split_needs: SplitNeeds | None = None,
                  ) -> tuple[standard_artifacts.Examples, QuarantineReport]:
-    """MammoExampleGen's executor on the in-memory DirectRunner over `sources`; its two output artifacts."""
+    """MammoExampleGen's executor on the in-memory DirectRunner over `sources`; its two output artifacts.
+    `split_needs`: the minimums of the split assignment and the check of the ingested splits (none by default)."""
     manifest_dir = os.path.join(out_dir, "manifest")
     write_manifest(sources, manifest_dir)
     examples, quarantine = standard_artifacts.Examples(), QuarantineReport()
@@ -170,6 +173,7 @@ def run_executor(sources: list[DataSource], out_dir: str, options: IngestOptions
         "output_data_format": example_gen_pb2.FORMAT_TF_EXAMPLE,
         "output_file_format": example_gen_pb2.FORMAT_TFRECORDS_GZIP,
         example_gen_executor.REPORTS_DIR_KEY: reports_dir,
+        example_gen_executor.SPLIT_NEEDS_KEY: split_needs.to_json() if split_needs else None,
     }
     beam_args = BeamConfig(direct_running_mode="in_memory", direct_num_workers=1).pipeline_args()
     context = example_gen_executor.Executor.Context(beam_pipeline_args=beam_args, tmp_dir=os.path.join(out_dir, "tmp"))

@@ -1,10 +1,12 @@
 """The typed configuration: profiles, YAML and --set overrides, strict keys and types."""
+import dataclasses
 import json
 import re
 
 import pytest
 
-from pipeline.config import (PATIENT_SALT_ENV, PROFILES, KubeflowConfig, TrainerService, load_config,
+from mammo_tfx.ingest.salt import DEFAULT_PATIENT_SALT, PATIENT_SALT_ENV
+from pipeline.config import (PROFILES, KubeflowConfig, TrainerService, load_config,
                              parse_set_overrides)
 from pipeline.pipeline import IMAGE_TRAINER_ID, PATCH_TRAINER_ID, create_pipeline
 
@@ -62,22 +64,30 @@ def test_unknown_profile_is_an_error():
         load_config("laptop")
 
 
-def test_patient_salt_comes_from_the_environment(monkeypatch):
-    monkeypatch.setenv(PATIENT_SALT_ENV, "site-secret")
-    assert load_config("production").ingest.patient_salt == "site-secret"
-
-
-def test_the_salt_reaches_the_example_gen_and_no_other_component(monkeypatch):
+def test_the_salt_is_no_part_of_a_configuration(monkeypatch, tmp_path):
     monkeypatch.setenv(PATIENT_SALT_ENV, "site-secret-4711")
     config = load_config("production")
-    assert config.to_dict()["ingest"]["patient_salt"] == "<set, not recorded>"
-    assert "site-secret-4711" not in json.dumps(config.to_dict())
-    carrying = [component.id for component in create_pipeline(config, "gs://b/manifest", "gs://b/root").components
+    # The environment is read by the ExampleGen where it runs, not by the configuration.
+    assert config.ingest.patient_salt == DEFAULT_PATIENT_SALT
+    assert "patient_salt" not in config.to_dict()["ingest"] and "patient_salt" not in config.ingest.to_dict()
+    with pytest.raises(ValueError, match=f"ingest.patient_salt is a secret .*{PATIENT_SALT_ENV}"):
+        load_config("test", overrides=["ingest.patient_salt=site-secret-4711"])
+    config_file = tmp_path / "site.yaml"
+    config_file.write_text("ingest:\n  patient_salt: site-secret-4711\n")
+    with pytest.raises(ValueError, match="ingest.patient_salt is a secret"):
+        load_config("test", str(config_file))
+    # A salt given in code never reaches a repr, the recorded configuration or a component's properties.
+    salted = dataclasses.replace(config, ingest=dataclasses.replace(config.ingest, patient_salt="site-secret-4711"))
+    assert "site-secret-4711" not in repr(salted) + json.dumps(salted.to_dict(), default=str)
+    carrying = [component.id for component in create_pipeline(salted, "gs://b/manifest", "gs://b/root").components
                 if "site-secret-4711" in json.dumps(component.exec_properties, default=str)]
-    # The model card (shipped beside the served model) records the profile; it must not carry the secret.
-    assert carrying == ["MammoExampleGen"]
-    monkeypatch.delenv(PATIENT_SALT_ENV)
-    assert "public default" in load_config("production").to_dict()["ingest"]["patient_salt"]
+    assert carrying == []
+
+
+def test_a_configured_salt_fingerprint_wins():
+    config = load_config("test", overrides=["ingest.patient_salt_fingerprint=abc"])
+    assert config.for_patient_salt("def").ingest.patient_salt_fingerprint == "abc"
+    assert load_config("test").for_patient_salt("def").ingest.patient_salt_fingerprint == "def"
 
 
 def test_parse_set_overrides_builds_nested_mapping():

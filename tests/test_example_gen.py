@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from components.mammo_example_gen.executor import read_quarantine_rows
-from mammo_tfx.ingest.beam_graph import assign_split, split_of_patient
+from mammo_tfx.ingest.splits import PatientSummary, assign_split, split_of_patient
 from mammo_tfx import synth
 from mammo_tfx.names import INGEST_SUMMARY_FILE, QUARANTINE_FILE
 from pipeline.sources import DataSource
@@ -105,8 +105,11 @@ def test_split_assignment_is_deterministic_and_weighted():
     assert first == [assign_split(k, buckets) for k in keys]
     share_train = first.count("train") / len(first)
     assert 0.55 < share_train < 0.65
-    assert split_of_patient("p", test_patients={"p"}, train_only_patients=(), split_buckets=buckets) == "test"
-    assert all(split_of_patient(k, (), {k}, buckets) != "test" for k in keys[:200])
+    def patient(key: str, *source_splits: str) -> PatientSummary:
+        return PatientSummary(key=key, dataset="cbis-ddsm", kinds=frozenset(), source_splits=frozenset(source_splits))
+
+    assert split_of_patient(patient("p", "test", "train"), buckets) == "test"
+    assert all(split_of_patient(patient(k, "train"), buckets) != "test" for k in keys[:200])
 
 
 @pytest.mark.e2e

@@ -13,17 +13,21 @@ from pipeline.config import load_config
 
 
 def test_round_trip_through_json():
-    options = IngestOptions(height=576, width=448, resize_mode="pad", patient_salt="abc",
+    options = IngestOptions(height=576, width=448, resize_mode="pad", patient_salt_file="gs://secrets/salt",
                             inbreast_positive_birads=("4C", "5"), png_compress_level=6)
     restored = IngestOptions.from_dict(json.loads(json.dumps(options.to_dict())))
     assert restored == options
+    # The salt never travels: the executor reads it where it runs.
+    salted = IngestOptions(patient_salt="abc-secret")
+    assert "abc-secret" not in json.dumps(salted.to_dict()) + repr(salted)
+    assert IngestOptions.from_dict(salted.to_dict()).patient_salt == IngestOptions().patient_salt
     assert restored.inbreast_positive_birads == ("4c", "5")  # normalised to lower case
     assert IngestOptions.from_dict({}) == IngestOptions()
 
 
 def test_unknown_keys_are_errors():
     with pytest.raises(ValueError, match=r"Unknown IngestOptions keys \['heigth'\]; "
-                                         r"expected a subset of \['dicom_decoding_plugin', 'height'"):
+                                         r"expected a subset of \['dicom_decoding_plugin', 'folder_requires_mammogram_header', 'height'"):
         IngestOptions.from_dict({"heigth": 10})
 
 

@@ -131,22 +131,3 @@ def test_real_cbis_dicoms_through_the_folder_layout(tmp_path):
         blob = example.SerializeToString()
         assert b"Mass-" not in blob and b"P_00" not in blob and b".dcm" not in blob
         assert features["label"].int64_list.value[0] == (record.record_id.startswith("pos/"))
-
-
-@pytest.mark.parametrize("tags, status, reason", [
-    ({"Modality": "OT"}, "quarantined", "DICOM Modality is OT, expected MG"),
-    ({"SOPClassUID": "1.2.840.10008.5.1.4.1.1.7"}, "quarantined", "a Secondary Capture"),
-    ({"SOPClassUID": "1.2.840.10008.5.1.4.1.1.7.2"}, "quarantined", "a Secondary Capture"),
-    ({"PresentationIntentType": "FOR PROCESSING"}, "excluded", "FOR PROCESSING image"),
-])
-def test_a_layout_of_digital_mammograms_refuses_other_dicom_objects(tmp_path, write_dicom, small_options, tags,
-                                                                     status, reason):
-    mammogram = {"SOPClassUID": "1.2.840.10008.5.1.4.1.1.1.2", "PresentationIntentType": "FOR PRESENTATION"}
-    path = write_dicom(tmp_path / "a.dcm", wide_breast(), bits_stored=12, **mammogram)
-    assert isinstance(process_record(record_for(path, presentation_mammogram_only=True), small_options),
-                      tf.train.Example)
-    other = write_dicom(tmp_path / "b.dcm", wide_breast(), bits_stored=12, **{**mammogram, **tags})
-    entry = process_record(record_for(other, presentation_mammogram_only=True), small_options)
-    assert isinstance(entry, QuarantineEntry) and entry.status == status and reason in entry.reason
-    # The same file in a layout of converted films (CBIS-DDSM's Secondary Captures) is not checked.
-    assert isinstance(process_record(record_for(other), small_options), tf.train.Example)

@@ -3,6 +3,7 @@ MONOCHROME1, SIGMOID VOI), planted faults, the unlabelled test set, patch-sample
 from __future__ import annotations
 
 import csv
+import json
 import os
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -24,13 +25,15 @@ from mammo_tfx.ingest.options import IngestOptions
 from mammo_tfx.ingest.process import process_record
 from mammo_tfx.ingest.records import AGE_GROUPS, BadInputError, QuarantineEntry, ScanRecord
 from mammo_tfx.patches import PatchSamplingOptions
-from mammo_tfx.synth.dicom_io import DIGITAL_MAMMOGRAPHY_STORAGE, DicomIdentity, save_dicom
+from mammo_tfx.synth.dicom_io import (DIGITAL_MAMMOGRAPHY_STORAGE, SECONDARY_CAPTURE_STORAGE, DicomIdentity,
+                                      save_dicom)
 from mammo_tfx.synth.jpeg_lossless import encode_jpeg_lossless
 from mammo_tfx.synth.rsna import MACHINES, Machine, compressed_dicom
 from pipeline.sources import DataSource
 from tests.conftest import run_executor
 
 OPTIONS = IngestOptions(height=64, width=48, patient_salt="rsna-test-salt")
+REPACKAGED_MACHINES = {str(machine.machine_id) for machine in MACHINES if machine.repackaged}
 PATIENTS = 8
 SEED = 4
 
@@ -77,7 +80,7 @@ def test_every_row_is_listed_with_its_cancer_label_and_population_fields(rsna, l
         assert record.image_path == os.path.join(summary.out_dir, "train_images", row["patient_id"],
                                                  f"{row['image_id']}.dcm")
         assert (record.laterality, record.view) == (row["laterality"], row["view"])
-        assert not record.has_annotations and not record.lesions and record.presentation_mammogram_only
+        assert not record.has_annotations and not record.lesions and record.mammograms_by_publisher
         assert record.source_split == "none"  # the publisher's train set: hashed over all our splits
         assert record.age_group == age_group(row["age"])
         assert record.site == row["site_id"] and record.device == f"machine {row['machine_id']}"
@@ -99,6 +102,25 @@ def test_generated_set_has_screening_proportions_and_every_file_variant(rsna) ->
     assert {h.PhotometricInterpretation for h in headers} == {"MONOCHROME1", "MONOCHROME2"}
     assert {h.get("VOILUTFunction", "LINEAR") for h in headers} == {"LINEAR", "SIGMOID"}
     assert all("VOILUTSequence" not in h and "WindowCenter" in h for h in headers)
+
+
+def test_both_kinds_of_header_are_written_and_ingested(rsna, outcomes) -> None:
+    """Full digital-mammography headers and stripped, re-packaged ones (no Modality, a Secondary Capture file meta):
+    every clean file of either kind becomes an example."""
+    summary, _ = rsna
+    kinds = Counter()
+    for image in summary.clean_images:
+        header = pydicom.dcmread(Path(summary.out_dir) / image.files[0], stop_before_pixels=True)
+        if "Modality" in header:
+            assert header.Modality == "MG" and header.SOPClassUID == DIGITAL_MAMMOGRAPHY_STORAGE
+            assert header.PresentationIntentType == "FOR PRESENTATION"
+            kinds["full"] += 1
+        else:
+            assert "SOPClassUID" not in header and "PresentationIntentType" not in header
+            assert header.file_meta.MediaStorageSOPClassUID == SECONDARY_CAPTURE_STORAGE
+            kinds["repackaged"] += 1
+        assert isinstance(outcomes[f"{image.patient_id}/{image.image_id}"], tf.train.Example), image
+    assert kinds["full"] > 0 and kinds["repackaged"] > 0
 
 
 def test_the_unlabelled_competition_test_set_is_refused(tmp_path: Path) -> None:
@@ -188,7 +210,6 @@ def test_each_syntax_decodes_losslessly_and_displays_by_the_standard_rule(tmp_pa
     ds = pydicom.dcmread(path)
     assert ds.file_meta.TransferSyntaxUID == machine.transfer_syntax
     decoded = read_dicom(path)
-    assert decoded.modality == "MG"
     # Independent display value: pydicom's own VOI (LINEAR or SIGMOID as the header says) on pydicom's own decode,
     # scaled to [0, 1], inverted for MONOCHROME1; ours is the reader's pixels through its affine.
     np.testing.assert_array_equal(ds.pixel_array, pixels)
@@ -221,6 +242,7 @@ def test_jpeg_lossless_encoder_round_trips_through_libjpeg(precision: int) -> No
 @pytest.mark.e2e
 def test_example_gen_ingests_rsna_with_patient_grouped_splits(rsna, tmp_path: Path) -> None:
     summary, rows = rsna
+    clean = {f"{image.patient_id}/{image.image_id}" for image in summary.clean_images}
     examples, quarantine = run_executor([DataSource.parse(f"rsna={summary.out_dir}")], str(tmp_path))
     split_of_patient: dict[str, set[str]] = defaultdict(set)
     views, labels = Counter(), Counter()
@@ -235,4 +257,10 @@ def test_example_gen_ingests_rsna_with_patient_grouped_splits(rsna, tmp_path: Pa
     assert quarantine.get_int_custom_property("quarantined") == len(summary.faults)
     assert quarantine.get_int_custom_property("listed") == len(rows)
     assert len(split_of_patient) == PATIENTS and all(len(splits) == 1 for splits in split_of_patient.values())
+    # The re-packaged headers are counted in the summary, never silently accepted.
+    with open(os.path.join(quarantine.uri, names.INGEST_SUMMARY_FILE)) as handle:
+        header_counts = json.load(handle)["per_dataset"]["rsna"]["header"]
+    repackaged = sum(row["machine_id"] in REPACKAGED_MACHINES and f"{row['patient_id']}/{row['image_id']}" in clean
+                     for row in rows)
+    assert header_counts == {"no_modality": repackaged, "secondary_capture": repackaged} and repackaged > 0
     assert set(views) > {"CC", "MLO"} and labels[1] == sum(image.label == 1 for image in summary.clean_images)

@@ -28,6 +28,9 @@ from trainer_module.hparams import CLOUD_TRAINING_KEY_PREFIX, ImageHParams, Patc
 IMAGE = "europe-docker.pkg.dev/mammo-project/mammo/mammo-tfx:2024-06-01"
 PIPELINE_ROOT = "gs://mammo-bucket/pipeline-root"
 MANIFEST_DIR = "gs://mammo-bucket/manifests/run-1"
+# The production profile compiles only with a source of the patient-key salt (tests/test_kubeflow_secrets.py).
+SALT_FILE = "gs://mammo-secrets/patient-salt"
+SALT_FROM_BUCKET = [f"ingest.patient_salt_file={SALT_FILE}"]
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,7 @@ def offline() -> Iterator[None]:
 def compiled(tmp_path_factory: pytest.TempPathFactory, offline: None) -> Compiled:
     out_dir = tmp_path_factory.mktemp("kfp_out")
     working_dir = tmp_path_factory.mktemp("kfp_cwd")
-    config = load_config("production")
+    config = load_config("production", overrides=SALT_FROM_BUCKET)
     with pytest.MonkeyPatch.context() as patch:
         # From an empty working dir, a stray relative write (wheels, a "gs:" folder) shows up as a file there.
         patch.chdir(working_dir)
@@ -184,7 +187,7 @@ def test_every_path_is_in_the_bucket_or_the_image(compiled: Compiled) -> None:
         text = path.read_text()
         for local in ("/work/", "/tmp/", str(compiled.out_dir), str(compiled.working_dir), REPO_ROOT):
             assert local not in text, f"{path.name} mentions {local}"
-    allowed = (PIPELINE_ROOT, MANIFEST_DIR, kubeflow.IMAGE_REPO_DIR + "/")
+    allowed = (PIPELINE_ROOT, MANIFEST_DIR, kubeflow.IMAGE_REPO_DIR + "/", SALT_FILE)
     paths = list(_path_like_strings(compiled.json_job))
     assert paths, "the compiled job should carry the pipeline root and manifest dir"
     assert [p for p in paths if not p.startswith(allowed)] == []
@@ -246,7 +249,7 @@ def test_any_component_can_request_resources_including_the_example_gen(tmp_path:
 
 
 def test_local_paths_are_refused_before_compiling(tmp_path: Path) -> None:
-    config = load_config("production")
+    config = load_config("production", overrides=SALT_FROM_BUCKET)
     with pytest.raises(ValueError, match="manifest dir"):
         kubeflow.compile_kfp(config, IMAGE, PIPELINE_ROOT, str(tmp_path), str(tmp_path / "p.json"))
     with pytest.raises(ValueError, match="pipeline root"):
@@ -258,7 +261,8 @@ def test_local_paths_are_refused_before_compiling(tmp_path: Path) -> None:
 
 VERTEX_SETTINGS = ["kubeflow.trainer_service=vertex", "kubeflow.vertex_project=mammo-project",
                    "kubeflow.vertex_region=europe-west4", "kubeflow.vertex_machine_type=a2-highgpu-2g",
-                   "kubeflow.vertex_accelerator_type=NVIDIA_TESLA_A100", "kubeflow.vertex_accelerator_count=2"]
+                   "kubeflow.vertex_accelerator_type=NVIDIA_TESLA_A100", "kubeflow.vertex_accelerator_count=2",
+                   *SALT_FROM_BUCKET]
 TRAINER_IDS = (PATCH_TRAINER_ID, IMAGE_TRAINER_ID)
 CLOUD = tfx.extensions.google_cloud_ai_platform
 

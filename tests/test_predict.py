@@ -30,7 +30,7 @@ from mammo_tfx.predict import (CSV_COLUMNS, OVERLAY_LONG_SIDE, Placement, Predic
 from mammo_tfx.predict_overlay import HeatmapGeometry, heatmap_extent, write_heatmap_overlay
 from mammo_tfx.serving.model_info import read_model_info
 from mammo_tfx.serving.tiny_model import export_tiny_model
-from tests.conftest import encode_png16, export_untrained_whole_image_model
+from tests.conftest import encode_png16, export_untrained_whole_image_model, rewrite_dicom_tags
 from trainer_module.backbones import backbone_spec
 from trainer_module.export import heatmap_window
 from trainer_module.hparams import PatchHParams
@@ -440,6 +440,10 @@ def test_predict_refuses_the_dicoms_ingestion_refuses_and_says_why(write_dicom, 
         prepare_model_input(str(ct_slice), WORKING_SIZE)
     with pytest.raises(BadInputError, match="FOR PROCESSING image"):
         prepare_model_input(str(raw), WORKING_SIZE)
+    unnamed = write_dicom(tmp_path / "unnamed.dcm", pixels)
+    rewrite_dicom_tags(unnamed, Modality=None)
+    with pytest.raises(BadInputError, match="not named a mammogram by its header: DICOM Modality missing"):
+        prepare_model_input(str(unnamed), WORKING_SIZE)
     # A mammogram stored as a Secondary Capture (digitised film, as CBIS-DDSM) is what the model trained on.
     sent = prepare_model_input(str(write_dicom(tmp_path / "film.dcm", pixels)), WORKING_SIZE).image_bytes
     assert tf.io.decode_png(sent, dtype=tf.uint16).shape == (*WORKING_SIZE, 1)

@@ -34,3 +34,7 @@ def test_a_run_where_every_record_is_broken_names_an_existing_report_and_shows_g
     # One group for all records: the listing finds every full image missing from the download.
     assert f"\n  {listed} x file not found: missing from the download (" in console, console
     assert os.path.exists(os.path.join(os.path.dirname(report), "summary.json"))
+    # One reason for more than half of a dataset: said first, as a likely mismatch between data and rule.
+    warning = (f"Likely a mismatch between the data and a rule: {listed} of the {listed} records listed for cbis-ddsm "
+               "were quarantined for one reason")
+    assert warning in console and console.index(warning) < console.index("none of the"), console

@@ -17,6 +17,7 @@ from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
 from components.mammo_example_gen import executor
 from components.mammo_example_gen.artifacts import QuarantineReport
+from mammo_tfx.ingest.splits import SplitNeeds
 from mammo_tfx.names import SOURCES_MANIFEST_FILE
 
 QUARANTINE_KEY = "quarantine"
@@ -29,6 +30,7 @@ class MammoExampleGenSpec(standard_component_specs.FileBasedExampleGenSpec):
     PARAMETERS = {
         **standard_component_specs.FileBasedExampleGenSpec.PARAMETERS,
         executor.REPORTS_DIR_KEY: ExecutionParameter(type=str, optional=True),
+        executor.SPLIT_NEEDS_KEY: ExecutionParameter(type=str, optional=True),
     }
     OUTPUTS = {
         standard_component_specs.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
@@ -54,10 +56,12 @@ class MammoExampleGen(FileBasedExampleGen):
         output_config: example_gen_pb2.Output,
         input_config: Optional[example_gen_pb2.Input] = None,
         reports_dir: Optional[str] = None,
+        split_needs: Optional[SplitNeeds] = None,
     ):
         """`reports_dir`: where each execution also keeps its quarantine report and counts, in a subfolder of its
         own (e.g. `<pipeline root>/reports/MammoExampleGen`); it must not change between runs, or the cached
-        result would not be re-used."""
+        result would not be re-used. `split_needs`: what the downstream stages need of each split; the patient
+        split fills these minimums where the data allows, and ingested data that still lacks them stops the run."""
         input_config = input_config or example_gen_pb2.Input(
             splits=[example_gen_pb2.Input.Split(name="all", pattern=SOURCES_MANIFEST_FILE)]
         )
@@ -67,6 +71,7 @@ class MammoExampleGen(FileBasedExampleGen):
             output_config=output_config,
             custom_config=custom_config,
             reports_dir=reports_dir,
+            split_needs=split_needs.to_json() if split_needs else None,
             range_config=None,
             output_data_format=example_gen_pb2.FORMAT_TF_EXAMPLE,
             output_file_format=example_gen_pb2.FORMAT_TFRECORDS_GZIP,

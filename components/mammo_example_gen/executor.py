@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import os
@@ -19,10 +20,13 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
-from mammo_tfx.ingest.beam_graph import OWN_BREAST, OWN_EXAM, TEST_SPLIT, build_ingestion
+from mammo_tfx.ingest.beam_graph import OWN_BREAST, OWN_EXAM, build_ingestion
+from mammo_tfx.ingest.header_rule import describe_header_notes
 from mammo_tfx.ingest.options import IngestOptions
-from mammo_tfx.ingest.reasons import causes_block
+from mammo_tfx.ingest.reasons import causes_block, rule_mismatch_warnings
+from mammo_tfx.ingest.splits import TEST_SPLIT, SplitNeeds, describe_moves, describe_split, shortfalls
 from mammo_tfx.ingest.records import PATH_RESOLUTIONS
+from mammo_tfx.ingest.salt import PatientSalt, read_patient_salt, say_where_the_salt_comes_from
 from mammo_tfx.ingest.tfrecord_files import WriteStoredGzipSplit
 from mammo_tfx.names import INGEST_SUMMARY_FILE, QUARANTINE_FILE
 
@@ -31,6 +35,12 @@ _QUARANTINE_URI_KEY = "_quarantine_uri"
 # Exec property: folder outside the artifact folders where every execution keeps a copy of its report, because
 # TFX removes the output artifacts of a failed execution, i.e. the report just when the user needs it most.
 REPORTS_DIR_KEY = "reports_dir"
+# Exec property: what the pipeline's stages need of each split (mammo_tfx.ingest.splits.SplitNeeds as JSON). Given,
+# the split assignment fills those minimums where the data allows, and an ingestion that still cannot meet them
+# stops the run here, before any training, with one sentence per cause.
+SPLIT_NEEDS_KEY = "split_needs"
+# Custom property of the examples: the fingerprint of the salt their keys were made with (never the salt).
+SALT_FINGERPRINT_PROPERTY = "patient_salt_fingerprint"
 
 
 def encode_custom_config(options: IngestOptions) -> example_gen_pb2.CustomConfig:
@@ -48,6 +58,20 @@ def decode_custom_config(custom_config_json: str) -> IngestOptions:
     config = struct_pb2.Struct()
     custom.custom_config.Unpack(config)
     return IngestOptions.from_dict(json.loads(json_format.MessageToDict(config)["ingest_options_json"]))
+
+
+def with_patient_salt(options: IngestOptions) -> tuple[IngestOptions, PatientSalt]:
+    """The options with the salt read here (environment or `patient_salt_file`), after checking it is the salt the
+    pipeline was built for. The salt stays in memory: the Beam graph's functions carry it to the workers."""
+    salt = read_patient_salt(options.patient_salt_file)
+    if options.patient_salt_fingerprint and options.patient_salt_fingerprint != salt.fingerprint:
+        raise ValueError(
+            f"MammoExampleGen: the patient-key salt read from {salt.source} has the fingerprint {salt.fingerprint}, "
+            f"but this pipeline was built for the salt with the fingerprint {options.patient_salt_fingerprint}. "
+            "Give this step the same salt as where the pipeline was built or compiled (docs/patient-salt.md), or "
+            "rebuild it for the new salt")
+    say_where_the_salt_comes_from(salt, logging.getLogger(__name__))
+    return dataclasses.replace(options, patient_salt=salt.value), salt
 
 
 def read_manifest(path: str) -> List[Dict[str, str]]:
@@ -92,6 +116,21 @@ def describe_units(summary: Dict[str, Any]) -> List[str]:
     return lines
 
 
+def _split_needs(exec_properties: Dict[str, Any]) -> SplitNeeds:
+    return SplitNeeds.from_json(exec_properties.get(SPLIT_NEEDS_KEY) or "{}")
+
+
+def check_split_needs(summary: Dict[str, Any], needs: SplitNeeds, report_path: str) -> None:
+    """Raises, naming every cause, when the ingested splits cannot give the stages what `needs` says they need."""
+    causes = shortfalls(summary, needs)
+    if causes:
+        raise RuntimeError(
+            "MammoExampleGen: the ingested data cannot give every stage what it needs, so the run stops before any "
+            "training.\n" + "".join(f"  - {cause}\n" for cause in causes)
+            + "  Splits: " + "; ".join(describe_split(summary, split) for split in needs.splits) + ".\n"
+            + f"  The minimum data of each profile: docs/troubleshooting.md. Ingestion report: {report_path}")
+
+
 class Executor(BaseExampleGenExecutor):
     """MammoExampleGen's executor."""
 
@@ -112,11 +151,13 @@ class Executor(BaseExampleGenExecutor):
         if TEST_SPLIT not in dict(split_buckets):
             raise ValueError("MammoExampleGen needs output_config.split_config with a 'test' split and others")
 
-        options = decode_custom_config(exec_properties[standard_component_specs.CUSTOM_CONFIG_KEY])
+        options, salt = with_patient_salt(
+            decode_custom_config(exec_properties[standard_component_specs.CUSTOM_CONFIG_KEY]))
+        self._salt_fingerprint = salt.fingerprint
         manifest_path = os.path.join(
             exec_properties[standard_component_specs.INPUT_BASE_KEY], input_config.splits[0].pattern)
         return build_ingestion(pipeline, read_manifest(manifest_path), options, split_buckets,
-                               exec_properties[_QUARANTINE_URI_KEY])
+                               exec_properties[_QUARANTINE_URI_KEY], _split_needs(exec_properties))
 
     def _execution_id(self) -> str:
         """The MLMD execution id locally, the task id on Kubeflow; TFX exposes it publicly only as the last part of
@@ -181,16 +222,23 @@ class Executor(BaseExampleGenExecutor):
             quarantine.set_int_custom_property(key, summary[key])
             examples.set_int_custom_property(key, summary[key])
         examples.set_string_custom_property("split_counts", json.dumps(summary["per_split"], sort_keys=True))
-        causes = causes_block(read_quarantine_rows(report_path))
+        examples.set_string_custom_property(SALT_FINGERPRINT_PROPERTY, self._salt_fingerprint)
+        rows = read_quarantine_rows(report_path)
+        causes = causes_block(rows)
+        mismatches = rule_mismatch_warnings(rows, summary)
+        for line in mismatches:
+            logging.warning("MammoExampleGen: %s", line)
         logging.info(
             "MammoExampleGen: %d records listed, %d ingested, %d quarantined, %d excluded; per split %s; report %s%s",
             summary["listed"], summary["ingested"], summary["quarantined"], summary["excluded"],
             json.dumps(summary["per_split"], sort_keys=True), report_path, causes,
         )
-        for line in describe_paths(summary) + describe_units(summary):
+        for line in describe_paths(summary) + describe_units(summary) + describe_header_notes(summary) + describe_moves(summary):
             logging.info("MammoExampleGen: %s", line)
         if summary["ingested"] == 0:
             raise RuntimeError(
-                f"MammoExampleGen: none of the {summary['listed']} listed records could be ingested; "
+                "".join(line + "\n" for line in mismatches)
+                + f"MammoExampleGen: none of the {summary['listed']} listed records could be ingested; "
                 f"see the quarantine report {report_path}. Causes (records x reason):{causes}"
             )
+        check_split_needs(summary, _split_needs(exec_properties), report_path)

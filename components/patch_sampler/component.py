@@ -21,6 +21,7 @@ class PatchSamplerSpec(ComponentSpec):
     PARAMETERS = {
         executor.SAMPLING_OPTIONS_KEY: ExecutionParameter(type=str),
         executor.SPLITS_KEY: ExecutionParameter(type=str),
+        executor.LESION_SPLITS_KEY: ExecutionParameter(type=str, optional=True),
     }
     INPUTS = {executor.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples)}
     OUTPUTS = {executor.PATCHES_KEY: ChannelParameter(type=standard_artifacts.Examples)}
@@ -39,7 +40,9 @@ class PatchSampler(base_beam_component.BaseBeamComponent):
 
     def __init__(self, examples: types.BaseChannel,
                  sampling_options: Union[PatchSamplingOptions, str] = PatchSamplingOptions(),
-                 splits: Sequence[str] = DEFAULT_SPLITS) -> None:
+                 splits: Sequence[str] = DEFAULT_SPLITS, lesion_splits: Sequence[str] = ()) -> None:
+        """`lesion_splits`: splits that must give lesion patches (the patch classifier's training split); a split
+        of no patches at all stops the run in any case."""
         if isinstance(sampling_options, str):
             sampling_options = PatchSamplingOptions.from_json(sampling_options)  # fail at build time
         if isinstance(splits, str) or not splits:
@@ -48,6 +51,7 @@ class PatchSampler(base_beam_component.BaseBeamComponent):
             examples=examples,
             sampling_options=sampling_options.to_json(),
             splits=json.dumps(list(splits)),
+            lesion_splits=json.dumps(list(lesion_splits)),
             patches=types.Channel(type=standard_artifacts.Examples),
         )
         super().__init__(spec=spec)

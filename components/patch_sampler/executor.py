@@ -30,6 +30,7 @@ from tfx.types import artifact_utils
 
 from mammo_tfx import names
 from mammo_tfx.ingest.reasons import causes_block
+from mammo_tfx.lesion_classes import BACKGROUND
 from mammo_tfx.patches import CLASS_NAMES, Patch, PatchSamplingOptions, is_malignant
 from mammo_tfx.patches import sample_scan_patches
 
@@ -37,6 +38,9 @@ EXAMPLES_KEY = "examples"
 PATCHES_KEY = "patches"
 SAMPLING_OPTIONS_KEY = "sampling_options"
 SPLITS_KEY = "splits"
+# Splits that must give lesion patches (JSON list): the patch classifier's training split; a split of no patch at all
+# stops the run in any case, as nothing could train or validate on it.
+LESION_SPLITS_KEY = "lesion_splits"
 
 METRICS_NAMESPACE = "patch_sampler"
 _TFRECORD_PREFIX = "data_tfrecord"
@@ -186,6 +190,32 @@ def complete_tally(tally: Mapping[str, int]) -> dict[str, int]:
     return {name: int(tally.get(name, 0)) for name in counters}
 
 
+def lesion_patches(split_counts: Mapping[str, int]) -> int:
+    return sum(split_counts[name] for code, name in CLASS_NAMES.items() if code != BACKGROUND)
+
+
+def check_patch_counts(counts: Mapping[str, Mapping[str, int]], lesion_splits: list, examples_uri: str) -> None:
+    """Stops the run, before the patch Trainer, when a split gave no patches or a split in `lesion_splits` no lesion
+    patches; a split without lesion patches that need not have them is logged (it still validates on background)."""
+    causes = []
+    for split, split_counts in counts.items():
+        scans = f"{split_counts[SCANS]} scans of split '{split}'"
+        if not sum(split_counts[name] for name in CLASS_NAMES.values()):
+            causes.append(f"the {scans} gave no patches: none has a complete lesion mask or a located lesion")
+        elif not lesion_patches(split_counts):
+            if split in lesion_splits:
+                causes.append(f"the {scans} gave no lesion patches: none holds a located lesion that is still "
+                              "visible at the working size (ingest.height, ingest.width)")
+            else:
+                logging.warning("PatchSampler split %s: no lesion patches; the patch stage validates on background "
+                                "patches only (its validation AUC is not meaningful)", split)
+    if causes:
+        raise RuntimeError(
+            f"PatchSampler: the patch stage cannot train on the scans in {examples_uri}: " + "; ".join(causes)
+            + ". Add patients of a dataset with lesion outlines (CBIS-DDSM, INbreast, MIAS, VinDr-Mammo); the minimum "
+            "data of each profile: docs/troubleshooting.md.")
+
+
 class Executor(base_beam_executor.BaseBeamExecutor):
     """Samples patches from every requested split of the input Examples."""
 
@@ -246,6 +276,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 raise RuntimeError(
                     f"PatchSampler: all {split_counts[FAILED_SCANS]} scans of split '{split}' in "
                     f"{examples.uri} failed to decode or sample (scans x reason):{causes}")
+        check_patch_counts(counts, json.loads(exec_properties.get(LESION_SPLITS_KEY) or "[]"), examples.uri)
 
     @staticmethod
     def _publish(patches: types.Artifact, counts: Mapping[str, Mapping[str, int]]) -> None:

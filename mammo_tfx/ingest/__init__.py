@@ -6,10 +6,11 @@ Typical use (the ExampleGen wraps the same calls in Beam):
     for item in LISTERS["mias"](root, options):
         result = item if isinstance(item, QuarantineEntry) else process_record(item, options)
 """
+from mammo_tfx.ingest.header_rule import PUBLISHED_MAMMOGRAMS, MammogramHeaderRule
 from mammo_tfx.ingest.layouts import LISTERS, list_records
 from mammo_tfx.ingest.options import IngestOptions
 from mammo_tfx.ingest.process import process_record
 from mammo_tfx.ingest.records import BadInputError, LesionRef, QuarantineEntry, ScanRecord
 
 __all__ = ["LISTERS", "list_records", "IngestOptions", "process_record", "BadInputError", "LesionRef",
-           "QuarantineEntry", "ScanRecord"]
+           "QuarantineEntry", "ScanRecord", "MammogramHeaderRule", "PUBLISHED_MAMMOGRAMS"]

@@ -13,11 +13,10 @@ it unpickles, and TFX's import costs ~3 CPU s per worker (docs/benchmarks.md, In
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import os
-from typing import Any, Dict, Iterable, Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List, Tuple
 
 import apache_beam as beam
 import tensorflow as tf
@@ -25,12 +24,13 @@ import tensorflow as tf
 from mammo_tfx.ingest.layouts import list_records
 from mammo_tfx.ingest.options import IngestOptions
 from mammo_tfx.ingest.phi import salted_key
-from mammo_tfx.ingest.process import process_record, scan_unit_keys
+from mammo_tfx.ingest.process import process_record_noting_header, scan_unit_keys
 from mammo_tfx.ingest.records import QuarantineEntry, ScanRecord
+from mammo_tfx.ingest.splits import (ANY_SCAN, CONTENT_KEY_PREFIX, MOVED_KEY_PREFIX, PATIENTS_KEY, SplitNeeds,
+                                     assign_splits, scan_kinds, summarise_patient)
 from mammo_tfx import names
 from mammo_tfx.names import INGEST_SUMMARY_FILE, QUARANTINE_FILE
 
-TEST_SPLIT = "test"
 QUARANTINE_COLUMNS = ("dataset", "record", "file", "status", "reason")
 _METRICS_NAMESPACE = "mammo_example_gen"
 PATH_KEY_PREFIX = "path:"
@@ -38,6 +38,8 @@ PATH_KEY_PREFIX = "path:"
 UNIT_KEY_PREFIX = "units:"
 OWN_BREAST = "own_breast"
 OWN_EXAM = "own_exam"
+# Count keys of ingested scans whose header the mammogram header rule accepted with a note (header_rule.HEADER_NOTES).
+HEADER_KEY_PREFIX = "header:"
 
 
 def _list_source(source: Dict[str, str], options: IngestOptions) -> Iterator[ScanRecord | QuarantineEntry]:
@@ -54,10 +56,12 @@ def _list_source(source: Dict[str, str], options: IngestOptions) -> Iterator[Sca
 
 class _ProcessRecord(beam.DoFn):
     """(split, record) -> (split, dataset, serialized example) (main output), or a quarantine entry (tagged
-    QUARANTINE); for a scan that is a breast or an exam of its own, its count keys (tagged UNITS)."""
+    QUARANTINE); the count keys of what the example offers the stages, and for a scan that is a breast or an exam of
+    its own, its unit count keys, and for a scan whose header was accepted with a note, its note count keys
+    (tagged COUNTS)."""
 
     QUARANTINE = "quarantine"
-    UNITS = "units"
+    COUNTS = "counts"
 
     def __init__(self, options: IngestOptions):
         self._options = options
@@ -66,14 +70,16 @@ class _ProcessRecord(beam.DoFn):
 
     def process(self, split_and_record: Tuple[str, ScanRecord]):
         split, record = split_and_record
-        result = process_record(record, self._options)
+        result, header_notes = process_record_noting_header(record, self._options)
         if isinstance(result, QuarantineEntry):
             self._quarantined.inc()
             yield beam.pvalue.TaggedOutput(self.QUARANTINE, result)
         else:
             self._ingested.inc()
-            for key in unit_count_keys(record, result, self._options.patient_salt):
-                yield beam.pvalue.TaggedOutput(self.UNITS, key)
+            for key in (unit_count_keys(record, result, self._options.patient_salt)
+                        + content_count_keys(split, record, result)
+                        + [(HEADER_KEY_PREFIX + note, "", record.dataset) for note in header_notes]):
+                yield beam.pvalue.TaggedOutput(self.COUNTS, key)
             yield split, record.dataset, result.SerializeToString()
 
 
@@ -86,38 +92,25 @@ def unit_count_keys(record: ScanRecord, example: tf.train.Example, salt: str) ->
             for name, flagged in ((OWN_BREAST, keys.own_breast), (OWN_EXAM, keys.own_exam)) if flagged]
 
 
+def content_count_keys(split: str, record: ScanRecord, example: tf.train.Example) -> List[Tuple[str, str, str]]:
+    """Count keys of what an ingested scan offers the stages (mammo_tfx/ingest/splits.py KINDS but the scan
+    itself, which the ingested count holds): its class, a located lesion, something to sample patches from (its
+    mask as decoded: complete, or a lesion located)."""
+    features = example.features.feature
+    complete = bool(features[names.MASK_COMPLETE].int64_list.value[0])
+    kinds = scan_kinds(features[names.LABEL].int64_list.value[0], [lesion.outline for lesion in record.lesions],
+                       has_annotations=complete)
+    return [(CONTENT_KEY_PREFIX + kind, split, record.dataset) for kind in kinds if kind != ANY_SCAN]
+
+
+def listed_kinds(record: ScanRecord) -> Tuple[str, ...]:
+    """What a listed scan is expected to offer the stages, before decoding."""
+    return scan_kinds(record.label, [lesion.outline for lesion in record.lesions], record.has_annotations)
+
+
 def patient_key(record: ScanRecord, salt: str) -> str:
     """The example's patient_key, computed from the listed record (the same salted hash ingestion writes)."""
     return salted_key(salt, record.dataset, record.patient_id)
-
-
-def _bucket(patient_key: str, total: int) -> int:
-    # A fixed, explicit hash (not Python's salted hash()) so the split of a patient never changes between runs.
-    return int(hashlib.sha256(("split:" + patient_key).encode()).hexdigest(), 16) % total
-
-
-def assign_split(patient_key: str, split_buckets: List[Tuple[str, int]]) -> str:
-    """Deterministic split of a patient by hash bucket, weighted by the configured bucket counts."""
-    total = sum(buckets for _, buckets in split_buckets)
-    bucket = _bucket(patient_key, total)
-    for name, buckets in split_buckets:
-        if bucket < buckets:
-            return name
-        bucket -= buckets
-    raise AssertionError("unreachable: bucket beyond the configured total")
-
-
-def split_of_patient(
-    patient_key: str, test_patients: Iterable[str], train_only_patients: Iterable[str],
-    split_buckets: List[Tuple[str, int]],
-) -> str:
-    """A patient with any image in its dataset's own test split goes to `test`; a patient whose images are all in
-    the dataset's own training split goes to a non-test split; other patients are hashed over all splits."""
-    if patient_key in test_patients:
-        return TEST_SPLIT
-    if patient_key in train_only_patients:
-        return assign_split(patient_key, [(n, b) for n, b in split_buckets if n != TEST_SPLIT])
-    return assign_split(patient_key, split_buckets)
 
 
 def format_quarantine_csv(entries: List[QuarantineEntry]) -> str:
@@ -146,11 +139,30 @@ def summarise(counts: List[Tuple[Tuple[str, str, str], int]]) -> Dict[str, Any]:
     Keys whose status is "path:<method>" count how the listed file paths were found (per dataset "paths", and
     "missing_paths" naming the paths not found, whose split slot holds the path). Keys "units:own_breast" and
     "units:own_exam" count, per dataset ("units"), the ingested scans that are a breast (laterality unknown) or an
-    exam (no patient or study known) of their own.
+    exam (no patient or study known) of their own. Keys "header:<note>" count, per dataset ("header"), the ingested
+    scans whose DICOM header the mammogram header rule accepted with that note (e.g. no Modality).
+
+    The splits (mammo_tfx/ingest/splits.py): "patients" counts patients per split and dataset, "split_content"
+    what the ingested scans of each split and dataset offer the stages (malignant, other, located_lesion,
+    patch_source scans), "moved_patients" the patients the split minimums moved (dataset, from, to, the kind
+    the split lacked, count).
     """
     summary: Dict[str, Any] = {"listed": 0, "ingested": 0, "quarantined": 0, "excluded": 0,
-                               "per_split": {}, "per_dataset": {}}
+                               "per_split": {}, "per_dataset": {}, "patients": {}, "split_content": {},
+                               "moved_patients": []}
     for (status, split, dataset), count in counts:
+        if status == PATIENTS_KEY:
+            summary["patients"].setdefault(split, {})[dataset] = count
+            continue
+        if status.startswith(CONTENT_KEY_PREFIX):
+            content = summary["split_content"].setdefault(split, {}).setdefault(dataset, {})
+            content[status[len(CONTENT_KEY_PREFIX):]] = count
+            continue
+        if status.startswith(MOVED_KEY_PREFIX):
+            source, target = split.split(">")
+            summary["moved_patients"].append({"dataset": dataset, "from": source, "to": target,
+                                              "for": status[len(MOVED_KEY_PREFIX):], "patients": count})
+            continue
         per_dataset = summary["per_dataset"].setdefault(dataset, {"ingested": 0, "quarantined": 0, "excluded": 0})
         if status.startswith(PATH_KEY_PREFIX):
             method = status[len(PATH_KEY_PREFIX):]
@@ -163,6 +175,9 @@ def summarise(counts: List[Tuple[Tuple[str, str, str], int]]) -> Dict[str, Any]:
             units = per_dataset.setdefault("units", {})
             units[status[len(UNIT_KEY_PREFIX):]] = count
             continue
+        if status.startswith(HEADER_KEY_PREFIX):
+            per_dataset.setdefault("header", {})[status[len(HEADER_KEY_PREFIX):]] = count
+            continue
         summary["listed"] += count
         summary[status] += count
         per_dataset[status] += count
@@ -171,13 +186,16 @@ def summarise(counts: List[Tuple[Tuple[str, str, str], int]]) -> Dict[str, Any]:
             per_split[dataset] = per_split.get(dataset, 0) + count
     for per_dataset in summary["per_dataset"].values():
         per_dataset.get("missing_paths", []).sort()
+    summary["moved_patients"].sort(key=lambda move: (move["to"], move["for"], move["dataset"], move["from"]))
     return summary
 
 
 def build_ingestion(pipeline: beam.Pipeline, sources: List[Dict[str, str]], options: IngestOptions,
-                    split_buckets: List[Tuple[str, int]], quarantine_uri: str) -> Dict[str, beam.pvalue.PCollection]:
+                    split_buckets: List[Tuple[str, int]], quarantine_uri: str,
+                    needs: SplitNeeds = SplitNeeds()) -> Dict[str, beam.pvalue.PCollection]:
     """Adds ingestion to `pipeline`: split name -> serialized examples; writes the quarantine report and the summary
-    document of the counts to quarantine_uri."""
+    document of the counts to quarantine_uri. `needs`: what the stages need of each split, the minimums the split
+    assignment fills where the data allows (none by default: the hash alone decides)."""
     listed = (
         pipeline
         | "Sources" >> beam.Create(sources)
@@ -188,30 +206,35 @@ def build_ingestion(pipeline: beam.Pipeline, sources: List[Dict[str, str]], opti
         lambda item: isinstance(item, QuarantineEntry))
 
     salt = options.patient_salt
-    patient_splits = (
+    # One small summary per patient; the assignment needs all of them at once (the minimums compare splits).
+    patients = (
         records
-        | "PatientSourceSplit" >> beam.Map(lambda record: (patient_key(record, salt), record.source_split))
-        | "DistinctPatientSplit" >> beam.Distinct()
+        | "PatientScans" >> beam.Map(
+            lambda record: (patient_key(record, salt), (record.dataset, record.source_split, listed_kinds(record))))
+        | "ScansByPatient" >> beam.GroupByKey()
+        | "SummarisePatients" >> beam.MapTuple(summarise_patient)
     )
-    test_patients = (
-        patient_splits | "OwnTest" >> beam.Filter(lambda kv: kv[1] == TEST_SPLIT) | "TestKeys" >> beam.Keys()
+    assignment = (
+        patients
+        | "AllPatients" >> beam.combiners.ToList()
+        | "AssignSplits" >> beam.Map(assign_splits, split_buckets, needs)
     )
-    train_only_patients = (
-        patient_splits
-        | "OwnSplitByPatient" >> beam.GroupByKey()
-        | "OwnTrainOnly" >> beam.Filter(lambda kv: set(kv[1]) == {"train"})
-        | "TrainKeys" >> beam.Keys()
+    assignment_counts = (
+        patients
+        | "PatientCountKeys" >> beam.Map(
+            lambda patient, assigned: (PATIENTS_KEY, assigned.splits[patient.key], patient.dataset),
+            assigned=beam.pvalue.AsSingleton(assignment))
     )
+    move_counts = assignment | "MoveCountKeys" >> beam.FlatMap(lambda assigned: assigned.move_count_keys())
     processed = (
         records
         | "AssignSplit" >> beam.Map(
-            lambda record, test, train_only: (
-                split_of_patient(patient_key(record, salt), test, train_only, split_buckets), record),
-            test=beam.pvalue.AsList(test_patients), train_only=beam.pvalue.AsList(train_only_patients))
+            lambda record, assigned: (assigned.splits[patient_key(record, salt)], record),
+            assigned=beam.pvalue.AsSingleton(assignment))
         # Listing runs in one worker; reshuffling the (small) records spreads the decoding over all workers.
         | "Distribute" >> beam.Reshuffle()
         | "Process" >> beam.ParDo(_ProcessRecord(options)).with_outputs(
-            _ProcessRecord.QUARANTINE, _ProcessRecord.UNITS, main="examples")
+            _ProcessRecord.QUARANTINE, _ProcessRecord.COUNTS, main="examples")
     )
     examples = processed.examples
     quarantine = (
@@ -233,7 +256,8 @@ def build_ingestion(pipeline: beam.Pipeline, sources: List[Dict[str, str]], opti
     quarantine_counts = quarantine | "QuarantineCountKeys" >> beam.Map(lambda e: (e.status, "", e.dataset))
     path_counts = listed | "PathCountKeys" >> beam.FlatMap(_path_count_keys)
     _ = (
-        (example_counts, quarantine_counts, path_counts, processed[_ProcessRecord.UNITS])
+        (example_counts, quarantine_counts, path_counts, processed[_ProcessRecord.COUNTS], assignment_counts,
+         move_counts)
         | "AllCountKeys" >> beam.Flatten()
         | "Count" >> beam.combiners.Count.PerElement()
         | "CollectCounts" >> beam.combiners.ToList()

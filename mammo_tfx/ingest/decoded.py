@@ -29,9 +29,8 @@ class DecodedImage:
     patient_id: Optional[str] = None
     laterality: Optional[str] = None
     view: Optional[str] = None
-    modality: Optional[str] = None  # DICOM Modality (MG, CR, OT, ...); None for PNG/PGM
-    presentation_intent: Optional[str] = None  # DICOM PresentationIntentType: FOR PRESENTATION / FOR PROCESSING
-    sop_class_uid: Optional[str] = None  # DICOM SOPClassUID: what kind of object the file holds
+    # What the mammogram header rule accepted although absent or unusual (header_rule.HEADER_NOTES); () for PNG/PGM.
+    header_notes: tuple[str, ...] = ()
     # Population tags, kept raw here: process.py turns the age into a band, so the age itself never reaches an example.
     age: Optional[str] = None
     manufacturer: Optional[str] = None

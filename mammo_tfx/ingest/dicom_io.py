@@ -1,5 +1,5 @@
-"""DICOM decoding: pixels via pydicom (the fastest installed plugin per transfer syntax), modality LUT, VOI
-LUT/windowing, MONOCHROME1."""
+"""DICOM decoding: the mammogram header rule, then pixels via pydicom (the fastest installed plugin per transfer
+syntax), modality LUT, VOI LUT/windowing, MONOCHROME1."""
 from __future__ import annotations
 
 import math
@@ -15,6 +15,7 @@ from pydicom.pixels.decoders.base import Decoder
 from pydicom.uid import JPEGLSLossless, JPEGLSNearLossless
 
 from mammo_tfx.ingest.decoded import DecodedImage, check_source_pixels, full_range_affine
+from mammo_tfx.ingest.header_rule import MammogramHeaderRule
 from mammo_tfx.ingest.identity import dicom_laterality, dicom_view
 from mammo_tfx.ingest.input_files import open_input
 from mammo_tfx.ingest.options import DEFAULT_MAX_SOURCE_PIXELS, FASTEST_DECODING_PLUGIN
@@ -133,9 +134,12 @@ def _check_native_length(ds: Dataset, path: str, header_bits: int) -> None:
 
 
 def read_dicom(path: str, decoding_plugin: str = FASTEST_DECODING_PLUGIN,
-               max_pixels: int = DEFAULT_MAX_SOURCE_PIXELS) -> DecodedImage:
-    """Decode a DICOM mammogram; the returned affine maps it to the full 16-bit range for display."""
+               max_pixels: int = DEFAULT_MAX_SOURCE_PIXELS,
+               header_rule: Optional[MammogramHeaderRule] = None) -> DecodedImage:
+    """Decode a DICOM mammogram; the returned affine maps it to the full 16-bit range for display. With
+    `header_rule`, the header is held to it before any pixel is decoded (its notes come back as header_notes)."""
     ds = read_dataset(path)
+    header_notes = header_rule.check(ds, path) if header_rule is not None else ()
     stored = decode_stored_pixels(ds, path, decoding_plugin, max_pixels)
     bits_stored = int(ds.get("BitsStored", ds.get("BitsAllocated", 16)) or 16)
     try:
@@ -148,8 +152,7 @@ def read_dicom(path: str, decoding_plugin: str = FASTEST_DECODING_PLUGIN,
     return DecodedImage(
         pixels=pixels, scale=scale, offset=offset, bits_stored=bits_stored,
         pixel_spacing_mm=_pixel_spacing(ds), patient_id=_text(ds, "PatientID"),
-        laterality=dicom_laterality(ds), view=dicom_view(ds), modality=_text(ds, "Modality"),
-        presentation_intent=_text(ds, "PresentationIntentType"), sop_class_uid=_text(ds, "SOPClassUID"),
+        laterality=dicom_laterality(ds), view=dicom_view(ds), header_notes=header_notes,
         age=_text(ds, "PatientAge"),
         manufacturer=_text(ds, "Manufacturer"), model=_text(ds, "ManufacturerModelName"))
 

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import os
+from typing import Optional
 
 from mammo_tfx.ingest.decoded import DecodedImage
 from mammo_tfx.ingest.dicom_io import read_dicom
+from mammo_tfx.ingest.header_rule import MammogramHeaderRule
 from mammo_tfx.ingest.input_files import read_input
 from mammo_tfx.ingest.options import DEFAULT_MAX_SOURCE_PIXELS, FASTEST_DECODING_PLUGIN
 from mammo_tfx.ingest.pgm_io import read_pgm
@@ -32,11 +34,13 @@ def sniff_format(path: str) -> str:
 
 
 def read_image(path: str, decoding_plugin: str = FASTEST_DECODING_PLUGIN,
-               max_pixels: int = DEFAULT_MAX_SOURCE_PIXELS) -> DecodedImage:
-    """Decode any supported image file; BadInputError for one whose header promises more than max_pixels."""
+               max_pixels: int = DEFAULT_MAX_SOURCE_PIXELS,
+               header_rule: Optional[MammogramHeaderRule] = None) -> DecodedImage:
+    """Decode any supported image file; BadInputError for one whose header promises more than max_pixels. A DICOM
+    file is held to `header_rule` (when given) before its pixels are decoded; PNG and PGM carry no such header."""
     image_format = sniff_format(path)
     if image_format == "png":
         return read_png(path, max_pixels)
     if image_format == "pgm":
         return read_pgm(path, max_pixels)
-    return read_dicom(path, decoding_plugin, max_pixels)
+    return read_dicom(path, decoding_plugin, max_pixels, header_rule)

@@ -3,14 +3,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mammo_tfx.ingest.salt import DEFAULT_PATIENT_SALT, HOW_TO_SET
 from mammo_tfx.names import RESIZE_MODES
-from mammo_tfx.options import Options
+from mammo_tfx.options import Options, secret_field
 
 # Datasets labelled by a configurable BI-RADS rule: IngestOptions.<dataset>_{negative,positive}_birads.
 BIRADS_RULE_DATASETS = ("inbreast", "vindr")
-
-# Not a secret: production runs must set their own salt so keys cannot be recomputed from public ids.
-DEFAULT_PATIENT_SALT = "mammo-tfx-default-salt-change-me"
 
 # 50 megapixels: 2.5x the largest real mammograms (about 5k x 4k = 20 MP), yet a decoded image stays near 100 MB
 # (uint16) plus its float32 intensity pass, so one hostile header cannot exhaust a worker's memory.
@@ -30,7 +28,13 @@ class IngestOptions(Options):
     resize_mode: "stretch" resizes exactly to the working size (the seed's choice, aspect not kept);
         "pad" keeps the aspect ratio, scales to fit and pads with 0 at the bottom and on the side away
         from the breast (see resize.py).
-    patient_salt: salt of the SHA-256 patient/image keys.
+    patient_salt: salt of the SHA-256 patient/image keys; a secret, held in memory only (never in `to_dict()`, a
+        configuration or a repr): the ExampleGen executor reads it where it runs (mammo_tfx/ingest/salt.py).
+    patient_salt_file: a file holding the salt (a mounted secret, or a bucket object only the pipeline can read);
+        "" reads `MAMMO_TFX_PATIENT_SALT`, or else uses the public default salt.
+    patient_salt_fingerprint: the fingerprint of the salt the pipeline was built for (salt.salt_fingerprint), set
+        by the runner or the Kubeflow compile: a new salt changes the ExampleGen's properties, so its cached
+        output is not re-used, and the executor refuses a salt of another fingerprint. "" checks nothing.
     inbreast_negative_birads / inbreast_positive_birads: INbreast BI-RADS values that make an image
         negative / positive; any other value (by default 3) is excluded.
     vindr_negative_birads / vindr_positive_birads: VinDr-Mammo breast BI-RADS values (the number of
@@ -46,12 +50,17 @@ class IngestOptions(Options):
         header, before any pixel buffer is allocated) that is decoded; larger images and ROI masks are quarantined.
     record_timeout_s: wall-time limit of one record (decode, resize, masks, example); a record that exceeds it
         is quarantined with the reason and the run goes on (see process.py for what happens to its work).
+    folder_requires_mammogram_header: a `folder`-layout DICOM must name itself a mammogram (Modality MG and a SOP
+        class present), as no publisher vouches for such files; False holds them to the public datasets' rule,
+        which refuses only a header that contradicts a mammogram (mammo_tfx/ingest/header_rule.py).
     """
 
     height: int = 1152
     width: int = 896
     resize_mode: str = "stretch"
-    patient_salt: str = DEFAULT_PATIENT_SALT
+    patient_salt: str = secret_field(DEFAULT_PATIENT_SALT, HOW_TO_SET)
+    patient_salt_file: str = ""
+    patient_salt_fingerprint: str = ""
     inbreast_negative_birads: tuple[str, ...] = ("1", "2")
     inbreast_positive_birads: tuple[str, ...] = ("4a", "4b", "4c", "5", "6")
     vindr_negative_birads: tuple[str, ...] = ("1", "2")
@@ -61,6 +70,7 @@ class IngestOptions(Options):
     dicom_decoding_plugin: str = FASTEST_DECODING_PLUGIN
     max_source_pixels: int = DEFAULT_MAX_SOURCE_PIXELS
     record_timeout_s: float = DEFAULT_RECORD_TIMEOUT_S
+    folder_requires_mammogram_header: bool = True
 
     def __post_init__(self) -> None:
         # JSON turns tuples into lists; normalise so equality and hashing keep working after a round trip.

@@ -11,6 +11,7 @@ import tensorflow as tf
 from mammo_tfx.ingest.decoded import DecodedImage, to_uint16
 from mammo_tfx.ingest.demographics import age_group, device_name
 from mammo_tfx.ingest.example import ScanFeatures, build_example
+from mammo_tfx.ingest.header_rule import PUBLISHED_MAMMOGRAMS, MammogramHeaderRule
 from mammo_tfx.ingest.identity import UnitKeys, unit_keys
 from mammo_tfx.ingest.image_io import read_image
 from mammo_tfx.ingest.options import IngestOptions
@@ -22,14 +23,21 @@ from mammo_tfx.ingest.resize import ContentBox, content_size, paste, place_conte
 from mammo_tfx.ingest.scan_mask import build_scan_mask
 
 
-# Secondary Capture Image Storage; its multi-frame variants are .1 to .4 below it.
-SECONDARY_CAPTURE_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.7"
+# The folder layout's rule: no publisher vouches for its files, so the header must name a mammogram.
+FOLDER_RULE = MammogramHeaderRule(strict=True, relaxed_by="ingest.folder_requires_mammogram_header=false")
 
 
 def process_record(record: ScanRecord, options: IngestOptions) -> Union[tf.train.Example, QuarantineEntry]:
     """Decode, resize and label one scan. Bad input of this record becomes a quarantine entry naming the
     file; any unexpected error of this record too (so one bad scan never stops a pipeline), and so does a record
-    that takes longer than options.record_timeout_s.
+    that takes longer than options.record_timeout_s."""
+    return process_record_noting_header(record, options)[0]
+
+
+def process_record_noting_header(record: ScanRecord, options: IngestOptions
+                                 ) -> tuple[Union[tf.train.Example, QuarantineEntry], tuple[str, ...]]:
+    """process_record's result and, for an ingested DICOM, the notes of the header rule (what its header lacked or
+    was although accepted: header_rule.HEADER_NOTES), which ingestion counts per dataset.
 
     Why a watchdog thread: a Beam worker runs DoFns on threads of its own, where SIGALRM cannot be used, and a
     subprocess per record would cost more than most records take. The record runs on a daemon thread; the caller
@@ -37,7 +45,7 @@ def process_record(record: ScanRecord, options: IngestOptions) -> Union[tf.train
     (CPU, and memory bounded by ingest.max_source_pixels) until its work ends, and that result is dropped; being a
     daemon, it never keeps a worker process from exiting. The wait needs the GIL, so a C extension that holds it
     for long delays the quarantine until it lets go."""
-    outcome: list[Union[tf.train.Example, QuarantineEntry]] = []
+    outcome: list[tuple[Union[tf.train.Example, QuarantineEntry], tuple[str, ...]]] = []
     worker = threading.Thread(target=lambda: outcome.append(_outcome(record, options)), daemon=True,
                               name=f"ingest {record.dataset} {record.record_id}")
     worker.start()
@@ -45,21 +53,30 @@ def process_record(record: ScanRecord, options: IngestOptions) -> Union[tf.train
     if worker.is_alive():
         return quarantined(record.dataset, record.record_id, record.image_path,
                            f"RecordTimeout: not done within {options.record_timeout_s:g} s (ingest.record_timeout_s);"
-                           " its decoding was abandoned")
+                           " its decoding was abandoned"), ()
     return outcome[0]
 
 
-def _outcome(record: ScanRecord, options: IngestOptions) -> Union[tf.train.Example, QuarantineEntry]:
+def _outcome(record: ScanRecord, options: IngestOptions
+             ) -> tuple[Union[tf.train.Example, QuarantineEntry], tuple[str, ...]]:
     try:
         return _build(record, options)
     except ExcludedInputError as error:
-        return excluded(record.dataset, record.record_id, error.file, error.reason)
+        return excluded(record.dataset, record.record_id, error.file, error.reason), ()
     except BadInputError as error:
-        return quarantined(record.dataset, record.record_id, error.file, f"BadInputError: {error.reason}")
+        return quarantined(record.dataset, record.record_id, error.file, f"BadInputError: {error.reason}"), ()
     except BaseException as error:  # noqa: BLE001 - by contract, per-record failures are reported, not raised
         # BaseException: this is the top of the record's own thread (KeyboardInterrupt only reaches the main
         # thread), and Rust extensions' panics (pyo3's PanicException) derive from BaseException.
-        return quarantined(record.dataset, record.record_id, record.image_path, f"{type(error).__name__}: {error}")
+        return quarantined(record.dataset, record.record_id, record.image_path,
+                           f"{type(error).__name__}: {error}"), ()
+
+
+def header_rule_of(record: ScanRecord, options: IngestOptions) -> MammogramHeaderRule:
+    """The mammogram header rule a record's DICOM file is held to."""
+    if record.mammograms_by_publisher or not options.folder_requires_mammogram_header:
+        return PUBLISHED_MAMMOGRAMS
+    return FOLDER_RULE
 
 
 def scan_pathology(label: int, lesions: Sequence[LesionRef]) -> str:
@@ -99,10 +116,9 @@ def working_image(decoded: DecodedImage, height: int, width: int, resize_mode: s
     return WorkingImage(content, place_content(size, height, width, side), side)
 
 
-def _build(record: ScanRecord, options: IngestOptions) -> tf.train.Example:
-    decoded = read_image(record.image_path, options.dicom_decoding_plugin, options.max_source_pixels)
-    if record.presentation_mammogram_only:
-        check_presentation_mammogram(record.image_path, decoded)
+def _build(record: ScanRecord, options: IngestOptions) -> tuple[tf.train.Example, tuple[str, ...]]:
+    decoded = read_image(record.image_path, options.dicom_decoding_plugin, options.max_source_pixels,
+                         header_rule_of(record, options))
     working_shape = (options.height, options.width)
     working = working_image(decoded, options.height, options.width, options.resize_mode)
     side, box = working.side, working.box
@@ -127,33 +143,13 @@ def _build(record: ScanRecord, options: IngestOptions) -> tf.train.Example:
         mask_resized=scan_mask.mask_resized,
         mask_complete=scan_mask.mask_complete and record.has_annotations,
         age_group=scan_age_group, site=record.site, device=device, implant=record.implant,
-    ), options.png_compress_level)
+    ), options.png_compress_level), decoded.header_notes
 
 
 def scan_unit_keys(record: ScanRecord, laterality: str, salt: str) -> UnitKeys:
     """The breast and exam keys of a scan whose laterality is final (DICOM tags and inference applied)."""
     return unit_keys(salt, record.dataset, record.patient_id, record.study_id, laterality, record.image_id,
                      exam_known=record.exam_known)
-
-
-def check_presentation_mammogram(path: str, decoded: DecodedImage, accept_secondary_capture: bool = False) -> None:
-    """Ingestion's input rule for DICOM files, also applied by `predict`. Raises for a file that is not a mammogram
-    (quarantined: another modality, or a Secondary Capture such as a screenshot or a scanned report) or a raw FOR
-    PROCESSING image (excluded: the publisher's own tools skip those; their grey levels are not for display).
-    accept_secondary_capture: for files of unknown origin whose Modality is MG: digitised film (CBIS-DDSM) is
-    stored as Secondary Capture."""
-    modality = (decoded.modality or "").upper()
-    if modality != "MG":
-        raise BadInputError(path, f"not a mammogram: DICOM Modality is {decoded.modality or 'missing'}, expected MG")
-    sop_class = decoded.sop_class_uid or ""
-    secondary_capture = sop_class == SECONDARY_CAPTURE_SOP_CLASS or sop_class.startswith(
-        SECONDARY_CAPTURE_SOP_CLASS + ".")
-    if secondary_capture and not accept_secondary_capture:
-        raise BadInputError(path, f"not a mammogram: a Secondary Capture (SOPClassUID {decoded.sop_class_uid}), "
-                                  "not an image acquired by a mammography device")
-    if (decoded.presentation_intent or "").upper() == "FOR PROCESSING":
-        raise ExcludedInputError(path, "FOR PROCESSING image (PresentationIntentType); only FOR PRESENTATION images "
-                                       "are used")
 
 
 def _identity(record: ScanRecord, decoded: DecodedImage) -> tuple[str, str, str]:

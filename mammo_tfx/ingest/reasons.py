@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Mapping, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Tuple
 
 # An absolute path or a URI (gs://bucket/...); relative words such as "neg/" in a reason are left alone.
 _PATH = re.compile(r"(?:\b[a-z][a-z0-9+.-]*://|(?<![\w.~])/)[^\s'\"(),;:]+")
@@ -81,3 +81,30 @@ def format_reason_groups(groups: List[ReasonGroup], limit: int = DEFAULT_SHOWN_G
 def causes_block(rows: Iterable[Mapping[str, str]]) -> str:
     """The grouped causes of `rows` as indented lines to append to a one-line message (empty without rows)."""
     return "".join("\n  " + line for line in format_reason_groups(group_reasons(rows)))
+
+
+# More than this share of a dataset's listed records left out for one reason points at the rule, not the data.
+MISMATCH_SHARE = 0.5
+# A setting named in a reason, e.g. "(ingest.max_source_pixels)" or "ingest.folder_requires_mammogram_header=false".
+_SETTING = re.compile(r"\bingest\.[a-z_]+")
+
+
+def rule_mismatch_warnings(rows: Iterable[Mapping[str, str]], summary: Mapping[str, Any]) -> List[str]:
+    """A warning per dataset where one reason quarantined (or excluded) more than half of its listed records: likely
+    a mismatch between the data and a rule, so the warning names the setting that governs the rule, or says that
+    none does. `rows` as in quarantine.csv, `summary` the ingest summary (its per-dataset counts)."""
+    rows_by_dataset: Dict[str, List[Mapping[str, str]]] = {}
+    for row in rows:
+        rows_by_dataset.setdefault(row["dataset"], []).append(row)
+    warnings = []
+    for dataset, per_dataset in sorted(summary.get("per_dataset", {}).items()):
+        listed = sum(per_dataset.get(status, 0) for status in ("ingested", "quarantined", "excluded"))
+        for group in group_reasons(rows_by_dataset.get(dataset, [])):
+            if group.count <= MISMATCH_SHARE * listed:
+                continue
+            setting = _SETTING.search(group.reason)
+            governs = (f"the setting that governs it is {setting.group(0)}" if setting else
+                       f"no setting governs it: check that the source is what the {dataset} layout expects")
+            warnings.append(f"Likely a mismatch between the data and a rule: {group.count} of the {listed} records "
+                            f"listed for {dataset} were {group.status} for one reason ({group.reason}); {governs}.")
+    return warnings

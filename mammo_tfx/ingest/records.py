@@ -86,9 +86,10 @@ class ScanRecord:
         the breast touches (MIAS).
     pixel_spacing_mm: (row, col) spacing known from the dataset; None = read it from the file, if any.
     has_annotations: False for datasets without lesion outlines; the (empty) mask is then incomplete.
-    presentation_mammogram_only: the file must be a DICOM with Modality MG (else quarantined) that is not a
-        "FOR PROCESSING" image (else excluded), checked from its header at decoding (RSNA, VinDr-Mammo: digital
-        mammograms; CBIS-DDSM's real files are Secondary Captures of film, so this is a per-layout rule).
+    mammograms_by_publisher: the dataset's publisher states that every file is a mammogram (RSNA, VinDr-Mammo,
+        CBIS-DDSM, INbreast, MIAS), so a DICOM header is refused only where it contradicts one; False (the folder
+        layout) also requires the header to name a mammogram unless ingest.folder_requires_mammogram_header is off
+        (mammo_tfx/ingest/header_rule.py).
     path_resolutions: (method, listed path) for each file path the dataset's index names for this scan, with
         method in PATH_RESOLUTIONS; counted per dataset in the run summary. Empty when paths need no resolving.
     age_group / site / device / implant: population slices, "unknown" where the dataset does not say. site is
@@ -113,7 +114,7 @@ class ScanRecord:
     infer_laterality: bool = False
     pixel_spacing_mm: Optional[tuple[float, float]] = None
     has_annotations: bool = True
-    presentation_mammogram_only: bool = False
+    mammograms_by_publisher: bool = False
     path_resolutions: tuple[tuple[str, str], ...] = ()
     age_group: str = UNKNOWN
     site: str = UNKNOWN

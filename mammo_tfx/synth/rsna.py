@@ -8,6 +8,10 @@ Written from the publisher's description (docs: /work/shared/notes/dataset-layou
 - Two sites and six machines; each machine fixes how its DICOMs are written (transfer syntax JPEG 2000 lossless or
   JPEG lossless SV1, MONOCHROME1 or 2, VOI LUT function LINEAR or SIGMOID with Window Center/Width and no VOI LUT
   sequence, as the real files). Patients take machines in turn, so even one patient per machine covers them all.
+- Two kinds of header, machine by machine in turn (which tags survived the organisers' re-packaging is not
+  documented, so the generator writes both): a full digital-mammography header (Modality MG, the Digital Mammography
+  For Presentation SOP class, PresentationIntentType) and a stripped, re-packaged one (no Modality, no SOPClassUID in
+  the dataset, a Secondary Capture file meta).
 - Views CC and MLO per breast, plus now and then a supplementary ML, LM, AT or LMO image.
 - JPEG 2000 is encoded by pydicom with pylibjpeg-openjpeg; JPEG lossless by synth/jpeg_lossless.py (pydicom has no
   encoder for it).
@@ -25,7 +29,8 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEG2000Lossless, JPEGLosslessSV1
 
-from mammo_tfx.synth.dicom_io import DIGITAL_MAMMOGRAPHY_STORAGE, DicomIdentity, build_dicom, save_dicom
+from mammo_tfx.synth.dicom_io import (DIGITAL_MAMMOGRAPHY_STORAGE, SECONDARY_CAPTURE_STORAGE, DicomIdentity,
+                                      build_dicom, save_dicom)
 from mammo_tfx.synth.faults import truncate_file
 from mammo_tfx.synth.inbreast import window_tags
 from mammo_tfx.synth.jpeg_lossless import encode_jpeg_lossless
@@ -55,15 +60,20 @@ class Machine:
     bits_stored: int
     photometric: str
     voi_function: str
+    repackaged: bool  # a stripped header: no Modality, a Secondary Capture file meta
+
+
+# The file meta SOP class of a re-packaged file.
+REPACKAGED_SOP_CLASS = SECONDARY_CAPTURE_STORAGE
 
 
 MACHINES = (
-    Machine(1, 21, JPEG2000Lossless, 12, "MONOCHROME2", "LINEAR"),
-    Machine(1, 29, JPEGLosslessSV1, 16, "MONOCHROME1", "LINEAR"),
-    Machine(1, 49, JPEGLosslessSV1, 12, "MONOCHROME2", "SIGMOID"),
-    Machine(2, 48, JPEG2000Lossless, 12, "MONOCHROME1", "SIGMOID"),
-    Machine(2, 93, JPEG2000Lossless, 16, "MONOCHROME2", "LINEAR"),
-    Machine(2, 216, JPEGLosslessSV1, 12, "MONOCHROME2", "LINEAR"),
+    Machine(1, 21, JPEG2000Lossless, 12, "MONOCHROME2", "LINEAR", True),
+    Machine(1, 29, JPEGLosslessSV1, 16, "MONOCHROME1", "LINEAR", False),
+    Machine(1, 49, JPEGLosslessSV1, 12, "MONOCHROME2", "SIGMOID", True),
+    Machine(2, 48, JPEG2000Lossless, 12, "MONOCHROME1", "SIGMOID", False),
+    Machine(2, 93, JPEG2000Lossless, 16, "MONOCHROME2", "LINEAR", True),
+    Machine(2, 216, JPEGLosslessSV1, 12, "MONOCHROME2", "LINEAR", False),
 )
 
 
@@ -139,8 +149,15 @@ def _plan_faults(number: int, scale: float) -> list[_Row]:
 def compressed_dicom(pixels: np.ndarray, machine: Machine, identity: DicomIdentity,
                       tags: dict[str, object]) -> Dataset:
     """The DICOM dataset of `pixels` (stored values) compressed in the machine's transfer syntax, with its
-    photometric interpretation."""
+    photometric interpretation and kind of header (a re-packaged machine's: no Modality, no dataset SOP class, a
+    Secondary Capture file meta)."""
+    if machine.repackaged:
+        identity = dataclasses.replace(identity, sop_class_uid=REPACKAGED_SOP_CLASS)
+        tags = {keyword: value for keyword, value in tags.items()
+                if keyword not in ("Modality", "PresentationIntentType")}
     ds = build_dicom(pixels, machine.bits_stored, identity, tags)
+    if machine.repackaged:
+        del ds.SOPClassUID
     ds.PhotometricInterpretation = machine.photometric
     if machine.transfer_syntax == JPEG2000Lossless:
         ds.compress(JPEG2000Lossless, encoding_plugin="pylibjpeg", generate_instance_uid=False)
@@ -167,19 +184,21 @@ def write_rsna(out_dir: str, patients: int, seed: int, inject_faults: bool, scal
         phantom = render_phantom(request, rng_for(seed, LAYOUT, "image", row.image_id))
         pixels = quantize(phantom.image, row.machine.bits_stored)
         tags: dict[str, object] = {"PatientID": row.patient_id, "Modality": "MG", "BodyPartExamined": "BREAST",
-                                   "ImageLaterality": row.side, **window_tags(pixels, phantom.breast_mask)}
+                                   "PresentationIntentType": "FOR PRESENTATION", "ImageLaterality": row.side,
+                                   **window_tags(pixels, phantom.breast_mask)}
         if row.machine.voi_function == "SIGMOID":
             tags["VOILUTFunction"] = "SIGMOID"
         if row.machine.photometric == "MONOCHROME1":
             pixels = ((1 << row.machine.bits_stored) - 1 - pixels).astype(pixels.dtype)
             tags["WindowCenter"] = str((1 << row.machine.bits_stored) - 1 - int(tags["WindowCenter"]))
-        if row.fault == "non_mammogram_dicom":
-            tags["Modality"] = "OT"
         if row.fault != "missing_image":
             identity = DicomIdentity(DIGITAL_MAMMOGRAPHY_STORAGE, derive_uid(seed, LAYOUT, "sop", row.image_id),
                                      derive_uid(seed, LAYOUT, "study", row.patient_id),
                                      derive_uid(seed, LAYOUT, "series", row.patient_id, row.side, row.view))
-            save_dicom(compressed_dicom(pixels, row.machine, identity, tags), path)
+            ds = compressed_dicom(pixels, row.machine, identity, tags)
+            if row.fault == "non_mammogram_dicom":
+                ds.Modality = "OT"
+            save_dicom(ds, path)
         if row.fault == "truncated_dicom":
             truncate_file(path, 0.5)
         if row.fault is not None:

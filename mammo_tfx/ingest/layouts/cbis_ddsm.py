@@ -188,4 +188,5 @@ def _resolved_record(index: DownloadIndex, scan: str, group: _ScanGroup) -> Unio
         dataset=DATASET, record_id=scan, image_path=found[0].file, patient_id=group.patient_id, image_id=scan,
         label=int(any(lesion.malignant for lesion in lesions)), lesions=lesions, laterality=group.laterality,
         view=group.view, density=group.density,
-        source_split=group.splits.pop() if len(group.splits) == 1 else "test", path_resolutions=resolutions)
+        source_split=group.splits.pop() if len(group.splits) == 1 else "test", path_resolutions=resolutions,
+        mammograms_by_publisher=True)

@@ -128,4 +128,4 @@ def list_inbreast(root: str, options: IngestOptions) -> Iterator[Union[ScanRecor
         yield ScanRecord(
             dataset=DATASET, record_id=record_id, image_path=dicom_path, patient_id=patient_hex,
             image_id=file_name, label=label, lesions=lesions, laterality=side, view=view,
-            density=int(acr) if acr in ("1", "2", "3", "4") else 0)
+            density=int(acr) if acr in ("1", "2", "3", "4") else 0, mammograms_by_publisher=True)

@@ -95,7 +95,8 @@ def list_mias(root: str, options: IngestOptions) -> Iterator[Union[ScanRecord, Q
             dataset=DATASET, record_id=refnum, image_path=storage.join(folder, f"{refnum}.pgm"),
             patient_id=f"mias-pair-{(number + 1) // 2:03d}", image_id=refnum,
             label=int(any(lesion.malignant for lesion in refnum_lesions)), lesions=tuple(refnum_lesions),
-            view="MLO", density=densities[refnum], infer_laterality=True, pixel_spacing_mm=PIXEL_SPACING_MM)
+            view="MLO", density=densities[refnum], infer_laterality=True, pixel_spacing_mm=PIXEL_SPACING_MM,
+            mammograms_by_publisher=True)
     for name in storage.list_dir(folder):
         stem, extension = posixpath.splitext(name)
         if extension.lower() == ".pgm" and stem not in lesions:

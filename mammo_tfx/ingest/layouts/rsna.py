@@ -66,7 +66,7 @@ def list_rsna(root: str, options: IngestOptions) -> Iterator[Union[ScanRecord, Q
             image_path=storage.join(root, IMAGE_FOLDER, patient_id, f"{image_id}.dcm"),
             patient_id=patient_id, image_id=image_id, label=CANCER_LABELS[row["cancer"]],
             laterality=row["laterality"], view=row["view"], density=DENSITIES.get(row["density"].upper(), 0),
-            has_annotations=False, presentation_mammogram_only=True,
+            has_annotations=False, mammograms_by_publisher=True,
             age_group=age_group(row["age"]), site=row["site_id"] or UNKNOWN,
             device=f"machine {row['machine_id']}" if row["machine_id"] else UNKNOWN,
             implant=IMPLANTS.get(row["implant"], UNKNOWN))

@@ -196,7 +196,7 @@ def list_vindr(root: str, options: IngestOptions) -> Iterator[Union[ScanRecord, 
             dataset=DATASET, record_id=record_id, image_path=image_path, patient_id=study_id, image_id=image_id,
             study_id=study_id, label=label, lesions=lesions, laterality=row["laterality"].upper(),
             view=row["view_position"].upper(), density=density_code(row["breast_density"]),
-            source_split=SPLITS[row["split"].lower()], presentation_mammogram_only=True,
+            source_split=SPLITS[row["split"].lower()], mammograms_by_publisher=True,
             age_group=age, device=device)
 
 
