@@ -3,9 +3,9 @@
 Whole-image export (stage 2, what Evaluator and Pusher use):
   * `serving_default`  image_bytes [B] string (PNG 8/16-bit or JPEG, any size within the export's
     ImageLimits, checked from the headers before decoding) -> decoded to the 16-bit range, brought to the
-    working size as ingestion did (its resize mode: stretched, or scaled and padded), re-encoded as 16-bit PNG and passed through the
-    Transform layer (the training graph), then the model on 4 flips (none, horizontal, vertical,
-    both). Outputs `score` [B] (mean malignant probability of the 4 flips), `probability` [B] (that score
+    working size as ingestion did (its resize mode: stretched, or scaled and padded), re-encoded as 16-bit PNG
+    and passed through the Transform layer (the training graph), then the model on 4 flips (none, horizontal,
+    vertical, both). Outputs `score` [B] (mean malignant probability of the 4 flips), `probability` [B] (that score
     calibrated on the eval split), `recall` [B] bool (probability >= the image threshold chosen on the eval
     split) and `probability_single` [B] (no flip, uncalibrated).
   * `serving_examples` examples [B] serialized tf.Example with one `image_png` each -> that image goes

@@ -3,9 +3,9 @@
 Serving accepts PNG (8 or 16 bit) or JPEG. Pixels are brought to the contract's 16-bit range
 (8-bit values x 257, so 255 -> 65535; tf.image.convert_image_dtype would use x256), brought to the
 working size when needed as ingestion's resize mode did (stretched, or scaled and padded), and re-encoded as a
-16-bit PNG, so the SAME Transform graph used in training decodes and normalises them. Before any pixel is decoded, each image is checked against the export's
-`ImageLimits` (bytes, then format, then the size its header declares), so a decompression bomb is refused in the
-graph itself, under `tensorflow_model_server` too.
+16-bit PNG, so the SAME Transform graph used in training decodes and normalises them. Before any pixel is decoded,
+each image is checked against the export's `ImageLimits` (bytes, then format, then the size its header declares), so
+a decompression bomb is refused in the graph itself, under `tensorflow_model_server` too.
 """
 from __future__ import annotations
 
