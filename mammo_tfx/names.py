@@ -29,6 +29,11 @@ ORIGINAL_WIDTH = "original_width"
 PIXEL_SPACING_MM = "pixel_spacing_mm"
 CONTENT_BOX = "content_box"
 RESIZE_MODE = "resize_mode"
+# Its values: how ingestion brought a scan to the working size (mammo_tfx/ingest/resize.py), which every serving
+# signature of a model trained on those scans repeats (trainer_module/image_decoding.py).
+STRETCH = "stretch"
+PAD = "pad"
+RESIZE_MODES = (STRETCH, PAD)
 BITS_STORED = "bits_stored"
 MASK_RESIZED = "mask_resized"
 MASK_COMPLETE = "mask_complete"

@@ -9,9 +9,11 @@ signature (and of `heatmap` when overlays are wanted):
     ingestion reader, which rejects what training never saw (colour, 1-bit, corrupt files).
   * DICOM (any transfer syntax the ingest decoder handles) and PGM files are decoded by the ingestion
     library (MONOCHROME1, modality/VOI LUT, bit depth -> full 16-bit range) and sent as a 16-bit PNG. When
-    the export records its working size (keras/model_info.json), the image is first resized to it exactly as
-    ingestion does (stretch, PIL bicubic), so requests stay small and the model sees what it trained on;
-    otherwise it is sent at full size and the signature resizes it.
+    the export records its working size (keras/model_info.json), the image is first brought to it exactly as
+    ingestion does (the export's resize mode, PIL bicubic), so requests stay small and the model sees what it
+    trained on; otherwise it is sent at full size and the signature resizes it. A DICOM is first held to ingestion's
+    mammogram header rule as the folder layout applies it (a CT slice, a FOR PROCESSING image, a header that does not
+    name a mammogram are refused with the reason).
 A file that fails is reported in its row's `error` and the others go on.
 
 Breasts and exams: each file is placed in a breast and an exam by mammo_tfx/ingest/identity.py (the DICOM header's
@@ -43,13 +45,15 @@ from mammo_tfx.evaluation.screening import (BREAST_UNIT, EXAM_UNIT, IMAGE_UNIT, 
                                             ScreeningOptions, breasts, exams)
 from mammo_tfx.ingest.decoded import DecodedImage, check_source_pixels, to_uint16
 from mammo_tfx.ingest.example import encode_png
+from mammo_tfx.ingest.header_rule import MammogramHeaderRule
 from mammo_tfx.ingest.identity import SIDES, breast_id, exam_id, image_identity
 from mammo_tfx.ingest.image_io import read_image, sniff_format
 from mammo_tfx.ingest.options import DEFAULT_MAX_SOURCE_PIXELS
+from mammo_tfx.ingest.process import working_image
 from mammo_tfx.ingest.records import BadInputError
 from mammo_tfx.ingest.resize import resize_image
 from mammo_tfx.names import (DEFAULT_SIGNATURE, HEATMAP, HEATMAP_SIGNATURE, IMAGE_BYTES_INPUT, PROBABILITY,
-                             PROBABILITY_SINGLE, RECALL)
+                             PROBABILITY_SINGLE, RECALL, STRETCH)
 from mammo_tfx.predict_overlay import HeatmapGeometry, write_heatmap_overlay
 from mammo_tfx.serving.errors import ServingError
 from mammo_tfx.serving.model import LoadedModel, load_model
@@ -60,14 +64,38 @@ logger = logging.getLogger(__name__)
 
 # The model's outputs keep their names; `heatmap` is the overlay file's path. `unit` is image, breast or exam;
 # `images` how many scored images a row stands for; `placement` where an image's breast and exam came from, or why
-# it has none.
+# it has none; `model`, `model_version` and `model_path` which export answered (on every row, so that a row copied
+# elsewhere can still be traced to its model).
+MODEL_COLUMNS = ("model", "model_version", "model_path")
 CSV_COLUMNS = ("unit", "file", "breast", "exam", "laterality", "view", "images", PROBABILITY, PROBABILITY_SINGLE,
-               RECALL, HEATMAP, "placement", "error")
+               RECALL, HEATMAP, "placement", "error", *MODEL_COLUMNS)
 # Longer side of the overlay PNGs: enough to see a lesion, small enough to open anywhere.
 OVERLAY_LONG_SIDE = 1024
 # Fast PNG compression: the request is decoded once in-process, its size barely matters.
 _REQUEST_PNG_COMPRESS_LEVEL = 1
 _JPEG_MAGIC = b"\xff\xd8\xff"
+# Ingestion's mammogram header rule, as for the folder layout: no publisher vouches for a file handed to predict, so
+# its DICOM header must name a mammogram itself (mammo_tfx/ingest/header_rule.py).
+HEADER_RULE = MammogramHeaderRule(strict=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelStamp:
+    """Which model answered: its name (the serving base directory's, as TF Serving names a model), version and
+    SavedModel path."""
+
+    name: str
+    version: int
+    path: str
+
+    @classmethod
+    def of(cls, loaded: LoadedModel) -> "ModelStamp":
+        path = os.path.normpath(loaded.path)
+        folder, leaf = os.path.split(path)
+        return cls(os.path.basename(folder) if leaf.isdigit() else leaf, loaded.version, loaded.path)
+
+    def columns(self) -> list:
+        return [self.name, self.version, self.path]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +113,7 @@ class Prediction:
     view: str = "UNKNOWN"
     placement: str = ""  # where breast and exam came from, or why the file has none
     recall: Optional[bool] = None  # probability >= the export's image threshold; None without one
+    model: Optional[ModelStamp] = None  # which model answered (None: no model was asked)
 
     @property
     def ok(self) -> bool:
@@ -129,6 +158,7 @@ class PredictionResult:
     exams: list[UnitPrediction]
     breast_rule: BreastRule
     thresholds: dict[str, float]
+    model: Optional[ModelStamp] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,6 +176,7 @@ class PredictionModel:
     loaded: LoadedModel
     working_size: Optional[tuple[int, int]]  # (rows, cols) the signature resizes every image to
     heatmap_geometry: Optional[HeatmapGeometry]
+    resize_mode: str = STRETCH  # how the signatures (and ingestion) bring an image to the working size
 
 
 def resolve_saved_model(model_dir: str) -> LoadedModel:
@@ -187,27 +218,30 @@ def load_prediction_model(model_dir: str) -> PredictionModel:
     """The model `predict_files` uses, with its input geometry."""
     loaded = resolve_saved_model(model_dir)
     working_size, geometry = read_model_geometry(loaded.path)
+    serving_geometry = read_serving_geometry(loaded.path)
+    resize_mode = STRETCH if serving_geometry is None else serving_geometry.resize_mode
     logger.info("predicting with %s (version %d, working size %s)", loaded.path, loaded.version,
                 "unknown" if working_size is None else f"{working_size[0]}x{working_size[1]}")
     if working_size is None:
         logger.warning("%s has no keras/model_info.json: DICOMs are sent at full size and heatmaps are stretched "
                        "over the image", loaded.path)
-    return PredictionModel(loaded, working_size, geometry)
+    return PredictionModel(loaded, working_size, geometry, resize_mode)
 
 
-def prepare_model_input(path: str, working_size: Optional[tuple[int, int]]) -> ModelInput:
-    """Read one file into the request bytes and the display image. Raises BadInputError for unusable files."""
+def prepare_model_input(path: str, working_size: Optional[tuple[int, int]],
+                        resize_mode: str = STRETCH) -> ModelInput:
+    """Read one file into the request bytes and the display image. Raises BadInputError for unusable files, and for
+    DICOMs that ingestion's input rule refuses (another modality, a Secondary Capture, FOR PROCESSING)."""
     if _is_jpeg(path):
         return ModelInput(_read_bytes(path), _display_image(_read_jpeg_grey(path)))
     image_format = sniff_format(path)
-    decoded = read_image(path)
+    decoded = read_image(path, header_rule=HEADER_RULE)
     if image_format == "png":
         return ModelInput(_read_bytes(path), _display_image(decoded))
     if working_size is None:
         request_pixels = to_uint16(decoded.pixels, decoded.scale, decoded.offset)
     else:
-        # As ingestion: resize first, then the linear map to 16 bit (it commutes with resizing).
-        request_pixels = to_uint16(resize_image(decoded.pixels, working_size), decoded.scale, decoded.offset)
+        request_pixels = working_image(decoded, *working_size, resize_mode).pixels(*working_size)
     return ModelInput(encode_png(request_pixels, _REQUEST_PNG_COMPRESS_LEVEL), _display_image(decoded))
 
 
@@ -231,9 +265,11 @@ def predict_units(model_dir: str, files: Sequence[str], heatmap_dir: Optional[st
     rule = record.options.breast_rule if record is not None else ScreeningOptions().breast_rule
     thresholds = dict(record.thresholds) if record is not None else {}
     overlay_names = _OverlayNames(heatmap_dir) if heatmap_dir is not None else None
-    predictions = [_predict_file(model, path, overlay_names, place_file(path), thresholds.get(IMAGE_UNIT))
-                   for path in files]
-    return group_predictions(predictions, BreastRule(rule), thresholds)
+    stamp = ModelStamp.of(model.loaded)
+    predictions = [dataclasses.replace(
+        _predict_file(model, path, overlay_names, place_file(path), thresholds.get(IMAGE_UNIT)), model=stamp)
+        for path in files]
+    return group_predictions(predictions, BreastRule(rule), thresholds, stamp)
 
 
 def place_file(path: str) -> Placement:
@@ -255,8 +291,8 @@ def place_file(path: str) -> Placement:
                      f"exam from the {source}; laterality unknown: a breast of its own")
 
 
-def group_predictions(predictions: Sequence[Prediction], rule: BreastRule,
-                      thresholds: dict[str, float]) -> PredictionResult:
+def group_predictions(predictions: Sequence[Prediction], rule: BreastRule, thresholds: dict[str, float],
+                      model: Optional[ModelStamp] = None) -> PredictionResult:
     """Breast and exam rows of the placed, scored images (screening.breasts / exams); recall where `thresholds`
     (unit -> threshold) has the unit's."""
     scored = [ScoredUnit(key=prediction.file, label=0, score=float(prediction.probability),
@@ -271,7 +307,7 @@ def group_predictions(predictions: Sequence[Prediction], rule: BreastRule,
                                 _decision(unit.score, thresholds.get(BREAST_UNIT))) for unit in breast_units],
         exams=[UnitPrediction(EXAM_UNIT, unit.key, unit.key, "", unit.images, unit.score,
                               _decision(unit.score, thresholds.get(EXAM_UNIT))) for unit in exam_units],
-        breast_rule=rule, thresholds=dict(thresholds))
+        breast_rule=rule, thresholds=dict(thresholds), model=model)
 
 
 def _decision(probability: float, threshold: Optional[float]) -> Optional[bool]:
@@ -341,7 +377,7 @@ def _predict_file(model: PredictionModel, path: str, overlay_names: Optional["_O
 
 
 def _predict_one(model: PredictionModel, path: str, overlay_names: Optional["_OverlayNames"]) -> Prediction:
-    model_input = prepare_model_input(path, model.working_size)
+    model_input = prepare_model_input(path, model.working_size, model.resize_mode)
     request = {IMAGE_BYTES_INPUT: np.array([model_input.image_bytes], dtype=object)}
     outputs = model.loaded.predict(DEFAULT_SIGNATURE, request)
     probability = float(outputs[PROBABILITY][0])
@@ -430,10 +466,15 @@ def _write_rows(result: Union[PredictionResult, Sequence[Prediction]], stream: T
         writer.writerow([IMAGE_UNIT, prediction.file, prediction.breast, prediction.exam, prediction.laterality,
                          prediction.view, 1 if prediction.ok else 0, _number(prediction.probability),
                          _number(prediction.probability_single), _flag(prediction.recall), prediction.heatmap or "",
-                         prediction.placement, prediction.error or ""])
+                         prediction.placement, prediction.error or "", *_stamp(prediction.model)])
     for unit in units:
         writer.writerow([unit.unit, "", unit.id if unit.unit == BREAST_UNIT else "", unit.exam, unit.laterality, "",
-                         unit.images, _number(unit.probability), "", _flag(unit.recall), "", "", ""])
+                         unit.images, _number(unit.probability), "", _flag(unit.recall), "", "", "",
+                         *_stamp(result.model)])
+
+
+def _stamp(model: Optional[ModelStamp]) -> list:
+    return model.columns() if model is not None else [""] * len(MODEL_COLUMNS)
 
 
 def _flag(value: Optional[bool]) -> str:

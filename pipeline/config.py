@@ -191,7 +191,8 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         # Sizes several stages must agree on are set once (DERIVED_KEYS): the Trainers follow ingestion and sampling.
         object.__setattr__(self, "image_training", dataclasses.replace(
-            self.image_training, image_size=(self.ingest.height, self.ingest.width)))
+            self.image_training, image_size=(self.ingest.height, self.ingest.width),
+            resize_mode=self.ingest.resize_mode))
         object.__setattr__(self, "patch_training", dataclasses.replace(
             self.patch_training, patch_size=self.patches.patch_size))
         object.__setattr__(self, "evaluation", dataclasses.replace(
@@ -328,6 +329,7 @@ def _test() -> PipelineConfig:
 DERIVED_KEYS = {
     "profile": "the profile chosen (load_config's profile, the CLI's --profile)",
     "image_training.image_size": "ingest.height / ingest.width",
+    "image_training.resize_mode": "ingest.resize_mode",
     "patch_training.patch_size": "patches.patch_size",
     "evaluation.external_datasets": "ingest.external_datasets (the CLI's --external)",
 }

@@ -125,10 +125,13 @@ def create_components(
             **base_model,
             train_args=tfx.proto.TrainArgs(splits=[TRAIN_SPLIT]),
             eval_args=tfx.proto.EvalArgs(splits=[EVAL_SPLIT]),
-            # The whole-image export calibrates its answer and chooses its thresholds (evaluation.screening).
-            custom_config={"hparams": hparams.to_dict(), IMAGE_LIMITS_CONFIG_KEY: config.serving.image.to_dict(),
+            # Each Trainer gets only the settings it reads, so that its cache key changes only when its output can:
+            # the whole-image export enforces the serving image limits in its graph and calibrates its answer and
+            # chooses its thresholds (evaluation.screening); the patch export is never served.
+            custom_config={"hparams": hparams.to_dict(),
                            CHECKPOINTS_CONFIG_KEY: checkpoints_dir(pipeline_root, component_id),
-                           **({SCREENING_CONFIG_KEY: config.evaluation.screening.to_dict()}
+                           **({IMAGE_LIMITS_CONFIG_KEY: config.serving.image.to_dict(),
+                               SCREENING_CONFIG_KEY: config.evaluation.screening.to_dict()}
                               if run_fn == IMAGE_RUN_FN else {}),
                            **(cloud_training or {})},
         ).with_id(component_id)

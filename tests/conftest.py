@@ -35,6 +35,7 @@ from tfx.utils import proto_utils
 from components.mammo_example_gen import executor as example_gen_executor
 from components.mammo_example_gen.artifacts import QuarantineReport
 from mammo_tfx import names
+from mammo_tfx.evaluation.calibration import ScreeningRecord
 from mammo_tfx.evaluation.screening import ScreeningOptions
 from mammo_tfx.ingest.layouts import list_records
 from mammo_tfx.ingest.options import IngestOptions
@@ -42,6 +43,7 @@ from mammo_tfx.ingest.process import process_record
 from mammo_tfx.ingest.records import QuarantineEntry, ScanRecord
 from mammo_tfx.ingest.splits import SplitNeeds
 from mammo_tfx.serving.limits import ImageLimits
+from mammo_tfx.serving.model_info import WHOLE_IMAGE_KIND, ModelInfo, ServingGeometry
 from pipeline.config import BeamConfig, SplitConfig, load_config
 from pipeline.pipeline import output_config
 from pipeline.sources import DataSource, write_manifest
@@ -299,12 +301,23 @@ def _shrink_head(dense_layer) -> None:
     dense_layer.set_weights([kernel * 0.01, bias])
 
 
+def whole_image_info(record: Optional[ScreeningRecord]) -> ModelInfo:
+    """The model info of a whole-image export of the test profile recording `record` (None: no record)."""
+    config = load_config("test")
+    return ModelInfo(kind=WHOLE_IMAGE_KIND, patch_hparams=config.patch_training.to_dict(), image_limits=ImageLimits(),
+                     image_hparams=config.image_training.to_dict(),
+                     geometry=ServingGeometry(tuple(config.image_training.image_size), 8, 16),
+                     screening=None if record is None else record.to_dict())
+
+
 def export_untrained_whole_image_model(work_dir: str, export_dir: str, working_size: tuple[int, int],
                                        image_limits: ImageLimits = ImageLimits(),
-                                       eval_examples: Optional[list[tf.train.Example]] = None) -> None:
+                                       eval_examples: Optional[list[tf.train.Example]] = None,
+                                       resize_mode: str = names.STRETCH) -> None:
     """trainer_module's real whole-image export of tiny untrained models over a real Transform graph (analysed on
     8 toy images at `working_size`, a multiple of the tiny trunk's stride 8): the serving graph in seconds. It
-    calibrates on `eval_examples` (default: those 8 images), written as the eval split under <work_dir>/examples."""
+    calibrates on `eval_examples` (default: those 8 images), written as the eval split under <work_dir>/examples;
+    its signatures bring images to the working size as ingestion's `resize_mode` does."""
     transform_dir = os.path.join(work_dir, "transform_graph")
     os.makedirs(transform_dir)
     examples = whole_image_examples(8, 1, *working_size)
@@ -313,7 +326,8 @@ def export_untrained_whole_image_model(work_dir: str, export_dir: str, working_s
                             examples if eval_examples is None else eval_examples)
     tf.random.set_seed(7)
     patch_hparams = load_config("test").patch_training
-    image_hparams = dataclasses.replace(load_config("test").image_training, image_size=working_size)
+    image_hparams = dataclasses.replace(load_config("test").image_training, image_size=working_size,
+                                        resize_mode=resize_mode)
     trunk = build_patch_model(patch_hparams).get_layer(TRUNK_NAME)
     whole_image_model = build_whole_image_model(trunk, image_hparams)
     patch_model = build_patch_model(patch_hparams)

@@ -16,6 +16,8 @@ from mammo_tfx.evaluation.calibration import (IDENTITY, ISOTONIC, PLATT, SCREENI
                                               read_screening_record, served)
 from mammo_tfx.evaluation.screening import (BreastRule, CalibrationMethod, OperatingTarget, ScoredUnit,
                                             ScreeningOptions)
+from mammo_tfx.serving.model_info import write_model_info
+from tests.conftest import whole_image_info
 
 
 def miscalibrated(count: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -123,15 +125,20 @@ def write_info(export_dir: str, info: dict) -> None:
         json.dump(info, handle)
 
 
-def test_record_is_read_from_model_info_and_absent_for_older_exports(tmp_path):
+def test_record_is_read_from_model_info_and_a_missing_key_is_an_error(tmp_path):
     scores, labels = miscalibrated(count=60)
     record = fit_screening_record(eval_images(scores, labels), ScreeningOptions())
-    write_info(str(tmp_path / "new"), {"kind": "whole_image", SCREENING_INFO_KEY: record.to_dict()})
-    write_info(str(tmp_path / "old"), {"kind": "whole_image"})
-    write_info(str(tmp_path / "bad"), {SCREENING_INFO_KEY: {"options": {}}})
+    write_model_info(str(tmp_path / "new"), whole_image_info(record))
+    write_model_info(str(tmp_path / "none"), whole_image_info(None))
+    old = whole_image_info(None).to_dict()
+    del old[SCREENING_INFO_KEY]
+    write_info(str(tmp_path / "old"), old)
+    write_info(str(tmp_path / "bad"), {**old, SCREENING_INFO_KEY: {"options": {}}})
     assert read_screening_record(str(tmp_path / "new")) == record
-    assert read_screening_record(str(tmp_path / "old")) is None
+    assert read_screening_record(str(tmp_path / "none")) is None
     assert read_screening_record(str(tmp_path / "missing")) is None
+    with pytest.raises(ValueError, match=r"old.*model_info.json lacks \['screening'\]: .* export the model again"):
+        read_screening_record(str(tmp_path / "old"))
     with pytest.raises(ValueError, match="bad.*model_info.json.*malformed"):
         read_screening_record(str(tmp_path / "bad"))
     assert ScreeningRecord.from_dict(json.loads(json.dumps(record.to_dict(), allow_nan=False))) == record

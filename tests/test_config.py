@@ -116,7 +116,7 @@ def test_schedule_and_enum_overrides_build_typed_steps(tmp_path):
         load_config("demo", overrides=["patch_training.distribution=tpu"])
 
 
-def test_serving_limits_are_a_validated_section_that_reaches_both_trainers():
+def test_serving_limits_are_a_validated_section_that_reaches_the_whole_image_trainer_only():
     config = load_config("production", overrides=["serving.max_in_flight=8", "serving.request_timeout_s=12",
                                                   "serving.image.max_pixels=30000000"])
     assert (config.serving.max_in_flight, config.serving.request_timeout_s) == (8, 12.0)
@@ -125,10 +125,11 @@ def test_serving_limits_are_a_validated_section_that_reaches_both_trainers():
                 for component in create_pipeline(config, "gs://b/manifest", "gs://b/root").components
                 if component.id in (PATCH_TRAINER_ID, IMAGE_TRAINER_ID)}
     assert len(trainers) == 2
-    assert all(custom["image_limits"] == config.serving.image.to_dict() for custom in trainers.values())
-    # Only the whole-image export calibrates and chooses operating thresholds.
+    # Only the whole-image export is served, calibrates and chooses operating thresholds: a change of those settings
+    # leaves the patch Trainer's cached execution valid.
+    assert trainers[IMAGE_TRAINER_ID]["image_limits"] == config.serving.image.to_dict()
     assert trainers[IMAGE_TRAINER_ID]["screening"] == config.evaluation.screening.to_dict()
-    assert "screening" not in trainers[PATCH_TRAINER_ID]
+    assert set(trainers[PATCH_TRAINER_ID]) == {"hparams", "checkpoints_dir"}
     for invalid in ("serving.max_in_flight=0", "serving.image.max_bytes=-1", "serving.request_timeout_s=0"):
         with pytest.raises(ValueError, match="positive"):
             load_config("production", overrides=[invalid])
@@ -196,3 +197,10 @@ def test_production_smoke_takes_a_backbone_weights_file_from_set(tmp_path):
     weights = tmp_path / "resnet50_notop.h5"
     config = load_config("production-smoke", overrides=[f"patch_training.backbone_weights={weights}"])
     assert config.patch_training.backbone_weights == str(weights)
+
+
+def test_the_whole_image_trainer_follows_the_ingestion_resize_mode():
+    assert load_config("test", overrides=["ingest.resize_mode=pad"]).image_training.resize_mode == "pad"
+    assert load_config("test").image_training.resize_mode == "stretch"
+    with pytest.raises(ValueError, match="ingest.resize_mode"):
+        load_config("test", overrides=["image_training.resize_mode=pad"])

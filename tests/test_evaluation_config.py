@@ -109,7 +109,10 @@ def test_components_are_wired_baseline_evaluator_gate_pusher_card(tmp_path):
     assert screening_evaluator.id == "ScreeningEvaluator"
     assert screening_evaluator.inputs["examples"] is examples and screening_evaluator.inputs["model"] is model
     assert screening_evaluator.inputs["baseline_model"] is baseline.outputs["baseline_model"]
-    assert EvaluationConfig.from_dict(json.loads(screening_evaluator.exec_properties["evaluation_config"])) == config
+    # Only what it reads, so that a gate bound edit leaves its cached execution valid.
+    assert screening_evaluator.exec_properties == {
+        "split": config.split, "breast_rule": config.screening.breast_rule.value,
+        "bootstrap_samples": config.bootstrap_samples, "external_datasets": "[]"}
     assert gate.inputs["unit_evaluation"] is screening_evaluator.outputs["unit_evaluation"]
     assert card.inputs["unit_evaluation"] is screening_evaluator.outputs["unit_evaluation"]
     # The Pusher obeys the gate, never the Evaluator's (threshold-less, never blessed) blessing.

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mammo_tfx.ingest.masks import class_code, draw_outlines, merge_class_layers
+from mammo_tfx.ingest.masks import draw_outlines, merge_class_layers
+from mammo_tfx.lesion_classes import class_code
 from mammo_tfx.ingest.orientation import breast_side
 from mammo_tfx.ingest.records import BadInputError, LesionRef
 from mammo_tfx.ingest.resize import content_size, place_content, resize_binary_mask, resize_image

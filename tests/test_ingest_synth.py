@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from mammo_tfx.ingest.layouts import list_records
-from mammo_tfx.ingest.masks import class_code
+from mammo_tfx.lesion_classes import class_code
 from mammo_tfx.ingest.options import IngestOptions
 from mammo_tfx.ingest.process import process_record
 from mammo_tfx.ingest.records import QuarantineEntry, ScanRecord

@@ -17,12 +17,13 @@ from tfx.types import standard_artifacts
 from components.model_card import ModelCard
 from components.model_card import executor as card_executor
 from mammo_tfx import names
-from mammo_tfx.evaluation.calibration import SCREENING_INFO_KEY, fit_screening_record
+from mammo_tfx.evaluation.calibration import fit_screening_record
 from mammo_tfx.evaluation.config import EvaluationConfig
 from mammo_tfx.evaluation.gates import evaluate_gates, write_gate_report
 from mammo_tfx.evaluation.model_card import operating_point, operating_point_lines
 from mammo_tfx.evaluation.screening import ScreeningOptions
-from tests.conftest import screening_images, unit_evaluation_document
+from mammo_tfx.serving.model_info import write_model_info
+from tests.conftest import screening_images, unit_evaluation_document, whole_image_info
 from tests.test_model_gate_units import tfma_metrics
 
 DATASETS = {"cbis-ddsm": 200, "inbreast": 160}
@@ -41,10 +42,7 @@ def _uncalibrated(images: list) -> list:
 
 
 def _export_with_record(model_uri: str, record) -> None:
-    keras_dir = os.path.join(model_uri, "Format-Serving", names.KERAS_DIR)
-    os.makedirs(keras_dir)
-    info = {"kind": "whole_image"} if record is None else {"kind": "whole_image", SCREENING_INFO_KEY: record.to_dict()}
-    Path(keras_dir, names.MODEL_INFO_FILE).write_text(json.dumps(info))
+    write_model_info(os.path.join(model_uri, "Format-Serving"), whole_image_info(record))
 
 
 def _breast_figures_by_hand(images: list, threshold: float) -> tuple[int, int, int, int]:

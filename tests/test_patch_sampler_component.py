@@ -20,7 +20,7 @@ from components.patch_sampler import executor as patch_executor
 from mammo_tfx import names
 from mammo_tfx.patches import PatchSamplingOptions
 from mammo_tfx.patches.box_sums import pad_for_patches
-from mammo_tfx.patches.classes import (BACKGROUND, CALC_BENIGN, CALC_MALIGNANT, CLASS_NAMES,
+from mammo_tfx.lesion_classes import (BACKGROUND, CALC_BENIGN, CALC_MALIGNANT, CLASS_NAMES,
                                        MASS_BENIGN, MASS_MALIGNANT)
 from mammo_tfx.patches.regions import breast_mask
 from pipeline.config import BeamConfig

@@ -6,7 +6,7 @@ import pytest
 
 from mammo_tfx.patches import PatchSamplingOptions, sample_scan_patches
 from mammo_tfx.patches import box_sums
-from mammo_tfx.patches.classes import BACKGROUND, CALC_BENIGN, MASS_BENIGN, MASS_MALIGNANT
+from mammo_tfx.lesion_classes import BACKGROUND, CALC_BENIGN, MASS_BENIGN, MASS_MALIGNANT
 from mammo_tfx.patches.regions import breast_mask, find_lesions
 from mammo_tfx.patches.sampler import HARD_NEGATIVE, LESION
 

@@ -1,6 +1,7 @@
 """Resume and re-run: a run killed inside the patch Trainer's training completes when started again, the Trainer
-resuming from its epoch checkpoint; unchanged inputs are served from the MLMD cache, a stage-2 change re-runs only
-stage 2 and what follows, and new data flows through a new ExampleGen execution."""
+resuming from its epoch checkpoint; unchanged inputs are served from the MLMD cache, a gate bound change re-runs only
+the gate and what follows, a serving limit or stage-2 change only stage 2 and what follows, and new data flows
+through a new ExampleGen execution."""
 import glob
 import json
 import os
@@ -79,6 +80,12 @@ def runs(tmp_path_factory):
     start = time.monotonic()
     _, results["unchanged"] = run_local(config, sources, out, show_progress=False)
     results["unchanged_seconds"] = time.monotonic() - start
+    # One setting of each kind changed, each run against the cache of the runs before: a gate bound (only the gate
+    # and what follows it may run), then a serving limit (the whole-image export enforces it; stage 1 is not served).
+    gate_changed = load_config("test", overrides=["evaluation.max_auc_drop=0.5"])
+    _, results["gate_changed"] = run_local(gate_changed, sources, out, show_progress=False)
+    limits_changed = load_config("test", overrides=["serving.image.max_side=8000"])
+    _, results["limits_changed"] = run_local(limits_changed, sources, out, show_progress=False)
     stage2_changed = load_config("test", overrides=["image_training.dropout=0.25"])
     _, results["stage2_changed"] = run_local(stage2_changed, sources, out, show_progress=False)
     synth.generate("mias", data / "mias", patients=5, seed=5)  # two more women's images in the same folder
@@ -110,6 +117,18 @@ def test_unchanged_rerun_is_served_from_the_cache(runs):
     # PushedBaseline too: it looks the baseline up once per candidate model, and the candidate is cached.
     assert set(statuses.values()) == {"cached"}, statuses
     assert runs["unchanged_seconds"] < sum(run.seconds for run in runs["resumed"].components)
+
+
+def test_a_gate_bound_change_re_gates_without_re_evaluating(runs):
+    statuses = _statuses(runs["gate_changed"])
+    assert statuses["ModelGate"] == "ran"
+    assert {statuses[node] for node in ("Trainer_patch", "Trainer_image", "Evaluator", "ScreeningEvaluator")} == {
+        "cached"}, statuses
+
+
+def test_a_serving_limit_change_re_exports_stage2_only(runs):
+    statuses = _statuses(runs["limits_changed"])
+    assert statuses["Trainer_patch"] == "cached" and statuses["Trainer_image"] == "ran", statuses
 
 
 def test_stage2_change_reruns_stage2_only(runs):

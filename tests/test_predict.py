@@ -21,6 +21,7 @@ from mammo_tfx.ingest.dicom_io import read_dicom
 from mammo_tfx.ingest.layouts import list_records
 from mammo_tfx.ingest.options import IngestOptions
 from mammo_tfx.ingest.process import process_record
+from mammo_tfx.ingest.records import BadInputError
 from mammo_tfx.evaluation.screening import BreastRule
 from mammo_tfx.ingest.real_samples import build_real_sample_folder, real_cases_dir
 from mammo_tfx.predict import (CSV_COLUMNS, OVERLAY_LONG_SIDE, Placement, Prediction, console_notes, exit_code,
@@ -29,7 +30,7 @@ from mammo_tfx.predict import (CSV_COLUMNS, OVERLAY_LONG_SIDE, Placement, Predic
 from mammo_tfx.predict_overlay import HeatmapGeometry, heatmap_extent, write_heatmap_overlay
 from mammo_tfx.serving.model_info import read_model_info
 from mammo_tfx.serving.tiny_model import export_tiny_model
-from tests.conftest import encode_png16, export_untrained_whole_image_model, user_console
+from tests.conftest import encode_png16, export_untrained_whole_image_model, rewrite_dicom_tags, user_console
 from trainer_module.backbones import backbone_spec
 from trainer_module.export import heatmap_window
 from trainer_module.hparams import PatchHParams
@@ -191,7 +192,7 @@ def test_the_export_records_the_geometry_of_its_signatures(serving_base):
     """What predict reads from keras/model_info.json is what the trainer's model code gives for the export."""
     export_dir = str(serving_base / str(REAL_VERSION))
     info = read_model_info(export_dir)
-    patch = PatchHParams.from_dict({**info["patch_hparams"], "backbone_weights": None})
+    patch = PatchHParams.from_dict({**info.patch_hparams, "backbone_weights": None})
     stride = backbone_spec(patch.backbone, patch.small_backbone_widths).stride
     assert read_model_geometry(export_dir) == (
         WORKING_SIZE, HeatmapGeometry(*WORKING_SIZE, stride=stride, pooled_size=heatmap_window(patch) * stride))
@@ -397,14 +398,11 @@ def test_breast_and_exam_rows_follow_the_rule_and_thresholds():
 
 
 def _copy_with_screening_record(export: Path, destination: Path, record: Optional[dict]) -> Path:
-    """A copy of an export whose model info holds `record` as its screening record, or none (an export made before
-    screening records existed)."""
+    """A copy of an export whose model info holds `record` as its screening record, or records none."""
     shutil.copytree(export, destination)
     info_path = destination / "keras" / "model_info.json"
     info = json.loads(info_path.read_text())
-    info.pop("screening", None)
-    if record is not None:
-        info["screening"] = record
+    info["screening"] = record
     info_path.write_text(json.dumps(info))
     return destination
 
@@ -453,3 +451,32 @@ def test_predict_shows_the_real_dicoms_as_two_exams_of_two_breasts(serving_base,
     for image, probability in zip(images, probabilities):
         assert float(image["probability"]) == pytest.approx(probability, abs=1e-8)
         assert image["recall"] == str(int(probability >= middle))
+
+
+def test_predict_refuses_the_dicoms_ingestion_refuses_and_says_why(write_dicom, tmp_path):
+    pixels = np.full((40, 30), 900, np.uint16)
+    ct_slice = write_dicom(tmp_path / "ct.dcm", pixels, Modality="CT")
+    raw = write_dicom(tmp_path / "raw.dcm", pixels, PresentationIntentType="FOR PROCESSING")
+    with pytest.raises(BadInputError, match="not a mammogram: DICOM Modality is CT, expected MG"):
+        prepare_model_input(str(ct_slice), WORKING_SIZE)
+    with pytest.raises(BadInputError, match="FOR PROCESSING image"):
+        prepare_model_input(str(raw), WORKING_SIZE)
+    unnamed = write_dicom(tmp_path / "unnamed.dcm", pixels)
+    rewrite_dicom_tags(unnamed, Modality=None)
+    with pytest.raises(BadInputError, match="not named a mammogram by its header: DICOM Modality missing"):
+        prepare_model_input(str(unnamed), WORKING_SIZE)
+    # A mammogram stored as a Secondary Capture (digitised film, as CBIS-DDSM) is what the model trained on.
+    sent = prepare_model_input(str(write_dicom(tmp_path / "film.dcm", pixels)), WORKING_SIZE).image_bytes
+    assert tf.io.decode_png(sent, dtype=tf.uint16).shape == (*WORKING_SIZE, 1)
+
+
+@pytest.mark.e2e
+def test_every_row_names_the_model_that_answered(mixed_run, serving_base):
+    result = group_predictions(mixed_run["predictions"], BreastRule.MEAN, {}, mixed_run["predictions"][0].model)
+    stream = io.StringIO()
+    write_predictions_csv(result, stream)
+    rows = list(csv.DictReader(io.StringIO(stream.getvalue())))
+    assert len(rows) > len(mixed_run["files"])  # breast and exam rows too
+    for row in rows:
+        assert (row["model"], row["model_version"], row["model_path"]) == (
+            "mammo", str(REAL_VERSION), str(serving_base / str(REAL_VERSION)))

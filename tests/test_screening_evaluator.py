@@ -76,11 +76,11 @@ def scan_examples(exams: int, seed: int) -> List[tf.train.Example]:
 
 def set_screening_record(export_dir: str, rule: Optional[BreastRule]) -> None:
     """Gives the export's model info a screening record as the whole-image Trainer writes it (identity
-    calibration, THRESHOLDS, `rule`), or none (rule None: an export from before records)."""
+    calibration, THRESHOLDS, `rule`), or none (rule None: an export without a fitted record)."""
     path = model_info_path(export_dir)
     with tf.io.gfile.GFile(path) as handle:
         info = json.load(handle)
-    info.pop(SCREENING_INFO_KEY, None)
+    info[SCREENING_INFO_KEY] = None
     if rule is not None:
         info[SCREENING_INFO_KEY] = ScreeningRecord(
             options=ScreeningOptions(breast_rule=rule), calibration=Calibration(IDENTITY), thresholds=THRESHOLDS,
@@ -280,7 +280,7 @@ def test_the_component_executor_evaluates_candidate_and_baseline(exports, exampl
     inputs = {"examples": [examples], "model": [models["candidate"]], "baseline_model": [models["baseline"]]}
     screening_executor.Executor(context).Do(
         inputs, {"predictions": [predictions], "unit_evaluation": [unit_evaluation]},
-        {"evaluation_config": json.dumps(config.to_dict())})
+        _parameters(config))
     document = read_unit_evaluation(unit_evaluation.uri)
     assert set(document.models) == {CANDIDATE, BASELINE} and document.bootstrap_samples == 20
     assert document.candidate.thresholds == THRESHOLDS and document.baseline.thresholds == {}
@@ -292,7 +292,7 @@ def test_the_component_executor_evaluates_candidate_and_baseline(exports, exampl
     inputs["baseline_model"] = []
     screening_executor.Executor(context).Do(
         inputs, {"predictions": [_artifact(ScreeningPredictions, str(tmp_path / "p2"))], "unit_evaluation": [without]},
-        {"evaluation_config": json.dumps(config.to_dict())})
+        _parameters(config))
     assert set(read_unit_evaluation(without.uri).models) == {CANDIDATE}
     assert not os.path.exists(tmp_path / "p2" / BASELINE)
 
@@ -300,7 +300,12 @@ def test_the_component_executor_evaluates_candidate_and_baseline(exports, exampl
     with pytest.raises(ValueError, match="split 'test' is not in the examples"):
         screening_executor.Executor(context).Do(
             inputs, {"predictions": [predictions], "unit_evaluation": [unit_evaluation]},
-            {"evaluation_config": json.dumps(config.to_dict())})
+            _parameters(config))
+
+
+def _parameters(config: EvaluationConfig) -> dict:
+    return {"split": config.split, "breast_rule": config.screening.breast_rule.value,
+            "bootstrap_samples": config.bootstrap_samples}
 
 
 def test_bootstrap_interval_is_the_percentile_interval_of_sklearn_aucs_over_the_same_resamples():

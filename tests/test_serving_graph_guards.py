@@ -20,7 +20,7 @@ from mammo_tfx.names import (BREAST_ID_INPUT, DEFAULT_SIGNATURE, EXAM_SIGNATURE,
 from mammo_tfx.serving.limits import ImageLimits
 from tests.conftest import encode_png16, export_untrained_whole_image_model, toy_whole_image
 from trainer_module.inputs import transform_images
-from trainer_module.model_io import IMAGE_LIMITS_INFO_KEY, read_model_info
+from mammo_tfx.serving.model_info import read_model_info
 
 pytestmark = pytest.mark.e2e  # every test calls a SavedModel exported by trainer_module
 
@@ -157,7 +157,7 @@ def test_8_bit_png_and_jpeg_within_the_limits_are_served(loaded):
 
 
 def test_the_export_records_its_limits(export_dir):
-    assert read_model_info(str(export_dir))[IMAGE_LIMITS_INFO_KEY] == {
+    assert read_model_info(str(export_dir)).image_limits.to_dict() == {
         "max_bytes": 32 * 1024 * 1024, "max_pixels": 40_000_000, "max_side": 8192}
 
 

@@ -91,8 +91,8 @@ def trained(toy_data, tmp_path_factory):
 def _load_whole_image_model(export_dir: str):
     """Rebuilds a whole-image classifier from its export's Keras copy."""
     info = read_model_info(export_dir)
-    patch_hparams = PatchHParams.from_dict({**info["patch_hparams"], "backbone_weights": None})
-    image_hparams = ImageHParams.from_dict({**info["image_hparams"], "init_from": None})
+    patch_hparams = PatchHParams.from_dict({**info.patch_hparams, "backbone_weights": None})
+    image_hparams = ImageHParams.from_dict({**info.image_hparams, "init_from": None})
     model = build_whole_image_model(build_patch_model(patch_hparams).get_layer(TRUNK_NAME), image_hparams)
     load_whole_image_weights(model, export_dir)
     return model
@@ -162,7 +162,7 @@ def test_the_screening_record_is_fitted_on_the_eval_split_only(trained, toy_data
     assert record.eval_counts["image"] == len(eval_split) != len(read_split(toy_data["images"], "train"))
     assert record.eval_counts["breast"] == len({feature(e, BREAST_KEY) for e in eval_split})
     assert record.eval_counts["positives"]["image"] == sum(feature(e, LABEL) for e in eval_split)
-    assert read_model_info(trained["image_dir"])["screening"] == record.to_dict()
+    assert read_model_info(trained["image_dir"]).screening == record.to_dict()
     assert record.options == TEST_PROFILE.evaluation.screening
 
 

@@ -2,10 +2,10 @@
 
 Whole-image export (stage 2, what Evaluator and Pusher use):
   * `serving_default`  image_bytes [B] string (PNG 8/16-bit or JPEG, any size within the export's
-    ImageLimits, checked from the headers before decoding) -> decoded to the 16-bit range, resized to the
-    working size, re-encoded as 16-bit PNG and passed through the
-    Transform layer (the training graph), then the model on 4 flips (none, horizontal, vertical,
-    both). Outputs `score` [B] (mean malignant probability of the 4 flips), `probability` [B] (that score
+    ImageLimits, checked from the headers before decoding) -> decoded to the 16-bit range, brought to the
+    working size as ingestion did (its resize mode: stretched, or scaled and padded), re-encoded as 16-bit PNG
+    and passed through the Transform layer (the training graph), then the model on 4 flips (none, horizontal,
+    vertical, both). Outputs `score` [B] (mean malignant probability of the 4 flips), `probability` [B] (that score
     calibrated on the eval split), `recall` [B] bool (probability >= the image threshold chosen on the eval
     split) and `probability_single` [B] (no flip, uncalibrated).
   * `serving_examples` examples [B] serialized tf.Example with one `image_png` each -> that image goes
@@ -25,8 +25,8 @@ Whole-image export (stage 2, what Evaluator and Pusher use):
 Patch export (stage 1, needed by stage 2 and tests only):
   * `serving_default`  image_bytes of patches -> `probabilities` [B, 5], `probability` [B] malignant.
 Both carry a Keras copy (model_io.py) so that stage 2 / init_from can rebuild the models, and record the
-ImageLimits their graphs enforce in its model_info.json; the whole-image export also records its working size
-and heatmap cell grid there, for `mammo-tfx predict`.
+ImageLimits their graphs enforce in its model_info.json; the whole-image export also records its working size,
+resize mode and heatmap cell grid there, for `mammo-tfx predict`.
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ from mammo_tfx.evaluation.screening import ScoredUnit, ScreeningOptions
 from mammo_tfx.example_files import serialized_examples
 from mammo_tfx.names import (BREAST_ID_INPUT, BREAST_KEY, DEFAULT_SIGNATURE, EXAM_KEY, EXAM_SIGNATURE, EXAMPLES_INPUT,
                              EXAMPLES_SIGNATURE, HEATMAP, HEATMAP_SIGNATURE, IMAGE_BYTES_INPUT, IMAGE_KEY, IMAGE_PNG,
-                             LABEL, PROBABILITY, PROBABILITY_SINGLE, SCORE)
+                             LABEL, PROBABILITY, PROBABILITY_SINGLE, SCORE, STRETCH)
 from mammo_tfx.serving.limits import ImageLimits
 from mammo_tfx.serving.model_info import ServingGeometry
 from trainer_module.backbones import TRUNK_NAME, backbone_spec
@@ -103,15 +103,16 @@ class _ServingModule(tf.Module):
     """Holds the models and the Transform layer so tf.saved_model.save tracks their variables."""
 
     def __init__(self, tf_transform_output: tft.TFTransformOutput, rows: int, cols: int,
-                 image_limits: ImageLimits) -> None:
+                 image_limits: ImageLimits, resize_mode: str = STRETCH) -> None:
         super().__init__()
         self.tft_layer = tf_transform_output.transform_features_layer()
         self._image_png_spec = tf_transform_output.raw_feature_spec()[IMAGE_PNG]
         self._rows, self._cols = rows, cols
         self._image_limits = image_limits
+        self._resize_mode = resize_mode
 
     def images_from_bytes(self, image_bytes: tf.Tensor) -> tf.Tensor:
-        pngs = batch_to_working_png(image_bytes, self._rows, self._cols, self._image_limits)
+        pngs = batch_to_working_png(image_bytes, self._rows, self._cols, self._image_limits, self._resize_mode)
         return transform_images(self.tft_layer, as_raw_feature(pngs, self._image_png_spec))
 
     def images_from_examples(self, examples: tf.Tensor) -> tf.Tensor:
@@ -180,7 +181,7 @@ def export_whole_image_model(model: tf_keras.Model, patch_model: tf_keras.Model,
     rows, cols = image_hparams.image_size
     window = heatmap_window(patch_hparams)
     stride = backbone_spec(patch_hparams.backbone, patch_hparams.small_backbone_widths).stride
-    module = _ServingModule(tf_transform_output, rows, cols, image_limits)
+    module = _ServingModule(tf_transform_output, rows, cols, image_limits, image_hparams.resize_mode)
     module.model, module.patch_model = model, patch_model
 
     # One trace of the model over the four flips, shared by the eval scoring and every signature that scores images:
@@ -224,7 +225,8 @@ def export_whole_image_model(model: tf_keras.Model, patch_model: tf_keras.Model,
     signatures = {DEFAULT_SIGNATURE: serve_bytes, EXAMPLES_SIGNATURE: serve_examples, EXAM_SIGNATURE: serve_exam,
                   HEATMAP_SIGNATURE: serve_heatmap}
     tf.saved_model.save(module, export_dir, signatures=signatures)
-    geometry = ServingGeometry(working_size=(rows, cols), heatmap_stride=stride, heatmap_pooled_size=window * stride)
+    geometry = ServingGeometry(working_size=(rows, cols), heatmap_stride=stride, heatmap_pooled_size=window * stride,
+                               resize_mode=image_hparams.resize_mode)
     save_keras_copy(model, export_dir, patch_hparams, image_limits, image_hparams, geometry, record)
     return record
 

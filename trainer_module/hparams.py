@@ -13,6 +13,7 @@ from typing import Any, Mapping, Optional, Type, TypeVar
 
 from mammo_tfx.evaluation.screening import ScreeningOptions
 from mammo_tfx.ingest.records import VIEWS
+from mammo_tfx.names import RESIZE_MODES, STRETCH
 from mammo_tfx.options import Options, check_known_keys
 from mammo_tfx.serving.limits import ImageLimits
 from trainer_module.backbone_weights import IMAGENET, IMAGENET_NOTOP
@@ -240,6 +241,8 @@ class ImageHParams(TrainingConfig):
     early_stopping_patience: Optional[int] = 10
     best_model_monitor: str = "val_auc"
     image_size: tuple[int, int] = (1152, 896)
+    # How ingestion brought the scans to image_size (ingest.resize_mode): every serving signature repeats it.
+    resize_mode: str = STRETCH
     top_block: TopBlockSpec = dataclasses.field(default_factory=TopBlockSpec)
     # A whole-image model of the same architecture to fine-tune: a SavedModel directory written by
     # this module's export, or a Keras .h5 file. None starts from stage 1's patch trunk.
@@ -259,6 +262,8 @@ class ImageHParams(TrainingConfig):
         self.validate()
         _require(set(self.train_views) <= set(VIEWS) and len(set(self.train_views)) == len(self.train_views),
                  f"train_views must be distinct views of {VIEWS}, got {self.train_views}")
+        _require(self.resize_mode in RESIZE_MODES,
+                 f"resize_mode must be one of {', '.join(RESIZE_MODES)}, got {self.resize_mode}")
         _require(len(self.image_size) == 2 and all(s > 0 for s in self.image_size),
                  f"image_size must be (rows, cols) > 0, got {self.image_size}")
         _require(all(step.scope != TrainScope.TOP_OF_TRUNK for step in self.schedule),

@@ -1,11 +1,11 @@
 """In-graph decoding of served image bytes into the Transform layer's raw input.
 
 Serving accepts PNG (8 or 16 bit) or JPEG. Pixels are brought to the contract's 16-bit range
-(8-bit values x 257, so 255 -> 65535; tf.image.convert_image_dtype would use x256), resized to the
-working size when needed, and re-encoded as a 16-bit PNG, so the SAME Transform graph used in
-training decodes and normalises them. Before any pixel is decoded, each image is checked against the export's
-`ImageLimits` (bytes, then format, then the size its header declares), so a decompression bomb is refused in the
-graph itself, under `tensorflow_model_server` too.
+(8-bit values x 257, so 255 -> 65535; tf.image.convert_image_dtype would use x256), brought to the
+working size when needed as ingestion's resize mode did (stretched, or scaled and padded), and re-encoded as a
+16-bit PNG, so the SAME Transform graph used in training decodes and normalises them. Before any pixel is decoded,
+each image is checked against the export's `ImageLimits` (bytes, then format, then the size its header declares), so
+a decompression bomb is refused in the graph itself, under `tensorflow_model_server` too.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any, Callable
 import tensorflow as tf
 
 from mammo_tfx.serving.limits import ImageLimits, limit_name
+from mammo_tfx.names import PAD, RESIZE_MODES, STRETCH
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # The IHDR chunk follows the signature: length (4 bytes), type "IHDR" (4), width (4, big-endian), height (4),
@@ -118,26 +119,61 @@ def decode_to_uint16(encoded: tf.Tensor, limits: ImageLimits) -> tf.Tensor:
 
 def resize_uint16(pixels: tf.Tensor, rows: int, cols: int) -> tf.Tensor:
     """Resizes a [H, W, 1] uint16 image to rows x cols (bicubic, antialiased); identity if already there."""
+    return tf.ensure_shape(_resized(pixels, tf.constant([rows, cols], tf.int32)), [rows, cols, 1])
+
+
+def _resized(pixels: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
     def resized() -> tf.Tensor:
-        values = tf.image.resize(tf.cast(pixels, tf.float32), [rows, cols], method="bicubic", antialias=True)
+        values = tf.image.resize(tf.cast(pixels, tf.float32), size, method="bicubic", antialias=True)
         return tf.cast(tf.clip_by_value(tf.round(values), 0.0, 65535.0), tf.uint16)
 
-    same_size = tf.reduce_all(tf.equal(tf.shape(pixels)[:2], [rows, cols]))
-    return tf.ensure_shape(tf.cond(same_size, lambda: pixels, resized), [rows, cols, 1])
+    return tf.cond(tf.reduce_all(tf.equal(tf.shape(pixels)[:2], size)), lambda: pixels, resized)
 
 
-def to_working_png(encoded: tf.Tensor, rows: int, cols: int, limits: ImageLimits) -> tf.Tensor:
+def pad_uint16(pixels: tf.Tensor, rows: int, cols: int) -> tf.Tensor:
+    """Ingestion's `pad` mode in the graph (mammo_tfx/ingest/resize.py `content_size`, `place_content`, and
+    mammo_tfx/ingest/orientation.py `breast_side`): one scale factor that fits the image inside rows x cols, the
+    content at the top against the side its breast touches (the half with more signal; left on a tie), zeros on the
+    other side and below. An image already at rows x cols is left as it is."""
+    shape = tf.cast(tf.shape(pixels)[:2], tf.float64)
+    factor = tf.minimum(rows / shape[0], cols / shape[1])
+    # tf.round rounds halves to even, as Python's round does in content_size.
+    content_rows = tf.cast(tf.clip_by_value(tf.round(shape[0] * factor), 1, rows), tf.int32)
+    content_cols = tf.cast(tf.clip_by_value(tf.round(shape[1] * factor), 1, cols), tf.int32)
+    content = _resized(pixels, tf.stack([content_rows, content_cols]))
+    half = content_cols // 2
+    signal = tf.cast(content, tf.float64)
+    left_signal = tf.reduce_sum(signal[:, :half])
+    right_signal = tf.reduce_sum(signal[:, content_cols - half:])
+    left = tf.where(left_signal >= right_signal, 0, cols - content_cols)
+    padded = tf.pad(content, [[0, rows - content_rows], [left, cols - content_cols - left], [0, 0]])
+    return tf.ensure_shape(padded, [rows, cols, 1])
+
+
+def to_working_size(pixels: tf.Tensor, rows: int, cols: int, resize_mode: str) -> tf.Tensor:
+    """A [H, W, 1] uint16 image at rows x cols, brought there as ingestion's `resize_mode` does."""
+    if resize_mode == STRETCH:
+        return resize_uint16(pixels, rows, cols)
+    if resize_mode == PAD:
+        return pad_uint16(pixels, rows, cols)
+    raise ValueError(f"resize mode must be one of {', '.join(RESIZE_MODES)}, got {resize_mode}")
+
+
+def to_working_png(encoded: tf.Tensor, rows: int, cols: int, limits: ImageLimits,
+                   resize_mode: str = STRETCH) -> tf.Tensor:
     """One encoded image -> a 16-bit PNG string at rows x cols."""
-    return tf.io.encode_png(resize_uint16(decode_to_uint16(encoded, limits), rows, cols))
+    return tf.io.encode_png(to_working_size(decode_to_uint16(encoded, limits), rows, cols, resize_mode))
 
 
-def batch_to_working_png(encoded: tf.Tensor, rows: int, cols: int, limits: ImageLimits) -> tf.Tensor:
-    """[B] encoded images (any supported format, any size within `limits`) -> [B] 16-bit PNGs at rows x cols.
+def batch_to_working_png(encoded: tf.Tensor, rows: int, cols: int, limits: ImageLimits,
+                         resize_mode: str = STRETCH) -> tf.Tensor:
+    """[B] encoded images (any supported format, any size within `limits`) -> [B] 16-bit PNGs at rows x cols,
+    brought to that size as ingestion's `resize_mode` does.
 
     One image at a time: an image at the limits decodes to hundreds of MB on its way to the working size, and
     map_fn's default of 10 parallel iterations would multiply that by 10 for one request.
     """
-    return tf.map_fn(lambda one: to_working_png(one, rows, cols, limits), encoded,
+    return tf.map_fn(lambda one: to_working_png(one, rows, cols, limits, resize_mode), encoded,
                      fn_output_signature=tf.TensorSpec([], tf.string), parallel_iterations=1)
 
 

@@ -2,74 +2,75 @@
 
 Layout added to a SavedModel directory (TF ignores extra files; Pusher copies them along):
     <export_dir>/keras/weights.h5      Keras weights of the trained model
-    <export_dir>/keras/model_info.json {"kind": "patch" | "whole_image", "patch_hparams": {...},
-                                        "image_hparams": {...} (whole image only),
-                                        "image_limits": {...} (what the serving graph refuses),
-                                        "working_size": [rows, cols], "heatmap_stride": pixels,
-                                        "heatmap_pooled_size": pixels (whole image only: what the
-                                        signatures resize to and where heatmap cells lie, read
-                                        by mammo_tfx/serving/model_info.py),
-                                        "screening": {...} (whole image only: the calibration and
-                                        thresholds of its graph, mammo_tfx/evaluation/calibration.py)}
+    <export_dir>/keras/model_info.json the export's ModelInfo (mammo_tfx/serving/model_info.py: its kind, the
+                                       hparams to rebuild it, the image limits its signatures enforce and, for a
+                                       whole-image export, its serving geometry and screening record)
 Models are rebuilt from the stored hparams with this package's builders and the weights loaded,
 so no custom Keras objects need to be deserialised. Stage 2 reads stage 1's copy from
 `fn_args.base_model`; `init_from` reads a whole-image copy (or a plain Keras .h5 file).
 """
 from __future__ import annotations
 
-import json
+import contextlib
 import os
-from typing import Optional
+from typing import Iterator, Optional
 
 import tensorflow as tf
 import tf_keras
 
-from mammo_tfx.evaluation.calibration import SCREENING_INFO_KEY, ScreeningRecord
-from mammo_tfx.names import KERAS_DIR, MODEL_INFO_FILE
+from mammo_tfx.evaluation.calibration import ScreeningRecord
+from mammo_tfx.names import KERAS_DIR
 from mammo_tfx.serving.limits import ImageLimits
-from mammo_tfx.serving.model_info import KIND_INFO_KEY, WHOLE_IMAGE_KIND, ServingGeometry, read_model_info
+from mammo_tfx.serving.model_info import (PATCH_KIND, WHOLE_IMAGE_KIND, ModelInfo, ServingGeometry, read_model_info,
+                                          write_model_info)
 from trainer_module.hparams import ImageHParams, PatchHParams
 from trainer_module.patch_model import build_patch_model
 
 WEIGHTS_FILE = "weights.h5"
-IMAGE_LIMITS_INFO_KEY = "image_limits"
-PATCH_KIND = "patch"
+
+
+@contextlib.contextmanager
+def _all_layers_trainable(model: tf_keras.Model) -> Iterator[None]:
+    """Every layer trainable inside the block; each layer's own flag restored after it."""
+    layers = [model] + [module for module in model.submodules if isinstance(module, tf_keras.layers.Layer)]
+    flags = [layer.trainable for layer in layers]
+    model.trainable = True
+    try:
+        yield
+    finally:
+        # Outer layers first (submodules lists them breadth-first): setting a layer's flag sets its sublayers'.
+        for layer, flag in zip(layers, flags):
+            layer.trainable = flag
 
 
 def save_keras_copy(model: tf_keras.Model, export_dir: str, patch_hparams: PatchHParams, image_limits: ImageLimits,
                     image_hparams: Optional[ImageHParams] = None,
                     serving_geometry: Optional[ServingGeometry] = None,
                     screening: Optional[ScreeningRecord] = None) -> str:
-    """Writes the model's weights and the hparams needed to rebuild it under <export_dir>/keras/, with the image
-    limits the export's signatures enforce (read by the model card) and, for a whole-image export, its serving
-    geometry (read by predict) and its screening record (calibration and thresholds)."""
+    """Writes the model's weights and its ModelInfo under <export_dir>/keras/: the hparams needed to rebuild it,
+    the image limits the export's signatures enforce and, for a whole-image export (`image_hparams` given), its
+    serving geometry and its screening record (None: no calibration and thresholds were fitted)."""
+    info = ModelInfo(kind=PATCH_KIND if image_hparams is None else WHOLE_IMAGE_KIND,
+                     patch_hparams=patch_hparams.to_dict(), image_limits=image_limits,
+                     image_hparams=None if image_hparams is None else image_hparams.to_dict(),
+                     geometry=serving_geometry, screening=None if screening is None else screening.to_dict())
     keras_dir = os.path.join(export_dir, KERAS_DIR)
     tf.io.gfile.makedirs(keras_dir)
     # The .h5 format lists a layer's trainable weights before its frozen ones, so a model saved with a frozen
     # trunk (a schedule that ends with a 'new_layers' step) would store another order than a freshly built model
-    # loads. Training is over when the copy is written: save it with every layer trainable.
-    model.trainable = True
-    model.save_weights(os.path.join(keras_dir, WEIGHTS_FILE))
-    info = {KIND_INFO_KEY: PATCH_KIND if image_hparams is None else WHOLE_IMAGE_KIND,
-            "patch_hparams": patch_hparams.to_dict(), IMAGE_LIMITS_INFO_KEY: image_limits.to_dict()}
-    if image_hparams is not None:
-        info["image_hparams"] = image_hparams.to_dict()
-    if serving_geometry is not None:
-        info.update(serving_geometry.to_info())
-    if screening is not None:
-        info[SCREENING_INFO_KEY] = screening.to_dict()
-    with tf.io.gfile.GFile(os.path.join(keras_dir, MODEL_INFO_FILE), "w") as handle:
-        json.dump(info, handle, indent=2)
+    # loads: save it with every layer trainable, and leave the caller's model as it was.
+    with _all_layers_trainable(model):
+        model.save_weights(os.path.join(keras_dir, WEIGHTS_FILE))
+    write_model_info(export_dir, info)
     return keras_dir
 
 
 def load_patch_model(export_dir: str) -> tuple[PatchHParams, tf_keras.Model]:
     """Rebuilds stage 1's patch classifier from its export (e.g. `fn_args.base_model`)."""
     info = read_model_info(export_dir)
-    if info.get(KIND_INFO_KEY) != PATCH_KIND:
-        raise ValueError(f"{export_dir!r} holds a {info.get(KIND_INFO_KEY)!r} model, "
-                         "expected a patch classifier export")
-    hparams = PatchHParams.from_dict(info["patch_hparams"])
+    if info.kind != PATCH_KIND:
+        raise ValueError(f"{export_dir} holds a {info.kind} model, expected a patch classifier export")
+    hparams = PatchHParams.from_dict(info.patch_hparams)
     # The exported weights replace any backbone init, so no weights file is needed to rebuild.
     model = build_patch_model(PatchHParams.from_dict({**hparams.to_dict(), "backbone_weights": None}))
     _load_weights(model, os.path.join(export_dir, KERAS_DIR, WEIGHTS_FILE))
@@ -81,9 +82,8 @@ def load_whole_image_weights(model: tf_keras.Model, init_from: str) -> None:
     Keras .h5 file (full model or weights)."""
     if tf.io.gfile.isdir(init_from):
         info = read_model_info(init_from)
-        if info.get(KIND_INFO_KEY) != WHOLE_IMAGE_KIND:
-            raise ValueError(f"init_from {init_from!r} holds a {info.get(KIND_INFO_KEY)!r} model, "
-                             "expected a whole-image one")
+        if info.kind != WHOLE_IMAGE_KIND:
+            raise ValueError(f"init_from {init_from} holds a {info.kind} model, expected a whole-image one")
         path = os.path.join(init_from, KERAS_DIR, WEIGHTS_FILE)
     else:
         path = init_from

@@ -1,7 +1,6 @@
 """Stage-1 model: the 5-class patch classifier, trunk -> GAP -> Dropout -> Dense(5, softmax, L2).
 
-Classes follow the contract's mask coding: 0 background, 1 calcification malignant,
-2 calcification benign, 3 mass malignant, 4 mass benign.
+One softmax output per lesion class, in the order of the mask codes (mammo_tfx/lesion_classes.py).
 """
 from __future__ import annotations
 
@@ -9,12 +8,14 @@ from typing import Optional
 
 import tf_keras
 
+from mammo_tfx.lesion_classes import CLASS_NAMES, MALIGNANT_CLASSES
 from mammo_tfx.names import TRANSFORMED_IMAGE
 from trainer_module.backbones import TRUNK_NAME, build_trunk, grey_to_rgb
 from trainer_module.hparams import PatchHParams
 
-PATCH_CLASSES = ("background", "calc_malignant", "calc_benign", "mass_malignant", "mass_benign")
-MALIGNANT_PATCH_CLASSES = (1, 3)
+# Output i of the head is the probability of mask code i.
+PATCH_CLASSES = tuple(CLASS_NAMES[code] for code in sorted(CLASS_NAMES))
+MALIGNANT_PATCH_CLASSES = tuple(sorted(MALIGNANT_CLASSES))
 PATCH_HEAD_NAME = "patch_classes"
 
 

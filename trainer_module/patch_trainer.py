@@ -1,8 +1,9 @@
 """TFX Trainer `run_fn` of stage 1: the 5-class patch classifier on PatchSampler examples.
 
-custom_config: {'hparams': PatchHParams fields (defaults for missing ones), 'image_limits': ImageLimits fields
-the export's graph enforces, 'checkpoints_dir': where epoch checkpoints go, so a killed Trainer resumes
-(checkpoints.py; optional)}.
+custom_config: {'hparams': PatchHParams fields (defaults for missing ones), 'checkpoints_dir': where epoch
+checkpoints go, so a killed Trainer resumes (checkpoints.py; optional)}. The patch export is stage 2's base model,
+never served: its signature enforces the default ImageLimits, so a change of the serving limits leaves this
+Trainer's cached execution valid.
 Inputs: `fn_args.train_files` / `eval_files` (patch Examples), `transform_graph_path` (Transform
 output, applied as a layer), `train_steps` / `eval_steps`. Output: the patch export in
 `serving_model_dir` (export.py), TensorBoard logs and training_summary.json in `model_run_dir`.
@@ -15,13 +16,13 @@ from typing import Optional
 import tensorflow as tf
 import tensorflow_transform as tft
 
+from mammo_tfx.serving.limits import ImageLimits
 from trainer_module import inputs, runtime
 from trainer_module.backbone_weights import resolve_backbone_weights
 from trainer_module.backbones import backbone_spec
 from trainer_module.checkpoints import CheckpointStore
 from trainer_module.export import export_patch_model, heatmap_window
-from trainer_module.hparams import (PatchHParams, TrainingConfig, hparams_from_custom_config,
-                                    image_limits_from_custom_config)
+from trainer_module.hparams import PatchHParams, TrainingConfig, hparams_from_custom_config
 from trainer_module.metrics import MalignantAUC
 from trainer_module.patch_model import MALIGNANT_PATCH_CLASSES, build_patch_model
 from trainer_module.schedule import FitTarget, run_schedule
@@ -62,7 +63,6 @@ def stage_checkpoints(fn_args, hparams: TrainingConfig, stage: str) -> Optional[
 def run_fn(fn_args) -> None:
     """Trains the patch classifier through its 3-step schedule and exports it."""
     hparams = hparams_from_custom_config(PatchHParams, fn_args.custom_config)
-    image_limits = image_limits_from_custom_config(fn_args.custom_config)
     heatmap_window(hparams)  # fail before training if the heatmap geometry cannot work
     resolve_backbone_weights(hparams.backbone, hparams.backbone_weights)  # fetched before the data is read
     tf_transform_output, train_dataset, validation_dataset = open_stage_data(
@@ -76,7 +76,7 @@ def run_fn(fn_args) -> None:
             backbone_spec(hparams.backbone, hparams.small_backbone_widths), hparams,
             runtime.steps_per_epoch(hparams, fn_args.train_steps), patch_metrics,
             runtime.tensorboard_callbacks(fn_args.model_run_dir), checkpoints=checkpoints)
-        export_patch_model(model, hparams, tf_transform_output, fn_args.serving_model_dir, image_limits)
+        export_patch_model(model, hparams, tf_transform_output, fn_args.serving_model_dir, ImageLimits())
     runtime.write_training_summary(fn_args.model_run_dir, STAGE, results, {"hparams": hparams.to_dict()},
                                    checkpoints)
     if checkpoints:

@@ -31,7 +31,7 @@ from mammo_tfx.evaluation.model_card import (INGEST_COUNTS, MODEL_DESCRIPTION, o
 from mammo_tfx.evaluation.tfma_results import EvaluationMetrics, read_evaluation
 from mammo_tfx.evaluation.unit_results import UnitEvaluation, read_unit_evaluation
 from mammo_tfx.monitoring.drift import STATISTICS_FILE
-from trainer_module.model_io import IMAGE_LIMITS_INFO_KEY, read_model_info
+from mammo_tfx.serving.model_info import read_model_info
 
 MODEL_KEY = "model"
 EVALUATION_KEY = "evaluation"
@@ -72,7 +72,7 @@ def export_input_limits(model: types.Artifact) -> Optional[Dict[str, int]]:
         info = read_model_info(path_utils.serving_model_path(model.uri))
     except FileNotFoundError:
         return None
-    return info.get(IMAGE_LIMITS_INFO_KEY)
+    return info.image_limits.to_dict()
 
 
 def export_screening_record(model: types.Artifact) -> Optional[Dict[str, Any]]:

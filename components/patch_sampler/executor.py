@@ -30,8 +30,8 @@ from tfx.types import artifact_utils
 
 from mammo_tfx import names
 from mammo_tfx.ingest.reasons import causes_block
+from mammo_tfx.lesion_classes import BACKGROUND
 from mammo_tfx.patches import CLASS_NAMES, Patch, PatchSamplingOptions, is_malignant
-from mammo_tfx.patches.classes import BACKGROUND
 from mammo_tfx.patches import sample_scan_patches
 
 EXAMPLES_KEY = "examples"

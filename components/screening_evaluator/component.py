@@ -15,9 +15,16 @@ from mammo_tfx.evaluation.config import EvaluationConfig
 
 
 class ScreeningEvaluatorSpec(ComponentSpec):
-    """`evaluation_config`: the EvaluationConfig as JSON (EvaluationConfig.to_dict()), as the ModelGate gets it."""
+    """Parameters: the evaluated `split`, the configured `breast_rule` (the candidate's recorded rule wins), the
+    `bootstrap_samples` of the confidence intervals and the `external_datasets` whose slices are marked external;
+    nothing else of the EvaluationConfig, so that the cache key changes only when the evaluation can."""
 
-    PARAMETERS = {executor.EVALUATION_CONFIG_KEY: ExecutionParameter(type=str)}
+    PARAMETERS = {
+        executor.SPLIT_KEY: ExecutionParameter(type=str),
+        executor.BREAST_RULE_KEY: ExecutionParameter(type=str),
+        executor.BOOTSTRAP_SAMPLES_KEY: ExecutionParameter(type=int),
+        executor.EXTERNAL_DATASETS_KEY: ExecutionParameter(type=str),
+    }
     INPUTS = {
         executor.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
         executor.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
@@ -44,7 +51,10 @@ class ScreeningEvaluator(base_beam_component.BaseBeamComponent):
             examples=examples,
             model=model,
             baseline_model=baseline_model,
-            evaluation_config=json.dumps(config.to_dict(), sort_keys=True),
+            split=config.split,
+            breast_rule=config.screening.breast_rule.value,
+            bootstrap_samples=config.bootstrap_samples,
+            external_datasets=json.dumps(list(config.external_datasets)),
             predictions=types.Channel(type=ScreeningPredictions),
             unit_evaluation=types.Channel(type=UnitEvaluation),
         )

@@ -25,9 +25,8 @@ from mammo_tfx.evaluation.screening import (BREAST_UNIT, EXAM_UNIT, IMAGE_UNIT, 
                                             OperatingFigures, ScoredUnit, ScreeningOptions, breasts,
                                             choose_threshold, exams, expected_calibration_error,
                                             operating_figures, unit_arrays)
-from mammo_tfx.serving.model_info import model_info_path, read_model_info
+from mammo_tfx.serving.model_info import SCREENING_INFO_KEY, model_info_path, read_model_info
 
-SCREENING_INFO_KEY = "screening"
 PLATT = CalibrationMethod.PLATT.value
 ISOTONIC = CalibrationMethod.ISOTONIC.value
 # The calibration of a record that could not fit one: probability = score.
@@ -158,17 +157,17 @@ class ScreeningRecord:
 
 
 def read_screening_record(export_dir: str) -> Optional[ScreeningRecord]:
-    """The screening record of an export; None for a SavedModel without model info or an export made before
-    records were written (consumers then take score = probability and have no thresholds). A malformed record is
-    a ValueError naming the file."""
+    """The screening record of an export; None for a SavedModel without model info or an export whose model info
+    records none (no calibration and thresholds were fitted: consumers then take score = probability and have no
+    thresholds). A model info without the screening key, or a malformed record, is a ValueError naming the file."""
     try:
         info = read_model_info(export_dir)
     except FileNotFoundError:
         return None
-    if SCREENING_INFO_KEY not in info:
+    if info.screening is None:
         return None
     try:
-        return ScreeningRecord.from_dict(info[SCREENING_INFO_KEY])
+        return ScreeningRecord.from_dict(info.screening)
     except (KeyError, TypeError, ValueError) as error:
         raise ValueError(f"{model_info_path(export_dir)}: malformed {SCREENING_INFO_KEY!r} record "
                          f"({type(error).__name__}: {error})") from error

@@ -1,8 +1,6 @@
-"""Class-coded lesion masks: class codes, rasterising outlines, merging by precedence.
+"""Class-coded lesion masks: rasterising outlines, merging by precedence.
 
-Codes (contracts.md, the seed's class order): 0 background, 1 calcification malignant,
-2 calcification benign, 3 mass malignant, 4 mass benign. Overlaps: malignant beats benign, then mass
-beats calcification.
+The codes and their precedence are mammo_tfx/lesion_classes.py's (docs/contracts.md).
 """
 from __future__ import annotations
 
@@ -12,20 +10,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from mammo_tfx.ingest.records import LesionRef
-
-BACKGROUND = 0
-CALC_MALIGNANT, CALC_BENIGN, MASS_MALIGNANT, MASS_BENIGN = 1, 2, 3, 4
-# Painted in this order, so a later class wins where lesions overlap.
-PAINT_ORDER = (CALC_BENIGN, MASS_BENIGN, CALC_MALIGNANT, MASS_MALIGNANT)
-
-
-def class_code(kind: str, malignant: bool) -> int:
-    """Mask value of a lesion."""
-    if kind == "calcification":
-        return CALC_MALIGNANT if malignant else CALC_BENIGN
-    if kind == "mass":
-        return MASS_MALIGNANT if malignant else MASS_BENIGN
-    raise ValueError(f"unknown lesion kind {kind!r}")
+from mammo_tfx.lesion_classes import PAINT_ORDER
 
 
 def draw_outlines(lesions: Sequence[LesionRef], shape: tuple[int, int], point_radius: float) -> np.ndarray:
@@ -56,7 +41,8 @@ def draw_outlines(lesions: Sequence[LesionRef], shape: tuple[int, int], point_ra
 
 
 def merge_class_layers(layers: Mapping[int, np.ndarray], shape: tuple[int, int]) -> np.ndarray:
-    """One uint8 class-coded mask from boolean per-class layers, applying the overlap precedence."""
+    """One uint8 class-coded mask from boolean per-class layers: painted in PAINT_ORDER, so the class of highest
+    precedence wins where layers overlap."""
     unknown = set(layers) - set(PAINT_ORDER)
     if unknown:
         raise ValueError(f"unknown mask class codes {sorted(unknown)}")

@@ -4,9 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mammo_tfx.ingest.salt import DEFAULT_PATIENT_SALT, HOW_TO_SET
+from mammo_tfx.names import RESIZE_MODES
 from mammo_tfx.options import Options, secret_field
 
-RESIZE_MODES = ("stretch", "pad")
 # Datasets labelled by a configurable BI-RADS rule: IngestOptions.<dataset>_{negative,positive}_birads.
 BIRADS_RULE_DATASETS = ("inbreast", "vindr")
 

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from typing import Sequence, Union
 
+import numpy as np
 import tensorflow as tf
 
 from mammo_tfx.ingest.decoded import DecodedImage, to_uint16
@@ -18,7 +20,7 @@ from mammo_tfx.ingest.orientation import breast_side
 from mammo_tfx.ingest.phi import salted_key
 from mammo_tfx.ingest.records import (UNKNOWN, BadInputError, ExcludedInputError, LesionRef, QuarantineEntry,
                                       ScanRecord, excluded, quarantined)
-from mammo_tfx.ingest.resize import content_size, paste, place_content, resize_image
+from mammo_tfx.ingest.resize import ContentBox, content_size, paste, place_content, resize_image
 from mammo_tfx.ingest.scan_mask import build_scan_mask
 
 
@@ -93,15 +95,34 @@ def abnormality_type(lesions: Sequence[LesionRef]) -> str:
     return kinds.pop() if len(kinds) == 1 else "mixed"
 
 
+@dataclass(frozen=True)
+class WorkingImage:
+    """A scan at the working size: the resized content (uint16), where it sits, and the breast's side."""
+
+    content: np.ndarray
+    box: ContentBox
+    side: str
+
+    def pixels(self, height: int, width: int) -> np.ndarray:
+        return paste(self.content, self.box, height, width)
+
+
+def working_image(decoded: DecodedImage, height: int, width: int, resize_mode: str) -> WorkingImage:
+    """The decoded scan brought to height x width as `resize_mode` says: the one rule ingestion and `predict` use
+    (served images repeat it in the graph, trainer_module/image_decoding.py)."""
+    size = content_size(decoded.shape, height, width, resize_mode)
+    # Decode once, resize once: the intensity map is linear, so it runs on the small image.
+    content = to_uint16(resize_image(decoded.pixels, size), decoded.scale, decoded.offset)
+    side = breast_side(content)
+    return WorkingImage(content, place_content(size, height, width, side), side)
+
+
 def _build(record: ScanRecord, options: IngestOptions) -> tuple[tf.train.Example, tuple[str, ...]]:
     decoded = read_image(record.image_path, options.dicom_decoding_plugin, options.max_source_pixels,
                          header_rule_of(record, options))
     working_shape = (options.height, options.width)
-    size = content_size(decoded.shape, options.height, options.width, options.resize_mode)
-    # Decode once, resize once: the intensity map is linear, so it runs on the small image.
-    content = to_uint16(resize_image(decoded.pixels, size), decoded.scale, decoded.offset)
-    side = breast_side(content)
-    box = place_content(size, options.height, options.width, side)
+    working = working_image(decoded, options.height, options.width, options.resize_mode)
+    side, box = working.side, working.box
     scan_mask = build_scan_mask(record.lesions, decoded.shape, box, working_shape,
                                 options.point_lesion_radius_px, options.dicom_decoding_plugin,
                                 options.max_source_pixels)
@@ -112,7 +133,7 @@ def _build(record: ScanRecord, options: IngestOptions) -> tuple[tf.train.Example
     spacing = record.pixel_spacing_mm or decoded.pixel_spacing_mm or (0.0, 0.0)
     scan_age_group, device = _population(record, decoded)
     return build_example(ScanFeatures(
-        image=paste(content, box, *working_shape), mask=scan_mask.mask, label=record.label,
+        image=working.pixels(*working_shape), mask=scan_mask.mask, label=record.label,
         abnormality_type=abnormality_type(record.lesions), pathology=scan_pathology(record.label, record.lesions),
         dataset=record.dataset, density=record.density, view=view, laterality=laterality,
         patient_key=salted_key(options.patient_salt, record.dataset, patient_id),

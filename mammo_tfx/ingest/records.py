@@ -4,8 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from mammo_tfx.lesion_classes import LESION_KINDS
+
 DATASETS = ("cbis-ddsm", "inbreast", "mias", "folder", "rsna", "vindr")
-LESION_KINDS = ("mass", "calcification")
 LESION_OUTLINES = ("mask_files", "polygon", "disc", "box", "none")
 LATERALITIES = ("L", "R", "U")
 # Standard views plus the supplementary ones screening datasets hold (RSNA: ML, LM, AT, LMO); each is kept as written

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from mammo_tfx.names import PAD, STRETCH
+
 
 @dataclass(frozen=True)
 class ContentBox:
@@ -28,9 +30,9 @@ class ContentBox:
 
 def content_size(source_shape: tuple[int, int], height: int, width: int, mode: str) -> tuple[int, int]:
     """(rows, cols) the source is resized to before any padding."""
-    if mode == "stretch":
+    if mode == STRETCH:
         return height, width
-    if mode != "pad":
+    if mode != PAD:
         raise ValueError(f"unknown resize mode {mode!r}")
     rows, cols = source_shape
     factor = min(height / rows, width / cols)

@@ -6,7 +6,8 @@ from typing import Sequence
 
 import numpy as np
 
-from mammo_tfx.ingest.masks import class_code, draw_outlines, merge_class_layers
+from mammo_tfx.ingest.masks import draw_outlines, merge_class_layers
+from mammo_tfx.lesion_classes import class_code
 from mammo_tfx.ingest.options import DEFAULT_MAX_SOURCE_PIXELS, FASTEST_DECODING_PLUGIN
 from mammo_tfx.ingest.records import LesionRef
 from mammo_tfx.ingest.resize import ContentBox, paste, resize_binary_mask

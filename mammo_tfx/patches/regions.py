@@ -6,7 +6,7 @@ import dataclasses
 import numpy as np
 from scipy import ndimage
 
-from mammo_tfx.patches.classes import CLASS_PRIORITY, NUM_CLASSES
+from mammo_tfx.lesion_classes import CLASS_PRIORITY, NUM_CLASSES
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,7 +28,7 @@ import numpy as np
 
 from mammo_tfx.patches import box_sums
 from mammo_tfx.patches.blobs import bright_blob_centres
-from mammo_tfx.patches.classes import BACKGROUND, NUM_CLASSES
+from mammo_tfx.lesion_classes import BACKGROUND, NUM_CLASSES
 from mammo_tfx.patches.options import PatchSamplingOptions
 from mammo_tfx.patches.regions import Lesion, breast_mask, find_lesions
 
