@@ -145,7 +145,7 @@ def _build(record: ScanRecord, options: IngestOptions) -> tuple[tf.train.Example
         mask_complete=scan_mask.mask_complete and record.has_annotations,
         age_group=scan_age_group, site=record.site, device=device, implant=record.implant,
         # The content, not the working image: padding is no part of the source, and a request has none.
-        image_statistics=image_statistics(content),
+        image_statistics=image_statistics(working.content),
         photometric_interpretation=decoded.photometric_interpretation or UNKNOWN,
     ), options.png_compress_level), decoded.header_notes
 
