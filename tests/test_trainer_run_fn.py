@@ -269,3 +269,25 @@ def test_export_carries_a_tf_serving_warmup_request_from_a_real_example(trained)
     assert request.model_spec.signature_name == "serving_default"
     image_bytes = request.inputs["image_bytes"].string_val[0]
     assert tf.io.decode_png(image_bytes, dtype=tf.uint16).shape[-1] == 1
+
+
+def test_a_second_run_with_the_same_seed_exports_the_same_weights(trained, toy_data):
+    """Reproducible training: the same Examples, Transform graph, hparams and seed give the same weights, to the bit
+    (trunk, head and top blocks; the seed reaching each random source apart is tested in test_trainer_models.py)."""
+    root = os.path.join(trained["root"], "again")
+    patch_dir, _ = run_trainer(
+        "trainer_module.patch_trainer.run_fn", toy_data["patches"], toy_data["transform_graph"],
+        os.path.join(root, "patch"), _custom_config(TEST_PROFILE.patch_training))
+    image_dir, _ = run_trainer(
+        "trainer_module.image_trainer.run_fn", toy_data["images"], toy_data["transform_graph"],
+        os.path.join(root, "image"), _image_custom_config(TEST_PROFILE.image_training, steps_per_epoch=None),
+        base_model_uri=os.path.dirname(patch_dir))
+    for first, again in ((load_patch_model(trained["patch_dir"])[1], load_patch_model(patch_dir)[1]),
+                         (_load_whole_image_model(trained["image_dir"]), _load_whole_image_model(image_dir))):
+        first_weights, again_weights = first.get_weights(), again.get_weights()
+        assert len(first_weights) == len(again_weights) > 0
+        for one, other in zip(first_weights, again_weights):
+            np.testing.assert_array_equal(one, other)
+    info = read_model_info(image_dir)
+    assert info["image_hparams"]["seed"] == info["patch_hparams"]["seed"] == TEST_PROFILE.reproducibility.seed
+    assert info["image_hparams"]["deterministic_ops"] is True
