@@ -56,6 +56,23 @@ def test_training_batches_are_transformed_augmented_and_balanced(toy_data):
 
 
 @pytest.mark.e2e
+def test_the_training_seed_fixes_the_shuffled_and_augmented_batches(toy_data):
+    output = tft.TFTransformOutput(toy_data["transform_graph"])
+    hparams = load_config("test").patch_training
+    files = _split(toy_data["patches"], "train")
+
+    def first_batches(seed: int) -> list[np.ndarray]:
+        dataset = inputs.tfx_input_fn(files, _DataAccessor(toy_data["patches"]), output, inputs.patch_example_spec(32),
+                                      dataclasses.replace(hparams, seed=seed), training=True, max_batches=3)
+        return [images.numpy() for images, _, _ in dataset]
+
+    first = first_batches(5)
+    for one, again in zip(first, first_batches(5)):
+        np.testing.assert_array_equal(one, again)
+    assert not all(np.array_equal(one, other) for one, other in zip(first, first_batches(6)))
+
+
+@pytest.mark.e2e
 def test_tfx_and_tfrecord_sources_give_the_same_evaluation_batches(toy_data):
     output = tft.TFTransformOutput(toy_data["transform_graph"])
     hparams = load_config("test").image_training
