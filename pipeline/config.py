@@ -167,6 +167,20 @@ class KubeflowConfig:
 
 
 @dataclass(frozen=True)
+class ReproducibilityConfig:
+    """What makes two runs on the same data give the same model (docs/training.md, "Reproducible training").
+
+    seed: every random choice after ingestion (the patients' splits are hashes, not draws) follows it: patch
+    sampling, weight initialisation, shuffling, augmentation and dropout in both Trainers.
+    deterministic_ops: TensorFlow's op determinism while training, so that the seed alone fixes the weights; off
+    trains faster (mostly on a GPU) and a rerun then differs within run-to-run noise. The seed applies either way.
+    """
+
+    seed: int = 12345
+    deterministic_ops: bool = True
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     profile: str
     pipeline_name: str = "mammo-tfx"  # Kubeflow's rule: lower case and hyphens
@@ -186,15 +200,19 @@ class PipelineConfig:
     monitoring: DriftOptions = field(default_factory=DriftOptions)
     # Request logs of `mammo-tfx serve` (off unless --request-log-dir is given): sampling, file size, rotation.
     request_log: RequestLogOptions = field(default_factory=RequestLogOptions)
+    reproducibility: ReproducibilityConfig = field(default_factory=ReproducibilityConfig)
     enable_cache: bool = True
 
     def __post_init__(self) -> None:
-        # Sizes several stages must agree on are set once (DERIVED_KEYS): the Trainers follow ingestion and sampling.
+        # Values several stages must agree on are set once (DERIVED_KEYS): the Trainers follow ingestion and sampling,
+        # and sampling and the Trainers follow `reproducibility`.
+        seed, deterministic_ops = self.reproducibility.seed, self.reproducibility.deterministic_ops
+        object.__setattr__(self, "patches", dataclasses.replace(self.patches, seed=seed))
         object.__setattr__(self, "image_training", dataclasses.replace(
             self.image_training, image_size=(self.ingest.height, self.ingest.width),
-            resize_mode=self.ingest.resize_mode))
+            resize_mode=self.ingest.resize_mode, seed=seed, deterministic_ops=deterministic_ops))
         object.__setattr__(self, "patch_training", dataclasses.replace(
-            self.patch_training, patch_size=self.patches.patch_size))
+            self.patch_training, patch_size=self.patches.patch_size, seed=seed, deterministic_ops=deterministic_ops))
         object.__setattr__(self, "evaluation", dataclasses.replace(
             self.evaluation, external_datasets=self.ingest.external_datasets))
 
@@ -332,6 +350,11 @@ DERIVED_KEYS = {
     "image_training.resize_mode": "ingest.resize_mode",
     "patch_training.patch_size": "patches.patch_size",
     "evaluation.external_datasets": "ingest.external_datasets (the CLI's --external)",
+    "patches.seed": "reproducibility.seed",
+    "patch_training.seed": "reproducibility.seed",
+    "image_training.seed": "reproducibility.seed",
+    "patch_training.deterministic_ops": "reproducibility.deterministic_ops",
+    "image_training.deterministic_ops": "reproducibility.deterministic_ops",
 }
 
 PROFILES: Dict[str, Callable[[], PipelineConfig]] = {

@@ -104,6 +104,23 @@ def test_trainer_sizes_follow_ingestion_and_sampling():
         load_config("demo", overrides=["image_training.image_size=[10, 10]"])
 
 
+def test_one_seed_and_one_determinism_switch_reach_sampling_and_both_trainers():
+    config = load_config("test", overrides=["reproducibility.seed=7", "reproducibility.deterministic_ops=false"])
+    assert config.patches.seed == config.patch_training.seed == config.image_training.seed == 7
+    assert config.patch_training.deterministic_ops is False and config.image_training.deterministic_ops is False
+    assert load_config("production").patch_training.deterministic_ops is True  # on unless turned off
+    for key in ("patches.seed", "patch_training.seed", "image_training.deterministic_ops"):
+        with pytest.raises(KeyError, match="follows reproducibility"):
+            load_config("test", overrides=[f"{key}=1"])
+    # What the pipeline hands the PatchSampler and the Trainers.
+    components = {component.id: component.exec_properties
+                  for component in create_pipeline(config, "gs://b/manifest", "gs://b/root").components}
+    assert json.loads(components["PatchSampler"]["sampling_options"])["seed"] == 7
+    for trainer in (PATCH_TRAINER_ID, IMAGE_TRAINER_ID):
+        hparams = json.loads(components[trainer]["custom_config"])["hparams"]
+        assert (hparams["seed"], hparams["deterministic_ops"]) == (7, False)
+
+
 def test_schedule_and_enum_overrides_build_typed_steps(tmp_path):
     path = tmp_path / "schedule.yaml"
     path.write_text("patch_training:\n  schedule:\n    - {scope: new_layers, learning_rate: 0.01, epochs: 2}\n"

@@ -30,7 +30,7 @@ from components.model_card import executor as card_executor
 from components.model_gate import executor as gate_executor
 from mammo_tfx.evaluation.config import GATED_OUTPUT, EvaluationConfig
 from mammo_tfx.evaluation.gates import GateResult, read_gate_report
-from mammo_tfx.evaluation.model_card import input_limits_lines
+from mammo_tfx.evaluation.model_card import input_limits_lines, training_lines
 from mammo_tfx.serving.limits import ImageLimits
 from mammo_tfx.serving.repository import list_complete_versions
 from pipeline.config import load_config
@@ -432,3 +432,19 @@ def test_model_card_lists_the_input_limits_the_export_records(tmp_path):
     assert lines[0] == "## Input limits"
     assert "| `serving.image.max_side` | 4096 |" in lines
     assert "INVALID_ARGUMENT (HTTP 400)" in " ".join(lines)
+
+
+def test_model_card_records_the_training_seed_and_op_determinism_of_the_export(tmp_path):
+    model = _artifact(standard_artifacts.Model, str(tmp_path / "model"), 7)
+    assert card_executor.export_training_record(model) is None  # a model trainer_module did not export
+    assert training_lines(None)[-2] == "The export records no training seed."
+    config = load_config("test", overrides=["reproducibility.seed=41", "reproducibility.deterministic_ops=false"])
+    keras_model = tf.keras.Sequential([tf.keras.layers.Dense(1, input_shape=(2,))])
+    save_keras_copy(keras_model, os.path.join(model.uri, "Format-Serving"), config.patch_training, ImageLimits(),
+                    image_hparams=config.image_training)
+    record = card_executor.export_training_record(model)
+    assert record == {"patch classifier": {"seed": 41, "deterministic_ops": False},
+                      "whole-image classifier": {"seed": 41, "deterministic_ops": False}}
+    lines = training_lines(record)
+    assert lines[0] == "## Reproducibility"
+    assert "| whole-image classifier | 41 | off |" in lines

@@ -186,6 +186,38 @@ def test_executor_writes_patch_examples_and_counts(tmp_path, scans, caplog) -> N
         assert per_class == {name: expected[split][name] for name in CLASS_NAMES.values()}
 
 
+@pytest.mark.e2e
+def test_patch_files_and_their_order_follow_the_order_keys_not_the_arrival_order(tmp_path, monkeypatch) -> None:
+    import apache_beam as beam
+
+    monkeypatch.setattr(patch_executor, "PATCHES_PER_FILE", 3)
+    keyed = [(patch_executor.order_key(7, f"scan-{scan}", index), f"{scan}/{index}".encode())
+             for scan in range(3) for index in range(3)]
+
+    def written(name: str, arrival: list) -> list[list[bytes]]:
+        with beam.Pipeline() as pipeline:
+            _ = pipeline | beam.Create(arrival) | patch_executor.WritePatchFiles(str(tmp_path / name))
+        files = sorted(tf.io.gfile.glob(str(tmp_path / name / "data_tfrecord-*.gz")))
+        assert [os.path.basename(path) for path in files] == [f"data_tfrecord-0000{i}-of-00003.gz" for i in range(3)]
+        return [[record.numpy() for record in tf.data.TFRecordDataset(path, compression_type="GZIP")]
+                for path in files]
+
+    in_order = written("in_order", keyed)
+    assert written("reversed", keyed[::-1]) == in_order
+    by_key = dict((value, key) for key, value in keyed)
+    for index, records in enumerate(in_order):
+        keys = [by_key[record] for record in records]
+        assert keys == sorted(keys) and all(key % 3 == index for key in keys)
+    assert sorted(record for records in in_order for record in records) == sorted(value for _, value in keyed)
+    # Another seed, another order.
+    assert patch_executor.order_key(8, "scan-0", 0) != patch_executor.order_key(7, "scan-0", 0)
+    # No patches: one empty file, so the split exists for the Trainer's reader.
+    with beam.Pipeline() as pipeline:
+        _ = pipeline | beam.Create([]) | patch_executor.WritePatchFiles(str(tmp_path / "none"))
+    assert [os.path.basename(path) for path in tf.io.gfile.glob(str(tmp_path / "none" / "*"))] == [
+        "data_tfrecord-00000-of-00001.gz"]
+
+
 def test_component_serialises_its_parameters() -> None:
     examples = types.Channel(type=standard_artifacts.Examples)
     options = PatchSamplingOptions(patch_size=56)

@@ -16,7 +16,7 @@ from mammo_tfx import names
 from pipeline.config import load_config
 from tests.conftest import whole_image_examples, write_split
 from trainer_module import inputs
-from trainer_module.augmentation import augment_images, batch_balance_weights
+from trainer_module.augmentation import augment_images, batch_balance_weights, batch_seed
 from trainer_module.backbones import backbone_spec
 from trainer_module.hparams import AugmentationConfig, TrainingStep, TrainScope
 from trainer_module.patch_model import build_patch_model
@@ -56,6 +56,23 @@ def test_training_batches_are_transformed_augmented_and_balanced(toy_data):
 
 
 @pytest.mark.e2e
+def test_the_training_seed_fixes_the_shuffled_and_augmented_batches(toy_data):
+    output = tft.TFTransformOutput(toy_data["transform_graph"])
+    hparams = load_config("test").patch_training
+    files = _split(toy_data["patches"], "train")
+
+    def first_batches(seed: int) -> list[np.ndarray]:
+        dataset = inputs.tfx_input_fn(files, _DataAccessor(toy_data["patches"]), output, inputs.patch_example_spec(32),
+                                      dataclasses.replace(hparams, seed=seed), training=True, max_batches=3)
+        return [images.numpy() for images, _, _ in dataset]
+
+    first = first_batches(5)
+    for one, again in zip(first, first_batches(5)):
+        np.testing.assert_array_equal(one, again)
+    assert not all(np.array_equal(one, other) for one, other in zip(first, first_batches(6)))
+
+
+@pytest.mark.e2e
 def test_tfx_and_tfrecord_sources_give_the_same_evaluation_batches(toy_data):
     output = tft.TFTransformOutput(toy_data["transform_graph"])
     hparams = load_config("test").image_training
@@ -89,9 +106,12 @@ def test_wrong_image_size_and_label_range_are_clear_errors(toy_data):
                                  inputs.whole_image_example_spec((64, 48)), hparams, False)
 
 
+SEED = batch_seed(12345, 0)
+
+
 def test_flips_give_each_image_or_its_mirror():
     images = tf.constant(np.random.default_rng(0).normal(size=(16, 6, 5, 1)), tf.float32)
-    flipped = augment_images(images, AugmentationConfig(horizontal_flip=True)).numpy()
+    flipped = augment_images(images, AugmentationConfig(horizontal_flip=True), SEED).numpy()
     mirrored = images.numpy()[:, :, ::-1]
     same = np.all(flipped == images.numpy(), axis=(1, 2, 3))
     mirror = np.all(flipped == mirrored, axis=(1, 2, 3))
@@ -101,14 +121,24 @@ def test_flips_give_each_image_or_its_mirror():
 def test_affine_augmentation_keeps_shape_and_constant_images():
     config = AugmentationConfig(rotation_degrees=25.0, shear_radians=0.2, zoom_range=(0.8, 1.2))
     constant = tf.fill([4, 20, 12, 1], 3.5)
-    np.testing.assert_allclose(augment_images(constant, config).numpy(), 3.5, rtol=1e-6)
+    np.testing.assert_allclose(augment_images(constant, config, SEED).numpy(), 3.5, rtol=1e-6)
     ramp = tf.constant(np.tile(np.arange(20, dtype=np.float32)[None, :, None, None], [4, 1, 12, 1]))
-    moved = augment_images(ramp, config).numpy()
+    moved = augment_images(ramp, config, SEED).numpy()
     assert moved.shape == (4, 20, 12, 1) and not np.allclose(moved, ramp.numpy())
     # 'nearest' fill: values stay inside the input range.
     assert moved.min() >= 0 and moved.max() <= 19
-    identity = augment_images(ramp, AugmentationConfig()).numpy()
+    identity = augment_images(ramp, AugmentationConfig(), SEED).numpy()
     np.testing.assert_array_equal(identity, ramp.numpy())
+
+
+def test_augmentation_is_fixed_by_the_batch_seed():
+    config = AugmentationConfig(horizontal_flip=True, vertical_flip=True, rotation_degrees=25.0, shear_radians=0.2,
+                                zoom_range=(0.8, 1.2))
+    ramp = tf.constant(np.random.default_rng(1).normal(size=(8, 20, 12, 1)), tf.float32)
+    first = augment_images(ramp, config, batch_seed(7, 3)).numpy()
+    np.testing.assert_array_equal(augment_images(ramp, config, batch_seed(7, 3)).numpy(), first)
+    assert not np.array_equal(augment_images(ramp, config, batch_seed(8, 3)).numpy(), first)  # another seed
+    assert not np.array_equal(augment_images(ramp, config, batch_seed(7, 4)).numpy(), first)  # another batch
 
 
 def test_batch_balance_weights_are_inverse_class_frequency_with_mean_one():

@@ -163,3 +163,31 @@ def test_a_head_border_that_leaves_no_cell_is_refused():
         heatmap_window(dataclasses.replace(load_config("demo").patch_training, head_border_cells=4))
     with pytest.raises(ValueError, match="head_border_cells must be >= 0"):
         dataclasses.replace(load_config("demo").patch_training, head_border_cells=-1)
+
+
+def test_the_training_seed_fixes_initial_weights_and_dropout_and_op_determinism_is_scoped():
+    from tensorflow.python.framework import config as tf_config
+
+    from trainer_module.runtime import reproducible
+
+    hparams = dataclasses.replace(load_config("test").patch_training, dropout=0.5)
+    patches = np.random.default_rng(0).normal(size=(4, 32, 32, 1)).astype("float32")
+
+    def built_and_dropped(seed: int) -> tuple[list, np.ndarray]:
+        with reproducible(dataclasses.replace(hparams, seed=seed)):
+            assert tf_config.is_op_determinism_enabled()
+            model = build_patch_model(hparams)
+            return model.get_weights(), model(patches, training=True).numpy()  # training: dropout draws
+
+    weights, outputs = built_and_dropped(3)
+    again_weights, again_outputs = built_and_dropped(3)
+    other_weights, other_outputs = built_and_dropped(4)
+    assert all(np.array_equal(one, other) for one, other in zip(weights, again_weights))
+    np.testing.assert_array_equal(outputs, again_outputs)
+    assert not all(np.array_equal(one, other) for one, other in zip(weights, other_weights))
+    assert not np.array_equal(outputs, other_outputs)
+    # Off again after the Trainer (later components in the LocalDagRunner's process run at full speed), and never
+    # turned on when the configuration says not to.
+    assert not tf_config.is_op_determinism_enabled()
+    with reproducible(dataclasses.replace(hparams, deterministic_ops=False)):
+        assert not tf_config.is_op_determinism_enabled()

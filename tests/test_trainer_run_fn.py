@@ -74,9 +74,8 @@ def _image_custom_config(hparams, **changes) -> dict:
     return {**_custom_config(hparams, **changes), "screening": TEST_PROFILE.evaluation.screening.to_dict()}
 
 
-@pytest.fixture(scope="module")
-def trained(toy_data, tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("trainer_runs"))
+def _train_both_stages(toy_data, root: str) -> dict:
+    """The patch Trainer, then the whole-image Trainer on its export, with the test profile's hparams."""
     patch_dir, patch_run = run_trainer(
         "trainer_module.patch_trainer.run_fn", toy_data["patches"], toy_data["transform_graph"],
         os.path.join(root, "patch"), _custom_config(TEST_PROFILE.patch_training))
@@ -86,6 +85,11 @@ def trained(toy_data, tmp_path_factory):
         base_model_uri=os.path.dirname(patch_dir))
     return {"patch_dir": patch_dir, "patch_run": patch_run, "image_dir": image_dir, "image_run": image_run,
             "root": root}
+
+
+@pytest.fixture(scope="module")
+def trained(toy_data, tmp_path_factory):
+    return _train_both_stages(toy_data, str(tmp_path_factory.mktemp("trainer_runs")))
 
 
 def _load_whole_image_model(export_dir: str):
@@ -269,3 +273,20 @@ def test_export_carries_a_tf_serving_warmup_request_from_a_real_example(trained)
     assert request.model_spec.signature_name == "serving_default"
     image_bytes = request.inputs["image_bytes"].string_val[0]
     assert tf.io.decode_png(image_bytes, dtype=tf.uint16).shape[-1] == 1
+
+
+def test_a_second_run_with_the_same_seed_exports_the_same_weights(trained, toy_data):
+    """Reproducible training: the same Examples, Transform graph, hparams and seed give the same weights, to the bit
+    (trunk, head and top blocks; the seed reaching each random source apart is tested in test_trainer_models.py)."""
+    again = _train_both_stages(toy_data, os.path.join(trained["root"], "again"))
+    patch_dir, image_dir = again["patch_dir"], again["image_dir"]
+    for first_model, again_model in (
+            (load_patch_model(trained["patch_dir"])[1], load_patch_model(patch_dir)[1]),
+            (_load_whole_image_model(trained["image_dir"]), _load_whole_image_model(image_dir))):
+        first_weights, again_weights = first_model.get_weights(), again_model.get_weights()
+        assert len(first_weights) == len(again_weights) > 0
+        for one, other in zip(first_weights, again_weights):
+            np.testing.assert_array_equal(one, other)
+    info = read_model_info(image_dir)
+    assert info["image_hparams"]["seed"] == info["patch_hparams"]["seed"] == TEST_PROFILE.reproducibility.seed
+    assert info["image_hparams"]["deterministic_ops"] is True

@@ -140,7 +140,12 @@ class TrainingConfig(Options):
     shuffle_buffer: int = 256
     mixed_precision: bool = False
     distribution: Distribution = Distribution.AUTO
+    # Seed of every random choice in training (weight initialisation, shuffling, augmentation, dropout); the
+    # configuration's `reproducibility.seed` sets it for both stages.
     seed: int = 12345
+    # TensorFlow's op determinism while training: the same seed and data give the same weights, at some cost in
+    # speed (docs/training.md, "Reproducible training"); `reproducibility.deterministic_ops` sets it.
+    deterministic_ops: bool = True
 
     def validate(self) -> None:
         _require(len(self.schedule) > 0, "schedule must have at least one step")

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 
+from mammo_tfx.evaluation.screening import ScreeningOptions
 from mammo_tfx.example_files import first_image_png
+from mammo_tfx.serving.limits import ImageLimits
 from mammo_tfx.serving.warmup import write_warmup_file
 from trainer_module import inputs, runtime
 from trainer_module.backbones import TRUNK_NAME, backbone_spec
@@ -47,6 +49,13 @@ def run_fn(fn_args) -> None:
     screening_options = screening_options_from_custom_config(fn_args.custom_config)
     if not fn_args.base_model:
         raise ValueError("the whole-image Trainer needs base_model = the patch Trainer's model output")
+    with runtime.reproducible(hparams):
+        _train_and_export(fn_args, hparams, image_limits, screening_options)
+    logger.info("whole-image classifier exported to %s", fn_args.serving_model_dir)
+
+
+def _train_and_export(fn_args, hparams: ImageHParams, image_limits: ImageLimits,
+                      screening_options: ScreeningOptions) -> None:
     spec = inputs.whole_image_example_spec(hparams.image_size, hparams.train_views)
     tf_transform_output, train_dataset, validation_dataset = open_stage_data(fn_args, hparams, spec)
     checkpoints = stage_checkpoints(fn_args, hparams, STAGE)
@@ -88,4 +97,3 @@ def run_fn(fn_args) -> None:
                                    checkpoints)
     if checkpoints:
         checkpoints.clear()
-    logger.info("whole-image classifier exported to %s", fn_args.serving_model_dir)

@@ -21,7 +21,7 @@ from tfx_bsl.public import tfxio
 
 from mammo_tfx import names
 from trainer_module import runtime
-from trainer_module.augmentation import augment_images, batch_balance_weights
+from trainer_module.augmentation import augment_images, batch_balance_weights, batch_seed
 from trainer_module.hparams import TrainingConfig
 from trainer_module.preprocessing import dense_image
 
@@ -104,8 +104,10 @@ def _finish(raw_batches: tf.data.Dataset, tft_layer: Callable, spec: ExampleSpec
                               num_parallel_calls=tf.data.AUTOTUNE)
     if training:
         augmentation = config.augmentation
-        dataset = dataset.map(lambda images, labels: (augment_images(images, augmentation), labels),
-                              num_parallel_calls=tf.data.AUTOTUNE)
+        # Each batch's draws are seeded by its index in the (repeating) stream: the same in every run.
+        dataset = dataset.enumerate().map(
+            lambda index, batch: (augment_images(batch[0], augmentation, batch_seed(config.seed, index)), batch[1]),
+            num_parallel_calls=tf.data.AUTOTUNE)
         if config.class_balance:
             dataset = dataset.map(lambda images, labels: (images, labels, batch_balance_weights(labels)))
     if max_batches is not None:

@@ -45,8 +45,7 @@ def transform_graph_dir(fn_args) -> str:
 
 def open_stage_data(fn_args, hparams: TrainingConfig, spec: inputs.ExampleSpec
                     ) -> tuple[tft.TFTransformOutput, tf.data.Dataset, tf.data.Dataset]:
-    """Seeds TensorFlow and opens a stage's Transform graph and its training and validation datasets."""
-    tf.random.set_seed(hparams.seed)
+    """Opens a stage's Transform graph and its training and validation datasets."""
     tf_transform_output = tft.TFTransformOutput(transform_graph_dir(fn_args))
     train_dataset, validation_dataset = inputs.tfx_train_and_validation(fn_args, tf_transform_output, spec, hparams)
     return tf_transform_output, train_dataset, validation_dataset
@@ -65,6 +64,12 @@ def run_fn(fn_args) -> None:
     hparams = hparams_from_custom_config(PatchHParams, fn_args.custom_config)
     heatmap_window(hparams)  # fail before training if the heatmap geometry cannot work
     resolve_backbone_weights(hparams.backbone, hparams.backbone_weights)  # fetched before the data is read
+    with runtime.reproducible(hparams):
+        _train_and_export(fn_args, hparams, image_limits)
+    logger.info("patch classifier exported to %s", fn_args.serving_model_dir)
+
+
+def _train_and_export(fn_args, hparams: PatchHParams, image_limits: ImageLimits) -> None:
     tf_transform_output, train_dataset, validation_dataset = open_stage_data(
         fn_args, hparams, inputs.patch_example_spec(hparams.patch_size))
     checkpoints = stage_checkpoints(fn_args, hparams, STAGE)
@@ -81,4 +86,3 @@ def run_fn(fn_args) -> None:
                                    checkpoints)
     if checkpoints:
         checkpoints.clear()
-    logger.info("patch classifier exported to %s", fn_args.serving_model_dir)

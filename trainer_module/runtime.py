@@ -1,5 +1,5 @@
-"""Runtime switches shared by both run_fns: distribution strategy, mixed precision, step counts,
-TensorBoard and the training summary written next to the logs."""
+"""Runtime switches shared by both run_fns: seeds and op determinism, distribution strategy, mixed precision, step
+counts, TensorBoard and the training summary written next to the logs."""
 from __future__ import annotations
 
 import contextlib
@@ -11,6 +11,8 @@ from typing import Any, Iterator, Optional, Sequence
 
 import tensorflow as tf
 import tf_keras
+# TF 2.16 exports only the switch that turns op determinism on; the one that turns it off and the query live here.
+from tensorflow.python.framework import config as tf_config
 
 from mammo_tfx.names import TRAINING_SUMMARY_FILE
 from trainer_module.checkpoints import CheckpointStore
@@ -18,6 +20,29 @@ from trainer_module.hparams import Distribution, TrainingConfig
 from trainer_module.schedule import StepResult
 
 logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def reproducible(config: TrainingConfig) -> Iterator[None]:
+    """Seeds Python, NumPy and TensorFlow with `config.seed` (Keras draws the seeds of unseeded initialisers and
+    dropout from Python's generator) and, with `config.deterministic_ops`, turns on TensorFlow's op determinism
+    until the block ends: op determinism is process-wide, and the LocalDagRunner runs the Evaluator and the other
+    components after the Trainer in the same process, where it would only cost speed."""
+    tf_keras.utils.set_random_seed(config.seed)
+    was_deterministic = tf_config.is_op_determinism_enabled()
+    _set_op_determinism(config.deterministic_ops)
+    logger.info("training seed %d, op determinism %s", config.seed, "on" if config.deterministic_ops else "off")
+    try:
+        yield
+    finally:
+        _set_op_determinism(was_deterministic)
+
+
+def _set_op_determinism(enabled: bool) -> None:
+    if enabled:
+        tf.config.experimental.enable_op_determinism()
+    else:
+        tf_config.disable_op_determinism()
 
 
 def select_strategy(distribution: Distribution) -> tf.distribute.Strategy:

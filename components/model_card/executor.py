@@ -27,7 +27,7 @@ from mammo_tfx import names
 from mammo_tfx.evaluation.calibration import read_screening_record
 from mammo_tfx.evaluation.gates import GateReport, read_gate_report
 from mammo_tfx.evaluation.model_card import (INGEST_COUNTS, MODEL_DESCRIPTION, operating_point, slice_rows,
-                                             write_card)
+                                             training_record, write_card)
 from mammo_tfx.evaluation.tfma_results import EvaluationMetrics, read_evaluation
 from mammo_tfx.evaluation.unit_results import UnitEvaluation, read_unit_evaluation
 from mammo_tfx.monitoring.drift import STATISTICS_FILE
@@ -75,6 +75,16 @@ def export_input_limits(model: types.Artifact) -> Optional[Dict[str, int]]:
     return info.image_limits.to_dict()
 
 
+def export_training_record(model: types.Artifact) -> Optional[Dict[str, Dict[str, Any]]]:
+    """The seed and op determinism each stage of the export trained with (model_card.training_record); None for a
+    model that trainer_module did not export."""
+    try:
+        info = read_model_info(path_utils.serving_model_path(model.uri))
+    except FileNotFoundError:
+        return None
+    return training_record(info)
+
+
 def export_screening_record(model: types.Artifact) -> Optional[Dict[str, Any]]:
     """The calibration and operating point the export records (ScreeningRecord.to_dict()); None for an export
     without one."""
@@ -117,6 +127,7 @@ def build_card(model_name: str, split: str, profile: Mapping[str, Any], gate_rep
         "operating_point": operating_point(export_screening_record(model), units),
         "data": data_counts(examples),
         "input_limits": export_input_limits(model),
+        "training": export_training_record(model),
         "profile": dict(profile),
         "lineage": {
             "model": _artifact_ref(model),

@@ -2,7 +2,10 @@
 
 Per split: read the GZIP TFRecords of scan examples, decode image and mask, sample patches with
 `mammo_tfx.patches`, write patch examples as `Split-<name>/data_tfrecord-*.gz` (the standard
-Examples layout, so the Trainer's data accessor reads them) and count patches per class. Counts
+Examples layout, so the Trainer's data accessor reads them) and count patches per class. Which file a patch goes
+to and where in it follows a hash of the sampling seed, its scan's image key and its index in the scan, never
+Beam's bundles: the same scans give the same files in the same order (the Trainer's seeded shuffle then gives the
+same batches), with the patches of one scan spread over the files. Counts
 go to Beam metrics (namespace `patch_sampler`), to `patch_counts.json` at the artifact root, to
 the log and to the artifact's custom properties (`<split>_<class name>` = patches of that class,
 `<split>_scans`, `<split>_failed_scans`, `<split>_incomplete_mask_scans`: scans sampled without background patches
@@ -12,8 +15,10 @@ stops the run.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import math
 import os
 import re
 from typing import Any, Iterator, Mapping
@@ -54,6 +59,8 @@ FAILED_SCANS = "failed_scans"
 INCOMPLETE_MASK_SCANS = "incomplete_mask_scans"
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
+# Patches per output file: a file's patches are sorted in memory by one worker (~100 KB each at 224 pixels).
+PATCHES_PER_FILE = 1000
 
 
 class ScanDecodeError(ValueError):
@@ -162,10 +169,51 @@ class SampleScanPatches(beam.DoFn):
         if not scan["mask_complete"]:
             self._incomplete.inc()
             yield beam.pvalue.TaggedOutput(_TALLY_TAG, (INCOMPLETE_MASK_SCANS, 1))
-        for patch in patches:
+        for index, patch in enumerate(patches):
             self._class_counters[patch.patch_class].inc()
             yield beam.pvalue.TaggedOutput(_TALLY_TAG, (CLASS_NAMES[patch.patch_class], 1))
-            yield patch_example(patch, scan["image_key"], scan["dataset"]).SerializeToString()
+            yield (order_key(self._options.seed, scan["image_key"], index),
+                   patch_example(patch, scan["image_key"], scan["dataset"]).SerializeToString())
+
+
+def order_key(seed: int, image_key: str, index: int) -> int:
+    """Where a scan's `index`-th patch goes among the written patches: fixed by the seed and the patch's identity."""
+    digest = hashlib.sha256(f"{seed}:{image_key}:{index}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:7], "little")  # 56 bits: Beam's integer coder takes signed 64-bit values
+
+
+def file_count(patch_count: int) -> int:
+    return max(1, math.ceil(patch_count / PATCHES_PER_FILE))
+
+
+def write_patch_file(split_uri: str, index: int, files: int, keyed_patches: Any) -> str:
+    """One output file: its patches in the order of their keys."""
+    tf.io.gfile.makedirs(split_uri)
+    path = os.path.join(split_uri, f"{_TFRECORD_PREFIX}-{index:05d}-of-{files:05d}.gz")
+    with tf.io.TFRecordWriter(path, options=tf.io.TFRecordOptions(compression_type="GZIP")) as writer:
+        for _, serialized in sorted(keyed_patches, key=lambda keyed: keyed[0]):
+            writer.write(serialized)
+    return path
+
+
+@beam.ptransform_fn
+def WritePatchFiles(keyed_patches: beam.PCollection, split_uri: str) -> beam.PCollection:  # noqa: N802 (Beam's naming)
+    """(order key, serialized patch) -> `split_uri/data_tfrecord-NNNNN-of-MMMMM.gz`, each patch in the file and at the
+    place its key says; a file per PATCHES_PER_FILE patches (one, possibly empty, for none)."""
+    files = (keyed_patches
+             | "Count" >> beam.combiners.Count.Globally()
+             | "Files" >> beam.Map(file_count))
+    assigned = keyed_patches | "AssignFile" >> beam.Map(
+        lambda keyed, count: (keyed[0] % count, keyed), count=beam.pvalue.AsSingleton(files))
+    # A marker for every file index, so that a split without patches still gets its (empty) file.
+    markers = files | "EveryFile" >> beam.FlatMap(lambda count: [(index, None) for index in range(count)])
+    return ((assigned, markers)
+            | "AllFiles" >> beam.Flatten()
+            | "GroupFile" >> beam.GroupByKey()
+            | "Write" >> beam.Map(
+                lambda grouped, count: write_patch_file(
+                    split_uri, grouped[0], count, [item for item in grouped[1] if item is not None]),
+                count=beam.pvalue.AsSingleton(files)))
 
 
 def failure_row(reason: str) -> dict[str, str]:
@@ -245,12 +293,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                          compression_type=beam.io.filesystem.CompressionTypes.GZIP))
             sampled = scans | f"Sample[{split}]" >> beam.ParDo(
                 SampleScanPatches(options, split)).with_outputs(_TALLY_TAG, _FAILURE_TAG, main="patches")
-            _ = (sampled.patches
-                 | f"Reshuffle[{split}]" >> beam.Reshuffle()
-                 | f"Write[{split}]" >> beam.io.WriteToTFRecord(
-                     os.path.join(artifact_utils.get_split_uri([patches], split), _TFRECORD_PREFIX),
-                     file_name_suffix=".gz",
-                     compression_type=beam.io.filesystem.CompressionTypes.GZIP))
+            _ = sampled.patches | f"Write[{split}]" >> WritePatchFiles(artifact_utils.get_split_uri([patches], split))
             tally_path = os.path.join(tally_dir, f"{split}.json")
             _ = (sampled[_TALLY_TAG]
                  | f"SumTally[{split}]" >> beam.CombinePerKey(sum)

@@ -157,6 +157,30 @@ def input_limits_lines(limits: Optional[Mapping[str, int]]) -> List[str]:
     return lines + [""]
 
 
+# The hparams sections of an export's model info, per training stage, as the card names them.
+TRAINING_STAGES = {"patch classifier": "patch_hparams", "whole-image classifier": "image_hparams"}
+
+
+def training_record(info: Mapping[str, Any]) -> Dict[str, Dict[str, Any]]:
+    """Per training stage of an export's model info: the seed it trained with and whether op determinism was on."""
+    return {stage: {"seed": info[key].get("seed"), "deterministic_ops": info[key].get("deterministic_ops")}
+            for stage, key in TRAINING_STAGES.items() if key in info}
+
+
+def training_lines(record: Optional[Mapping[str, Mapping[str, Any]]]) -> List[str]:
+    """The model card's section on how to train this model again."""
+    lines = ["## Reproducibility", ""]
+    if not record:
+        return lines + ["The export records no training seed.", ""]
+    lines += ["Training again on the same examples with the same configuration and seed gives the same weights "
+              "when op determinism was on (`reproducibility.seed`, `reproducibility.deterministic_ops`; the patch "
+              "sampler uses the same seed).", ""]
+    lines += _table(["stage", "seed", "op determinism"],
+                    [[stage, str(values["seed"]), {True: "on", False: "off"}.get(values["deterministic_ops"], "n/a")]
+                     for stage, values in record.items()])
+    return lines + [""]
+
+
 def slice_rows(metrics: EvaluationMetrics, output: str, rule: SufficiencyRule) -> List[Dict[str, Any]]:
     """One row per slice of `output`: counts, whether the slice is large enough to judge, and its metrics."""
     thresholds = {name: metrics.metric_thresholds(class_name) for name, class_name in _THRESHOLDED_METRICS.items()}
@@ -259,6 +283,7 @@ def render_markdown(card: Mapping[str, Any]) -> str:
 
     lines += [""] + operating_point_lines(card.get("operating_point"))
     lines += input_limits_lines(card["input_limits"])
+    lines += training_lines(card.get("training"))
     lines += ["## Lineage (ML Metadata artifact ids)", ""]
     lines += _table(["artifact", "id", "uri"],
                     [[name, str(ref["id"]), f"`{ref['uri']}`"] for name, ref in card["lineage"].items()
