@@ -32,6 +32,7 @@ from mammo_tfx.evaluation.config import GATED_OUTPUT, EvaluationConfig
 from mammo_tfx.evaluation.gates import GateResult, read_gate_report
 from mammo_tfx.evaluation.model_card import input_limits_lines, training_lines
 from mammo_tfx.serving.limits import ImageLimits
+from mammo_tfx.serving.model_info import ServingGeometry
 from mammo_tfx.serving.repository import list_complete_versions
 from pipeline.config import load_config
 from pipeline.evaluation import build_eval_config
@@ -441,7 +442,8 @@ def test_model_card_records_the_training_seed_and_op_determinism_of_the_export(t
     config = load_config("test", overrides=["reproducibility.seed=41", "reproducibility.deterministic_ops=false"])
     keras_model = tf.keras.Sequential([tf.keras.layers.Dense(1, input_shape=(2,))])
     save_keras_copy(keras_model, os.path.join(model.uri, "Format-Serving"), config.patch_training, ImageLimits(),
-                    image_hparams=config.image_training)
+                    image_hparams=config.image_training,
+                    serving_geometry=ServingGeometry(tuple(config.image_training.image_size), 8, 16))
     record = card_executor.export_training_record(model)
     assert record == {"patch classifier": {"seed": 41, "deterministic_ops": False},
                       "whole-image classifier": {"seed": 41, "deterministic_ops": False}}

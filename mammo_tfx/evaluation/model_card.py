@@ -19,6 +19,7 @@ from mammo_tfx.evaluation.sufficiency import SufficiencyRule
 from mammo_tfx.evaluation.tfma_results import OVERALL_SLICE, EvaluationMetrics, SliceKey, SliceMetrics, slice_name
 from mammo_tfx.evaluation.unit_results import UnitEvaluation
 from mammo_tfx.serving.limits import IMAGE_SECTION
+from mammo_tfx.serving.model_info import ModelInfo
 
 # Ingestion totals MammoExampleGen records on its Examples, in the order the card lists them.
 INGEST_COUNTS = ("ingested", "quarantined", "excluded")
@@ -157,14 +158,11 @@ def input_limits_lines(limits: Optional[Mapping[str, int]]) -> List[str]:
     return lines + [""]
 
 
-# The hparams sections of an export's model info, per training stage, as the card names them.
-TRAINING_STAGES = {"patch classifier": "patch_hparams", "whole-image classifier": "image_hparams"}
-
-
-def training_record(info: Mapping[str, Any]) -> Dict[str, Dict[str, Any]]:
+def training_record(info: ModelInfo) -> Dict[str, Dict[str, Any]]:
     """Per training stage of an export's model info: the seed it trained with and whether op determinism was on."""
-    return {stage: {"seed": info[key].get("seed"), "deterministic_ops": info[key].get("deterministic_ops")}
-            for stage, key in TRAINING_STAGES.items() if key in info}
+    stages = {"patch classifier": info.patch_hparams, "whole-image classifier": info.image_hparams}
+    return {stage: {"seed": hparams.get("seed"), "deterministic_ops": hparams.get("deterministic_ops")}
+            for stage, hparams in stages.items() if hparams}
 
 
 def training_lines(record: Optional[Mapping[str, Mapping[str, Any]]]) -> List[str]:
