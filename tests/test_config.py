@@ -154,6 +154,20 @@ def test_serving_limits_are_a_validated_section_that_reaches_the_whole_image_tra
         load_config("production", overrides=["serving.image.max_side=1.5"])
 
 
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_the_trainers_calibrate_on_the_eval_split_and_never_see_the_test_split(profile):
+    # The whole-image Trainer fits its calibration and thresholds on its EvalArgs splits (trainer_module/export.py
+    # reads fn_args.eval_files): the eval split, so the test split that the evaluation judges stays unseen.
+    components = {component.id: component
+                  for component in create_pipeline(load_config(profile), "gs://b/manifest", "gs://b/root").components}
+    for trainer_id in (PATCH_TRAINER_ID, IMAGE_TRAINER_ID):
+        properties = components[trainer_id].exec_properties
+        assert json.loads(properties["train_args"])["splits"] == ["train"], trainer_id
+        assert json.loads(properties["eval_args"])["splits"] == ["eval"], trainer_id
+    assert load_config(profile).evaluation.split == "test"
+    assert json.loads(components["Evaluator"].exec_properties["example_splits"]) == ["test"]
+
+
 VERTEX = ["kubeflow.trainer_service=vertex", "kubeflow.vertex_project=mammo-project",
           "kubeflow.vertex_region=europe-west4", "kubeflow.vertex_machine_type=n1-standard-8"]
 

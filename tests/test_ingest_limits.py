@@ -3,7 +3,7 @@ transfer syntaxes without a decoder, and the per-record wall-time limit."""
 from __future__ import annotations
 
 import struct
-import time
+import threading
 import zlib
 
 import numpy as np
@@ -16,6 +16,7 @@ from pydicom.uid import JPEGLSLossless
 from mammo_tfx.ingest.dicom_io import read_dicom
 from mammo_tfx.ingest.image_io import read_image
 from mammo_tfx.ingest.options import IngestOptions
+from mammo_tfx.ingest import process
 from mammo_tfx.ingest.process import process_record
 from mammo_tfx.ingest.real_samples import real_cases_dir
 from mammo_tfx.ingest.records import BadInputError, QuarantineEntry, ScanRecord
@@ -133,19 +134,36 @@ def record_of(path) -> ScanRecord:
                       label=0, has_annotations=False)
 
 
-def test_a_record_over_the_wall_time_limit_is_quarantined_and_the_next_goes_on(tmp_path, write_dicom):
-    # A real CBIS-DDSM scan (millions of pixels) really takes longer than 50 ms to decode and resize.
-    slow = record_of(min(real_cases_dir().rglob("*.dcm")))
-    options = IngestOptions(height=64, width=48, record_timeout_s=0.05)
-    started = time.monotonic()
-    result = process_record(slow, options)
-    waited = time.monotonic() - started
+def test_a_record_over_the_wall_time_limit_is_quarantined_and_the_next_goes_on(tmp_path, write_dicom, monkeypatch):
+    scan = record_of(min(real_cases_dir().rglob("*.dcm")))
+    # The decode of this record waits until the test lets it go, so it is still running when the limit is reached,
+    # however fast the machine: the caller's answer cannot have waited for it.
+    release, decode_finished = threading.Event(), threading.Event()
+
+    def held_read_image(*args, **kwargs):
+        release.wait()
+        try:
+            return read_image(*args, **kwargs)
+        finally:
+            decode_finished.set()
+
+    monkeypatch.setattr(process, "read_image", held_read_image)
+    # Released by the test once answered, or after 30 s, so a caller that waits for the decode fails, not hangs.
+    safety = threading.Timer(30, release.set)
+    safety.start()
+    try:
+        result = process_record(scan, IngestOptions(height=64, width=48, record_timeout_s=0.05))
+        assert not decode_finished.is_set()  # answered while the decode was still held
+    finally:
+        release.set()
+        safety.cancel()
     assert isinstance(result, QuarantineEntry)
-    assert result.file == slow.image_path and result.status == "quarantined"
+    assert result.file == scan.image_path and result.status == "quarantined"
     assert "RecordTimeout: not done within 0.05 s (ingest.record_timeout_s)" in result.reason
-    assert waited < 1.0  # the caller waited for the limit, not for the decode
+    assert decode_finished.wait(60)  # the abandoned decode ends on its own thread; its result is dropped
+    monkeypatch.undo()
     # The same scan within a generous limit becomes an example: the limit, not the input, quarantined it.
-    assert not isinstance(process_record(slow, IngestOptions(height=64, width=48, record_timeout_s=120)),
+    assert not isinstance(process_record(scan, IngestOptions(height=64, width=48, record_timeout_s=120)),
                           QuarantineEntry)
     tiny = write_dicom(tmp_path / "tiny.dcm", np.zeros((6, 5), np.uint16))
     assert not isinstance(process_record(record_of(tiny), IngestOptions(height=64, width=48)), QuarantineEntry)

@@ -10,13 +10,15 @@ from tfx.components.statistics_gen import executor as statistics_executor
 from tfx.types import artifact_utils, standard_artifacts
 
 from mammo_tfx import cli, names, synth
+from mammo_tfx.evaluation.calibration import read_screening_record
 from mammo_tfx.monitoring.drift import read_statistics, training_statistics_path
 from pipeline.config import load_config
 from pipeline.outputs import collect_outputs, read_anomalies
 from pipeline.paths import SCHEMA_FILE
 from pipeline.progress import PROGRESS_LINE, ComponentRun, RunProgress
-from pipeline.runners import LocalRunLayout
-from tests.conftest import user_console
+from pipeline.runners import LocalRunLayout, run_local
+from pipeline.sources import DataSource
+from tests.conftest import feature, read_split, user_console
 
 pytestmark = pytest.mark.e2e  # the whole pipeline on the BeamDagRunner
 
@@ -46,6 +48,27 @@ def test_run_writes_examples_statistics_and_no_anomalies_on_clean_data(local_run
     assert outputs.ingest_summary["quarantined"] == 0
     assert set(outputs.anomalies) == {"train", "eval", "test"}
     assert all(found == [] for found in outputs.anomalies.values()), outputs.anomalies
+
+
+def _split_counts(examples: list) -> dict:
+    """What a screening record counts of a split: images, breasts, exams and each unit's malignant ones."""
+    label = {unit: {} for unit in ("image", "breast", "exam")}
+    for index, example in enumerate(examples):
+        malignant = feature(example, names.LABEL)
+        label["image"][index] = malignant
+        for unit, key in (("breast", names.BREAST_KEY), ("exam", names.EXAM_KEY)):
+            unit_key = feature(example, key)
+            label[unit][unit_key] = max(label[unit].get(unit_key, 0), malignant)
+    return {**{unit: len(labels) for unit, labels in label.items()},
+            "positives": {unit: sum(labels.values()) for unit, labels in label.items()}}
+
+
+def test_the_served_calibration_and_thresholds_were_fitted_on_the_eval_split(local_run):
+    _, outputs = local_run
+    record = read_screening_record(outputs.model_export_dir)
+    eval_counts, test_counts = (_split_counts(read_split(outputs.examples_uri, split)) for split in ("eval", "test"))
+    assert eval_counts != test_counts  # else the comparison below could not tell the two splits apart
+    assert record.eval_counts == eval_counts
 
 
 def _tamper(examples_uri: str, out_uri: str) -> None:

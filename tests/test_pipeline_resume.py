@@ -1,7 +1,7 @@
 """Resume and re-run: a run killed inside the patch Trainer's training completes when started again, the Trainer
 resuming from its epoch checkpoint; unchanged inputs are served from the MLMD cache, a gate bound change re-runs only
 the gate and what follows, a serving limit or stage-2 change only stage 2 and what follows, and new data flows
-through a new ExampleGen execution."""
+through a new ExampleGen execution whose report sits beside the earlier one's."""
 import glob
 import json
 import os
@@ -10,15 +10,17 @@ import subprocess
 import sys
 import threading
 import time
+from functools import lru_cache
 
 import pytest
 import tensorflow as tf
+from tfx.dsl.components.base.base_component import BaseComponent
 
 from mammo_tfx import synth
-from mammo_tfx.names import TRAINING_STATE_FILE, TRAINING_SUMMARY_FILE
+from mammo_tfx.names import INGEST_SUMMARY_FILE, TRAINING_STATE_FILE, TRAINING_SUMMARY_FILE
 from pipeline.config import load_config
 from pipeline.outputs import collect_outputs, latest_output_uri, open_store
-from pipeline.pipeline import PATCH_TRAINER_ID, checkpoints_dir
+from pipeline.pipeline import IMAGE_TRAINER_ID, PATCH_TRAINER_ID, checkpoints_dir, create_pipeline, reports_dir
 from pipeline.runners import LocalRunLayout, run_local
 from pipeline.sources import DataSource
 
@@ -27,6 +29,28 @@ pytestmark = pytest.mark.e2e  # the pipeline run several times on the LocalDagRu
 
 def _statuses(progress):
     return {run.node_id: ("cached" if run.cached else "ran") for run in progress.components}
+
+
+@lru_cache(maxsize=None)
+def _pipeline_nodes():
+    """The test profile's pipeline definition, node id -> node (the runs below use that profile)."""
+    return {node.id: node for node in create_pipeline(load_config("test"), "/manifest", "/root").components}
+
+
+def _executing_components() -> set:
+    """The nodes that execute code and so can be served from the cache (a Resolver only looks artifacts up)."""
+    return {node_id for node_id, node in _pipeline_nodes().items() if isinstance(node, BaseComponent)}
+
+
+def _downstream_of(node_id: str) -> set:
+    """Every node that consumes, directly or not, an output of `node_id`, from the pipeline definition."""
+    found, frontier = set(), [_pipeline_nodes()[node_id]]
+    while frontier:
+        for node in frontier.pop().downstream_nodes:
+            if node.id not in found:
+                found.add(node.id)
+                frontier.append(node)
+    return found
 
 
 def _examples(examples_uri):
@@ -77,9 +101,8 @@ def runs(tmp_path_factory):
     results["resumed_outputs"] = collect_outputs(layout.metadata_path)
     results["patch_resumed_from_epoch"] = _resumed_from_epoch(layout.metadata_path, PATCH_TRAINER_ID)
     results["checkpoints_left"] = glob.glob(os.path.join(checkpoints_dir(layout.pipeline_root, PATCH_TRAINER_ID), "*"))
-    start = time.monotonic()
     _, results["unchanged"] = run_local(config, sources, out, show_progress=False)
-    results["unchanged_seconds"] = time.monotonic() - start
+    results["unchanged_outputs"] = collect_outputs(layout.metadata_path)
     # One setting of each kind changed, each run against the cache of the runs before: a gate bound (only the gate
     # and what follows it may run), then a serving limit (the whole-image export enforces it; stage 1 is not served).
     gate_changed = load_config("test", overrides=["evaluation.max_auc_drop=0.5"])
@@ -91,6 +114,7 @@ def runs(tmp_path_factory):
     synth.generate("mias", data / "mias", patients=5, seed=5)  # two more women's images in the same folder
     _, results["new_data"] = run_local(stage2_changed, sources, out, show_progress=False)
     results["new_data_outputs"] = collect_outputs(layout.metadata_path)
+    results["reports_dir"] = reports_dir(layout.pipeline_root, "MammoExampleGen")
     return results
 
 
@@ -114,9 +138,11 @@ def test_killed_run_completes_when_started_again_without_duplicates(runs):
 
 def test_unchanged_rerun_is_served_from_the_cache(runs):
     statuses = _statuses(runs["unchanged"])
+    executing = _executing_components()
     # PushedBaseline too: it looks the baseline up once per candidate model, and the candidate is cached.
-    assert set(statuses.values()) == {"cached"}, statuses
-    assert runs["unchanged_seconds"] < sum(run.seconds for run in runs["resumed"].components)
+    assert {node: statuses.get(node, "not run") for node in executing} == dict.fromkeys(executing, "cached")
+    # Nothing new was made: every output of the re-run is the earlier run's artifact.
+    assert runs["unchanged_outputs"] == runs["resumed_outputs"]
 
 
 def test_a_gate_bound_change_re_gates_without_re_evaluating(runs):
@@ -131,13 +157,14 @@ def test_a_serving_limit_change_re_exports_stage2_only(runs):
     assert statuses["Trainer_patch"] == "cached" and statuses["Trainer_image"] == "ran", statuses
 
 
-def test_stage2_change_reruns_stage2_only(runs):
+def test_stage2_change_reruns_stage2_and_all_that_follows_and_nothing_before(runs):
     statuses = _statuses(runs["stage2_changed"])
-    assert statuses.pop("Trainer_image") == "ran"
-    downstream_of_stage2 = {"Evaluator", "ScreeningEvaluator", "ModelGate", "Pusher", "ModelCard",
-                            "PushedBaseline"}
-    assert all(status == "cached" for node, status in statuses.items()
-               if not any(node.startswith(d) for d in downstream_of_stage2)), statuses
+    after_stage2 = _downstream_of(IMAGE_TRAINER_ID)
+    assert {"Evaluator", "Pusher"} <= after_stage2  # the definition is read right: what follows the model
+    rerun = {IMAGE_TRAINER_ID} | (after_stage2 & _executing_components())
+    assert {node: statuses.get(node, "not run") for node in rerun} == dict.fromkeys(rerun, "ran")
+    before_stage2 = _executing_components() - rerun
+    assert {node: statuses.get(node, "not run") for node in before_stage2} == dict.fromkeys(before_stage2, "cached")
 
 
 def test_new_data_flows_through_a_new_example_gen_execution(runs):
@@ -148,3 +175,15 @@ def test_new_data_flows_through_a_new_example_gen_execution(runs):
     assert after.examples_uri != before.examples_uri
     assert after.ingest_summary["per_dataset"]["mias"]["ingested"] > before.ingest_summary["per_dataset"]["mias"]["ingested"]
     assert after.ingest_summary["per_dataset"]["cbis-ddsm"] == before.ingest_summary["per_dataset"]["cbis-ddsm"]
+
+
+def test_a_later_run_never_overwrites_an_earlier_run_s_report(runs):
+    # Two MammoExampleGen executions wrote reports: the first run's (later runs were served from the cache until
+    # the new data came) and the new data's. Each has a folder of its own, and the first is as it was.
+    before, after = runs["resumed_outputs"], runs["new_data_outputs"]
+    first, second = (os.path.dirname(outputs.quarantine_uri) for outputs in (before, after))
+    assert sorted(glob.glob(os.path.join(runs["reports_dir"], "*"))) == sorted([first, second])
+    for folder, outputs in ((first, before), (second, after)):
+        with open(os.path.join(folder, INGEST_SUMMARY_FILE)) as handle:
+            assert json.load(handle) == outputs.ingest_summary, folder
+    assert before.ingest_summary != after.ingest_summary

@@ -14,6 +14,9 @@ import tensorflow as tf
 import tf_keras
 
 from mammo_tfx import names, synth
+from mammo_tfx.evaluation.calibration import read_screening_record
+from mammo_tfx.serving.model_info import read_model_info
+from trainer_module.inputs import transform_images
 from pipeline.outputs import collect_outputs
 
 # The CLI's pipeline run in a child process. `make test` runs it beside the other tests on the second core, where it
@@ -64,9 +67,8 @@ def test_the_production_smoke_run_trains_gates_and_pushes_a_full_size_model(smok
 
     record = next(tf.data.TFRecordDataset(glob.glob(os.path.join(outputs.examples_uri, "Split-test", "*.gz")),
                                           "GZIP").as_numpy_iterator())
-    image = tf.io.decode_png(tf.train.Example.FromString(record).features.feature[names.IMAGE_PNG].bytes_list.value[0],
-                             dtype=tf.uint16)
-    assert image.shape == (ROWS, COLS, 1)
+    image_png = tf.train.Example.FromString(record).features.feature[names.IMAGE_PNG].bytes_list.value[0]
+    assert tf.io.decode_png(image_png, dtype=tf.uint16).shape == (ROWS, COLS, 1)
     assert re.search(r"PatchSampler: finished .* mass_malignant \d+", console)
 
     patch = _training_summary(pipeline_root, "Trainer_patch")
@@ -80,18 +82,51 @@ def test_the_production_smoke_run_trains_gates_and_pushes_a_full_size_model(smok
     assert whole["hparams"]["top_block"]["repetitions"] == [2, 2]
     assert [step["scope"] for step in whole["steps"]] == ["new_layers", "all"]
 
-    exported = tf.saved_model.load(outputs.model_export_dir)
-    assert {names.DEFAULT_SIGNATURE, names.EXAMPLES_SIGNATURE, names.EXAM_SIGNATURE,
-            names.HEATMAP_SIGNATURE} <= set(exported.signatures)
-
     with open(os.path.join(outputs.blessing_uri, names.GATE_RESULTS_FILE)) as f:
         gate = json.load(f)
     assert gate["blessed"] is True
     assert {result["unit"] for result in gate["gates"] if result["name"] == "overall_auc"} == {"breast"}
     assert outputs.pushed_uri and os.path.isdir(outputs.pushed_uri)
 
-    served = tf.saved_model.load(outputs.pushed_uri).signatures[names.DEFAULT_SIGNATURE]
-    pixels = np.random.default_rng(0).integers(0, 65535, (ROWS, COLS, 1), dtype=np.uint16)
-    answer = served(**{names.IMAGE_BYTES_INPUT: tf.constant([tf.io.encode_png(pixels).numpy()])})
-    probability = float(answer[names.PROBABILITY][0])
-    assert 0.0 <= probability <= 1.0
+    _check_the_pushed_model_answers_as_its_export_promises(outputs.pushed_uri, image_png)
+
+
+# ResNet50's trunk output has one cell per 32x32 input pixels; the patch head pools the cells of a 224-pixel patch.
+RESNET50_STRIDE = 32
+
+
+def _check_the_pushed_model_answers_as_its_export_promises(pushed_dir: str, image_png: bytes) -> None:
+    """What a broken full-size model would fail: the exported geometry, `score` as the mean of the four flips'
+    single-view probabilities and `probability` as its calibration, the same answer through `serving_examples`,
+    and a heatmap on the patch grid of the full image."""
+    info = read_model_info(pushed_dir)
+    assert info["image_hparams"]["image_size"] == [ROWS, COLS]
+    loaded = tf.saved_model.load(pushed_dir)
+    assert {names.DEFAULT_SIGNATURE, names.EXAMPLES_SIGNATURE, names.EXAM_SIGNATURE,
+            names.HEATMAP_SIGNATURE} <= set(loaded.signatures)
+    image_bytes = tf.constant([image_png])
+    answer = {name: tensor.numpy()
+              for name, tensor in loaded.signatures[names.DEFAULT_SIGNATURE](image_bytes=image_bytes).items()}
+    # The reference: the export's Keras model on the Transform layer's output and its three flips.
+    transformed = transform_images(loaded.tft_layer, image_bytes[:, None])
+    flips = [transformed, tf.reverse(transformed, [2]), tf.reverse(transformed, [1]), tf.reverse(transformed, [1, 2])]
+    single = loaded.model(tf.concat(flips, axis=0), training=False).numpy()[:, 1]
+    assert np.all((single >= 0) & (single <= 1))
+    np.testing.assert_allclose(answer[names.PROBABILITY_SINGLE], single[:1], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(answer[names.SCORE], [np.mean(single)], rtol=1e-4, atol=1e-6)
+    record = read_screening_record(pushed_dir)
+    assert record is not None and record.fitted, record and record.reason
+    np.testing.assert_allclose(answer[names.PROBABILITY], record.calibration.apply(answer[names.SCORE]), rtol=1e-4,
+                               atol=1e-6)
+
+    example = tf.train.Example(features=tf.train.Features(feature={
+        names.IMAGE_PNG: tf.train.Feature(bytes_list=tf.train.BytesList(value=[image_png]))}))
+    from_examples = loaded.signatures[names.EXAMPLES_SIGNATURE](
+        **{names.EXAMPLES_INPUT: tf.constant([example.SerializeToString()])})
+    for name in (names.PROBABILITY, names.SCORE, names.PROBABILITY_SINGLE):
+        np.testing.assert_allclose(from_examples[name].numpy()[0], answer[name][0], rtol=1e-4, atol=1e-6,
+                                   err_msg=name)
+
+    heatmap = loaded.signatures[names.HEATMAP_SIGNATURE](image_bytes=image_bytes)
+    window = 224 // RESNET50_STRIDE - 2 * info["patch_hparams"]["head_border_cells"]
+    assert heatmap["heatmap"].shape == (1, ROWS // RESNET50_STRIDE - window + 1, COLS // RESNET50_STRIDE - window + 1)

@@ -1,6 +1,6 @@
 """The built-in server's gRPC API (TF Serving's PredictionService and ModelService) against a tiny real SavedModel:
 the same answers as its REST API for the same input, TF Serving's status codes for bad requests, and a server that
-stays up after them."""
+stays up after them; and a real whole-image export's signatures (serving_exam included) served through gRPC."""
 import base64
 import os
 import threading
@@ -15,10 +15,14 @@ from google.protobuf import json_format  # noqa: E402
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,  # noqa: E402
                                      model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc)
 
+from mammo_tfx.names import (BREAST_ID_INPUT, DEFAULT_SIGNATURE, EXAM_SIGNATURE, EXAMPLES_INPUT,  # noqa: E402
+                             EXAMPLES_SIGNATURE, HEATMAP_SIGNATURE, IMAGE_BYTES_INPUT)
 from mammo_tfx.serving.limits import ImageLimits, RequestLimits  # noqa: E402
 from mammo_tfx.serving.rest_client import RestClient, images_request, model_path  # noqa: E402
 from mammo_tfx.serving.server import ModelServer  # noqa: E402
 from mammo_tfx.serving.tiny_model import export_tiny_model, synthetic_png  # noqa: E402
+from tests.conftest import (encode_png16, export_untrained_whole_image_model, toy_whole_image,  # noqa: E402
+                            whole_image_example)
 
 pytestmark = pytest.mark.e2e  # every test calls a served SavedModel
 
@@ -210,3 +214,61 @@ def test_a_grpc_port_in_use_fails_the_start_and_leaves_nothing_running(server, m
     request = get_model_status_pb2.GetModelStatusRequest()
     request.model_spec.name = MODEL
     assert len(models.GetModelStatus(request, timeout=TIMEOUT_S).model_version_status) == 1
+
+
+# A real whole-image export (trainer_module's export of tiny untrained models over a real Transform graph) at the
+# demo profile's working size, served with the production image limits: every signature TF Serving clients call.
+REAL_WORKING_SIZE = (288, 224)
+
+
+@pytest.fixture(scope="module")
+def real_export(tmp_path_factory):
+    root = tmp_path_factory.mktemp("real_export")
+    export_dir = root / "serving" / MODEL / "1"
+    export_untrained_whole_image_model(str(root), str(export_dir), REAL_WORKING_SIZE)
+    with ModelServer(str(export_dir.parent), MODEL, poll_interval_s=60, grpc_port=0) as running, \
+            grpc.insecure_channel(running.grpc_target,
+                                  options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)]) as opened:
+        yield tf.saved_model.load(str(export_dir)), prediction_service_pb2_grpc.PredictionServiceStub(opened)
+
+
+def _real_request(signature_name, inputs):
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = MODEL
+    request.model_spec.signature_name = signature_name
+    for key, values in inputs.items():
+        request.inputs[key].CopyFrom(tf.make_tensor_proto(values, dtype=tf.string))
+    return request
+
+
+def test_grpc_serves_a_real_export_s_signatures_with_the_export_s_own_answers(real_export):
+    loaded, stub = real_export
+    rng = np.random.default_rng(21)
+    # One exam: the CC and MLO views of a left and of a right breast (the right one malignant).
+    images = [encode_png16(toy_whole_image(rng, malignant=index >= 2, rows=REAL_WORKING_SIZE[0],
+                                           cols=REAL_WORKING_SIZE[1])) for index in range(4)]
+    breasts = [b"left", b"left", b"right", b"right"]
+    examples = [whole_image_example(np.asarray(tf.io.decode_png(image, dtype=tf.uint16))[..., 0], 0)
+                .SerializeToString() for image in images]
+    calls = {
+        DEFAULT_SIGNATURE: {IMAGE_BYTES_INPUT: images},
+        EXAMPLES_SIGNATURE: {EXAMPLES_INPUT: examples},
+        EXAM_SIGNATURE: {IMAGE_BYTES_INPUT: images, BREAST_ID_INPUT: breasts},
+        HEATMAP_SIGNATURE: {IMAGE_BYTES_INPUT: images},
+    }
+    served = {}
+    for signature, inputs in calls.items():
+        response = stub.Predict(_real_request(signature, inputs), timeout=TIMEOUT_S * 4)
+        assert response.model_spec.signature_name == signature and response.model_spec.version.value == 1
+        served[signature] = outputs_of(response)
+        expected = loaded.signatures[signature](**{key: tf.constant(values) for key, values in inputs.items()})
+        assert set(served[signature]) == set(expected), signature
+        for name, tensor in expected.items():
+            if tensor.dtype.is_floating:
+                np.testing.assert_allclose(served[signature][name], tensor.numpy(), rtol=1e-6,
+                                           err_msg=f"{signature} {name}")
+            else:  # the exam's breast ids and the recall decisions
+                np.testing.assert_array_equal(served[signature][name], tensor.numpy(), err_msg=f"{signature} {name}")
+    for name in ("probability", "score", "probability_single"):
+        np.testing.assert_array_equal(served[EXAMPLES_SIGNATURE][name], served[DEFAULT_SIGNATURE][name])
+    assert served[HEATMAP_SIGNATURE]["heatmap"].shape[0] == len(images)

@@ -213,7 +213,8 @@ def test_heatmap_uses_the_original_patch_classifier(trained):
     assert not any(id(variable) in whole_image_variables for variable in loaded.patch_model.variables)
 
 
-def test_init_from_a_previous_export_fine_tunes_that_model(trained, toy_data):
+def test_init_from_a_previous_export_starts_from_that_model(trained, toy_data):
+    # No training step: the export made from init_from answers exactly as the model it was initialised from.
     no_training = [{"scope": "new_layers", "learning_rate": 1e-3, "epochs": 0}]
     image_dir, _ = run_trainer(
         "trainer_module.image_trainer.run_fn", toy_data["images"], toy_data["transform_graph"],
