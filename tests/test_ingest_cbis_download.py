@@ -10,7 +10,6 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from mammo_tfx import synth
 from mammo_tfx.ingest.layouts import list_records
 from mammo_tfx.ingest.options import IngestOptions
 from mammo_tfx.ingest.process import process_record

@@ -10,9 +10,7 @@ from pathlib import Path
 
 import pytest
 from tfx import v1 as tfx
-from tfx.utils import proto_utils
 
-from components.mammo_example_gen import executor as example_gen_executor
 from mammo_tfx import synth
 from mammo_tfx.ingest import salt as salt_module
 from mammo_tfx.ingest.options import IngestOptions

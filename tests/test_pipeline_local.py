@@ -16,8 +16,7 @@ from pipeline.config import load_config
 from pipeline.outputs import collect_outputs, read_anomalies
 from pipeline.paths import SCHEMA_FILE
 from pipeline.progress import PROGRESS_LINE, ComponentRun, RunProgress
-from pipeline.runners import LocalRunLayout, run_local
-from pipeline.sources import DataSource
+from pipeline.runners import LocalRunLayout
 from tests.conftest import feature, read_split, user_console
 
 pytestmark = pytest.mark.e2e  # the whole pipeline on the BeamDagRunner

@@ -2,7 +2,6 @@
 image ingested then served give the same answer, and predict's DICOM path is ingestion's own."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -26,8 +26,7 @@ from mammo_tfx.ingest.splits import (ANY_SCAN, CONTENT_KEY_PREFIX, LOCATED_LESIO
                                      shortfalls, split_of_patient, summarise_patient)
 from pipeline.config import PROFILES, load_config
 from pipeline.pipeline import split_needs
-from pipeline.sources import DataSource
-from tests.conftest import run_executor, write_dicom_file
+from tests.conftest import write_dicom_file
 
 SIZES = (1, 2, 3, 5, 8)
 SYNTH_LAYOUTS = ("cbis-ddsm", "inbreast", "mias", "rsna", "vindr")

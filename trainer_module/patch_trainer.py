@@ -65,11 +65,11 @@ def run_fn(fn_args) -> None:
     heatmap_window(hparams)  # fail before training if the heatmap geometry cannot work
     resolve_backbone_weights(hparams.backbone, hparams.backbone_weights)  # fetched before the data is read
     with runtime.reproducible(hparams):
-        _train_and_export(fn_args, hparams, image_limits)
+        _train_and_export(fn_args, hparams)
     logger.info("patch classifier exported to %s", fn_args.serving_model_dir)
 
 
-def _train_and_export(fn_args, hparams: PatchHParams, image_limits: ImageLimits) -> None:
+def _train_and_export(fn_args, hparams: PatchHParams) -> None:
     tf_transform_output, train_dataset, validation_dataset = open_stage_data(
         fn_args, hparams, inputs.patch_example_spec(hparams.patch_size))
     checkpoints = stage_checkpoints(fn_args, hparams, STAGE)

@@ -19,7 +19,6 @@ from tfx.components.statistics_gen import stats_artifact_utils
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import json_utils
 
-from mammo_tfx import names
 from mammo_tfx.monitoring.drift import DRIFT, DriftResults, compare, served_training_statistics, write_results
 from mammo_tfx.monitoring.options import DriftOptions
 
