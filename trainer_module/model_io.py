@@ -2,6 +2,8 @@
 
 Layout added to a SavedModel directory (TF ignores extra files; Pusher copies them along):
     <export_dir>/keras/weights.h5      Keras weights of the trained model
+    <export_dir>/keras/patch_weights.h5 (whole image only) weights of the patch classifier behind the
+                                        `heatmap` signature, so a fine-tune run keeps it
     <export_dir>/keras/model_info.json {"kind": "patch" | "whole_image", "patch_hparams": {...},
                                         "image_hparams": {...} (whole image only),
                                         "image_limits": {...} (what the serving graph refuses),
@@ -13,7 +15,8 @@ Layout added to a SavedModel directory (TF ignores extra files; Pusher copies th
                                         thresholds of its graph, mammo_tfx/evaluation/calibration.py)}
 Models are rebuilt from the stored hparams with this package's builders and the weights loaded,
 so no custom Keras objects need to be deserialised. Stage 2 reads stage 1's copy from
-`fn_args.base_model`; `init_from` reads a whole-image copy (or a plain Keras .h5 file).
+`fn_args.base_model`; `init_from` reads a whole-image copy (or a plain Keras .h5 file), and a fine-tune run
+(no patch stage) rebuilds the whole-image model and its heatmap patch classifier from one (`load_whole_image_base`).
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ from trainer_module.hparams import ImageHParams, PatchHParams
 from trainer_module.patch_model import build_patch_model
 
 WEIGHTS_FILE = "weights.h5"
+HEATMAP_PATCH_WEIGHTS_FILE = "patch_weights.h5"
 IMAGE_LIMITS_INFO_KEY = "image_limits"
 PATCH_KIND = "patch"
 
@@ -39,10 +43,12 @@ PATCH_KIND = "patch"
 def save_keras_copy(model: tf_keras.Model, export_dir: str, patch_hparams: PatchHParams, image_limits: ImageLimits,
                     image_hparams: Optional[ImageHParams] = None,
                     serving_geometry: Optional[ServingGeometry] = None,
-                    screening: Optional[ScreeningRecord] = None) -> str:
+                    screening: Optional[ScreeningRecord] = None,
+                    heatmap_patch_model: Optional[tf_keras.Model] = None) -> str:
     """Writes the model's weights and the hparams needed to rebuild it under <export_dir>/keras/, with the image
     limits the export's signatures enforce (read by the model card) and, for a whole-image export, its serving
-    geometry (read by predict) and its screening record (calibration and thresholds)."""
+    geometry (read by predict), its screening record (calibration and thresholds) and the patch classifier of its
+    heatmap signature."""
     keras_dir = os.path.join(export_dir, KERAS_DIR)
     tf.io.gfile.makedirs(keras_dir)
     # The .h5 format lists a layer's trainable weights before its frozen ones, so a model saved with a frozen
@@ -50,6 +56,9 @@ def save_keras_copy(model: tf_keras.Model, export_dir: str, patch_hparams: Patch
     # loads. Training is over when the copy is written: save it with every layer trainable.
     model.trainable = True
     model.save_weights(os.path.join(keras_dir, WEIGHTS_FILE))
+    if heatmap_patch_model is not None:
+        heatmap_patch_model.trainable = True
+        heatmap_patch_model.save_weights(os.path.join(keras_dir, HEATMAP_PATCH_WEIGHTS_FILE))
     info = {KIND_INFO_KEY: PATCH_KIND if image_hparams is None else WHOLE_IMAGE_KIND,
             "patch_hparams": patch_hparams.to_dict(), IMAGE_LIMITS_INFO_KEY: image_limits.to_dict()}
     if image_hparams is not None:
@@ -63,6 +72,13 @@ def save_keras_copy(model: tf_keras.Model, export_dir: str, patch_hparams: Patch
     return keras_dir
 
 
+def _rebuilt_patch_model(hparams: PatchHParams, weights_path: str) -> tf_keras.Model:
+    # The exported weights replace any backbone init, so no weights file is needed to rebuild.
+    model = build_patch_model(PatchHParams.from_dict({**hparams.to_dict(), "backbone_weights": None}))
+    _load_weights(model, weights_path)
+    return model
+
+
 def load_patch_model(export_dir: str) -> tuple[PatchHParams, tf_keras.Model]:
     """Rebuilds stage 1's patch classifier from its export (e.g. `fn_args.base_model`)."""
     info = read_model_info(export_dir)
@@ -70,10 +86,24 @@ def load_patch_model(export_dir: str) -> tuple[PatchHParams, tf_keras.Model]:
         raise ValueError(f"{export_dir!r} holds a {info.get(KIND_INFO_KEY)!r} model, "
                          "expected a patch classifier export")
     hparams = PatchHParams.from_dict(info["patch_hparams"])
-    # The exported weights replace any backbone init, so no weights file is needed to rebuild.
-    model = build_patch_model(PatchHParams.from_dict({**hparams.to_dict(), "backbone_weights": None}))
-    _load_weights(model, os.path.join(export_dir, KERAS_DIR, WEIGHTS_FILE))
-    return hparams, model
+    return hparams, _rebuilt_patch_model(hparams, os.path.join(export_dir, KERAS_DIR, WEIGHTS_FILE))
+
+
+def load_heatmap_patch_model(export_dir: str) -> tuple[PatchHParams, ImageHParams, tf_keras.Model]:
+    """The patch hparams, the image hparams (the architecture) and the heatmap patch classifier of a whole-image
+    export: what a fine-tune run, which trains no patch stage, keeps of its base model."""
+    info = read_model_info(export_dir)
+    if info.get(KIND_INFO_KEY) != WHOLE_IMAGE_KIND:
+        raise ValueError(f"the base model {export_dir} holds a {info.get(KIND_INFO_KEY)} model, not a whole-image "
+                         "export of this project")
+    weights_path = os.path.join(export_dir, KERAS_DIR, HEATMAP_PATCH_WEIGHTS_FILE)
+    if not tf.io.gfile.exists(weights_path):
+        raise FileNotFoundError(f"the base model {export_dir} has no {KERAS_DIR}/{HEATMAP_PATCH_WEIGHTS_FILE} (the "
+                                "patch classifier of its heatmap signature); it was exported by an older version of "
+                                "this project: re-export it or train it again")
+    patch_hparams = PatchHParams.from_dict(info["patch_hparams"])
+    image_hparams = ImageHParams.from_dict(info["image_hparams"])
+    return patch_hparams, image_hparams, _rebuilt_patch_model(patch_hparams, weights_path)
 
 
 def load_whole_image_weights(model: tf_keras.Model, init_from: str) -> None:
