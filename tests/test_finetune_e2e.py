@@ -10,7 +10,7 @@ import yaml
 
 from mammo_tfx.evaluation.gates import BASELINE_GATE, read_gate_report
 from mammo_tfx.names import TRAINING_SUMMARY_FILE
-from mammo_tfx.serving.repository import find_model_folder, list_complete_versions
+from mammo_tfx.serving.repository import ModelRepository, find_model_folder, list_complete_versions
 from pipeline.outputs import collect_outputs, latest_output_uri, open_store
 from pipeline.pipeline import IMAGE_TRAINER_ID, PATCH_TRAINER_ID
 from pipeline.runners import LocalRunLayout
@@ -117,6 +117,8 @@ def test_the_gate_compares_with_the_base_model_and_the_blessed_model_is_its_next
     assert len(versions) == 2 and str(versions[0]) == BASE_VERSION
     newest = find_model_folder(finetune_run["base_dir"])
     assert newest.version == versions[-1] and outputs.pushed_uri.rstrip("/") == newest.path
+    # What `mammo-tfx serve` on the base folder loads (and warms up): the new version.
+    assert ModelRepository(finetune_run["base_dir"]).poll_once() == newest.version
     card = json.loads(open(os.path.join(newest.path, "assets.extra", "model_card.json")).read())
     assert card["baseline"]["path"] == finetune_run["version_dir"] and card["baseline"]["version"] == BASE_VERSION
     assert card["baseline"]["candidate_auc"] > card["baseline"]["baseline_auc"] == pytest.approx(0.5)
