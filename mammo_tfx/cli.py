@@ -228,7 +228,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
     from pipeline.sources import parse_sources
 
-    config, sources = parse_sources(load_config(args.profile, args.config, args.set), args.data, args.external)
+    base_model = [] if args.base_model is None else [
+        f"base_model={args.base_model if '://' in args.base_model else os.path.abspath(args.base_model)}"]
+    config, sources = parse_sources(load_config(args.profile, args.config, base_model + args.set), args.data,
+                                    args.external)
     return _run_and_report(config, sources, args.out, args.orchestrator)
 
 
@@ -385,6 +388,10 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser.add_argument("--external", action="append", default=[], metavar="LAYOUT=ROOT",
                             help="a dataset held out of training (repeatable): all its patients go to the test split "
                                  "and its AUC is reported and gated as external (evaluation.min_external_auc)")
+    run_parser.add_argument("--base-model", metavar="MODEL",
+                            help="fine-tune this model on the --data datasets (profile finetune): a pushed model's "
+                                 "base folder (its newest version), a version folder or a whole-image export; a "
+                                 "blessed result is pushed as a new version beside it (docs/training.md)")
     run_parser.add_argument("--out", required=True, help="output folder (pipeline root, metadata, manifest)")
     run_parser.add_argument("--orchestrator", type=_local_orchestrator, default="local",
                             help="local (LocalDagRunner, the default) or beam (BeamDagRunner); for Kubeflow use "

@@ -23,7 +23,8 @@ from mammo_tfx.serving.request_log import RequestLogOptions
 from mammo_tfx.evaluation.config import EvaluationConfig
 from mammo_tfx.evaluation.screening import BREAST_UNIT
 from pipeline.paths import SETUP_FILE
-from trainer_module.hparams import ImageHParams, PatchHParams, TopBlockSpec, TrainingStep, TrainScope
+from trainer_module.hparams import (AugmentationConfig, ImageHParams, PatchHParams, TopBlockSpec, TrainingStep,
+                                    TrainScope)
 from trainer_module.preprocessing import TransformOptions
 
 # How a Kubeflow ExampleGen pod gets the patient-key salt from its Kubernetes Secret.
@@ -201,6 +202,10 @@ class PipelineConfig:
     # Request logs of `mammo-tfx serve` (off unless --request-log-dir is given): sampling, file size, rotation.
     request_log: RequestLogOptions = field(default_factory=RequestLogOptions)
     reproducibility: ReproducibilityConfig = field(default_factory=ReproducibilityConfig)
+    # A whole-image model to fine-tune (the CLI's --base-model): a pushed model's base folder (its newest version), a
+    # version folder or a bare export. Set, the run trains no patch stage: the whole-image Trainer starts from it, the
+    # gate compares with it and the Pusher adds a version beside it (pipeline/pipeline.py). "" trains from scratch.
+    base_model: str = ""
     enable_cache: bool = True
 
     def __post_init__(self) -> None:
@@ -215,6 +220,11 @@ class PipelineConfig:
             self.patch_training, patch_size=self.patches.patch_size, seed=seed, deterministic_ops=deterministic_ops))
         object.__setattr__(self, "evaluation", dataclasses.replace(
             self.evaluation, external_datasets=self.ingest.external_datasets))
+
+    @property
+    def fine_tunes(self) -> bool:
+        """Whether the run fine-tunes `base_model` instead of training both stages."""
+        return bool(self.base_model)
 
     def for_patient_salt(self, fingerprint: str) -> PipelineConfig:
         """This configuration for the salt of `fingerprint`, unless a fingerprint is configured already (the
@@ -315,6 +325,22 @@ def _production_smoke() -> PipelineConfig:
             bootstrap_samples=20),
     )
 
+def _finetune() -> PipelineConfig:
+    # The seed's transfer to a new site: the whole-image model, all layers trainable from the first step, at the
+    # paper's all-layers rate, with affine augmentation on (a site's data is small); the Transform mean is the new
+    # train split's. The gate blesses only a model that beats the base model on the site's test split.
+    production = _production()
+    return dataclasses.replace(
+        production,
+        profile="finetune",
+        image_training=dataclasses.replace(
+            production.image_training, schedule=(TrainingStep(TrainScope.ALL, 1e-5, 20),),
+            augmentation=AugmentationConfig(horizontal_flip=True, vertical_flip=True, rotation_degrees=25.0,
+                                            zoom_range=(0.9, 1.1))),
+        evaluation=dataclasses.replace(production.evaluation, must_beat_baseline=True),
+    )
+
+
 def _test() -> PipelineConfig:
     # A few steps of tiny models on 64x48 scans and 32-pixel patches: the test profile checks mechanics.
     return PipelineConfig(
@@ -358,7 +384,8 @@ DERIVED_KEYS = {
 }
 
 PROFILES: Dict[str, Callable[[], PipelineConfig]] = {
-    "demo": _demo, "production": _production, "production-smoke": _production_smoke, "test": _test}
+    "demo": _demo, "production": _production, "production-smoke": _production_smoke, "finetune": _finetune,
+    "test": _test}
 
 
 def parse_set_overrides(assignments: List[str]) -> Dict[str, Any]:

@@ -107,6 +107,8 @@ def create_evaluation_components(
     profile: Mapping[str, Any],
     schema_channel: Optional[tfx.types.BaseChannel] = None,
     statistics_channel: Optional[tfx.types.BaseChannel] = None,
+    baseline_directory: Optional[str] = None,
+    push_base_directory: Optional[str] = None,
 ) -> List[tfx.types.BaseNode]:
     """PushedBaseline -> Evaluator and ScreeningEvaluator -> ModelGate -> Pusher -> ModelCardWriter for the
     whole-image model. The Evaluator (TFMA) gives the per-image figures, the ScreeningEvaluator the per-breast and
@@ -116,9 +118,13 @@ def create_evaluation_components(
     ingestion counts go into the card). `model_channel`: the whole-image Trainer's model. `profile`: the whole
     pipeline configuration as a dict (PipelineConfig.to_dict()), recorded in the model card. `statistics_channel`:
     StatisticsGen's statistics of the examples, pushed beside the model (the baseline of drift checks).
+    `baseline_directory` / `push_base_directory`: where the baseline is read (a base folder, a version folder or an
+    export) and where the Pusher writes; both default to `config.push_base_directory(pipeline_root)` (a fine-tune
+    run reads its base model instead).
     """
-    push_base_directory = config.push_base_directory(pipeline_root)
-    baseline = PushedBaseline(model=model_channel, push_base_directory=push_base_directory).with_id(BASELINE_ID)
+    push_base_directory = push_base_directory or config.push_base_directory(pipeline_root)
+    baseline = PushedBaseline(model=model_channel, push_base_directory=baseline_directory or push_base_directory
+                              ).with_id(BASELINE_ID)
     evaluator = Evaluator(
         examples=examples_channel,
         model=model_channel,
@@ -158,5 +164,6 @@ def create_evaluation_components(
         split=config.split,
         unit_evaluation=screening_evaluator.outputs["unit_evaluation"],
         statistics=statistics_channel,
+        baseline_model=baseline.outputs["baseline_model"],
     ).with_id(MODEL_CARD_ID)
     return [baseline, evaluator, screening_evaluator, gate, pusher, model_card]

@@ -1,8 +1,9 @@
 """The mammo-tfx pipeline, defined once; runners (pipeline/runners.py) only choose where it runs."""
 from __future__ import annotations
 
+import dataclasses
 import os
-from typing import Any, List, Mapping, Optional
+from typing import Any, List, Mapping, Optional, Tuple
 
 import tensorflow_data_validation as tfdv
 from tfx import v1 as tfx
@@ -15,6 +16,7 @@ from components.mammo_example_gen.executor import encode_custom_config
 from components.patch_sampler.component import PatchSampler
 from mammo_tfx import names
 from mammo_tfx.ingest.splits import EVAL_SPLIT, TEST_SPLIT, TRAIN_SPLIT, SplitNeeds
+from mammo_tfx.serving.repository import ModelFolder, find_model_folder
 from pipeline.config import PipelineConfig, SplitConfig
 from pipeline.evaluation import create_evaluation_components
 from pipeline.paths import SCHEMA_FILE
@@ -31,6 +33,7 @@ IMAGE_TRAINER_ID = "Trainer_image"
 REPORTS_FOLDER = "reports"
 CHECKPOINTS_FOLDER = "checkpoints"
 EXAMPLE_VALIDATOR_ID = "ExampleValidator"
+FINETUNE_PROFILE = "finetune"
 
 
 def reports_dir(pipeline_root: str, component_id: str) -> str:
@@ -56,15 +59,40 @@ def output_config(splits: SplitConfig) -> example_gen_pb2.Output:
 def split_needs(config: PipelineConfig) -> SplitNeeds:
     """What the stages below need of each split, as they are wired: both Trainers train on `train` and validate on
     `eval`, the whole-image export calibrates on `eval`, the Evaluator and the gate judge `test` (their AUCs need both
-    classes), and the patch stage draws lesion patches from `train` and validates on patches of `eval`."""
+    classes), and the patch stage draws lesion patches from `train` and validates on patches of `eval`. A fine-tune
+    run has no patch stage: labels are enough."""
+    fine_tunes = config.fine_tunes
     return SplitNeeds(
         examples=tuple(name for name, _ in config.splits.buckets()),
         both_classes=(EVAL_SPLIT, TEST_SPLIT),
-        located_lesions=(TRAIN_SPLIT,),
-        patches=(EVAL_SPLIT,),
-        uses={TRAIN_SPLIT: "the Trainers learn from it",
+        located_lesions=() if fine_tunes else (TRAIN_SPLIT,),
+        patches=() if fine_tunes else (EVAL_SPLIT,),
+        uses={TRAIN_SPLIT: "the whole-image Trainer learns from it" if fine_tunes else "the Trainers learn from it",
               EVAL_SPLIT: "the Trainers validate on it, the export calibrates on it",
               TEST_SPLIT: "the Evaluator and the gate judge the model on it"})
+
+
+def resolve_base_model(config: PipelineConfig) -> ModelFolder:
+    """The model a fine-tune run starts from, resolved once when the pipeline is built (a base folder's newest
+    version then), so the Trainer, the baseline and the Pusher agree on one version."""
+    if not config.base_model:
+        raise ValueError(f"the {config.profile} profile fine-tunes a model: name it with --base-model (a pushed "
+                         "model's base folder, a version folder or a whole-image export)")
+    found = find_model_folder(config.base_model)
+    if found is None:
+        raise ValueError(f"the base model {config.base_model} holds no model: expected a pushed model's base folder "
+                         "with a complete version, a version folder or a whole-image export (saved_model.pb)")
+    return found
+
+
+def push_directories(config: PipelineConfig, pipeline_root: str) -> Tuple[str, str]:
+    """(where the baseline is read, where the Pusher writes). A fine-tune run compares with its base model and
+    pushes beside it when it is a version of a base folder, else into the configured serving folder."""
+    push_base_directory = config.evaluation.push_base_directory(pipeline_root)
+    if not config.fine_tunes and config.profile != FINETUNE_PROFILE:
+        return push_base_directory, push_base_directory
+    base = resolve_base_model(config)
+    return base.path, base.base_directory or push_base_directory
 
 
 def statistics_options() -> tfdv.StatsOptions:
@@ -95,9 +123,10 @@ def create_components(
                                                   stats_options=statistics_options())
     schema_gen = tfx.components.ImportSchemaGen(schema_file=SCHEMA_FILE)
     # Schema anomalies, and drift from the data the model in service (the newest pushed version) was trained on.
+    baseline_directory, push_base_directory = push_directories(config, pipeline_root)
     example_validator = DriftValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"],
-        options=config.monitoring, baseline_dir=config.evaluation.push_base_directory(pipeline_root),
+        options=config.monitoring, baseline_dir=push_base_directory,
         reports_dir=reports_dir(pipeline_root, EXAMPLE_VALIDATOR_ID)).with_id(EXAMPLE_VALIDATOR_ID)
     # Full-size float images are never written to disk (4 MB each at 1152x896): Transform only analyses the train
     # split (the featurewise mean) and the Trainers apply its graph in their input pipelines and in the export.
@@ -112,9 +141,6 @@ def create_components(
     )
     # Training starts only after the validation: with monitoring.stop_run_on_drift a drift stops the run here.
     transform.add_upstream_node(example_validator)
-    patch_sampler = PatchSampler(
-        examples=example_gen.outputs["examples"], sampling_options=config.patches, splits=(TRAIN_SPLIT, EVAL_SPLIT),
-        lesion_splits=(TRAIN_SPLIT,))
     trainer_class = tfx.extensions.google_cloud_ai_platform.Trainer if cloud_training else tfx.components.Trainer
 
     def trainer(component_id: str, run_fn: str, examples, hparams, **base_model) -> tfx.components.Trainer:
@@ -136,17 +162,30 @@ def create_components(
                            **(cloud_training or {})},
         ).with_id(component_id)
 
-    patch_trainer = trainer(PATCH_TRAINER_ID, PATCH_RUN_FN, patch_sampler.outputs["patches"], config.patch_training)
-    # Stage 2 takes stage 1's model as base_model, so a change to stage 2 re-uses the cached stage 1.
-    image_trainer = trainer(IMAGE_TRAINER_ID, IMAGE_RUN_FN, example_gen.outputs["examples"], config.image_training,
-                            base_model=patch_trainer.outputs["model"])
+    if config.fine_tunes:
+        # No patch stage: the whole-image Trainer starts from the base model's export (its architecture, weights and
+        # heatmap patch classifier), named by a versioned path so that a cached Trainer never hides a newer version.
+        patch_stage: List[tfx.types.BaseNode] = []
+        image_trainer = trainer(IMAGE_TRAINER_ID, IMAGE_RUN_FN, example_gen.outputs["examples"],
+                                dataclasses.replace(config.image_training, init_from=baseline_directory))
+    else:
+        patch_sampler = PatchSampler(
+            examples=example_gen.outputs["examples"], sampling_options=config.patches,
+            splits=(TRAIN_SPLIT, EVAL_SPLIT), lesion_splits=(TRAIN_SPLIT,))
+        patch_trainer = trainer(PATCH_TRAINER_ID, PATCH_RUN_FN, patch_sampler.outputs["patches"],
+                                config.patch_training)
+        patch_stage = [patch_sampler, patch_trainer]
+        # Stage 2 takes stage 1's model as base_model, so a change to stage 2 re-uses the cached stage 1.
+        image_trainer = trainer(IMAGE_TRAINER_ID, IMAGE_RUN_FN, example_gen.outputs["examples"],
+                                config.image_training, base_model=patch_trainer.outputs["model"])
     # Only the whole-image model is evaluated and can be blessed, so only it can become the next run's baseline.
     evaluation = create_evaluation_components(
         config.evaluation, example_gen.outputs["examples"], image_trainer.outputs["model"], pipeline_root,
         profile=config.to_dict(), schema_channel=schema_gen.outputs["schema"],
-        statistics_channel=statistics_gen.outputs["statistics"])
-    return [example_gen, statistics_gen, schema_gen, example_validator, transform, patch_sampler, patch_trainer,
-            image_trainer, *evaluation]
+        statistics_channel=statistics_gen.outputs["statistics"],
+        baseline_directory=baseline_directory, push_base_directory=push_base_directory)
+    return [example_gen, statistics_gen, schema_gen, example_validator, transform, *patch_stage, image_trainer,
+            *evaluation]
 
 
 def create_pipeline(

@@ -71,8 +71,9 @@ def run_local(
     either way (also when a component fails, through the exception's `progress` attribute)."""
     runner = _orchestrator(orchestrator)  # an unknown name fails before anything is written
     # Missing backbone weights (offline, wrong path) stop the run here, not in the Trainer after ingestion; the
-    # Trainer resolves them again from the cache this fills.
-    resolve_backbone_weights(config.patch_training.backbone, config.patch_training.backbone_weights)
+    # Trainer resolves them again from the cache this fills. A fine-tune run trains no patch stage: none are read.
+    if not config.fine_tunes:
+        resolve_backbone_weights(config.patch_training.backbone, config.patch_training.backbone_weights)
     config = for_local_salt(config)
     layout = LocalRunLayout(os.path.abspath(out_dir))
     write_manifest(sources, layout.manifest_dir)

@@ -22,6 +22,7 @@ import portpicker
 import pydicom
 import pytest
 import tensorflow as tf
+import tf_keras
 import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from PIL import Image
@@ -294,11 +295,11 @@ def build_transform_output(output_dir: str, examples: list[tf.train.Example]) ->
     return tft.TFTransformOutput(output_dir)
 
 
-def _shrink_head(dense_layer) -> None:
+def _shrink_head(dense_layer, scale: float = 0.01) -> None:
     """Untrained trunks on 0..255-scale pixels give logits in the hundreds, i.e. probabilities of exactly 0 or
     1; a smaller output kernel keeps them inside (0, 1), so comparing predictions means something."""
     kernel, bias = dense_layer.get_weights()
-    dense_layer.set_weights([kernel * 0.01, bias])
+    dense_layer.set_weights([kernel * scale, bias])
 
 
 def whole_image_info(record: Optional[ScreeningRecord]) -> ModelInfo:
@@ -313,11 +314,13 @@ def whole_image_info(record: Optional[ScreeningRecord]) -> ModelInfo:
 def export_untrained_whole_image_model(work_dir: str, export_dir: str, working_size: tuple[int, int],
                                        image_limits: ImageLimits = ImageLimits(),
                                        eval_examples: Optional[list[tf.train.Example]] = None,
-                                       resize_mode: str = names.STRETCH) -> None:
+                                       resize_mode: str = names.STRETCH,
+                                       image_head_scale: float = 0.01) -> tf_keras.Model:
     """trainer_module's real whole-image export of tiny untrained models over a real Transform graph (analysed on
     8 toy images at `working_size`, a multiple of the tiny trunk's stride 8): the serving graph in seconds. It
     calibrates on `eval_examples` (default: those 8 images), written as the eval split under <work_dir>/examples;
-    its signatures bring images to the working size as ingestion's `resize_mode` does."""
+    its signatures bring images to the working size as ingestion's `resize_mode` does. `image_head_scale` 0 gives a
+    model that scores every image the same. Returns the exported whole-image model."""
     transform_dir = os.path.join(work_dir, "transform_graph")
     os.makedirs(transform_dir)
     examples = whole_image_examples(8, 1, *working_size)
@@ -331,10 +334,11 @@ def export_untrained_whole_image_model(work_dir: str, export_dir: str, working_s
     trunk = build_patch_model(patch_hparams).get_layer(TRUNK_NAME)
     whole_image_model = build_whole_image_model(trunk, image_hparams)
     patch_model = build_patch_model(patch_hparams)
-    _shrink_head(whole_image_model.get_layer(IMAGE_HEAD_NAME))
+    _shrink_head(whole_image_model.get_layer(IMAGE_HEAD_NAME), image_head_scale)
     _shrink_head(patch_model.get_layer(PATCH_HEAD_NAME))
     export_whole_image_model(whole_image_model, patch_model, image_hparams, patch_hparams, tf_transform_output,
                              export_dir, [eval_file], ScreeningOptions(), image_limits)
+    return whole_image_model
 
 
 @pytest.fixture(scope="session")

@@ -77,11 +77,11 @@ def test_gate_settings_carry_the_bounds_and_the_config_round_trips_through_json(
     config = EvaluationConfig(min_overall_auc=0.85, min_dataset_auc={"inbreast": 0.75}, max_auc_drop=0.02,
                               min_slice_size=50, min_examples_per_class=7, insufficient_blocks_blessing=False,
                               fairness_thresholds=(0.3, 0.6), gate_unit="breast", external_datasets=("mias",),
-                              min_external_auc=0.65)
+                              min_external_auc=0.65, must_beat_baseline=True)
     assert config.gate_settings() == {
         "gated_output": GATED_OUTPUT, "gate_unit": "breast", "min_overall_auc": 0.85, "min_dataset_auc": {"inbreast": 0.75},
-        "external_datasets": ["mias"], "min_external_auc": 0.65, "max_auc_drop": 0.02, "min_slice_size": 50, "min_examples_per_class": 7,
-        "insufficient_blocks_blessing": False}
+        "external_datasets": ["mias"], "min_external_auc": 0.65, "max_auc_drop": 0.02, "must_beat_baseline": True, "min_slice_size": 50,
+        "min_examples_per_class": 7, "insufficient_blocks_blessing": False}
     assert EvaluationConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     with pytest.raises(ValueError, match=r"unknown EvaluationConfig key min_auc;"):
         EvaluationConfig.from_dict({"min_auc": 0.9})

@@ -144,6 +144,26 @@ def test_baseline_comparison_at_breast_level(tmp_path: Path) -> None:
     assert skipped.gates[-1].status == "skipped" and not skipped.baseline_evaluated
 
 
+def test_a_fine_tune_must_beat_its_base_model_not_only_match_it(tmp_path: Path) -> None:
+    rng = np.random.default_rng(12)
+    images = screening_images(rng, DATASETS, views_showing=2, separation=1.0)
+    better = [dataclasses.replace(image, score=float(np.clip(image.score + 0.2 * (image.label - 0.5), 0, 1)))
+              for image in images]
+    must_beat = _config(0.5, gate_unit="image", max_auc_drop=0.01, must_beat_baseline=True)
+
+    def baseline_gate(candidate, baseline, directory: str):
+        units = unit_evaluation_document(str(tmp_path / directory), {"candidate": candidate, "baseline": baseline})
+        report = evaluate_gates(tfma_metrics({"candidate": candidate, "baseline": baseline}), must_beat, units)
+        return {g.name: g for g in report.gates}["auc_drop_vs_baseline"], report.blessed
+
+    # The same model as its base: within max_auc_drop, yet not blessed.
+    tie, blessed = baseline_gate(images, images, "tie")
+    assert (tie.status, tie.value, tie.bound, blessed) == ("failed", pytest.approx(0.0), 0.0, False)
+    assert "must beat it" in tie.detail
+    gain, blessed = baseline_gate(better, images, "gain")
+    assert gain.status == "passed" and gain.value > 0 and blessed
+
+
 def test_too_few_breasts_are_insufficient_even_with_enough_images(tmp_path: Path) -> None:
     images = screening_images(np.random.default_rng(2), {"cbis-ddsm": 160, "inbreast": 24}, views_showing=2)
     units = unit_evaluation_document(str(tmp_path), {"candidate": images})

@@ -227,7 +227,7 @@ def export_whole_image_model(model: tf_keras.Model, patch_model: tf_keras.Model,
     tf.saved_model.save(module, export_dir, signatures=signatures)
     geometry = ServingGeometry(working_size=(rows, cols), heatmap_stride=stride, heatmap_pooled_size=window * stride,
                                resize_mode=image_hparams.resize_mode)
-    save_keras_copy(model, export_dir, patch_hparams, image_limits, image_hparams, geometry, record)
+    save_keras_copy(model, export_dir, patch_hparams, image_limits, image_hparams, geometry, record, patch_model)
     return record
 
 

@@ -2,12 +2,15 @@
 
 Layout added to a SavedModel directory (TF ignores extra files; Pusher copies them along):
     <export_dir>/keras/weights.h5      Keras weights of the trained model
+    <export_dir>/keras/patch_weights.h5 (whole image only) weights of the patch classifier behind the
+                                       `heatmap` signature, so a fine-tune run keeps it
     <export_dir>/keras/model_info.json the export's ModelInfo (mammo_tfx/serving/model_info.py: its kind, the
                                        hparams to rebuild it, the image limits its signatures enforce and, for a
                                        whole-image export, its serving geometry and screening record)
 Models are rebuilt from the stored hparams with this package's builders and the weights loaded,
 so no custom Keras objects need to be deserialised. Stage 2 reads stage 1's copy from
-`fn_args.base_model`; `init_from` reads a whole-image copy (or a plain Keras .h5 file).
+`fn_args.base_model`; `init_from` reads a whole-image copy (or a plain Keras .h5 file), and a fine-tune run
+(no patch stage) rebuilds the heatmap patch classifier of its base model from one (`load_heatmap_patch_model`).
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from trainer_module.hparams import ImageHParams, PatchHParams
 from trainer_module.patch_model import build_patch_model
 
 WEIGHTS_FILE = "weights.h5"
+HEATMAP_PATCH_WEIGHTS_FILE = "patch_weights.h5"
 
 
 @contextlib.contextmanager
@@ -46,10 +50,12 @@ def _all_layers_trainable(model: tf_keras.Model) -> Iterator[None]:
 def save_keras_copy(model: tf_keras.Model, export_dir: str, patch_hparams: PatchHParams, image_limits: ImageLimits,
                     image_hparams: Optional[ImageHParams] = None,
                     serving_geometry: Optional[ServingGeometry] = None,
-                    screening: Optional[ScreeningRecord] = None) -> str:
+                    screening: Optional[ScreeningRecord] = None,
+                    heatmap_patch_model: Optional[tf_keras.Model] = None) -> str:
     """Writes the model's weights and its ModelInfo under <export_dir>/keras/: the hparams needed to rebuild it,
     the image limits the export's signatures enforce and, for a whole-image export (`image_hparams` given), its
-    serving geometry and its screening record (None: no calibration and thresholds were fitted)."""
+    serving geometry, its screening record (None: no calibration and thresholds were fitted) and the patch
+    classifier of its heatmap signature."""
     info = ModelInfo(kind=PATCH_KIND if image_hparams is None else WHOLE_IMAGE_KIND,
                      patch_hparams=patch_hparams.to_dict(), image_limits=image_limits,
                      image_hparams=None if image_hparams is None else image_hparams.to_dict(),
@@ -61,8 +67,18 @@ def save_keras_copy(model: tf_keras.Model, export_dir: str, patch_hparams: Patch
     # loads: save it with every layer trainable, and leave the caller's model as it was.
     with _all_layers_trainable(model):
         model.save_weights(os.path.join(keras_dir, WEIGHTS_FILE))
+    if heatmap_patch_model is not None:
+        with _all_layers_trainable(heatmap_patch_model):
+            heatmap_patch_model.save_weights(os.path.join(keras_dir, HEATMAP_PATCH_WEIGHTS_FILE))
     write_model_info(export_dir, info)
     return keras_dir
+
+
+def _rebuilt_patch_model(hparams: PatchHParams, weights_path: str) -> tf_keras.Model:
+    # The exported weights replace any backbone init, so no weights file is needed to rebuild.
+    model = build_patch_model(PatchHParams.from_dict({**hparams.to_dict(), "backbone_weights": None}))
+    _load_weights(model, weights_path)
+    return model
 
 
 def load_patch_model(export_dir: str) -> tuple[PatchHParams, tf_keras.Model]:
@@ -71,10 +87,24 @@ def load_patch_model(export_dir: str) -> tuple[PatchHParams, tf_keras.Model]:
     if info.kind != PATCH_KIND:
         raise ValueError(f"{export_dir} holds a {info.kind} model, expected a patch classifier export")
     hparams = PatchHParams.from_dict(info.patch_hparams)
-    # The exported weights replace any backbone init, so no weights file is needed to rebuild.
-    model = build_patch_model(PatchHParams.from_dict({**hparams.to_dict(), "backbone_weights": None}))
-    _load_weights(model, os.path.join(export_dir, KERAS_DIR, WEIGHTS_FILE))
-    return hparams, model
+    return hparams, _rebuilt_patch_model(hparams, os.path.join(export_dir, KERAS_DIR, WEIGHTS_FILE))
+
+
+def load_heatmap_patch_model(export_dir: str) -> tuple[PatchHParams, ImageHParams, tf_keras.Model]:
+    """The patch hparams, the image hparams (the architecture) and the heatmap patch classifier of a whole-image
+    export: what a fine-tune run, which trains no patch stage, keeps of its base model."""
+    info = read_model_info(export_dir)
+    if info.kind != WHOLE_IMAGE_KIND:
+        raise ValueError(f"the base model {export_dir} holds a {info.kind} model, not a whole-image export of this "
+                         "project")
+    weights_path = os.path.join(export_dir, KERAS_DIR, HEATMAP_PATCH_WEIGHTS_FILE)
+    if not tf.io.gfile.exists(weights_path):
+        raise FileNotFoundError(f"the base model {export_dir} has no {KERAS_DIR}/{HEATMAP_PATCH_WEIGHTS_FILE} (the "
+                                "patch classifier of its heatmap signature); it was exported by an older version of "
+                                "this project: re-export it or train it again")
+    patch_hparams = PatchHParams.from_dict(info.patch_hparams)
+    image_hparams = ImageHParams.from_dict(info.image_hparams)
+    return patch_hparams, image_hparams, _rebuilt_patch_model(patch_hparams, weights_path)
 
 
 def load_whole_image_weights(model: tf_keras.Model, init_from: str) -> None:

@@ -32,6 +32,8 @@ class ModelCardWriterSpec(ComponentSpec):
         executor.UNIT_EVALUATION_KEY: ChannelParameter(type=UnitEvaluation, optional=True),
         # StatisticsGen's statistics of the model's examples, copied beside a pushed version (drift baseline).
         executor.STATISTICS_KEY: ChannelParameter(type=standard_artifacts.ExampleStatistics, optional=True),
+        # The PushedBaseline's model (the previous version, or a fine-tune run's base model), named in the card.
+        executor.BASELINE_MODEL_KEY: ChannelParameter(type=standard_artifacts.Model, optional=True),
     }
     OUTPUTS = {executor.MODEL_CARD_KEY: ChannelParameter(type=ModelCard)}
 
@@ -48,10 +50,11 @@ class ModelCardWriter(base_component.BaseComponent):
     def __init__(self, model: types.BaseChannel, evaluation: types.BaseChannel, blessing: types.BaseChannel,
                  examples: types.BaseChannel, pushed_model: types.BaseChannel, profile: Mapping[str, Any],
                  model_name: str, split: str, unit_evaluation: Optional[types.BaseChannel] = None,
-                 statistics: Optional[types.BaseChannel] = None) -> None:
+                 statistics: Optional[types.BaseChannel] = None,
+                 baseline_model: Optional[types.BaseChannel] = None) -> None:
         spec = ModelCardWriterSpec(
             model=model, evaluation=evaluation, blessing=blessing, examples=examples, pushed_model=pushed_model,
-            unit_evaluation=unit_evaluation, statistics=statistics,
+            unit_evaluation=unit_evaluation, statistics=statistics, baseline_model=baseline_model,
             profile=json.dumps(profile, sort_keys=True, default=str),
             model_name=model_name, split=split,
             model_card=types.Channel(type=ModelCard),

@@ -23,9 +23,10 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
+from components.pushed_baseline import executor as pushed_baseline
 from mammo_tfx import names
 from mammo_tfx.evaluation.calibration import read_screening_record
-from mammo_tfx.evaluation.gates import GateReport, read_gate_report
+from mammo_tfx.evaluation.gates import BASELINE_GATE, OVERALL_GATE, GateReport, read_gate_report
 from mammo_tfx.evaluation.model_card import (INGEST_COUNTS, MODEL_DESCRIPTION, operating_point, slice_rows,
                                              training_record, write_card)
 from mammo_tfx.evaluation.tfma_results import EvaluationMetrics, read_evaluation
@@ -46,6 +47,8 @@ SPLIT_KEY = "split"
 UNIT_EVALUATION_KEY = "unit_evaluation"
 # Optional: StatisticsGen's statistics of the examples the model was trained on, copied beside a pushed version.
 STATISTICS_KEY = "statistics"
+# Optional: the PushedBaseline's artifact (the model compared with; a fine-tune run's base model).
+BASELINE_MODEL_KEY = "baseline_model"
 
 # Properties the Pusher sets on its PushedModel (tfx/components/pusher/executor.py).
 _PUSHED = "pushed"
@@ -92,13 +95,31 @@ def export_screening_record(model: types.Artifact) -> Optional[Dict[str, Any]]:
     return None if record is None else record.to_dict()
 
 
+def compared_baseline(baseline_model: Optional[types.Artifact], gate_report: GateReport) -> Optional[Dict[str, Any]]:
+    """The model the candidate was compared with (its folder and pushed version, "" for a bare export) and both
+    overall AUCs at the gate unit; None when there was no baseline."""
+    if baseline_model is None or not (baseline_model.has_custom_property(pushed_baseline.FOUND_PROPERTY)
+                                      and baseline_model.get_int_custom_property(pushed_baseline.FOUND_PROPERTY)):
+        return None
+    gates = {gate.name: gate for gate in gate_report.gates}
+    candidate_auc = gates[OVERALL_GATE].value if OVERALL_GATE in gates else None
+    change = gates[BASELINE_GATE].value if BASELINE_GATE in gates else None
+    return {"path": baseline_model.get_string_custom_property(pushed_baseline.SOURCE_PROPERTY),
+            "version": baseline_model.get_string_custom_property(pushed_baseline.VERSION_PROPERTY),
+            "unit": gates[OVERALL_GATE].unit if OVERALL_GATE in gates else None,
+            "candidate_auc": candidate_auc,
+            "baseline_auc": None if candidate_auc is None or change is None else candidate_auc - change}
+
+
 def build_card(model_name: str, split: str, profile: Mapping[str, Any], gate_report: GateReport,
                metrics: EvaluationMetrics, examples: types.Artifact, model: types.Artifact,
                evaluation: types.Artifact, blessing: types.Artifact, pushed_model: types.Artifact,
                units: Optional[UnitEvaluation] = None,
-               unit_evaluation: Optional[types.Artifact] = None) -> Dict[str, Any]:
+               unit_evaluation: Optional[types.Artifact] = None,
+               baseline_model: Optional[types.Artifact] = None) -> Dict[str, Any]:
     """The model card as a JSON-able dict (the Markdown is rendered from it). `units`: the screening evaluation
-    (`unit_evaluation` its artifact), for the operating point on the evaluated split and the other units."""
+    (`unit_evaluation` its artifact), for the operating point on the evaluated split and the other units.
+    `baseline_model`: the PushedBaseline's artifact, named with both AUCs."""
     pushed = pushed_model.has_custom_property(_PUSHED) and pushed_model.get_int_custom_property(_PUSHED) == 1
     baseline_id = (blessing.get_int_custom_property(evaluator_constants.ARTIFACT_PROPERTY_BASELINE_MODEL_ID_KEY)
                    if blessing.has_custom_property(evaluator_constants.ARTIFACT_PROPERTY_BASELINE_MODEL_ID_KEY)
@@ -116,6 +137,7 @@ def build_card(model_name: str, split: str, profile: Mapping[str, Any], gate_rep
             "version": pushed_model.get_string_custom_property(_PUSHED_VERSION) if pushed else None,
             "serving_path": pushed_model.get_string_custom_property(_PUSHED_DESTINATION) if pushed else None,
         },
+        "baseline": compared_baseline(baseline_model, gate_report),
         "gates": [dataclasses.asdict(gate) for gate in gate_report.gates],
         "gate_settings": dict(gate_report.settings),
         "evaluation": {
@@ -164,6 +186,7 @@ class Executor(base_executor.BaseExecutor):
         model_card = artifact_utils.get_single_instance(output_dict[MODEL_CARD_KEY])
         unit_artifacts = input_dict.get(UNIT_EVALUATION_KEY) or []
         unit_evaluation = artifact_utils.get_single_instance(unit_artifacts) if unit_artifacts else None
+        baseline_artifacts = input_dict.get(BASELINE_MODEL_KEY) or []
 
         card = build_card(
             model_name=exec_properties[MODEL_NAME_KEY], split=exec_properties[SPLIT_KEY],
@@ -171,7 +194,8 @@ class Executor(base_executor.BaseExecutor):
             gate_report=read_gate_report(blessing.uri), metrics=read_evaluation(evaluation.uri), examples=examples,
             model=model, evaluation=evaluation, blessing=blessing, pushed_model=pushed_model,
             units=read_unit_evaluation(unit_evaluation.uri) if unit_evaluation is not None else None,
-            unit_evaluation=unit_evaluation)
+            unit_evaluation=unit_evaluation,
+            baseline_model=artifact_utils.get_single_instance(baseline_artifacts) if baseline_artifacts else None)
         write_card(card, model_card.uri)
         model_card.set_int_custom_property("blessed", int(card["decision"]["blessed"]))
         model_card.set_int_custom_property("pushed", int(card["decision"]["pushed"]))

@@ -46,6 +46,9 @@ class EvaluationConfig(Options):
     external_datasets: Tuple[str, ...] = _gate_setting(())
     min_external_auc: float = _gate_setting(0.70)
     max_auc_drop: float = _gate_setting(0.01)
+    # A fine-tune run's rule: the candidate must beat the baseline (its base model), not merely stay within
+    # max_auc_drop of it.
+    must_beat_baseline: bool = _gate_setting(False)
     min_slice_size: int = _gate_setting(30)
     min_examples_per_class: int = _gate_setting(5)
     insufficient_blocks_blessing: bool = _gate_setting(True)

@@ -10,7 +10,8 @@ Gates (on the gated output, the flip-augmented `probability`, at the gate unit):
   * `dataset_auc[<name>]`    AUC on the `dataset=<name>` slice >= its own bound, for each configured dataset
   * `external_auc[<name>]`   AUC on the `dataset=<name>` slice >= min_external_auc, for each dataset held out of
                              training (evaluation.external_datasets)
-  * `auc_drop_vs_baseline`   candidate AUC - baseline AUC (overall) >= -max_auc_drop, when a baseline was evaluated
+  * `auc_drop_vs_baseline`   candidate AUC - baseline AUC (overall) >= -max_auc_drop, when a baseline was evaluated;
+                             > 0 with must_beat_baseline (a fine-tune run: beat the base model)
 Each gate ends with one status:
   * `passed` / `failed`      the value was checked against the bound
   * `insufficient`           the slice fails the SufficiencyRule (applied to the unit's counts: images or breasts),
@@ -252,7 +253,7 @@ def _auc_gate(name: str, slice_key: SliceKey, figures: Optional[SliceFigures], b
 
 
 def _baseline_gate(source: GateSource, overall_gate: GateResult, config: EvaluationConfig) -> GateResult:
-    drop_bound = -config.max_auc_drop
+    drop_bound = 0.0 if config.must_beat_baseline else -config.max_auc_drop
     result = GateResult(name=BASELINE_GATE, unit=source.unit, output=overall_gate.output, slice=OVERALL_SLICE_NAME,
                         metric="auc_change", bound=drop_bound, status=SKIPPED, blocks_blessing=False,
                         detail="no blessed baseline model was evaluated (first blessing)")
@@ -272,10 +273,12 @@ def _baseline_gate(source: GateSource, overall_gate: GateResult, config: Evaluat
     else:
         result.value = overall_gate.value - baseline_auc
         result.margin = result.value - drop_bound
-        result.status = PASSED if result.margin >= 0 else FAILED
+        beats = result.margin > 0 if config.must_beat_baseline else result.margin >= 0
+        result.status = PASSED if beats else FAILED
         result.blocks_blessing = result.status == FAILED
+        rule = "must beat it" if config.must_beat_baseline else f"max allowed drop {config.max_auc_drop:.4f}"
         result.detail = (f"candidate {source.unit} AUC {overall_gate.value:.4f} vs baseline {source.unit} AUC "
-                         f"{baseline_auc:.4f} (max allowed drop {config.max_auc_drop:.4f})")
+                         f"{baseline_auc:.4f} ({rule})")
     return result
 
 

@@ -224,6 +224,11 @@ def render_markdown(card: Mapping[str, Any]) -> str:
     lines = [f"# Model card: {card['model_name']}", "", card["description"], "",
              f"Generated {card['generated_at']}.", "", "## Decision", "", f"**{status}**, {pushed}.", ""]
     lines += [f"- {reason}" for reason in decision["reasons"]] + ([""] if decision["reasons"] else [])
+    baseline = card.get("baseline")
+    if baseline:
+        version = f"version {baseline['version']}" if baseline["version"] else "a bare export"
+        lines += [f"Compared with `{baseline['path']}` ({version}): {baseline['unit']} AUC "
+                  f"{_number(baseline['candidate_auc'], 4)} against its {_number(baseline['baseline_auc'], 4)}.", ""]
 
     lines += ["## Gates", ""]
     gate_unit = card["gate_settings"].get("gate_unit")
