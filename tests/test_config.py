@@ -155,16 +155,23 @@ def test_serving_limits_are_a_validated_section_that_reaches_the_whole_image_tra
 
 
 @pytest.mark.parametrize("profile", sorted(PROFILES))
-def test_the_trainers_calibrate_on_the_eval_split_and_never_see_the_test_split(profile):
+def test_the_trainers_calibrate_on_the_eval_split_and_never_see_the_test_split(profile, tmp_path):
     # The whole-image Trainer fits its calibration and thresholds on its EvalArgs splits (trainer_module/export.py
     # reads fn_args.eval_files): the eval split, so the test split that the evaluation judges stays unseen.
+    overrides = []
+    if profile == "finetune":  # a base model to start from: the pipeline resolves the folder when it is built
+        (tmp_path / "saved_model.pb").write_bytes(b"")
+        overrides = [f"base_model={tmp_path}"]
+    config = load_config(profile, overrides=overrides)
     components = {component.id: component
-                  for component in create_pipeline(load_config(profile), "gs://b/manifest", "gs://b/root").components}
-    for trainer_id in (PATCH_TRAINER_ID, IMAGE_TRAINER_ID):
+                  for component in create_pipeline(config, "gs://b/manifest", "gs://b/root").components}
+    trainers = [trainer_id for trainer_id in (PATCH_TRAINER_ID, IMAGE_TRAINER_ID) if trainer_id in components]
+    assert IMAGE_TRAINER_ID in trainers and (profile == "finetune") == (PATCH_TRAINER_ID not in trainers)
+    for trainer_id in trainers:
         properties = components[trainer_id].exec_properties
         assert json.loads(properties["train_args"])["splits"] == ["train"], trainer_id
         assert json.loads(properties["eval_args"])["splits"] == ["eval"], trainer_id
-    assert load_config(profile).evaluation.split == "test"
+    assert config.evaluation.split == "test"
     assert json.loads(components["Evaluator"].exec_properties["example_splits"]) == ["test"]
 
 
