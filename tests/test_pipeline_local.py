@@ -63,7 +63,7 @@ def _split_counts(examples: list) -> dict:
 
 
 def test_the_served_calibration_and_thresholds_were_fitted_on_the_eval_split(local_run):
-    _, outputs = local_run
+    _, outputs, _ = local_run
     record = read_screening_record(outputs.model_export_dir)
     eval_counts, test_counts = (_split_counts(read_split(outputs.examples_uri, split)) for split in ("eval", "test"))
     assert eval_counts != test_counts  # else the comparison below could not tell the two splits apart

@@ -100,7 +100,7 @@ def _check_the_pushed_model_answers_as_its_export_promises(pushed_dir: str, imag
     single-view probabilities and `probability` as its calibration, the same answer through `serving_examples`,
     and a heatmap on the patch grid of the full image."""
     info = read_model_info(pushed_dir)
-    assert info["image_hparams"]["image_size"] == [ROWS, COLS]
+    assert list(info.image_hparams["image_size"]) == [ROWS, COLS]
     loaded = tf.saved_model.load(pushed_dir)
     assert {names.DEFAULT_SIGNATURE, names.EXAMPLES_SIGNATURE, names.EXAM_SIGNATURE,
             names.HEATMAP_SIGNATURE} <= set(loaded.signatures)
@@ -128,5 +128,5 @@ def _check_the_pushed_model_answers_as_its_export_promises(pushed_dir: str, imag
                                    err_msg=name)
 
     heatmap = loaded.signatures[names.HEATMAP_SIGNATURE](image_bytes=image_bytes)
-    window = 224 // RESNET50_STRIDE - 2 * info["patch_hparams"]["head_border_cells"]
+    window = 224 // RESNET50_STRIDE - 2 * info.patch_hparams["head_border_cells"]
     assert heatmap["heatmap"].shape == (1, ROWS // RESNET50_STRIDE - window + 1, COLS // RESNET50_STRIDE - window + 1)

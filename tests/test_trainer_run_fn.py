@@ -289,5 +289,5 @@ def test_a_second_run_with_the_same_seed_exports_the_same_weights(trained, toy_d
         for one, other in zip(first_weights, again_weights):
             np.testing.assert_array_equal(one, other)
     info = read_model_info(image_dir)
-    assert info["image_hparams"]["seed"] == info["patch_hparams"]["seed"] == TEST_PROFILE.reproducibility.seed
-    assert info["image_hparams"]["deterministic_ops"] is True
+    assert info.image_hparams["seed"] == info.patch_hparams["seed"] == TEST_PROFILE.reproducibility.seed
+    assert info.image_hparams["deterministic_ops"] is True
